@@ -1,0 +1,476 @@
+/*
+ * runlane.h - one lane per conversation: batched, locked, exactly-once turns.
+ *
+ * This is the only public header of librunlane and its stable C ABI.
+ *
+ * ABI promise: within one major version (RUNLANE_VERSION_MAJOR, also the
+ * soname), nothing declared here is removed or changes meaning; new
+ * functions, enum values and configuration keys only ever add. All handles
+ * are opaque; no struct layout is public; no varargs.
+ *
+ * Conventions:
+ * - Functions return runlane_err_t: 0 (RUNLANE_OK) or a negative code.
+ *   Details of the last failure on the calling thread: runlane_error_last().
+ * - Out-parameters come first.
+ * - Strings are NUL-terminated UTF-8. Strings returned through `char **`
+ *   are owned by the caller and freed with runlane_free().
+ * - Complex payloads (messages, status, events) are JSON strings.
+ * - Thread safety is stated per function.
+ */
+#ifndef RUNLANE_H
+#define RUNLANE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+#define RUNLANE_BEGIN_DECL extern "C" {
+#define RUNLANE_END_DECL }
+#else
+#define RUNLANE_BEGIN_DECL
+#define RUNLANE_END_DECL
+#endif
+
+#if defined(_WIN32)
+#define RUNLANE_EXTERN(type) __declspec(dllexport) type
+#elif defined(__GNUC__)
+#define RUNLANE_EXTERN(type) __attribute__((visibility("default"))) type
+#else
+#define RUNLANE_EXTERN(type) type
+#endif
+
+RUNLANE_BEGIN_DECL
+
+/* ------------------------------------------------------------------ */
+/* Version and features                                               */
+/* ------------------------------------------------------------------ */
+
+#define RUNLANE_VERSION_MAJOR 0
+#define RUNLANE_VERSION_MINOR 1
+#define RUNLANE_VERSION_PATCH 0
+/** Version as one number: major * 10000 + minor * 100 + patch. */
+#define RUNLANE_VERSION_NUM                                                  \
+    (RUNLANE_VERSION_MAJOR * 10000 + RUNLANE_VERSION_MINOR * 100 +           \
+     RUNLANE_VERSION_PATCH)
+
+/** Feature bits returned by runlane_features(). */
+#define RUNLANE_FEATURE_REDIS 0x01u      /**< the redis store is built in */
+#define RUNLANE_FEATURE_REDIS_TLS 0x02u  /**< rediss:// is supported */
+#define RUNLANE_FEATURE_HTTP 0x04u       /**< HTTP backends (libcurl) */
+#define RUNLANE_FEATURE_HTTP_TLS 0x08u   /**< libcurl has TLS */
+#define RUNLANE_FEATURE_CLUSTER 0x10u    /**< Redis Cluster routing */
+
+/**
+ * Version of the library actually loaded, as RUNLANE_VERSION_NUM.
+ * Thread-safe.
+ */
+RUNLANE_EXTERN(int) runlane_version(void);
+
+/**
+ * Version of the library as a static string, e.g. "0.1.0".
+ * Thread-safe.
+ */
+RUNLANE_EXTERN(const char *) runlane_version_str(void);
+
+/**
+ * Bit set of RUNLANE_FEATURE_* compiled into this build.
+ * Thread-safe.
+ */
+RUNLANE_EXTERN(unsigned int) runlane_features(void);
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                             */
+/* ------------------------------------------------------------------ */
+
+/** Error codes. Values are fixed forever; new codes only ever add. */
+typedef enum runlane_err_t {
+    RUNLANE_OK = 0,
+    RUNLANE_ERR_INVALID_ARG = -1,   /**< bad argument (NULL, bad UTF-8, ...) */
+    RUNLANE_ERR_UNKNOWN_KEY = -2,   /**< unknown configuration key */
+    RUNLANE_ERR_INVALID_VALUE = -3, /**< configuration value out of range */
+    RUNLANE_ERR_NOMEM = -4,         /**< out of memory */
+    RUNLANE_ERR_STORE = -5,         /**< store unreachable or failed (retriable) */
+    RUNLANE_ERR_STALE = -6,         /**< lease lost: fencing token refused */
+    RUNLANE_ERR_NOT_FOUND = -7,     /**< no such batch, message or dead letter */
+    RUNLANE_ERR_BUSY = -8,          /**< conversation is busy (provider lock) */
+    RUNLANE_ERR_TIMEOUT = -9,       /**< operation timed out */
+    RUNLANE_ERR_TOO_LARGE = -10,    /**< message or payload over its limit */
+    RUNLANE_ERR_STATE = -11,        /**< not allowed in the current state */
+    RUNLANE_ERR_UNSUPPORTED = -12,  /**< not supported by this build/backend */
+    RUNLANE_ERR_HTTP = -13,         /**< HTTP transport failure */
+    RUNLANE_ERR_PROVIDER = -14,     /**< the provider returned an error */
+    RUNLANE_ERR_DESTROYED = -15,    /**< handle already destroyed */
+    RUNLANE_ERR_INTERNAL = -16      /**< bug in runlane; please report */
+} runlane_err_t;
+
+/** The last error raised on the calling thread (opaque). */
+typedef struct runlane_error_s runlane_error_t;
+
+/**
+ * Human-readable description of an error code ("unknown error" for values
+ * not in the table). Static string. Thread-safe.
+ */
+RUNLANE_EXTERN(const char *) runlane_err2str(runlane_err_t err);
+
+/**
+ * Symbolic name of an error code, e.g. "RUNLANE_ERR_STALE". Static string.
+ * Thread-safe.
+ */
+RUNLANE_EXTERN(const char *) runlane_err2name(runlane_err_t err);
+
+/**
+ * Details of the last error raised by a runlane call on this thread.
+ * Never NULL: when no error happened, code is RUNLANE_OK and the message is
+ * empty. Valid until the next runlane call on the same thread.
+ * Thread-safe (thread-local).
+ */
+RUNLANE_EXTERN(const runlane_error_t *) runlane_error_last(void);
+
+/** Code of an error from runlane_error_last(). Thread-safe. */
+RUNLANE_EXTERN(runlane_err_t) runlane_error_code(const runlane_error_t *err);
+
+/** Message of an error from runlane_error_last(); never NULL. Thread-safe. */
+RUNLANE_EXTERN(const char *) runlane_error_message(const runlane_error_t *err);
+
+/**
+ * 1 when retrying the same call later may succeed (store or network
+ * trouble), 0 otherwise. Thread-safe.
+ */
+RUNLANE_EXTERN(int) runlane_error_retriable(const runlane_error_t *err);
+
+/** Frees a string or buffer returned by runlane. NULL is ignored. Thread-safe. */
+RUNLANE_EXTERN(void) runlane_free(void *ptr);
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                      */
+/* ------------------------------------------------------------------ */
+
+/** Key/value configuration (opaque). */
+typedef struct runlane_conf_s runlane_conf_t;
+
+/**
+ * New configuration holding every default. NULL on out of memory.
+ * Thread-safe; the object itself is not: use one conf from one thread.
+ */
+RUNLANE_EXTERN(runlane_conf_t *) runlane_conf_new(void);
+
+/** Frees a configuration. NULL is ignored. Not thread-safe for `conf`. */
+RUNLANE_EXTERN(void) runlane_conf_destroy(runlane_conf_t *conf);
+
+/** Deep copy of a configuration, or NULL on out of memory. */
+RUNLANE_EXTERN(runlane_conf_t *) runlane_conf_dup(const runlane_conf_t *conf);
+
+/**
+ * Sets `key` to `value` after validating it against the property table.
+ * Returns RUNLANE_OK, RUNLANE_ERR_UNKNOWN_KEY or RUNLANE_ERR_INVALID_VALUE
+ * (or RUNLANE_ERR_INVALID_ARG for NULL). On error, a message naming the key
+ * and the accepted values is written to `errstr` (when non-NULL) and to
+ * runlane_error_last(); the configuration is unchanged.
+ * Not thread-safe for `conf`.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conf_set(runlane_conf_t *conf, const char *key, const char *value,
+                 char *errstr, size_t errstr_size);
+
+/**
+ * Reads the value of `key` into `dest` (NUL-terminated). `*dest_size` is the
+ * size of `dest` in; on return it holds the size needed including the NUL.
+ * With dest NULL only the size is returned. Secret keys read back as
+ * "********" once set. Returns RUNLANE_ERR_UNKNOWN_KEY for an unknown key,
+ * RUNLANE_ERR_TOO_LARGE when `dest` is too small.
+ * Not thread-safe for `conf`.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conf_get(const runlane_conf_t *conf, const char *key, char *dest,
+                 size_t *dest_size);
+
+/**
+ * Every key and its current value as a JSON object (secrets masked).
+ * `*json_out` is freed with runlane_free(). Not thread-safe for `conf`.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conf_dump(char **json_out, const runlane_conf_t *conf);
+
+/**
+ * The property table as a JSON array: for each key its name, type
+ * ("string", "int", "enum", "bool", "float"), default, min, max, enum
+ * values, whether it is secret, and its documentation. Bindings and the
+ * docs generator read it. Static string. Thread-safe.
+ */
+RUNLANE_EXTERN(const char *) runlane_conf_properties(void);
+
+/* ------------------------------------------------------------------ */
+/* Client                                                             */
+/* ------------------------------------------------------------------ */
+
+/** A runlane client: producer and (after runlane_start) worker. Opaque. */
+typedef struct runlane_s runlane_t;
+
+/** An event delivered by runlane_poll(). Opaque. */
+typedef struct runlane_event_s runlane_event_t;
+
+/**
+ * Creates a client from `conf` (copied; NULL means all defaults) and
+ * connects its store. Returns NULL on failure with the reason in `errstr`
+ * and runlane_error_last(). No thread is started until runlane_start().
+ * Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_t *)
+runlane_new(const runlane_conf_t *conf, char *errstr, size_t errstr_size);
+
+/**
+ * Stops the worker if running (leases are released at once, without
+ * spending an attempt), frees undelivered events and the client. NULL is
+ * ignored. Must not race with other calls on `rl`; must not be called from
+ * a wake callback.
+ */
+RUNLANE_EXTERN(void) runlane_destroy(runlane_t *rl);
+
+/** Limits on conversation ids (bytes); see runlane_enqueue(). */
+#define RUNLANE_CONVERSATION_ID_MAX 256
+
+/**
+ * Queues one message for a conversation and returns its message id.
+ *
+ * `conversation_id`: 1..RUNLANE_CONVERSATION_ID_MAX bytes of valid UTF-8
+ * without control characters (U+0000..U+001F, U+007F).
+ * `content`: valid UTF-8, at most batch.max.bytes bytes.
+ * `options_json`: NULL or a JSON object with optional members
+ *   "idempotency_key" (string: the same key for the same conversation
+ *   returns the first message's id and stores nothing twice, within
+ *   idempotency.ttl.ms), "instructions" (string: per-turn instructions; the
+ *   last message's value in a batch wins), "metadata" (object of strings).
+ * `id_out`: receives the message id (NUL-terminated); RUNLANE_ID_MAX bytes
+ * are always enough. `*duplicate_out` (may be NULL) is set to 1 when the
+ * idempotency key was already used.
+ *
+ * Errors: RUNLANE_ERR_INVALID_ARG, RUNLANE_ERR_TOO_LARGE, RUNLANE_ERR_STORE.
+ * On error nothing is stored. Thread-safe (calls are serialized per client).
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_enqueue(char *id_out, size_t id_out_size, int *duplicate_out,
+                runlane_t *rl, const char *conversation_id,
+                const char *content, const char *options_json);
+
+/** Size of a buffer that always holds a runlane id (message, batch). */
+#define RUNLANE_ID_MAX 64
+
+/**
+ * Queues many messages in one pipelined round trip. `messages_json` is a
+ * JSON array of objects {"conversation_id", "content", and the optional
+ * members of runlane_enqueue's options}. Every message is validated first;
+ * if one is invalid nothing is stored. On success `*result_json_out` is a
+ * JSON array of {"id","duplicate"} in input order (free with runlane_free).
+ * Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_enqueue_many(char **result_json_out, runlane_t *rl,
+                     const char *messages_json);
+
+/**
+ * Typing signal: the user of `conversation_id` is still active, so its
+ * quiet window restarts now (never beyond batch.max.wait.ms after its first
+ * pending message). Stores no message. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_touch(runlane_t *rl, const char *conversation_id);
+
+/**
+ * Queue status as JSON. With `conversation_id` NULL: totals
+ * {"pending","ready","inflight","dead","conversations", counters...};
+ * otherwise detail of one conversation {"pending","inflight","attempts",
+ * "batch_id","owner","lease_expires_ms","due_ms","last_error",...}.
+ * Free `*json_out` with runlane_free(). Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_status(char **json_out, runlane_t *rl, const char *conversation_id);
+
+/**
+ * Dead-lettered batches, oldest first, as a JSON array of {"id",
+ * "conversation_id","batch_id","attempts","error","dead_at_ms","messages"}.
+ * `limit` 0 means 100. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_dead_list(char **json_out, runlane_t *rl, size_t offset, size_t limit);
+
+/**
+ * Puts dead letter `dead_id` (or all of them when NULL) back in front of
+ * its conversation's pending messages, due at once, with attempts reset.
+ * `*count_out` (may be NULL) receives how many batches were retried.
+ * RUNLANE_ERR_NOT_FOUND when `dead_id` does not exist. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_dead_retry(size_t *count_out, runlane_t *rl, const char *dead_id);
+
+/**
+ * Deletes dead letter `dead_id` (or all of them when NULL) for good.
+ * `*count_out` (may be NULL) receives how many were deleted. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_dead_purge(size_t *count_out, runlane_t *rl, const char *dead_id);
+
+/**
+ * Counters and gauges in the Prometheus text exposition format.
+ * Free `*text_out` with runlane_free(). Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t) runlane_metrics(char **text_out, runlane_t *rl);
+
+/* ------------------------------------------------------------------ */
+/* Worker                                                             */
+/* ------------------------------------------------------------------ */
+
+/**
+ * Starts the client's I/O thread: it claims due conversations up to
+ * worker.concurrency, renews leases, recovers expired leases of dead
+ * workers and drives the backend. RUNLANE_ERR_STATE when already started
+ * or stopped. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t) runlane_start(runlane_t *rl);
+
+/** How runlane_stop() ends in-flight batches. */
+typedef enum runlane_stop_mode_t {
+    /** Claim nothing new; wait up to the timeout for in-flight batches to
+     *  be acked or failed, then release the rest. */
+    RUNLANE_STOP_DRAIN = 0,
+    /** Release every lease at once (no attempt spent); another worker
+     *  takes the batches over. */
+    RUNLANE_STOP_RELEASE = 1
+} runlane_stop_mode_t;
+
+/**
+ * Stops the worker and joins the I/O thread. Events already queued can
+ * still be polled; a RUNLANE_EVENT_STOPPED event is the last one.
+ * RUNLANE_ERR_TIMEOUT when draining did not finish in `timeout_ms` (the
+ * remaining leases are released anyway). Thread-safe; must not be called
+ * from a wake callback.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_stop(runlane_t *rl, runlane_stop_mode_t mode, int timeout_ms);
+
+/** Event types. Values are fixed forever. */
+typedef enum runlane_event_type_t {
+    RUNLANE_EVENT_NONE = 0,
+    /** A batch is ready (custom backend): run the turn, then
+     *  runlane_batch_ack() or runlane_batch_fail() it. JSON: {"conversation_id",
+     *  "batch_id","attempt","messages":[{"id","content","ts_ms",
+     *  "instructions"?,"metadata"?}]} */
+    RUNLANE_EVENT_BATCH = 1,
+    /** A provider turn started (HTTP backends). */
+    RUNLANE_EVENT_RUN_STARTED = 2,
+    /** Streamed text of the reply (HTTP backends). */
+    RUNLANE_EVENT_DELTA = 3,
+    /** The turn needs tool outputs: runlane_submit_tool_outputs(). */
+    RUNLANE_EVENT_TOOL_CALLS = 4,
+    /** The turn completed: reply text, ids, usage. Confirm with
+     *  runlane_reply_ack(). */
+    RUNLANE_EVENT_COMPLETED = 5,
+    /** An attempt failed; the batch is retried after a backoff. */
+    RUNLANE_EVENT_FAILED = 6,
+    /** The batch was dead-lettered (attempts spent or not retriable). */
+    RUNLANE_EVENT_DEAD = 7,
+    /** Background trouble (store unreachable, ...); work goes on. */
+    RUNLANE_EVENT_ERROR = 8,
+    /** This worker lost the lease of a batch: stop working on it, its
+     *  ack would be refused. */
+    RUNLANE_EVENT_LEASE_LOST = 9,
+    /** The worker stopped; last event. */
+    RUNLANE_EVENT_STOPPED = 10
+} runlane_event_type_t;
+
+/**
+ * Next event, waiting up to `timeout_ms` (0: do not wait; -1: forever).
+ * NULL when none arrived. Destroy each event with runlane_event_destroy().
+ * Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_event_t *) runlane_poll(runlane_t *rl, int timeout_ms);
+
+/**
+ * A file descriptor that is readable while events are pending (for
+ * select/poll/epoll, asyncio add_reader). Do not read or close it; it is
+ * drained by runlane_poll(). -1 if unavailable. Thread-safe.
+ */
+RUNLANE_EXTERN(int) runlane_event_fd(runlane_t *rl);
+
+/** Wake callback: called from the I/O thread when the event queue turns
+ *  non-empty. It must not block and must not call runlane functions. */
+typedef void (*runlane_wake_cb)(void *opaque);
+
+/**
+ * Installs (or with `cb` NULL removes) the wake callback. Thread-safe;
+ * after it returns, a removed callback is never called again.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_set_wake_cb(runlane_t *rl, runlane_wake_cb cb, void *opaque);
+
+/** Type of an event. Thread-safe. */
+RUNLANE_EXTERN(runlane_event_type_t)
+runlane_event_type(const runlane_event_t *ev);
+
+/** Name of an event type, e.g. "batch", "completed". Static string. */
+RUNLANE_EXTERN(const char *) runlane_event_type_name(runlane_event_type_t type);
+
+/** Conversation id of the event, or "" if none. Valid until the event is
+ *  destroyed. */
+RUNLANE_EXTERN(const char *) runlane_event_conversation_id(const runlane_event_t *ev);
+
+/** Batch id of the event (stable across attempts), or "" if none. Valid
+ *  until the event is destroyed. */
+RUNLANE_EXTERN(const char *) runlane_event_batch_id(const runlane_event_t *ev);
+
+/** Attempt number of the batch (1 for the first), 0 if none. */
+RUNLANE_EXTERN(int) runlane_event_attempt(const runlane_event_t *ev);
+
+/** The event's whole payload as a JSON object (see runlane_event_type_t).
+ *  Never NULL. Valid until the event is destroyed. */
+RUNLANE_EXTERN(const char *) runlane_event_json(const runlane_event_t *ev);
+
+/** Error code carried by FAILED, DEAD, ERROR and LEASE_LOST events;
+ *  RUNLANE_OK otherwise. */
+RUNLANE_EXTERN(runlane_err_t) runlane_event_error_code(const runlane_event_t *ev);
+
+/** Error message of the event, or "". Valid until the event is destroyed. */
+RUNLANE_EXTERN(const char *) runlane_event_error_message(const runlane_event_t *ev);
+
+/** Frees an event. NULL is ignored. */
+RUNLANE_EXTERN(void) runlane_event_destroy(runlane_event_t *ev);
+
+/**
+ * Acknowledges a batch delivered by a RUNLANE_EVENT_BATCH event: its
+ * messages are done and removed; the conversation's next batch may start.
+ * `result_json` (may be NULL) is recorded in the completed counter only.
+ * RUNLANE_ERR_STALE when the lease was lost meanwhile (the batch will be
+ * delivered again elsewhere), RUNLANE_ERR_NOT_FOUND for an unknown batch.
+ * Thread-safe, callable from any thread.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_batch_ack(runlane_t *rl, const char *batch_id, const char *result_json);
+
+/**
+ * Fails the current attempt of a batch. With `retriable` non-zero it is
+ * retried after an exponential backoff until max.attempts, then
+ * dead-lettered with `error_message` kept; with 0 it is dead-lettered at
+ * once. Thread-safe, callable from any thread.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_batch_fail(runlane_t *rl, const char *batch_id,
+                   const char *error_message, int retriable);
+
+/**
+ * Answers a RUNLANE_EVENT_TOOL_CALLS event of batch `batch_id`.
+ * `outputs_json` is a JSON array of {"tool_call_id","output"}.
+ * Thread-safe, callable from any thread.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_submit_tool_outputs(runlane_t *rl, const char *batch_id,
+                            const char *outputs_json);
+
+/**
+ * Confirms that the reply of a RUNLANE_EVENT_COMPLETED event reached the
+ * user, so it is not delivered again after a crash. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_reply_ack(runlane_t *rl, const char *batch_id);
+
+RUNLANE_END_DECL
+
+#endif /* RUNLANE_H */

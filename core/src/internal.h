@@ -1,0 +1,67 @@
+/* internal.h - helpers shared by every module (not installed). */
+#ifndef RUNLANE_INTERNAL_H
+#define RUNLANE_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runlane.h"
+
+#if defined(__GNUC__)
+#define RL_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define RL_PRINTF(f, a)
+#endif
+
+/* ---- errors (error.c) ---- */
+
+/* Records the calling thread's last error and returns `code`. */
+runlane_err_t rl_error_set(runlane_err_t code, int retriable, const char *fmt,
+                           ...) RL_PRINTF(3, 4);
+runlane_err_t rl_error_setv(runlane_err_t code, int retriable, const char *fmt,
+                            va_list ap);
+void rl_error_clear(void);
+/* Copies the thread's last error message into errstr (if non-NULL). */
+void rl_error_copy(char *errstr, size_t errstr_size);
+
+/* ---- time (util.c) ---- */
+int64_t rl_now_ms(void);  /* wall clock, ms since the epoch */
+int64_t rl_mono_ms(void); /* monotonic, ms */
+
+/* ---- memory and strings (util.c) ---- */
+char *rl_strdup(const char *s);
+char *rl_strndup(const char *s, size_t n);
+char *rl_asprintf(const char *fmt, ...) RL_PRINTF(1, 2);
+/* Copies with truncation; always NUL-terminates when size > 0. */
+void rl_strlcpy(char *dst, const char *src, size_t size);
+
+/* Growable string. Failed growth sets `oom` and further appends no-op. */
+typedef struct rl_buf {
+    char *data;
+    size_t len, cap;
+    int oom;
+} rl_buf_t;
+void rl_buf_init(rl_buf_t *b);
+void rl_buf_free(rl_buf_t *b);
+void rl_buf_append(rl_buf_t *b, const char *s, size_t n);
+void rl_buf_puts(rl_buf_t *b, const char *s);
+void rl_buf_printf(rl_buf_t *b, const char *fmt, ...) RL_PRINTF(2, 3);
+/* Appends s as a JSON string literal (with quotes). */
+void rl_buf_json_str(rl_buf_t *b, const char *s);
+/* Returns the buffer's string (owned by caller) and resets b; NULL on oom. */
+char *rl_buf_take(rl_buf_t *b);
+
+/* ---- validation (util.c) ---- */
+/* 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
+int rl_utf8_valid(const char *s, size_t n);
+/* RUNLANE_OK or RUNLANE_ERR_INVALID_ARG with a message naming `what`. */
+runlane_err_t rl_check_conversation_id(const char *conv);
+
+/* Random double in [0,1) (thread-safe, not for crypto). */
+double rl_random(void);
+
+/* FNV-1a 32-bit. */
+uint32_t rl_fnv1a32(const char *s, size_t n);
+
+#endif

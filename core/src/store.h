@@ -1,0 +1,219 @@
+/*
+ * store.h - the queue state behind one interface (internal).
+ *
+ * Two implementations pass the same conformance suite (tests/c/test_store.c):
+ * store_redis.c (hiredis + one Lua script per operation) and store_memory.c.
+ *
+ * Model, per conversation C:
+ *   pending  ordered list of message records (JSON objects, see below)
+ *   batch    the in-flight batch: records moved from pending at claim; it
+ *            stays the same batch (same batch id) across retries, so that a
+ *            provider turn can be reconciled with it after a crash
+ *   meta     token (fencing token of the current lease, "" when none),
+ *            fence (monotonic counter the tokens come from), owner,
+ *            attempts, batch_id, lease_until_ms, first_ms (arrival of the
+ *            oldest pending message), last_ms (last activity: message or
+ *            touch), pending bytes/count, ckpt (checkpoint JSON of the
+ *            provider turn), last_error
+ * per partition (C's partition = fnv1a32(C) % partitions):
+ *   ready    C -> due time (ms); only conversations with work and no lease
+ *   leases   C -> lease expiry (ms)
+ *   dead     dead letters (id = batch id) in order of death
+ *   counters
+ *
+ * Message record (stored and delivered as-is):
+ *   {"id":"m<ms>-<p>-<seq>","ts_ms":<ms>,"content":"...",
+ *    "instructions":"..."?, "metadata":{...}?}
+ *
+ * Due time of a conversation with pending messages and no lease:
+ *   at once when pending count >= max_messages or bytes >= max_bytes,
+ *   else min(last_ms + window_ms, first_ms + max_wait_ms), never before now
+ *   when computed at ack/fail time.
+ *
+ * Time comes from the store (Redis TIME; the memory store's clock), so
+ * workers on machines with skewed clocks agree.
+ *
+ * Every operation after claim carries the token; a token that is not the
+ * conversation's current one is refused with RUNLANE_ERR_STALE and changes
+ * nothing.
+ *
+ * Thread-safety: one store object is used by one thread at a time; the
+ * client opens one for its I/O thread and one, behind a mutex, for calls
+ * from the host's threads. The memory store's data is shared by every
+ * store object opened on the same name in the process.
+ *
+ * Functions return RUNLANE_OK or a negative runlane_err_t and set the
+ * thread's error detail (rl_error_set) on failure.
+ */
+#ifndef RUNLANE_STORE_H
+#define RUNLANE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runlane.h"
+
+/* The batching and retry policy a call runs under (from the client conf). */
+typedef struct rl_policy {
+    int64_t window_ms;       /* batch.window.ms */
+    int64_t max_wait_ms;     /* batch.max.wait.ms */
+    int64_t max_messages;    /* batch.max.messages */
+    int64_t max_bytes;       /* batch.max.bytes (sum of content bytes) */
+    int64_t lease_ms;        /* lease.ms */
+    int64_t max_attempts;    /* max.attempts */
+    int64_t backoff_base_ms; /* backoff.base.ms */
+    int64_t backoff_max_ms;  /* backoff.max.ms */
+    double backoff_jitter;   /* backoff.jitter, 0..1 */
+    int64_t idem_ttl_ms;     /* idempotency.ttl.ms */
+} rl_policy_t;
+
+/* A claimed batch. Strings are owned (free with rl_claim_free). */
+typedef struct rl_claim {
+    char *conversation_id;
+    char batch_id[RUNLANE_ID_MAX];
+    char token[32];          /* fencing token, decimal */
+    int attempt;             /* 1 for the first delivery of this batch */
+    int64_t lease_until_ms;  /* store time */
+    char *messages_json;     /* JSON array of message records, in order */
+    char *ckpt_json;         /* last checkpoint of this batch, or NULL */
+} rl_claim_t;
+
+void rl_claim_free(rl_claim_t *claim);
+
+/* Result of rl_store_ops.fail */
+typedef enum rl_fail_outcome {
+    RL_FAIL_RETRY = 0, /* back in ready after a backoff */
+    RL_FAIL_DEAD = 1   /* moved to the dead letters */
+} rl_fail_outcome_t;
+
+typedef struct rl_store rl_store_t;
+
+typedef struct rl_store_ops {
+    const char *name;
+
+    /* Appends a message. `conv` is validated by the caller. `record_tail` is
+     * the record's JSON object WITHOUT id and ts_ms, e.g.
+     * {"content":"hi","instructions":"x"}; the store inserts "id" and
+     * "ts_ms" at the front. `content_bytes` counts toward max_bytes.
+     * `idem_key` NULL or a key: a key already used for this conversation
+     * within idem_ttl_ms returns the first id with *dup_out = 1 and stores
+     * nothing. If the conversation has no lease, (re)computes its due time
+     * in ready. Writes the id (< RUNLANE_ID_MAX bytes) into id_out. */
+    int (*enqueue)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                   const char *record_tail, int64_t content_bytes,
+                   const char *idem_key, char *id_out, int *dup_out);
+
+    /* Same as `enqueue` for n messages, pipelined; all or nothing is NOT
+     * required (each message is atomic on its own). ids_out[i] must hold
+     * RUNLANE_ID_MAX bytes each. */
+    int (*enqueue_many)(rl_store_t *st, const rl_policy_t *pol, size_t n,
+                        const char *const *convs,
+                        const char *const *record_tails,
+                        const int64_t *content_bytes,
+                        const char *const *idem_keys,
+                        char (*ids_out)[RUNLANE_ID_MAX], int *dups_out);
+
+    /* Activity without a message: last_ms = now; if pending is non-empty and
+     * there is no lease, recomputes the due time. */
+    int (*touch)(rl_store_t *st, const rl_policy_t *pol, const char *conv);
+
+    /* Earliest due time in ready over all partitions (store ms), or
+     * INT64_MAX when ready is empty; *now_out receives the store's now. */
+    int (*next_due)(rl_store_t *st, int64_t *due_out, int64_t *now_out);
+
+    /* Claims up to `max` conversations whose due time has come, oldest due
+     * first: if the conversation has a batch (a retry), that batch is
+     * claimed again with attempts + 1; otherwise up to max_messages /
+     * max_bytes records move from pending to a new batch (at least one
+     * record, even if it alone exceeds max_bytes) with a new batch id and
+     * attempts = 1. A new token (fence + 1) is set with owner and
+     * lease_until = now + lease_ms; the conversation leaves ready and enters
+     * leases. Two concurrent claimers never get the same conversation.
+     * *out is an array of *n_out claims (free each with rl_claim_free, then
+     * free(*out)). */
+    int (*claim)(rl_store_t *st, const rl_policy_t *pol, const char *owner,
+                 int max, rl_claim_t **out, int *n_out);
+
+    /* Extends the leases of n claims to now + lease_ms, pipelined.
+     * ok_out[i] = 1 when renewed, 0 when the token is stale (the lease was
+     * lost). Updates claims[i].lease_until_ms. */
+    int (*renew)(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *claims,
+                 int n, int *ok_out);
+
+    /* Records `ckpt_json` (e.g. the provider's run id) on the batch. */
+    int (*checkpoint)(rl_store_t *st, const char *conv, const char *token,
+                      const char *ckpt_json);
+
+    /* Done: deletes the batch, clears the lease, attempts = 0, counts it;
+     * if pending is non-empty the conversation is due again (see above). */
+    int (*ack)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+               const char *token);
+
+    /* Failed attempt. If retriable and attempts < max_attempts: the batch
+     * stays, the lease is cleared, due = now + backoff(attempts) where
+     * backoff(a) = min(cap, base * 2^(a-1)) * (1 - jitter * U[0,1)).
+     * Otherwise the batch becomes a dead letter {id=batch_id,
+     * conversation_id, batch_id, attempts, error, dead_at_ms, messages}
+     * and the conversation moves on to its pending messages. */
+    int (*fail)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                const char *token, const char *error, int retriable,
+                rl_fail_outcome_t *outcome_out);
+
+    /* Gives the lease back without spending an attempt (attempts - 1): the
+     * batch is due at once for any worker. */
+    int (*release)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                   const char *token);
+
+    /* Like release but due at now + delay_ms, keeping the batch: used when
+     * the provider is busy with a turn we do not own. */
+    int (*defer)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                 const char *token, int64_t delay_ms);
+
+    /* Expired leases (lease_until <= now): the token is cleared (so the old
+     * owner's writes are refused) and the batch is due at once; if its
+     * attempts already reached max_attempts it is dead-lettered with error
+     * "lease expired after N attempts". *recovered_out / *dead_out count. */
+    int (*recover)(rl_store_t *st, const rl_policy_t *pol, int *recovered_out,
+                   int *dead_out);
+
+    /* JSON status; see runlane_status(). */
+    int (*status)(rl_store_t *st, const char *conv, char **json_out);
+
+    int (*dead_list)(rl_store_t *st, size_t offset, size_t limit,
+                     char **json_out);
+    /* Retry puts the dead batch's records in front of pending (in order),
+     * attempts = 0, due at once if no lease. RUNLANE_ERR_NOT_FOUND for an
+     * unknown id. */
+    int (*dead_retry)(rl_store_t *st, const rl_policy_t *pol,
+                      const char *dead_id, size_t *count_out);
+    int (*dead_purge)(rl_store_t *st, const char *dead_id, size_t *count_out);
+
+    void (*destroy)(rl_store_t *st);
+} rl_store_ops_t;
+
+struct rl_store {
+    const rl_store_ops_t *ops;
+};
+
+/* Store options from the conf. */
+typedef struct rl_store_opts {
+    const char *url;          /* "memory", "memory://name", "redis://..." */
+    const char *prefix;       /* key.prefix */
+    int partitions;           /* partitions */
+    int connect_timeout_ms;   /* redis.connect.timeout.ms */
+    int command_timeout_ms;   /* redis.command.timeout.ms */
+} rl_store_opts_t;
+
+/* Opens the store named by opts->url. NULL on failure (error detail set). */
+rl_store_t *rl_store_open(const rl_store_opts_t *opts);
+
+rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts);
+rl_store_t *rl_store_redis_open(const rl_store_opts_t *opts);
+
+/* Partition of a conversation: fnv1a32(conv) % partitions. */
+int rl_partition_of(const char *conv, int partitions);
+
+/* backoff(a) per the `fail` contract; u in [0,1). */
+int64_t rl_backoff_ms(const rl_policy_t *pol, int64_t attempts, double u);
+
+#endif

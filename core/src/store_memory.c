@@ -1,0 +1,1022 @@
+/* store_memory.c - the in-process store (the embedded default).
+ *
+ * Same semantics as the redis store (see store.h), for one process: every
+ * store object opened on the same name shares one state behind a mutex, so a
+ * producer client and a worker client in one process see the same queue. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "internal.h"
+#include "store.h"
+
+/* ---- a small string-keyed hash map (chained) ---- */
+
+typedef struct hent {
+    char *key;
+    void *val;
+    struct hent *next;
+} hent_t;
+
+typedef struct hmap {
+    hent_t **slots;
+    size_t nslots, count;
+} hmap_t;
+
+static int hmap_init(hmap_t *m) {
+    m->nslots = 64;
+    m->count = 0;
+    m->slots = calloc(m->nslots, sizeof(hent_t *));
+    return m->slots != NULL;
+}
+
+static hent_t **hmap_find(hmap_t *m, const char *key) {
+    size_t i = rl_fnv1a32(key, strlen(key)) & (m->nslots - 1);
+    hent_t **pp = &m->slots[i];
+    while (*pp && strcmp((*pp)->key, key) != 0) pp = &(*pp)->next;
+    return pp;
+}
+
+static void *hmap_get(hmap_t *m, const char *key) {
+    hent_t **pp = hmap_find(m, key);
+    return *pp ? (*pp)->val : NULL;
+}
+
+static void hmap_grow(hmap_t *m) {
+    size_t n = m->nslots * 2;
+    hent_t **slots = calloc(n, sizeof(hent_t *));
+    if (!slots) return; /* keep working with longer chains */
+    for (size_t i = 0; i < m->nslots; i++) {
+        hent_t *e = m->slots[i];
+        while (e) {
+            hent_t *next = e->next;
+            size_t j = rl_fnv1a32(e->key, strlen(e->key)) & (n - 1);
+            e->next = slots[j];
+            slots[j] = e;
+            e = next;
+        }
+    }
+    free(m->slots);
+    m->slots = slots;
+    m->nslots = n;
+}
+
+static int hmap_put(hmap_t *m, const char *key, void *val) {
+    hent_t **pp = hmap_find(m, key);
+    if (*pp) {
+        (*pp)->val = val;
+        return 1;
+    }
+    hent_t *e = calloc(1, sizeof(*e));
+    if (!e || !(e->key = rl_strdup(key))) {
+        free(e);
+        return 0;
+    }
+    e->val = val;
+    *pp = e;
+    if (++m->count > m->nslots * 2) hmap_grow(m);
+    return 1;
+}
+
+static void *hmap_del(hmap_t *m, const char *key) {
+    hent_t **pp = hmap_find(m, key);
+    if (!*pp) return NULL;
+    hent_t *e = *pp;
+    void *v = e->val;
+    *pp = e->next;
+    free(e->key);
+    free(e);
+    m->count--;
+    return v;
+}
+
+/* ---- state ---- */
+
+typedef struct rec {
+    char *json;     /* the whole record */
+    int64_t bytes;  /* content bytes */
+} rec_t;
+
+typedef struct recvec {
+    rec_t *v;
+    size_t len, cap;
+} recvec_t;
+
+typedef struct mconv {
+    char *id;
+    recvec_t pending;  /* pending.v[head..len) are live (head avoids O(n) shifts) */
+    size_t head;
+    int64_t pbytes;
+    recvec_t batch;
+    int64_t fence;
+    char token[32]; /* "" when no lease */
+    char owner[160];
+    int64_t attempts;
+    char batch_id[RUNLANE_ID_MAX];
+    int64_t lease_until;
+    int64_t first_ms, last_ms;
+    int64_t due;      /* valid while in ready */
+    long ready_idx;   /* index in ready vector or -1 */
+    long lease_idx;   /* index in leases vector or -1 */
+    char *ckpt;
+    char *last_error;
+} mconv_t;
+
+typedef struct idem {
+    char id[RUNLANE_ID_MAX];
+    int64_t expires;
+} idem_t;
+
+typedef struct dead {
+    char *id;
+    char *conv;
+    char *json;
+    int64_t dead_at;
+} dead_t;
+
+typedef struct convvec {
+    mconv_t **v;
+    size_t len, cap;
+} convvec_t;
+
+typedef struct mstate {
+    char *name;
+    int refs;
+    pthread_mutex_t mu;
+    hmap_t convs; /* id -> mconv_t* */
+    hmap_t idem;  /* lenprefixed(conv) + key -> idem_t* */
+    convvec_t ready, leases;
+    dead_t *dead;
+    size_t ndead, capdead;
+    int64_t seq;
+    int64_t last_ms_issued; /* a clock that never runs backwards */
+    int64_t pending_total;
+    int64_t c_enqueued, c_acked, c_failed, c_dead, c_recovered;
+    struct mstate *next;
+} mstate_t;
+
+typedef struct mstore {
+    rl_store_t base;
+    mstate_t *st;
+} mstore_t;
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static mstate_t *registry;
+
+static int64_t now_locked(mstate_t *s) {
+    int64_t t = rl_now_ms();
+    if (t < s->last_ms_issued) t = s->last_ms_issued;
+    s->last_ms_issued = t;
+    return t;
+}
+
+static int recvec_push(recvec_t *rv, rec_t r) {
+    if (rv->len == rv->cap) {
+        size_t cap = rv->cap ? rv->cap * 2 : 8;
+        rec_t *v = realloc(rv->v, cap * sizeof(rec_t));
+        if (!v) return 0;
+        rv->v = v;
+        rv->cap = cap;
+    }
+    rv->v[rv->len++] = r;
+    return 1;
+}
+
+static void recvec_clear(recvec_t *rv) {
+    for (size_t i = 0; i < rv->len; i++) free(rv->v[i].json);
+    free(rv->v);
+    memset(rv, 0, sizeof(*rv));
+}
+
+static size_t pending_count(const mconv_t *c) { return c->pending.len - c->head; }
+
+/* Frees the live pending records (those before head moved to a batch). */
+static void pending_clear(mconv_t *c) {
+    for (size_t i = c->head; i < c->pending.len; i++) free(c->pending.v[i].json);
+    free(c->pending.v);
+    memset(&c->pending, 0, sizeof(c->pending));
+    c->head = 0;
+}
+
+static int convvec_add(convvec_t *cv, mconv_t *c, long *idx) {
+    if (cv->len == cv->cap) {
+        size_t cap = cv->cap ? cv->cap * 2 : 16;
+        mconv_t **v = realloc(cv->v, cap * sizeof(*v));
+        if (!v) return 0;
+        cv->v = v;
+        cv->cap = cap;
+    }
+    *idx = (long)cv->len;
+    cv->v[cv->len++] = c;
+    return 1;
+}
+
+static void ready_remove(mstate_t *s, mconv_t *c) {
+    if (c->ready_idx < 0) return;
+    size_t i = (size_t)c->ready_idx;
+    s->ready.v[i] = s->ready.v[--s->ready.len];
+    s->ready.v[i]->ready_idx = (long)i;
+    c->ready_idx = -1;
+}
+
+static void lease_remove(mstate_t *s, mconv_t *c) {
+    if (c->lease_idx < 0) return;
+    size_t i = (size_t)c->lease_idx;
+    s->leases.v[i] = s->leases.v[--s->leases.len];
+    s->leases.v[i]->lease_idx = (long)i;
+    c->lease_idx = -1;
+}
+
+static int ready_set(mstate_t *s, mconv_t *c, int64_t due) {
+    c->due = due;
+    if (c->ready_idx >= 0) return 1;
+    return convvec_add(&s->ready, c, &c->ready_idx);
+}
+
+/* Due time per store.h: at once when full, else the window / max wait. */
+static int64_t due_of(const mconv_t *c, const rl_policy_t *pol, int64_t now, int not_before_now) {
+    int64_t due;
+    if ((int64_t)pending_count(c) >= pol->max_messages || c->pbytes >= pol->max_bytes) {
+        due = now;
+    } else {
+        int64_t a = c->last_ms + pol->window_ms, b = c->first_ms + pol->max_wait_ms;
+        due = a < b ? a : b;
+    }
+    if (not_before_now && due < now) due = now;
+    return due;
+}
+
+/* Puts the conversation in ready when it has work and no lease. */
+static void schedule(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t now, int not_before_now) {
+    if (c->token[0]) return;
+    if (pending_count(c) > 0) {
+        ready_set(s, c, due_of(c, pol, now, not_before_now));
+    } else {
+        ready_remove(s, c);
+    }
+}
+
+static mconv_t *conv_get(mstate_t *s, const char *id, int create) {
+    mconv_t *c = hmap_get(&s->convs, id);
+    if (c || !create) return c;
+    c = calloc(1, sizeof(*c));
+    if (!c || !(c->id = rl_strdup(id))) {
+        free(c);
+        return NULL;
+    }
+    c->ready_idx = c->lease_idx = -1;
+    if (!hmap_put(&s->convs, id, c)) {
+        free(c->id);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Frees a conversation that holds nothing (keeps memory bounded). Its fence
+ * is forgotten too: safe because no token of it is live. */
+static void conv_gc(mstate_t *s, mconv_t *c) {
+    if (pending_count(c) || c->batch.len || c->token[0] || c->ready_idx >= 0 || c->lease_idx >= 0)
+        return;
+    hmap_del(&s->convs, c->id);
+    pending_clear(c);
+    recvec_clear(&c->batch);
+    free(c->ckpt);
+    free(c->last_error);
+    free(c->id);
+    free(c);
+}
+
+static void mstate_free(mstate_t *s) {
+    for (size_t i = 0; i < s->convs.nslots; i++) {
+        hent_t *e = s->convs.slots[i];
+        while (e) {
+            hent_t *next = e->next;
+            mconv_t *c = e->val;
+            pending_clear(c);
+            recvec_clear(&c->batch);
+            free(c->ckpt);
+            free(c->last_error);
+            free(c->id);
+            free(c);
+            free(e->key);
+            free(e);
+            e = next;
+        }
+    }
+    free(s->convs.slots);
+    for (size_t i = 0; i < s->idem.nslots; i++) {
+        hent_t *e = s->idem.slots[i];
+        while (e) {
+            hent_t *next = e->next;
+            free(e->val);
+            free(e->key);
+            free(e);
+            e = next;
+        }
+    }
+    free(s->idem.slots);
+    free(s->ready.v);
+    free(s->leases.v);
+    for (size_t i = 0; i < s->ndead; i++) {
+        free(s->dead[i].id);
+        free(s->dead[i].conv);
+        free(s->dead[i].json);
+    }
+    free(s->dead);
+    pthread_mutex_destroy(&s->mu);
+    free(s->name);
+    free(s);
+}
+
+/* ---- operations ---- */
+
+static mstate_t *S(rl_store_t *st) { return ((mstore_t *)st)->st; }
+
+static char *idem_key(const char *conv, const char *key) {
+    return rl_asprintf("%zu:%s:%s", strlen(conv), conv, key);
+}
+
+static int enqueue_locked(mstate_t *s, const rl_policy_t *pol, const char *conv,
+                          const char *tail, int64_t bytes, const char *ikey, char *id_out,
+                          int *dup_out) {
+    int64_t now = now_locked(s);
+    char *ik = NULL;
+    if (dup_out) *dup_out = 0;
+    if (ikey) {
+        if (!(ik = idem_key(conv, ikey))) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        idem_t *e = hmap_get(&s->idem, ik);
+        if (e && e->expires > now) {
+            rl_strlcpy(id_out, e->id, RUNLANE_ID_MAX);
+            if (dup_out) *dup_out = 1;
+            free(ik);
+            return RUNLANE_OK;
+        }
+    }
+    mconv_t *c = conv_get(s, conv, 1);
+    if (!c) {
+        free(ik);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    char id[RUNLANE_ID_MAX];
+    snprintf(id, sizeof(id), "m%lld-0-%lld", (long long)now, (long long)++s->seq);
+    rec_t r;
+    r.bytes = bytes;
+    r.json = rl_asprintf("{\"id\":\"%s\",\"ts_ms\":%lld,%s", id, (long long)now, tail + 1);
+    if (!r.json || !recvec_push(&c->pending, r)) {
+        free(r.json);
+        free(ik);
+        conv_gc(s, c);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    if (ik) {
+        idem_t *e = hmap_get(&s->idem, ik);
+        if (!e) {
+            e = calloc(1, sizeof(*e));
+            if (e && !hmap_put(&s->idem, ik, e)) {
+                free(e);
+                e = NULL;
+            }
+        }
+        if (e) {
+            rl_strlcpy(e->id, id, sizeof(e->id));
+            e->expires = now + pol->idem_ttl_ms;
+        }
+        free(ik);
+    }
+    if (pending_count(c) == 1) c->first_ms = now;
+    c->last_ms = now;
+    c->pbytes += bytes;
+    s->pending_total++;
+    s->c_enqueued++;
+    schedule(s, c, pol, now, 0);
+    rl_strlcpy(id_out, id, RUNLANE_ID_MAX);
+    return RUNLANE_OK;
+}
+
+static int m_enqueue(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *tail,
+                     int64_t bytes, const char *ikey, char *id_out, int *dup_out) {
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int rc = enqueue_locked(s, pol, conv, tail, bytes, ikey, id_out, dup_out);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int m_enqueue_many(rl_store_t *st, const rl_policy_t *pol, size_t n,
+                          const char *const *convs, const char *const *tails,
+                          const int64_t *bytes, const char *const *ikeys,
+                          char (*ids_out)[RUNLANE_ID_MAX], int *dups_out) {
+    mstate_t *s = S(st);
+    int rc = RUNLANE_OK;
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n && rc == RUNLANE_OK; i++)
+        rc = enqueue_locked(s, pol, convs[i], tails[i], bytes[i], ikeys ? ikeys[i] : NULL,
+                            ids_out[i], dups_out ? &dups_out[i] : NULL);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int m_touch(rl_store_t *st, const rl_policy_t *pol, const char *conv) {
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    mconv_t *c = conv_get(s, conv, 0);
+    if (c) {
+        c->last_ms = now;
+        schedule(s, c, pol, now, 0);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return RUNLANE_OK;
+}
+
+static int m_next_due(rl_store_t *st, int64_t *due_out, int64_t *now_out) {
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int64_t best = INT64_MAX;
+    for (size_t i = 0; i < s->ready.len; i++)
+        if (s->ready.v[i]->due < best) best = s->ready.v[i]->due;
+    *due_out = best;
+    if (now_out) *now_out = now_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return RUNLANE_OK;
+}
+
+static char *join_records(const recvec_t *rv, size_t from) {
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "[");
+    for (size_t i = from; i < rv->len; i++) {
+        if (i > from) rl_buf_puts(&b, ",");
+        rl_buf_puts(&b, rv->v[i].json);
+    }
+    rl_buf_puts(&b, "]");
+    return rl_buf_take(&b);
+}
+
+static int cmp_due(const void *a, const void *b) {
+    const mconv_t *x = *(mconv_t *const *)a, *y = *(mconv_t *const *)b;
+    return x->due < y->due ? -1 : x->due > y->due;
+}
+
+/* Moves up to the batch limits from pending into a new batch. */
+static int form_batch(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t now) {
+    int64_t bytes = 0;
+    size_t taken = 0;
+    while (pending_count(c) > 0 && (int64_t)taken < pol->max_messages) {
+        rec_t r = c->pending.v[c->head];
+        if (taken > 0 && bytes + r.bytes > pol->max_bytes) break;
+        if (!recvec_push(&c->batch, r)) return 0;
+        c->head++;
+        taken++;
+        bytes += r.bytes;
+        c->pbytes -= r.bytes;
+        s->pending_total--;
+    }
+    if (c->head == c->pending.len) {
+        free(c->pending.v);
+        memset(&c->pending, 0, sizeof(c->pending));
+        c->head = 0;
+    } else {
+        /* The remaining head message starts the next window. */
+        cJSON *j = cJSON_Parse(c->pending.v[c->head].json);
+        cJSON *ts = cJSON_GetObjectItemCaseSensitive(j, "ts_ms");
+        c->first_ms = cJSON_IsNumber(ts) ? (int64_t)ts->valuedouble : now;
+        cJSON_Delete(j);
+    }
+    snprintf(c->batch_id, sizeof(c->batch_id), "b%lld-0-%lld", (long long)now, (long long)++s->seq);
+    c->attempts = 0;
+    free(c->ckpt);
+    c->ckpt = NULL;
+    return 1;
+}
+
+static int m_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, int max,
+                   rl_claim_t **out, int *n_out) {
+    mstate_t *s = S(st);
+    *out = NULL;
+    *n_out = 0;
+    if (max <= 0) return RUNLANE_OK;
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    size_t ndue = 0;
+    mconv_t **due = NULL;
+    for (size_t i = 0; i < s->ready.len; i++)
+        if (s->ready.v[i]->due <= now) ndue++;
+    if (ndue) {
+        due = malloc(ndue * sizeof(*due));
+        if (!due) {
+            pthread_mutex_unlock(&s->mu);
+            return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        }
+        ndue = 0;
+        for (size_t i = 0; i < s->ready.len; i++)
+            if (s->ready.v[i]->due <= now) due[ndue++] = s->ready.v[i];
+        qsort(due, ndue, sizeof(*due), cmp_due);
+    }
+    size_t n = ndue < (size_t)max ? ndue : (size_t)max;
+    rl_claim_t *claims = n ? calloc(n, sizeof(*claims)) : NULL;
+    int rc = RUNLANE_OK, got = 0;
+    if (n && !claims) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    for (size_t i = 0; i < n && rc == RUNLANE_OK; i++) {
+        mconv_t *c = due[i];
+        if (c->batch.len == 0 && !form_batch(s, c, pol, now)) {
+            rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+            break;
+        }
+        rl_claim_t *cl = &claims[got];
+        cl->conversation_id = rl_strdup(c->id);
+        cl->messages_json = join_records(&c->batch, 0);
+        cl->ckpt_json = c->ckpt ? rl_strdup(c->ckpt) : NULL;
+        long dummy;
+        if (!cl->conversation_id || !cl->messages_json || (c->ckpt && !cl->ckpt_json) ||
+            !convvec_add(&s->leases, c, &dummy)) {
+            rl_claim_free(cl);
+            rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+            break;
+        }
+        c->lease_idx = dummy;
+        ready_remove(s, c);
+        c->attempts++;
+        /* Tokens come from the store-wide sequence, so a token stays unique
+         * even after an idle conversation is forgotten and comes back. */
+        c->fence = ++s->seq;
+        snprintf(c->token, sizeof(c->token), "%lld", (long long)c->fence);
+        rl_strlcpy(c->owner, owner, sizeof(c->owner));
+        c->lease_until = now + pol->lease_ms;
+        rl_strlcpy(cl->batch_id, c->batch_id, sizeof(cl->batch_id));
+        rl_strlcpy(cl->token, c->token, sizeof(cl->token));
+        cl->attempt = (int)c->attempts;
+        cl->lease_until_ms = c->lease_until;
+        got++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(due);
+    if (got == 0) {
+        free(claims);
+        claims = NULL;
+    }
+    *out = claims;
+    *n_out = got;
+    return got ? RUNLANE_OK : rc;
+}
+
+/* The conversation whose current token is `token`, or NULL (stale). */
+static mconv_t *owned(mstate_t *s, const char *conv, const char *token) {
+    mconv_t *c = conv_get(s, conv, 0);
+    if (!c || !c->token[0] || !token || strcmp(c->token, token) != 0) return NULL;
+    return c;
+}
+
+static int stale(const char *conv) {
+    return rl_error_set(RUNLANE_ERR_STALE, 0,
+                        "lease of conversation \"%.64s\" lost: fencing token refused", conv);
+}
+
+static int m_renew(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *claims, int n, int *ok_out) {
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    for (int i = 0; i < n; i++) {
+        mconv_t *c = owned(s, claims[i].conversation_id, claims[i].token);
+        ok_out[i] = c != NULL;
+        if (c) {
+            c->lease_until = now + pol->lease_ms;
+            claims[i].lease_until_ms = c->lease_until;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return RUNLANE_OK;
+}
+
+static int m_checkpoint(rl_store_t *st, const char *conv, const char *token, const char *ckpt) {
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    mconv_t *c = owned(s, conv, token);
+    int rc = RUNLANE_OK;
+    if (!c) {
+        rc = stale(conv);
+    } else {
+        char *d = rl_strdup(ckpt);
+        if (!d) {
+            rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        } else {
+            free(c->ckpt);
+            c->ckpt = d;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static void end_lease(mstate_t *s, mconv_t *c) {
+    c->token[0] = '\0';
+    c->owner[0] = '\0';
+    c->lease_until = 0;
+    lease_remove(s, c);
+}
+
+static void drop_batch(mconv_t *c) {
+    recvec_clear(&c->batch);
+    c->attempts = 0;
+    c->batch_id[0] = '\0';
+    free(c->ckpt);
+    c->ckpt = NULL;
+}
+
+static int m_ack(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token) {
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    mconv_t *c = owned(s, conv, token);
+    int rc = RUNLANE_OK;
+    if (!c) {
+        rc = stale(conv);
+    } else {
+        end_lease(s, c);
+        drop_batch(c);
+        free(c->last_error);
+        c->last_error = NULL;
+        s->c_acked++;
+        schedule(s, c, pol, now, 1);
+        conv_gc(s, c);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int to_dead(mstate_t *s, mconv_t *c, const char *error, int64_t now) {
+    char *msgs = join_records(&c->batch, 0);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "{\"id\":");
+    rl_buf_json_str(&b, c->batch_id);
+    rl_buf_puts(&b, ",\"conversation_id\":");
+    rl_buf_json_str(&b, c->id);
+    rl_buf_puts(&b, ",\"batch_id\":");
+    rl_buf_json_str(&b, c->batch_id);
+    rl_buf_printf(&b, ",\"attempts\":%lld,\"error\":", (long long)c->attempts);
+    rl_buf_json_str(&b, error ? error : "");
+    rl_buf_printf(&b, ",\"dead_at_ms\":%lld,\"messages\":%s}", (long long)now, msgs ? msgs : "[]");
+    free(msgs);
+    char *json = rl_buf_take(&b);
+    if (!json) return 0;
+    if (s->ndead == s->capdead) {
+        size_t cap = s->capdead ? s->capdead * 2 : 16;
+        dead_t *d = realloc(s->dead, cap * sizeof(*d));
+        if (!d) {
+            free(json);
+            return 0;
+        }
+        s->dead = d;
+        s->capdead = cap;
+    }
+    dead_t *d = &s->dead[s->ndead];
+    d->id = rl_strdup(c->batch_id);
+    d->conv = rl_strdup(c->id);
+    d->json = json;
+    d->dead_at = now;
+    if (!d->id || !d->conv) {
+        free(d->id);
+        free(d->conv);
+        free(json);
+        return 0;
+    }
+    s->ndead++;
+    s->c_dead++;
+    free(c->last_error);
+    c->last_error = error ? rl_strdup(error) : NULL;
+    drop_batch(c);
+    return 1;
+}
+
+static int m_fail(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token,
+                  const char *error, int retriable, rl_fail_outcome_t *outcome) {
+    mstate_t *s = S(st);
+    double u = rl_random();
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    mconv_t *c = owned(s, conv, token);
+    int rc = RUNLANE_OK;
+    if (!c) {
+        rc = stale(conv);
+    } else {
+        s->c_failed++;
+        end_lease(s, c);
+        if (retriable && c->attempts < pol->max_attempts) {
+            free(c->last_error);
+            c->last_error = error ? rl_strdup(error) : NULL;
+            ready_set(s, c, now + rl_backoff_ms(pol, c->attempts, u));
+            if (outcome) *outcome = RL_FAIL_RETRY;
+        } else {
+            if (!to_dead(s, c, error, now)) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+            if (outcome) *outcome = RL_FAIL_DEAD;
+            schedule(s, c, pol, now, 1);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int m_release(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token) {
+    (void)pol;
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    mconv_t *c = owned(s, conv, token);
+    int rc = RUNLANE_OK;
+    if (!c) {
+        rc = stale(conv);
+    } else {
+        end_lease(s, c);
+        if (c->attempts > 0) c->attempts--;
+        ready_set(s, c, now);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int m_defer(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token,
+                   int64_t delay_ms) {
+    (void)pol;
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    mconv_t *c = owned(s, conv, token);
+    int rc = RUNLANE_OK;
+    if (!c) {
+        rc = stale(conv);
+    } else {
+        end_lease(s, c);
+        if (c->attempts > 0) c->attempts--;
+        ready_set(s, c, now + (delay_ms > 0 ? delay_ms : 0));
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int m_recover(rl_store_t *st, const rl_policy_t *pol, int *recovered_out, int *dead_out) {
+    mstate_t *s = S(st);
+    int rec = 0, dead = 0, rc = RUNLANE_OK;
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    for (size_t i = 0; i < s->leases.len;) {
+        mconv_t *c = s->leases.v[i];
+        if (c->lease_until > now) {
+            i++;
+            continue;
+        }
+        end_lease(s, c); /* swaps another entry into slot i */
+        s->c_recovered++;
+        rec++;
+        if (c->attempts >= pol->max_attempts) {
+            char err[96];
+            snprintf(err, sizeof(err), "lease expired after %lld attempts", (long long)c->attempts);
+            if (!to_dead(s, c, err, now)) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+            dead++;
+            schedule(s, c, pol, now, 1);
+        } else {
+            ready_set(s, c, now);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (recovered_out) *recovered_out = rec;
+    if (dead_out) *dead_out = dead;
+    return rc;
+}
+
+static const char *state_of(const mconv_t *c, int64_t now) {
+    if (c->token[0]) return "leased";
+    if (c->ready_idx >= 0) {
+        if (c->due <= now) return "ready";
+        return c->batch.len ? "backoff" : "waiting";
+    }
+    return "idle";
+}
+
+static int m_status(rl_store_t *st, const char *conv, char **json_out) {
+    mstate_t *s = S(st);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    if (!conv) {
+        rl_buf_printf(&b,
+                      "{\"pending\":%lld,\"ready\":%zu,\"inflight\":%zu,\"dead\":%zu,"
+                      "\"conversations\":%zu,\"enqueued\":%lld,\"acked\":%lld,\"failed\":%lld,"
+                      "\"dead_lettered\":%lld,\"recovered\":%lld}",
+                      (long long)s->pending_total, s->ready.len, s->leases.len, s->ndead,
+                      s->convs.count, (long long)s->c_enqueued, (long long)s->c_acked,
+                      (long long)s->c_failed, (long long)s->c_dead, (long long)s->c_recovered);
+    } else {
+        mconv_t *c = conv_get(s, conv, 0);
+        rl_buf_puts(&b, "{\"conversation_id\":");
+        rl_buf_json_str(&b, conv);
+        if (!c) {
+            rl_buf_puts(&b, ",\"pending\":0,\"inflight\":0,\"attempts\":0,\"batch_id\":null,"
+                            "\"owner\":null,\"lease_expires_ms\":null,\"due_ms\":null,"
+                            "\"last_error\":null,\"state\":\"idle\"}");
+        } else {
+            rl_buf_printf(&b, ",\"pending\":%zu,\"inflight\":%zu,\"attempts\":%lld,\"batch_id\":",
+                          pending_count(c), c->batch.len, (long long)c->attempts);
+            if (c->batch_id[0]) rl_buf_json_str(&b, c->batch_id); else rl_buf_puts(&b, "null");
+            rl_buf_puts(&b, ",\"owner\":");
+            if (c->token[0]) rl_buf_json_str(&b, c->owner); else rl_buf_puts(&b, "null");
+            if (c->token[0]) rl_buf_printf(&b, ",\"lease_expires_ms\":%lld", (long long)c->lease_until);
+            else rl_buf_puts(&b, ",\"lease_expires_ms\":null");
+            if (c->ready_idx >= 0) rl_buf_printf(&b, ",\"due_ms\":%lld", (long long)c->due);
+            else rl_buf_puts(&b, ",\"due_ms\":null");
+            rl_buf_puts(&b, ",\"last_error\":");
+            if (c->last_error) rl_buf_json_str(&b, c->last_error); else rl_buf_puts(&b, "null");
+            rl_buf_printf(&b, ",\"state\":\"%s\"}", state_of(c, now));
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    *json_out = rl_buf_take(&b);
+    return *json_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+}
+
+static int m_dead_list(rl_store_t *st, size_t offset, size_t limit, char **json_out) {
+    mstate_t *s = S(st);
+    if (!limit) limit = 100;
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "[");
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = offset, k = 0; i < s->ndead && k < limit; i++, k++) {
+        if (k) rl_buf_puts(&b, ",");
+        rl_buf_puts(&b, s->dead[i].json);
+    }
+    pthread_mutex_unlock(&s->mu);
+    rl_buf_puts(&b, "]");
+    *json_out = rl_buf_take(&b);
+    return *json_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+}
+
+static void dead_remove_at(mstate_t *s, size_t i) {
+    free(s->dead[i].id);
+    free(s->dead[i].conv);
+    free(s->dead[i].json);
+    memmove(&s->dead[i], &s->dead[i + 1], (s->ndead - i - 1) * sizeof(dead_t));
+    s->ndead--;
+}
+
+/* Puts dead letter i's messages in front of its conversation's pending. */
+static int retry_at(mstate_t *s, const rl_policy_t *pol, size_t i, int64_t now) {
+    dead_t *d = &s->dead[i];
+    cJSON *j = cJSON_Parse(d->json);
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
+    mconv_t *c = conv_get(s, d->conv, 1);
+    if (!j || !cJSON_IsArray(msgs) || !c) {
+        cJSON_Delete(j);
+        return 0;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(msgs);
+    recvec_t nv = {0};
+    int ok = 1;
+    cJSON *m;
+    int64_t oldest = 0;
+    cJSON_ArrayForEach(m, msgs) {
+        rec_t r;
+        cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        cJSON *ts = cJSON_GetObjectItemCaseSensitive(m, "ts_ms");
+        if (!oldest && cJSON_IsNumber(ts)) oldest = (int64_t)ts->valuedouble;
+        r.bytes = cJSON_IsString(content) ? (int64_t)strlen(content->valuestring) : 0;
+        r.json = cJSON_PrintUnformatted(m);
+        if (!r.json || !recvec_push(&nv, r)) {
+            free(r.json);
+            ok = 0;
+            break;
+        }
+    }
+    cJSON_Delete(j);
+    for (size_t k = c->head; ok && k < c->pending.len; k++)
+        if (!recvec_push(&nv, c->pending.v[k])) ok = 0;
+    if (!ok) {
+        for (size_t k = 0; k < n && k < nv.len; k++) free(nv.v[k].json);
+        free(nv.v);
+        conv_gc(s, c);
+        return 0;
+    }
+    for (size_t k = 0; k < n; k++) {
+        c->pbytes += nv.v[k].bytes;
+        s->pending_total++;
+    }
+    free(c->pending.v);
+    c->pending = nv;
+    c->head = 0;
+    c->first_ms = oldest ? oldest : now;
+    if (!c->token[0]) ready_set(s, c, now);
+    (void)pol;
+    dead_remove_at(s, i);
+    return 1;
+}
+
+static int m_dead_retry(rl_store_t *st, const rl_policy_t *pol, const char *dead_id, size_t *count_out) {
+    mstate_t *s = S(st);
+    size_t count = 0;
+    int rc = RUNLANE_OK;
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    if (dead_id) {
+        size_t i;
+        for (i = 0; i < s->ndead && strcmp(s->dead[i].id, dead_id) != 0; i++) {}
+        if (i == s->ndead)
+            rc = rl_error_set(RUNLANE_ERR_NOT_FOUND, 0, "no dead letter \"%.64s\"", dead_id);
+        else if (!retry_at(s, pol, i, now))
+            rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        else
+            count = 1;
+    } else {
+        /* Newest first, so that each conversation ends with its oldest
+         * dead batch in front. */
+        while (s->ndead && rc == RUNLANE_OK) {
+            if (!retry_at(s, pol, s->ndead - 1, now)) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+            else count++;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (count_out) *count_out = count;
+    return rc;
+}
+
+static int m_dead_purge(rl_store_t *st, const char *dead_id, size_t *count_out) {
+    mstate_t *s = S(st);
+    size_t count = 0;
+    int rc = RUNLANE_OK;
+    pthread_mutex_lock(&s->mu);
+    if (dead_id) {
+        size_t i;
+        for (i = 0; i < s->ndead && strcmp(s->dead[i].id, dead_id) != 0; i++) {}
+        if (i == s->ndead) {
+            rc = rl_error_set(RUNLANE_ERR_NOT_FOUND, 0, "no dead letter \"%.64s\"", dead_id);
+        } else {
+            dead_remove_at(s, i);
+            count = 1;
+        }
+    } else {
+        count = s->ndead;
+        while (s->ndead) dead_remove_at(s, s->ndead - 1);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (count_out) *count_out = count;
+    return rc;
+}
+
+static void m_destroy(rl_store_t *st) {
+    mstore_t *ms = (mstore_t *)st;
+    pthread_mutex_lock(&registry_mu);
+    mstate_t *s = ms->st;
+    if (--s->refs == 0) {
+        mstate_t **pp = &registry;
+        while (*pp != s) pp = &(*pp)->next;
+        *pp = s->next;
+        mstate_free(s);
+    }
+    pthread_mutex_unlock(&registry_mu);
+    free(ms);
+}
+
+static const rl_store_ops_t memory_ops = {
+    "memory",      m_enqueue, m_enqueue_many, m_touch,  m_next_due,   m_claim,
+    m_renew,       m_checkpoint, m_ack,       m_fail,   m_release,    m_defer,
+    m_recover,     m_status,  m_dead_list,    m_dead_retry, m_dead_purge, m_destroy,
+};
+
+rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {
+    const char *name = strncmp(opts->url, "memory://", 9) == 0 ? opts->url + 9 : "default";
+    mstore_t *ms = calloc(1, sizeof(*ms));
+    if (!ms) {
+        rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        return NULL;
+    }
+    ms->base.ops = &memory_ops;
+    pthread_mutex_lock(&registry_mu);
+    mstate_t *s = registry;
+    while (s && strcmp(s->name, name) != 0) s = s->next;
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s || !(s->name = rl_strdup(name)) || !hmap_init(&s->convs) || !hmap_init(&s->idem)) {
+            if (s) {
+                free(s->name);
+                free(s->convs.slots);
+                free(s);
+            }
+            pthread_mutex_unlock(&registry_mu);
+            free(ms);
+            rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+            return NULL;
+        }
+        pthread_mutex_init(&s->mu, NULL);
+        s->next = registry;
+        registry = s;
+    }
+    s->refs++;
+    ms->st = s;
+    pthread_mutex_unlock(&registry_mu);
+    return &ms->base;
+}

@@ -1,0 +1,215 @@
+/* util.c - time, strings, buffers, validation. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <pthread.h>
+
+#include "internal.h"
+
+int64_t rl_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t rl_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *rl_strdup(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s);
+    char *d = malloc(n + 1);
+    if (d) memcpy(d, s, n + 1);
+    return d;
+}
+
+char *rl_strndup(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *rl_asprintf(const char *fmt, ...) {
+    va_list ap, ap2;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = NULL;
+    if (n >= 0 && (s = malloc((size_t)n + 1)) != NULL) vsnprintf(s, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    return s;
+}
+
+void rl_strlcpy(char *dst, const char *src, size_t size) {
+    if (!size) return;
+    size_t n = src ? strlen(src) : 0;
+    if (n >= size) n = size - 1;
+    if (n) memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+void rl_buf_init(rl_buf_t *b) { memset(b, 0, sizeof(*b)); }
+
+void rl_buf_free(rl_buf_t *b) {
+    free(b->data);
+    rl_buf_init(b);
+}
+
+static int buf_reserve(rl_buf_t *b, size_t extra) {
+    if (b->oom) return 0;
+    if (b->len + extra + 1 <= b->cap) return 1;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra + 1) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        b->oom = 1;
+        return 0;
+    }
+    b->data = d;
+    b->cap = cap;
+    return 1;
+}
+
+void rl_buf_append(rl_buf_t *b, const char *s, size_t n) {
+    if (!buf_reserve(b, n)) return;
+    if (n) memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void rl_buf_puts(rl_buf_t *b, const char *s) { rl_buf_append(b, s, strlen(s)); }
+
+void rl_buf_printf(rl_buf_t *b, const char *fmt, ...) {
+    va_list ap, ap2;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n > 0 && buf_reserve(b, (size_t)n)) {
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
+        b->len += (size_t)n;
+    }
+    va_end(ap2);
+}
+
+void rl_buf_json_str(rl_buf_t *b, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    rl_buf_append(b, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *run = p;
+    for (; *p; p++) {
+        const char *esc = NULL;
+        char u[7];
+        switch (*p) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        default:
+            if (*p < 0x20) {
+                u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+                u[4] = hex[*p >> 4]; u[5] = hex[*p & 15]; u[6] = 0;
+                esc = u;
+            }
+        }
+        if (esc) {
+            rl_buf_append(b, (const char *)run, (size_t)(p - run));
+            rl_buf_puts(b, esc);
+            run = p + 1;
+        }
+    }
+    rl_buf_append(b, (const char *)run, (size_t)(p - run));
+    rl_buf_append(b, "\"", 1);
+}
+
+char *rl_buf_take(rl_buf_t *b) {
+    if (b->oom) {
+        rl_buf_free(b);
+        return NULL;
+    }
+    if (!b->data && !buf_reserve(b, 0)) return NULL;
+    if (!b->data) return NULL;
+    char *d = b->data;
+    rl_buf_init(b);
+    return d;
+}
+
+int rl_utf8_valid(const char *str, size_t n) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) { i++; continue; }
+        size_t len;
+        unsigned cp;
+        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+        else return 0;
+        if (i + len > n) return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+runlane_err_t rl_check_conversation_id(const char *conv) {
+    if (!conv) return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "conversation_id is NULL");
+    size_t n = strlen(conv);
+    if (n == 0) return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "conversation_id is empty");
+    if (n > RUNLANE_CONVERSATION_ID_MAX)
+        return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                            "conversation_id is %zu bytes; the limit is %d bytes", n,
+                            RUNLANE_CONVERSATION_ID_MAX);
+    if (!rl_utf8_valid(conv, n))
+        return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "conversation_id is not valid UTF-8");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)conv[i];
+        if (c < 0x20 || c == 0x7F)
+            return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                                "conversation_id contains a control character (byte 0x%02x at offset %zu)",
+                                c, i);
+    }
+    return RUNLANE_OK;
+}
+
+double rl_random(void) {
+    /* xorshift64*, one state per thread, seeded from time and address. */
+    static _Thread_local uint64_t state;
+    if (!state) {
+        state = (uint64_t)rl_mono_ms() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)&state ^
+                (uint64_t)rl_now_ms();
+        if (!state) state = 1;
+    }
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    return (double)((state * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
+}
+
+uint32_t rl_fnv1a32(const char *s, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+RUNLANE_EXTERN(void) runlane_free(void *ptr) { free(ptr); }

@@ -1,0 +1,385 @@
+/* worker.c - the client's I/O thread.
+ *
+ * One thread per client: it claims due conversations up to
+ * worker.concurrency, renews every lease it holds in one pipelined round
+ * trip, recovers expired leases of dead workers, and hands batches to the
+ * backend. It sleeps in curl_multi_poll so that HTTP transfers and wake-ups
+ * from other threads (curl_multi_wakeup) share one wait. Host code never
+ * runs here: everything reaches the host as events. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "client.h"
+#include "internal.h"
+
+void rl_worker_wake(runlane_t *rl) {
+    pthread_mutex_lock(&rl->mu);
+    if (rl->started && rl->multi && rl->finished == 0) curl_multi_wakeup(rl->multi);
+    pthread_mutex_unlock(&rl->mu);
+}
+
+static void emit_error(runlane_t *rl, runlane_err_t rc, const char *what) {
+    char msg[700];
+    snprintf(msg, sizeof(msg), "%s: %s", what, runlane_error_message(runlane_error_last()));
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "{\"error\":");
+    rl_buf_json_str(&b, msg);
+    rl_buf_printf(&b, ",\"code\":\"%s\"}", runlane_err2name(rc));
+    char *json = rl_buf_take(&b);
+    rl_event_push(rl, rl_event_new(RUNLANE_EVENT_ERROR, NULL, NULL, 0, json, rc, msg));
+    free(json);
+}
+
+/* Custom backend: the batch itself is the event; the host settles it. */
+static void deliver_batch(runlane_t *rl, const rl_claim_t *c) {
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "{\"conversation_id\":");
+    rl_buf_json_str(&b, c->conversation_id);
+    rl_buf_puts(&b, ",\"batch_id\":");
+    rl_buf_json_str(&b, c->batch_id);
+    rl_buf_printf(&b, ",\"attempt\":%d,\"messages\":%s}", c->attempt, c->messages_json);
+    char *json = rl_buf_take(&b);
+    rl_event_push(rl, rl_event_new(RUNLANE_EVENT_BATCH, c->conversation_id, c->batch_id,
+                                   c->attempt, json, RUNLANE_OK, NULL));
+    free(json);
+}
+
+/* Claims up to the free concurrency. Returns how many were claimed, or -1
+ * on a store error. */
+static int claim_some(runlane_t *rl) {
+    pthread_mutex_lock(&rl->mu);
+    int room = rl->concurrency - rl->ninflight;
+    pthread_mutex_unlock(&rl->mu);
+    if (room <= 0) return 0;
+    rl_claim_t *claims = NULL;
+    int n = 0;
+    runlane_err_t rc = rl->io_store->ops->claim(rl->io_store, &rl->pol, rl->worker_id, room,
+                                                &claims, &n);
+    if (rc && n == 0) return -1;
+    for (int i = 0; i < n; i++) {
+        rl_inflight_t *f = calloc(1, sizeof(*f));
+        if (!f) {
+            /* Cannot track it: give it back so another worker takes it. */
+            rl->io_store->ops->release(rl->io_store, &rl->pol, claims[i].conversation_id,
+                                       claims[i].token);
+            rl_claim_free(&claims[i]);
+            continue;
+        }
+        f->claim = claims[i];
+        f->state = RL_IF_DELIVERED;
+        RL_ADD(rl, batches_claimed, 1);
+        cJSON *msgs = cJSON_Parse(f->claim.messages_json);
+        RL_ADD(rl, messages_claimed, cJSON_GetArraySize(msgs));
+        cJSON_Delete(msgs);
+        /* Tracked before delivery: the host may settle it at once. */
+        pthread_mutex_lock(&rl->mu);
+        f->next = rl->inflight;
+        rl->inflight = f;
+        rl->ninflight++;
+        pthread_mutex_unlock(&rl->mu);
+        if (rl->backend) rl->backend->start(rl->bk, f);
+        else deliver_batch(rl, &f->claim);
+    }
+    free(claims);
+    return n;
+}
+
+/* Renews every lease held, in one round trip; lost leases become events. */
+static int renew_all(runlane_t *rl) {
+    pthread_mutex_lock(&rl->mu);
+    int n = rl->ninflight;
+    rl_claim_t *snap = n ? calloc((size_t)n, sizeof(*snap)) : NULL;
+    int k = 0;
+    for (rl_inflight_t *f = rl->inflight; f && snap; f = f->next) {
+        snap[k].conversation_id = rl_strdup(f->claim.conversation_id);
+        rl_strlcpy(snap[k].batch_id, f->claim.batch_id, sizeof(snap[k].batch_id));
+        rl_strlcpy(snap[k].token, f->claim.token, sizeof(snap[k].token));
+        snap[k].attempt = f->claim.attempt;
+        if (snap[k].conversation_id) k++;
+    }
+    pthread_mutex_unlock(&rl->mu);
+    if (k == 0) {
+        free(snap);
+        return 0;
+    }
+    int *ok = calloc((size_t)k, sizeof(int));
+    runlane_err_t rc = ok ? rl->io_store->ops->renew(rl->io_store, &rl->pol, snap, k, ok)
+                          : RUNLANE_ERR_NOMEM;
+    if (rc == RUNLANE_OK) {
+        for (int i = 0; i < k; i++) {
+            if (ok[i]) {
+                RL_ADD(rl, leases_renewed, 1);
+                continue;
+            }
+            /* Stale: drop it unless the host is settling it right now (its
+             * own ack or fail will report the loss). */
+            int lost = 0;
+            pthread_mutex_lock(&rl->mu);
+            rl_inflight_t **pp = &rl->inflight;
+            while (*pp && strcmp((*pp)->claim.batch_id, snap[i].batch_id) != 0) pp = &(*pp)->next;
+            if (*pp && (*pp)->state == RL_IF_DELIVERED &&
+                strcmp((*pp)->claim.token, snap[i].token) == 0) {
+                rl_inflight_t *f = *pp;
+                *pp = f->next;
+                rl->ninflight--;
+                lost = 1;
+                pthread_mutex_unlock(&rl->mu);
+                if (rl->backend) rl->backend->abandon(rl->bk, f);
+                rl_claim_free(&f->claim);
+                free(f);
+                pthread_mutex_lock(&rl->mu);
+            }
+            pthread_mutex_unlock(&rl->mu);
+            if (lost) {
+                RL_ADD(rl, leases_lost, 1);
+                rl_buf_t b;
+                rl_buf_init(&b);
+                rl_buf_puts(&b, "{\"conversation_id\":");
+                rl_buf_json_str(&b, snap[i].conversation_id);
+                rl_buf_puts(&b, ",\"batch_id\":");
+                rl_buf_json_str(&b, snap[i].batch_id);
+                rl_buf_printf(&b, ",\"attempt\":%d}", snap[i].attempt);
+                char *json = rl_buf_take(&b);
+                rl_event_push(rl, rl_event_new(RUNLANE_EVENT_LEASE_LOST, snap[i].conversation_id,
+                                               snap[i].batch_id, snap[i].attempt, json,
+                                               RUNLANE_ERR_STALE,
+                                               "lease lost: another worker may run this batch"));
+                free(json);
+            }
+        }
+    }
+    for (int i = 0; i < k; i++) rl_claim_free(&snap[i]);
+    free(snap);
+    free(ok);
+    return rc == RUNLANE_OK ? 0 : -1;
+}
+
+/* Gives back every lease still held (stop). */
+static void release_all(runlane_t *rl) {
+    for (;;) {
+        pthread_mutex_lock(&rl->mu);
+        rl_inflight_t **pp = &rl->inflight;
+        while (*pp && (*pp)->state != RL_IF_DELIVERED) pp = &(*pp)->next;
+        rl_inflight_t *f = *pp;
+        if (f) {
+            *pp = f->next;
+            rl->ninflight--;
+        }
+        pthread_mutex_unlock(&rl->mu);
+        if (!f) break;
+        if (rl->backend) rl->backend->abandon(rl->bk, f);
+        runlane_err_t rc = rl->io_store->ops->release(rl->io_store, &rl->pol,
+                                                      f->claim.conversation_id, f->claim.token);
+        if (rc == RUNLANE_OK) RL_ADD(rl, leases_released, 1);
+        rl_buf_t b;
+        rl_buf_init(&b);
+        rl_buf_puts(&b, "{\"conversation_id\":");
+        rl_buf_json_str(&b, f->claim.conversation_id);
+        rl_buf_puts(&b, ",\"batch_id\":");
+        rl_buf_json_str(&b, f->claim.batch_id);
+        rl_buf_printf(&b, ",\"attempt\":%d,\"released\":%s}", f->claim.attempt,
+                      rc == RUNLANE_OK ? "true" : "false");
+        char *json = rl_buf_take(&b);
+        rl_event_push(rl, rl_event_new(RUNLANE_EVENT_LEASE_LOST, f->claim.conversation_id,
+                                       f->claim.batch_id, f->claim.attempt, json, RUNLANE_ERR_STALE,
+                                       "worker stopped: the lease was released"));
+        free(json);
+        rl_claim_free(&f->claim);
+        free(f);
+    }
+}
+
+static rl_inflight_t *unlink_inflight(runlane_t *rl, rl_inflight_t *target) {
+    pthread_mutex_lock(&rl->mu);
+    rl_inflight_t **pp = &rl->inflight;
+    while (*pp && *pp != target) pp = &(*pp)->next;
+    if (*pp) {
+        *pp = target->next;
+        rl->ninflight--;
+    }
+    pthread_cond_broadcast(&rl->settle_cond);
+    pthread_mutex_unlock(&rl->mu);
+    return target;
+}
+
+runlane_err_t rl_worker_settle(runlane_t *rl, rl_inflight_t *f, rl_settle_t how, const char *error,
+                               int retriable, int64_t delay_ms) {
+    rl_store_t *st = rl->io_store;
+    const char *conv = f->claim.conversation_id, *token = f->claim.token;
+    runlane_err_t rc;
+    rl_fail_outcome_t outcome = RL_FAIL_RETRY;
+    switch (how) {
+    case RL_SETTLE_ACK:
+        rc = st->ops->ack(st, &rl->pol, conv, token);
+        if (rc == RUNLANE_OK) RL_ADD(rl, batches_acked, 1);
+        break;
+    case RL_SETTLE_FAIL:
+        rc = st->ops->fail(st, &rl->pol, conv, token, error ? error : "failed", retriable, &outcome);
+        if (rc == RUNLANE_OK) {
+            RL_ADD(rl, batches_failed, 1);
+            if (outcome == RL_FAIL_DEAD) RL_ADD(rl, batches_dead, 1);
+            rl_buf_t b;
+            rl_buf_init(&b);
+            rl_buf_puts(&b, "{\"conversation_id\":");
+            rl_buf_json_str(&b, conv);
+            rl_buf_puts(&b, ",\"batch_id\":");
+            rl_buf_json_str(&b, f->claim.batch_id);
+            rl_buf_printf(&b, ",\"attempt\":%d,\"error\":", f->claim.attempt);
+            rl_buf_json_str(&b, error ? error : "failed");
+            rl_buf_printf(&b, ",\"dead\":%s}", outcome == RL_FAIL_DEAD ? "true" : "false");
+            char *json = rl_buf_take(&b);
+            rl_event_push(rl, rl_event_new(outcome == RL_FAIL_DEAD ? RUNLANE_EVENT_DEAD
+                                                                    : RUNLANE_EVENT_FAILED,
+                                           conv, f->claim.batch_id, f->claim.attempt, json,
+                                           RUNLANE_ERR_PROVIDER, error ? error : "failed"));
+            free(json);
+        }
+        break;
+    case RL_SETTLE_DEFER:
+        rc = st->ops->defer(st, &rl->pol, conv, token, delay_ms);
+        break;
+    case RL_SETTLE_RELEASE:
+    default:
+        rc = st->ops->release(st, &rl->pol, conv, token);
+        break;
+    }
+    if (rc == RUNLANE_ERR_STORE) {
+        /* Keep holding it: the lease is still ours until it expires; the
+         * backend retries the settle on its next drive. */
+        RL_ADD(rl, store_errors, 1);
+        return rc;
+    }
+    if (rc == RUNLANE_ERR_STALE) RL_ADD(rl, leases_lost, 1);
+    unlink_inflight(rl, f);
+    rl_claim_free(&f->claim);
+    free(f);
+    return rc;
+}
+
+runlane_err_t rl_worker_checkpoint(runlane_t *rl, rl_inflight_t *f, const char *ckpt_json) {
+    runlane_err_t rc = rl->io_store->ops->checkpoint(rl->io_store, f->claim.conversation_id,
+                                                     f->claim.token, ckpt_json);
+    if (rc == RUNLANE_OK) {
+        char *d = rl_strdup(ckpt_json);
+        if (d) {
+            free(f->claim.ckpt_json);
+            f->claim.ckpt_json = d;
+        }
+    }
+    return rc;
+}
+
+/* Hands host requests (tool outputs) to the backend. */
+static void run_commands(runlane_t *rl) {
+    pthread_mutex_lock(&rl->mu);
+    rl_cmd_t *cmds = rl->cmds;
+    rl->cmds = NULL;
+    pthread_mutex_unlock(&rl->mu);
+    while (cmds) {
+        rl_cmd_t *next = cmds->next;
+        pthread_mutex_lock(&rl->mu);
+        rl_inflight_t *f = rl->inflight;
+        while (f && strcmp(f->claim.batch_id, cmds->batch_id) != 0) f = f->next;
+        pthread_mutex_unlock(&rl->mu);
+        if (f && rl->backend) rl->backend->tool_outputs(rl->bk, f, cmds->json);
+        free(cmds->batch_id);
+        free(cmds->json);
+        free(cmds);
+        cmds = next;
+    }
+}
+
+void *rl_worker_main(void *arg) {
+    runlane_t *rl = arg;
+    int64_t now = rl_mono_ms();
+    int64_t next_recover = now, next_renew = now + rl->renew_ms;
+    int store_failures = 0;
+    int drained = 0;
+    for (;;) {
+        pthread_mutex_lock(&rl->mu);
+        int stopping = rl->stopping, n = rl->ninflight;
+        runlane_stop_mode_t mode = rl->stop_mode;
+        int64_t deadline = rl->stop_deadline;
+        pthread_mutex_unlock(&rl->mu);
+        now = rl_mono_ms();
+        if (stopping) {
+            if (n == 0) drained = 1;
+            if (mode == RUNLANE_STOP_RELEASE || n == 0 || now >= deadline) break;
+        }
+        int failed = 0;
+        if (now >= next_recover) {
+            int rec = 0, dead = 0;
+            if (rl->io_store->ops->recover(rl->io_store, &rl->pol, &rec, &dead)) {
+                failed = 1;
+                emit_error(rl, runlane_error_code(runlane_error_last()), "recover");
+            }
+            RL_ADD(rl, leases_recovered, rec);
+            next_recover = now + rl->recover_ms;
+        }
+        if (!failed && now >= next_renew) {
+            if (renew_all(rl)) {
+                failed = 1;
+                emit_error(rl, runlane_error_code(runlane_error_last()), "renew");
+                next_renew = now + 50; /* retry soon: leases are at stake */
+            } else {
+                next_renew = now + rl->renew_ms;
+            }
+        }
+        int64_t backend_wake = INT64_MAX;
+        if (rl->backend) {
+            run_commands(rl);
+            backend_wake = rl->backend->drive(rl->bk);
+        }
+        int claimed = 0;
+        if (!failed && !stopping) {
+            claimed = claim_some(rl);
+            if (claimed < 0) {
+                failed = 1;
+                emit_error(rl, runlane_error_code(runlane_error_last()), "claim");
+            }
+        }
+        int64_t wait = rl->poll_ms;
+        if (failed) {
+            RL_ADD(rl, store_errors, 1);
+            store_failures++;
+            int64_t backoff = 50LL << (store_failures < 6 ? store_failures : 6);
+            if (backoff < wait) wait = backoff;
+        } else {
+            store_failures = 0;
+            if (claimed > 0) {
+                wait = 0; /* more may be due */
+            } else if (!stopping) {
+                int64_t due = INT64_MAX, snow = 0;
+                if (rl->io_store->ops->next_due(rl->io_store, &due, &snow) == RUNLANE_OK &&
+                    due != INT64_MAX) {
+                    int64_t d = due - snow;
+                    if (d < 0) d = 0;
+                    pthread_mutex_lock(&rl->mu);
+                    int full = rl->ninflight >= rl->concurrency;
+                    pthread_mutex_unlock(&rl->mu);
+                    /* When full, only a settle (which wakes us) makes room. */
+                    if (!full && d < wait) wait = d;
+                }
+            }
+        }
+        now = rl_mono_ms();
+        if (next_renew - now < wait) wait = next_renew - now;
+        if (next_recover - now < wait) wait = next_recover - now;
+        if (stopping && deadline - now < wait) wait = deadline - now;
+        if (backend_wake != INT64_MAX && backend_wake - now < wait) wait = backend_wake - now;
+        if (wait < 0) wait = 0;
+        if (wait > 0) curl_multi_poll(rl->multi, NULL, 0, (int)wait, NULL);
+    }
+    release_all(rl);
+    pthread_mutex_lock(&rl->mu);
+    rl->finished = drained ? 1 : 2;
+    pthread_mutex_unlock(&rl->mu);
+    rl_event_push(rl, rl_event_new(RUNLANE_EVENT_STOPPED, NULL, NULL, 0,
+                                   drained ? "{\"drained\":true}" : "{\"drained\":false}",
+                                   RUNLANE_OK, NULL));
+    return NULL;
+}

@@ -1,0 +1,528 @@
+/* test_client.c - the public API end to end with the custom backend:
+ * configuration, bad input, batching by the worker, retries, dead letters,
+ * stop, events and metrics; on the memory store and on Redis. */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "rltest.h"
+#include "runlane.h"
+
+static char store_url[256];
+static char prefix[64];
+static int prefix_seq;
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A client on the store under test with a fresh key prefix / memory name. */
+static runlane_t *client(const char *const *kv) {
+    runlane_conf_t *conf = runlane_conf_new();
+    char err[512], url[300];
+    snprintf(prefix, sizeof(prefix), "t%ld-%d", (long)getpid(), ++prefix_seq);
+    if (strncmp(store_url, "memory", 6) == 0)
+        snprintf(url, sizeof(url), "memory://%s", prefix);
+    else
+        snprintf(url, sizeof(url), "%s", store_url);
+    if (runlane_conf_set(conf, "store", url, err, sizeof(err)) ||
+        runlane_conf_set(conf, "key.prefix", prefix, err, sizeof(err)) ||
+        runlane_conf_set(conf, "worker.poll.ms", "20", err, sizeof(err)) ||
+        runlane_conf_set(conf, "backoff.base.ms", "50", err, sizeof(err)) ||
+        runlane_conf_set(conf, "backoff.max.ms", "100", err, sizeof(err)))
+        RL_FAILF("conf: %s", err);
+    for (; kv && kv[0]; kv += 2)
+        if (runlane_conf_set(conf, kv[0], kv[1], err, sizeof(err))) RL_FAILF("conf %s: %s", kv[0], err);
+    runlane_t *rl = runlane_new(conf, err, sizeof(err));
+    runlane_conf_destroy(conf);
+    if (!rl) RL_FAILF("runlane_new: %s", err);
+    return rl;
+}
+
+/* Next event of `type`, skipping others; NULL after timeout_ms. */
+static runlane_event_t *wait_event(runlane_t *rl, runlane_event_type_t type, int timeout_ms) {
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        runlane_event_t *ev = runlane_poll(rl, 10);
+        if (!ev) continue;
+        if (runlane_event_type(ev) == type) return ev;
+        runlane_event_destroy(ev);
+    }
+    return NULL;
+}
+
+static int json_int(const char *json, const char *key) {
+    cJSON *j = cJSON_Parse(json);
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    int r = cJSON_IsNumber(v) ? v->valueint : -1;
+    cJSON_Delete(j);
+    return r;
+}
+
+/* Contents of a batch event's messages joined by ",". */
+static void batch_contents(const runlane_event_t *ev, char *out, size_t n) {
+    cJSON *j = cJSON_Parse(runlane_event_json(ev));
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages"), *m;
+    out[0] = '\0';
+    cJSON_ArrayForEach(m, msgs) {
+        cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (out[0]) strncat(out, ",", n - strlen(out) - 1);
+        strncat(out, c->valuestring, n - strlen(out) - 1);
+    }
+    cJSON_Delete(j);
+}
+
+static void enqueue(runlane_t *rl, const char *conv, const char *content) {
+    char id[RUNLANE_ID_MAX];
+    RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, rl, conv, content, NULL));
+}
+
+/* ---------------------------------------------------------------- */
+
+static void test_conf_validation_names_the_key(void) {
+    runlane_conf_t *c = runlane_conf_new();
+    char err[256], buf[64];
+    size_t sz = sizeof(buf);
+    RL_CHECK_OK(runlane_conf_get(c, "batch.window.ms", buf, &sz));
+    RL_CHECK_STR("10000", buf);
+    RL_CHECK_INT(RUNLANE_ERR_UNKNOWN_KEY, runlane_conf_set(c, "batch.windw.ms", "1", err, sizeof(err)));
+    RL_CHECK(strstr(err, "batch.windw.ms") != NULL);
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "lease.ms", "5", err, sizeof(err)));
+    RL_CHECK_MSG(strstr(err, "lease.ms") && strstr(err, "out of range"), "got: %s", err);
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "partitions", "abc", err, sizeof(err)));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "busy.policy", "drop", err, sizeof(err)));
+    RL_CHECK(strstr(err, "queue|interrupt") != NULL);
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "store", "mysql://x", err, sizeof(err)));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "key.prefix", "a{b}", err, sizeof(err)));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "openai.tools", "{}", err, sizeof(err)));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_conf_set(c, NULL, "1", err, sizeof(err)));
+    /* A failed set leaves the value unchanged. */
+    sz = sizeof(buf);
+    RL_CHECK_OK(runlane_conf_get(c, "lease.ms", buf, &sz));
+    RL_CHECK_STR("30000", buf);
+    /* Secrets never read back. */
+    RL_CHECK_OK(runlane_conf_set(c, "openai.api.key", "sk-secret-123", err, sizeof(err)));
+    sz = sizeof(buf);
+    RL_CHECK_OK(runlane_conf_get(c, "openai.api.key", buf, &sz));
+    RL_CHECK_STR("********", buf);
+    char *dump = NULL;
+    RL_CHECK_OK(runlane_conf_dump(&dump, c));
+    RL_CHECK(strstr(dump, "sk-secret") == NULL);
+    runlane_free(dump);
+    /* Too small a buffer reports the size needed. */
+    char tiny[2];
+    sz = sizeof(tiny);
+    RL_CHECK_INT(RUNLANE_ERR_TOO_LARGE, runlane_conf_get(c, "store", tiny, &sz));
+    RL_CHECK_INT(7, sz);
+    runlane_conf_t *d = runlane_conf_dup(c);
+    sz = sizeof(buf);
+    RL_CHECK_OK(runlane_conf_get(d, "openai.api.key", buf, &sz));
+    runlane_conf_destroy(d);
+    runlane_conf_destroy(c);
+    cJSON *props = cJSON_Parse(runlane_conf_properties());
+    RL_CHECK(cJSON_IsArray(props) && cJSON_GetArraySize(props) > 20);
+    cJSON_Delete(props);
+}
+
+static void test_errors_and_version(void) {
+    RL_CHECK_STR("RUNLANE_ERR_STALE", runlane_err2name(RUNLANE_ERR_STALE));
+    RL_CHECK(strlen(runlane_err2str(RUNLANE_ERR_STORE)) > 0);
+    RL_CHECK_STR("unknown error", runlane_err2str((runlane_err_t)-999));
+    RL_CHECK_INT(RUNLANE_VERSION_NUM, runlane_version());
+    RL_CHECK(runlane_features() & RUNLANE_FEATURE_REDIS);
+    RL_CHECK(runlane_error_message(runlane_error_last()) != NULL);
+}
+
+static void test_bad_input_changes_nothing(void) {
+    runlane_t *rl = client(NULL);
+    char id[RUNLANE_ID_MAX], longid[300];
+    memset(longid, 'a', sizeof(longid) - 1);
+    longid[sizeof(longid) - 1] = '\0';
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, "", "x", NULL));
+    RL_CHECK(strstr(runlane_error_message(runlane_error_last()), "empty") != NULL);
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, longid, "x", NULL));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, NULL, "x", NULL));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, "c", NULL, NULL));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, "c\xff", "x", NULL));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, "c\n", "x", NULL));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, "c", "\xc0\x80", NULL));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", "{bad"));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG,
+                 runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", "{\"colour\":1}"));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG,
+                 runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", "{\"metadata\":{\"a\":1}}"));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, 8, NULL, rl, "c", "x", NULL));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_touch(rl, ""));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, runlane_batch_ack(rl, "b-nope", NULL));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_batch_ack(rl, NULL, NULL));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, runlane_dead_retry(NULL, rl, "nope"));
+    RL_CHECK_INT(RUNLANE_ERR_STATE, runlane_stop(rl, RUNLANE_STOP_DRAIN, 0));
+    char *st = NULL;
+    RL_CHECK_OK(runlane_status(&st, rl, NULL));
+    RL_CHECK_INT(0, json_int(st, "pending"));
+    runlane_free(st);
+    runlane_destroy(rl);
+    /* Use after destroy is detected (the handle is no longer live). */
+    RL_CHECK_INT(RUNLANE_ERR_DESTROYED, runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", NULL));
+    RL_CHECK(runlane_poll(rl, 0) == NULL);
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_start(NULL));
+}
+
+static void test_content_over_max_bytes_refused(void) {
+    const char *kv[] = {"batch.max.bytes", "8", NULL};
+    runlane_t *rl = client(kv);
+    char id[RUNLANE_ID_MAX];
+    RL_CHECK_INT(RUNLANE_ERR_TOO_LARGE, runlane_enqueue(id, sizeof(id), NULL, rl, "c", "123456789", NULL));
+    RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, rl, "c", "12345678", NULL));
+    runlane_destroy(rl);
+}
+
+static void test_idempotency_key(void) {
+    runlane_t *rl = client(NULL);
+    char a[RUNLANE_ID_MAX], b[RUNLANE_ID_MAX];
+    int dup = -1;
+    RL_CHECK_OK(runlane_enqueue(a, sizeof(a), &dup, rl, "c", "hi", "{\"idempotency_key\":\"wamid.1\"}"));
+    RL_CHECK_INT(0, dup);
+    RL_CHECK_OK(runlane_enqueue(b, sizeof(b), &dup, rl, "c", "hi", "{\"idempotency_key\":\"wamid.1\"}"));
+    RL_CHECK_INT(1, dup);
+    RL_CHECK_STR(a, b);
+    char *st = NULL;
+    RL_CHECK_OK(runlane_status(&st, rl, "c"));
+    RL_CHECK_INT(1, json_int(st, "pending"));
+    runlane_free(st);
+    runlane_destroy(rl);
+}
+
+static void test_burst_becomes_one_batch_in_order(void) {
+    const char *kv[] = {"batch.window.ms", "300", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "conv-a", "one");
+    sleep_ms(30);
+    enqueue(rl, "conv-a", "two");
+    enqueue(rl, "conv-b", "other");
+    sleep_ms(30);
+    enqueue(rl, "conv-a", "three");
+    char got[256] = "", got_b[256] = "";
+    for (int i = 0; i < 2; i++) {
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+        RL_CHECK_MSG(ev != NULL, "expected 2 batch events, got %d", i);
+        RL_CHECK_INT(1, runlane_event_attempt(ev));
+        if (strcmp(runlane_event_conversation_id(ev), "conv-a") == 0)
+            batch_contents(ev, got, sizeof(got));
+        else
+            batch_contents(ev, got_b, sizeof(got_b));
+        RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+        runlane_event_destroy(ev);
+    }
+    RL_CHECK_STR("one,two,three", got);
+    RL_CHECK_STR("other", got_b);
+    RL_CHECK(wait_event(rl, RUNLANE_EVENT_BATCH, 400) == NULL);
+    RL_CHECK_OK(runlane_stop(rl, RUNLANE_STOP_DRAIN, 1000));
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_STOPPED, 1000);
+    RL_CHECK(ev != NULL);
+    runlane_event_destroy(ev);
+    runlane_destroy(rl);
+}
+
+static void test_window_waits_for_quiet(void) {
+    const char *kv[] = {"batch.window.ms", "400", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "first");
+    /* Inside the window nothing is delivered. */
+    RL_CHECK(wait_event(rl, RUNLANE_EVENT_BATCH, 150) == NULL);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    runlane_destroy(rl);
+}
+
+static void test_touch_extends_window_until_max_wait(void) {
+    const char *kv[] = {"batch.window.ms", "200", "batch.max.wait.ms", "600", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "typing", "hello");
+    /* The user keeps typing: touches every 50 ms for 3 s. The window alone
+     * would never close; max wait must deliver while touches go on. */
+    runlane_event_t *ev = NULL;
+    int touches = 0;
+    for (; touches < 60 && !ev; touches++) {
+        RL_CHECK_OK(runlane_touch(rl, "typing"));
+        ev = wait_event(rl, RUNLANE_EVENT_BATCH, 50);
+    }
+    RL_CHECK_MSG(ev != NULL, "no batch while typing went on (max wait ignored)");
+    RL_CHECK_MSG(touches >= 3, "batch came after %d touches: the touch did not extend the window",
+                 touches);
+    RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    runlane_destroy(rl);
+}
+
+static void test_arrivals_during_batch_wait_for_ack(void) {
+    const char *kv[] = {"batch.window.ms", "50", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "m1");
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    enqueue(rl, "c", "m2");
+    enqueue(rl, "c", "m3");
+    /* One turn per conversation: nothing more while the first is held. */
+    RL_CHECK(wait_event(rl, RUNLANE_EVENT_BATCH, 400) == NULL);
+    RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    char got[128];
+    batch_contents(ev, got, sizeof(got));
+    RL_CHECK_STR("m2,m3", got);
+    RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    runlane_destroy(rl);
+}
+
+static void test_max_messages_splits_batches(void) {
+    const char *kv[] = {"batch.window.ms", "10000", "batch.max.messages", "2", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    const char *in[] = {"a", "b", "c", "d", "e"};
+    for (int i = 0; i < 5; i++) enqueue(rl, "c", in[i]);
+    /* Full batches are due at once despite the 10 s window. */
+    char all[128] = "";
+    for (int i = 0; i < 2; i++) {
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 3000);
+        RL_CHECK_MSG(ev != NULL, "batch %d of 2 full ones not delivered", i + 1);
+        char got[64];
+        batch_contents(ev, got, sizeof(got));
+        if (all[0]) strcat(all, "|");
+        strcat(all, got);
+        RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+        runlane_event_destroy(ev);
+    }
+    RL_CHECK_STR("a,b|c,d", all);
+    char *st = NULL;
+    RL_CHECK_OK(runlane_status(&st, rl, "c"));
+    RL_CHECK_INT(1, json_int(st, "pending"));
+    runlane_free(st);
+    runlane_destroy(rl);
+}
+
+static void test_max_bytes_makes_batch_due(void) {
+    const char *kv[] = {"batch.window.ms", "10000", "batch.max.bytes", "10", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "12345");
+    enqueue(rl, "c", "67890");
+    enqueue(rl, "c", "x");
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 3000);
+    RL_CHECK(ev != NULL);
+    char got[64];
+    batch_contents(ev, got, sizeof(got));
+    RL_CHECK_STR("12345,67890", got);
+    RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    runlane_destroy(rl);
+}
+
+static void test_fail_retries_then_dead_letter_then_retry(void) {
+    const char *kv[] = {"batch.window.ms", "0", "max.attempts", "3", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "boom");
+    char batch[RUNLANE_ID_MAX] = "";
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+        RL_CHECK_MSG(ev != NULL, "attempt %d not delivered", attempt);
+        RL_CHECK_INT(attempt, runlane_event_attempt(ev));
+        if (attempt == 1) snprintf(batch, sizeof(batch), "%s", runlane_event_batch_id(ev));
+        RL_CHECK_STR(batch, runlane_event_batch_id(ev));
+        RL_CHECK_OK(runlane_batch_fail(rl, runlane_event_batch_id(ev), "model exploded", 1));
+        runlane_event_destroy(ev);
+    }
+    runlane_event_t *dead = wait_event(rl, RUNLANE_EVENT_DEAD, 2000);
+    RL_CHECK(dead != NULL);
+    RL_CHECK_STR("model exploded", runlane_event_error_message(dead));
+    runlane_event_destroy(dead);
+    char *list = NULL;
+    RL_CHECK_OK(runlane_dead_list(&list, rl, 0, 0));
+    cJSON *j = cJSON_Parse(list);
+    RL_CHECK_INT(1, cJSON_GetArraySize(j));
+    cJSON *d0 = cJSON_GetArrayItem(j, 0);
+    RL_CHECK_STR("model exploded", cJSON_GetObjectItem(d0, "error")->valuestring);
+    RL_CHECK_INT(3, cJSON_GetObjectItem(d0, "attempts")->valueint);
+    char dead_id[RUNLANE_ID_MAX];
+    snprintf(dead_id, sizeof(dead_id), "%s", cJSON_GetObjectItem(d0, "id")->valuestring);
+    cJSON_Delete(j);
+    runlane_free(list);
+    size_t n = 0;
+    RL_CHECK_OK(runlane_dead_retry(&n, rl, dead_id));
+    RL_CHECK_INT(1, n);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    RL_CHECK_INT(1, runlane_event_attempt(ev));
+    char got[64];
+    batch_contents(ev, got, sizeof(got));
+    RL_CHECK_STR("boom", got);
+    RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    RL_CHECK_OK(runlane_dead_list(&list, rl, 0, 0));
+    RL_CHECK_STR("[]", list);
+    runlane_free(list);
+    runlane_destroy(rl);
+}
+
+static void test_non_retriable_fail_is_dead_at_once_and_purged(void) {
+    const char *kv[] = {"batch.window.ms", "0", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "bad request");
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    RL_CHECK_OK(runlane_batch_fail(rl, runlane_event_batch_id(ev), "invalid", 0));
+    /* Settled: a second settle of the same batch is refused. */
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    ev = wait_event(rl, RUNLANE_EVENT_DEAD, 2000);
+    RL_CHECK(ev != NULL);
+    runlane_event_destroy(ev);
+    size_t n = 0;
+    RL_CHECK_OK(runlane_dead_purge(&n, rl, NULL));
+    RL_CHECK_INT(1, n);
+    char *list = NULL;
+    RL_CHECK_OK(runlane_dead_list(&list, rl, 0, 0));
+    RL_CHECK_STR("[]", list);
+    runlane_free(list);
+    runlane_destroy(rl);
+}
+
+static void test_stop_release_gives_batches_back(void) {
+    const char *kv[] = {"batch.window.ms", "0", NULL};
+    runlane_t *a = client(kv);
+    RL_CHECK_OK(runlane_start(a));
+    enqueue(a, "c", "held");
+    runlane_event_t *ev = wait_event(a, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    runlane_event_destroy(ev);
+    RL_CHECK_INT(RUNLANE_ERR_STATE, runlane_start(a));
+    RL_CHECK_OK(runlane_stop(a, RUNLANE_STOP_RELEASE, 0));
+    ev = wait_event(a, RUNLANE_EVENT_LEASE_LOST, 1000);
+    RL_CHECK(ev != NULL);
+    runlane_event_destroy(ev);
+    char *st = NULL;
+    RL_CHECK_OK(runlane_status(&st, a, "c"));
+    cJSON *j = cJSON_Parse(st);
+    /* Released without spending an attempt. */
+    RL_CHECK_INT(0, cJSON_GetObjectItem(j, "attempts")->valueint);
+    RL_CHECK_STR("ready", cJSON_GetObjectItem(j, "state")->valuestring);
+    cJSON_Delete(j);
+    runlane_free(st);
+    runlane_destroy(a);
+}
+
+static void test_stop_drain_times_out_and_releases(void) {
+    const char *kv[] = {"batch.window.ms", "0", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "x");
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    runlane_event_destroy(ev);
+    RL_CHECK_INT(RUNLANE_ERR_TIMEOUT, runlane_stop(rl, RUNLANE_STOP_DRAIN, 100));
+    runlane_destroy(rl);
+}
+
+static void test_event_fd_readable_while_pending(void) {
+    const char *kv[] = {"batch.window.ms", "0", NULL};
+    runlane_t *rl = client(kv);
+    int fd = runlane_event_fd(rl);
+    RL_CHECK(fd >= 0);
+    struct pollfd p = {fd, POLLIN, 0};
+    RL_CHECK_INT(0, poll(&p, 1, 0));
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "x");
+    RL_CHECK_INT(1, poll(&p, 1, 5000));
+    runlane_event_t *ev = runlane_poll(rl, 0);
+    RL_CHECK(ev != NULL);
+    RL_CHECK_INT(RUNLANE_EVENT_BATCH, runlane_event_type(ev));
+    RL_CHECK_STR("batch", runlane_event_type_name(runlane_event_type(ev)));
+    RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    /* Drained: the fd is quiet again. */
+    RL_CHECK_INT(0, poll(&p, 1, 0));
+    char *text = NULL;
+    RL_CHECK_OK(runlane_metrics(&text, rl));
+    RL_CHECK(strstr(text, "runlane_batches_acked_total 1") != NULL);
+    RL_CHECK(strstr(text, "# TYPE runlane_enqueued_total counter") != NULL);
+    runlane_free(text);
+    runlane_destroy(rl);
+}
+
+static void test_enqueue_many_in_order(void) {
+    const char *kv[] = {"batch.window.ms", "0", NULL};
+    runlane_t *rl = client(kv);
+    char *res = NULL;
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG,
+                 runlane_enqueue_many(&res, rl, "[{\"conversation_id\":\"\",\"content\":\"x\"}]"));
+    RL_CHECK_OK(runlane_enqueue_many(
+        &res, rl,
+        "[{\"conversation_id\":\"m\",\"content\":\"1\"},{\"conversation_id\":\"m\",\"content\":\"2\","
+        "\"idempotency_key\":\"k\"},{\"conversation_id\":\"m\",\"content\":\"2\",\"idempotency_key\":\"k\"}]"));
+    cJSON *j = cJSON_Parse(res);
+    RL_CHECK_INT(3, cJSON_GetArraySize(j));
+    RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(j, 2), "duplicate")));
+    cJSON_Delete(j);
+    runlane_free(res);
+    RL_CHECK_OK(runlane_start(rl));
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    char got[64];
+    batch_contents(ev, got, sizeof(got));
+    RL_CHECK_STR("1,2", got);
+    runlane_event_destroy(ev);
+    runlane_destroy(rl);
+}
+
+static void run_all(const char *url) {
+    snprintf(store_url, sizeof(store_url), "%s", url);
+    fprintf(stderr, "== store %s\n", strncmp(url, "redis", 5) == 0 ? "redis" : url);
+    RL_RUN(test_bad_input_changes_nothing);
+    RL_RUN(test_content_over_max_bytes_refused);
+    RL_RUN(test_idempotency_key);
+    RL_RUN(test_burst_becomes_one_batch_in_order);
+    RL_RUN(test_window_waits_for_quiet);
+    RL_RUN(test_touch_extends_window_until_max_wait);
+    RL_RUN(test_arrivals_during_batch_wait_for_ack);
+    RL_RUN(test_max_messages_splits_batches);
+    RL_RUN(test_max_bytes_makes_batch_due);
+    RL_RUN(test_fail_retries_then_dead_letter_then_retry);
+    RL_RUN(test_non_retriable_fail_is_dead_at_once_and_purged);
+    RL_RUN(test_stop_release_gives_batches_back);
+    RL_RUN(test_stop_drain_times_out_and_releases);
+    RL_RUN(test_event_fd_readable_while_pending);
+    RL_RUN(test_enqueue_many_in_order);
+}
+
+static void test_redis_is_configured(void) {
+    if (!rl_test_redis_url()) RL_FAILF("RUNLANE_REQUIRE_REDIS=1 but RUNLANE_TEST_REDIS is not set");
+}
+
+int main(void) {
+    RL_RUN(test_conf_validation_names_the_key);
+    RL_RUN(test_errors_and_version);
+    run_all("memory");
+    if (rl_test_redis_url()) {
+        run_all(rl_test_redis_url());
+    } else if (getenv("RUNLANE_REQUIRE_REDIS")) {
+        RL_RUN(test_redis_is_configured);
+    } else {
+        fprintf(stderr, "RUNLANE_TEST_REDIS not set: Redis half not run\n");
+    }
+    return rl_test_summary();
+}
