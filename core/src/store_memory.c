@@ -252,7 +252,7 @@ static int64_t due_of(const mconv_t *c, const rl_policy_t *pol, int64_t now, int
 
 /* Puts the conversation in ready when it has work and no lease. */
 static void schedule(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t now, int not_before_now) {
-    if (c->token[0]) return;
+    if (c->token[0] || c->batch.len) return;
     if (pending_count(c) > 0) {
         ready_set(s, c, due_of(c, pol, now, not_before_now));
     } else {
@@ -366,7 +366,10 @@ static int enqueue_locked(mstate_t *s, const rl_policy_t *pol, const char *conv,
     snprintf(id, sizeof(id), "m%lld-0-%lld", (long long)now, (long long)++s->seq);
     rec_t r;
     r.bytes = bytes;
-    r.json = rl_asprintf("{\"id\":\"%s\",\"ts_ms\":%lld,%s", id, (long long)now, tail + 1);
+    const char *rest = tail + 1;
+    while (*rest == ' ' || *rest == '\t' || *rest == '\n' || *rest == '\r') rest++;
+    r.json = rl_asprintf("{\"id\":\"%s\",\"ts_ms\":%lld%s%s", id, (long long)now,
+                         *rest == '}' ? "" : ",", *rest == '}' ? "}" : tail + 1);
     if (!r.json || !recvec_push(&c->pending, r)) {
         free(r.json);
         free(ik);

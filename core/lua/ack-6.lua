@@ -1,0 +1,14 @@
+-- ack: the leased batch is done; deletes it and schedules what waits.
+-- KEYS: 1 meta, 2 pending, 3 batch, 4 ready, 5 leases, 6 stats
+-- ARGV: 1..7 common (see includes/common.lua), 8 token
+-- Returns 1, or 0 when the token is stale (nothing changed).
+--@include "common.lua"
+
+if not rl_token_ok(ARGV[8]) then return 0 end
+local now = rl_now()
+rl_end_lease()
+rl_drop_batch()
+redis.call('HSET', KEYS[1], 'last_error', '')
+redis.call('HINCRBY', KEYS[6], 'acked', 1)
+rl_move_on(now)
+return 1

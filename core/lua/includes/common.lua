@@ -1,0 +1,131 @@
+-- Shared by the per-conversation scripts of the redis store.
+-- Key layout (see store_redis.c): KEYS are always passed in this order, a
+-- script taking the first N of them:
+--   1 meta     hash   <prefix>:{p}:meta:<conv>
+--   2 pending  list   <prefix>:{p}:pending:<conv>
+--   3 batch    list   <prefix>:{p}:batch:<conv>
+--   4 ready    zset   <prefix>:{p}:ready     conv -> due ms
+--   5 leases   zset   <prefix>:{p}:leases    conv -> lease expiry ms
+--   6 stats    hash   <prefix>:{p}:stats     counters, seq, fence
+--   7 dead     zset   <prefix>:{p}:dead      dead id -> dead_at ms
+--   8 deadrec  hash   <prefix>:{p}:deadrec   dead id -> JSON record
+--   9 deadaux  hash   <prefix>:{p}:deadaux   dead id -> cmsgpack {conv, entries}
+-- and ARGV starts with the same seven values:
+--   1 conv, 2 window_ms, 3 max_wait_ms, 4 max_messages, 5 max_bytes,
+--   6 idle_ttl_ms (expiry of the meta hash of an idle conversation),
+--   7 partition
+-- List entries are "<content bytes>:<record JSON>".
+-- stats fields: pending (messages in pending lists), convs (conversations
+-- with pending messages or a batch), enqueued, acked, failed,
+-- dead_lettered, recovered, seq (ids), fence (lease tokens; per partition so
+-- that a token is never reused even after an idle meta hash expired).
+
+local CONV = ARGV[1]
+
+-- Redis < 5 replicates scripts verbatim unless told otherwise, which
+-- forbids writes after TIME; from 7.0 this is a no-op.
+if redis.replicate_commands then redis.replicate_commands() end
+
+local function rl_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Numbers go to redis.call as integer strings: Lua 5.1 would print -0 as
+-- "-0" and large values in exponent form, which Redis refuses.
+local function rl_int(n)
+  return string.format('%d', n)
+end
+
+local function rl_num(v)
+  if not v or v == '' then return 0 end
+  return tonumber(v) or 0
+end
+
+local function rl_entry_size(e)
+  return tonumber(string.match(e, '^(%d+):')) or 0
+end
+
+local function rl_entry_json(e)
+  local i = string.find(e, ':', 1, true)
+  return string.sub(e, i + 1)
+end
+
+-- Arrival time of an entry, from its id "m<ms>-...".
+local function rl_entry_ts(e)
+  return tonumber(string.match(e, '^%d+:{"id":"m(%d+)%-'))
+end
+
+local function rl_join(entries)
+  local parts = {}
+  for i = 1, #entries do parts[i] = rl_entry_json(entries[i]) end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+local function rl_token_ok(token)
+  local cur = redis.call('HGET', KEYS[1], 'token')
+  return cur and cur ~= '' and cur == token
+end
+
+-- Due time of the pending messages per store.h (never before now).
+local function rl_due(now)
+  local count = redis.call('LLEN', KEYS[2])
+  local m = redis.call('HMGET', KEYS[1], 'pbytes', 'first_ms', 'last_ms')
+  local bytes, first, last = rl_num(m[1]), rl_num(m[2]), rl_num(m[3])
+  if count >= tonumber(ARGV[4]) or bytes >= tonumber(ARGV[5]) then return now end
+  local d = math.min(last + tonumber(ARGV[2]), first + tonumber(ARGV[3]))
+  if d < now then d = now end
+  return d
+end
+
+local function rl_mark_active()
+  redis.call('HINCRBY', KEYS[6], 'convs', 1)
+  redis.call('PERSIST', KEYS[1])
+end
+
+local function rl_mark_idle()
+  redis.call('HINCRBY', KEYS[6], 'convs', -1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+end
+
+local function rl_end_lease()
+  redis.call('HSET', KEYS[1], 'token', '', 'owner', '', 'lease_until', '0')
+  redis.call('ZREM', KEYS[5], CONV)
+end
+
+local function rl_drop_batch()
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[1], 'attempts', '0', 'batch_id', '', 'ckpt', '')
+end
+
+-- After the batch is gone: due again if messages wait, else idle.
+local function rl_move_on(now)
+  if redis.call('LLEN', KEYS[2]) > 0 then
+    redis.call('ZADD', KEYS[4], rl_int(rl_due(now)), CONV)
+  else
+    redis.call('ZREM', KEYS[4], CONV)
+    rl_mark_idle()
+  end
+end
+
+-- Moves the current batch to the dead letters (needs KEYS 1..9).
+local function rl_dead_letter(now, err)
+  local m = redis.call('HMGET', KEYS[1], 'batch_id', 'attempts')
+  local bid, attempts = m[1] or '', rl_num(m[2])
+  local entries = redis.call('LRANGE', KEYS[3], 0, -1)
+  local rec = '{"id":' .. cjson.encode(bid) ..
+    ',"conversation_id":' .. cjson.encode(CONV) ..
+    ',"batch_id":' .. cjson.encode(bid) ..
+    ',"attempts":' .. rl_int(attempts) ..
+    ',"error":' .. cjson.encode(err) ..
+    ',"dead_at_ms":' .. rl_int(now) ..
+    ',"messages":' .. rl_join(entries) .. '}'
+  redis.call('ZADD', KEYS[7], rl_int(now), bid)
+  redis.call('HSET', KEYS[8], bid, rec)
+  redis.call('HSET', KEYS[9], bid, cmsgpack.pack({CONV, entries}))
+  rl_end_lease()
+  rl_drop_batch()
+  redis.call('HSET', KEYS[1], 'last_error', err)
+  redis.call('HINCRBY', KEYS[6], 'dead_lettered', 1)
+  rl_move_on(now)
+end

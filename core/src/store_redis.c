@@ -1,0 +1,1695 @@
+/* store_redis.c - the Redis store (hiredis, one Lua script per operation).
+ *
+ * Keys (p = the conversation's partition, C = the conversation id's bytes):
+ *   <prefix>:{p}:meta:C      hash  token owner attempts batch_id lease_until
+ *                                  first_ms last_ms pbytes ckpt last_error
+ *   <prefix>:{p}:pending:C   list  "<content bytes>:<record JSON>"
+ *   <prefix>:{p}:batch:C     list  same entries, the in-flight batch
+ *   <prefix>:{p}:idem:<len(C)>:C:<key>   string  message id (PX ttl)
+ *   <prefix>:{p}:ready       zset  C -> due ms
+ *   <prefix>:{p}:leases      zset  C -> lease expiry ms
+ *   <prefix>:{p}:stats       hash  counters, id sequence, fencing counter
+ *   <prefix>:{p}:dead        zset  dead id -> dead_at ms
+ *   <prefix>:{p}:deadrec     hash  dead id -> JSON record
+ *   <prefix>:{p}:deadaux     hash  dead id -> cmsgpack {C, entries}
+ * The conversation id is always the last component of its keys (or
+ * length-prefixed in the idempotency key), and the prefix may not contain
+ * braces, so no id can change a key's structure or its hash tag: every key
+ * of a partition lives in one Redis Cluster slot.
+ *
+ * Every operation is one script run by EVALSHA (loaded at connect, reloaded
+ * on NOSCRIPT); operations on many conversations pipeline their scripts.
+ * After an I/O error the connection is dropped; the next call reconnects,
+ * rate-limited by an exponential backoff (50 ms doubling to 2 s) while the
+ * server stays unreachable. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+#if defined(RUNLANE_HAVE_HIREDIS_SSL) && HIREDIS_MAJOR >= 1
+#include <hiredis/hiredis_ssl.h>
+#define RS_TLS 1
+#else
+#define RS_TLS 0
+#endif
+
+#include "internal.h"
+#include "lua_scripts.h"
+#include "store.h"
+
+#define RS_IDLE_TTL_MS 86400000LL /* meta hash of an idle conversation */
+#define RS_BACKOFF_MIN_MS 50
+#define RS_BACKOFF_MAX_MS 2000
+#define RS_RECOVER_BATCH 1000
+#define RS_CHUNK 500
+
+enum {
+    S_ENQUEUE,
+    S_TOUCH,
+    S_PEEK,
+    S_CLAIM,
+    S_RENEW,
+    S_CHECKPOINT,
+    S_ACK,
+    S_FAIL,
+    S_RELEASE,
+    S_RECOVER,
+    S_DEAD_RETRY,
+    S_DEAD_PURGE,
+    S_STATS,
+    S_STATUS_CONV,
+    S_COUNT
+};
+
+static const char *const script_names[S_COUNT] = {
+    "enqueue", "touch",   "peek",       "claim",      "renew", "checkpoint",  "ack",
+    "fail",    "release", "recover",    "dead_retry", "dead_purge", "stats", "status_conv",
+};
+
+/* Per-conversation keys, in the order the scripts take them. */
+enum { K_META, K_PENDING, K_BATCH, K_READY, K_LEASES, K_STATS, K_DEAD, K_DEADREC, K_DEADAUX };
+static const char *const key_kinds[] = {"meta",  "pending", "batch",   "ready",  "leases",
+                                        "stats", "dead",    "deadrec", "deadaux"};
+/* Kinds that are per partition (no conversation component). */
+static int kind_is_partition(int k) { return k >= K_READY; }
+
+typedef struct rstore {
+    rl_store_t base;
+    char *host; /* TCP host, or NULL with sock */
+    int port;
+    char *sock; /* unix socket path */
+    char *user, *pass;
+    int db;
+    int tls;
+    char where[320]; /* "host:port/db" for messages: never a secret */
+    char *prefix;
+    char client_name[72]; /* "runlane/<prefix>", printable, no spaces */
+    int partitions;
+    int connect_timeout_ms, command_timeout_ms;
+    redisContext *c;
+    const rl_lua_script_t *scripts[S_COUNT];
+    char sha[S_COUNT][41];
+    /* reconnect rate limit */
+    int64_t retry_at_ms, backoff_ms;
+    int down_code, down_retriable;
+    char down_msg[400];
+#if RS_TLS
+    redisSSLContext *ssl;
+#endif
+} rstore_t;
+
+/* ------------------------------------------------------------------ */
+/* command building                                                   */
+/* ------------------------------------------------------------------ */
+
+typedef struct rcmd {
+    int argc, cap;
+    char **argv;
+    size_t *lens;
+    int script; /* S_* for EVALSHA, -1 for a plain command */
+    int oom;
+} rcmd_t;
+
+static void cmd_init(rcmd_t *c) {
+    memset(c, 0, sizeof(*c));
+    c->script = -1;
+}
+
+static void cmd_free(rcmd_t *c) {
+    for (int i = 0; i < c->argc; i++) free(c->argv[i]);
+    free(c->argv);
+    free(c->lens);
+    cmd_init(c);
+}
+
+static void cmd_addn(rcmd_t *c, const char *p, size_t n) {
+    if (c->oom) return;
+    if (c->argc == c->cap) {
+        int cap = c->cap ? c->cap * 2 : 24;
+        char **argv = realloc(c->argv, (size_t)cap * sizeof(*argv));
+        if (!argv) {
+            c->oom = 1;
+            return;
+        }
+        c->argv = argv;
+        size_t *lens = realloc(c->lens, (size_t)cap * sizeof(*lens));
+        if (!lens) {
+            c->oom = 1;
+            return;
+        }
+        c->lens = lens;
+        c->cap = cap;
+    }
+    char *d = malloc(n + 1);
+    if (!d) {
+        c->oom = 1;
+        return;
+    }
+    memcpy(d, p, n);
+    d[n] = '\0';
+    c->argv[c->argc] = d;
+    c->lens[c->argc] = n;
+    c->argc++;
+}
+
+static void cmd_add(rcmd_t *c, const char *s) { cmd_addn(c, s, strlen(s)); }
+
+static void cmd_addll(rcmd_t *c, long long v) {
+    char b[32];
+    int n = snprintf(b, sizeof(b), "%lld", v);
+    cmd_addn(c, b, (size_t)n);
+}
+
+static void cmd_addd(rcmd_t *c, double v) {
+    char b[64];
+    int n = snprintf(b, sizeof(b), "%.17g", v);
+    cmd_addn(c, b, (size_t)n);
+}
+
+/* <prefix>:{p}:<kind>[:<conv>] */
+static void cmd_key(rcmd_t *c, const rstore_t *s, int part, const char *kind, const char *conv) {
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_printf(&b, "%s:{%d}:%s", s->prefix, part, kind);
+    if (conv) {
+        rl_buf_puts(&b, ":");
+        rl_buf_append(&b, conv, strlen(conv));
+    }
+    if (b.oom) {
+        c->oom = 1;
+    } else {
+        cmd_addn(c, b.data, b.len);
+    }
+    rl_buf_free(&b);
+}
+
+/* EVALSHA <sha> <numkeys> */
+static void cmd_script(rcmd_t *c, const rstore_t *s, int script) {
+    c->script = script;
+    cmd_add(c, "EVALSHA");
+    cmd_add(c, s->sha[script]);
+    cmd_addll(c, s->scripts[script]->numkeys);
+}
+
+/* The first n per-conversation keys. */
+static void cmd_conv_keys(rcmd_t *c, const rstore_t *s, int part, const char *conv, int n) {
+    for (int k = 0; k < n; k++)
+        cmd_key(c, s, part, key_kinds[k], kind_is_partition(k) ? NULL : conv);
+}
+
+/* ARGV 1..7 shared by the per-conversation scripts. */
+static void cmd_common(rcmd_t *c, const rl_policy_t *pol, const char *conv, int part) {
+    static const rl_policy_t zero;
+    if (!pol) pol = &zero;
+    cmd_add(c, conv);
+    cmd_addll(c, pol->window_ms);
+    cmd_addll(c, pol->max_wait_ms);
+    cmd_addll(c, pol->max_messages > 0 ? pol->max_messages : 1);
+    cmd_addll(c, pol->max_bytes > 0 ? pol->max_bytes : 1);
+    cmd_addll(c, RS_IDLE_TTL_MS);
+    cmd_addll(c, part);
+}
+
+/* A per-conversation script call with its keys and common ARGV. */
+static void cmd_conv(rcmd_t *c, const rstore_t *s, int script, const rl_policy_t *pol,
+                     const char *conv) {
+    int part = rl_partition_of(conv, s->partitions);
+    cmd_init(c);
+    cmd_script(c, s, script);
+    cmd_conv_keys(c, s, part, conv, s->scripts[script]->numkeys);
+    cmd_common(c, pol, conv, part);
+}
+
+/* ------------------------------------------------------------------ */
+/* connection                                                         */
+/* ------------------------------------------------------------------ */
+
+static struct timeval ms_tv(int ms) {
+    struct timeval tv;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    return tv;
+}
+
+/* Copies a server message with any occurrence of the password masked. */
+static void scrub(const rstore_t *s, const char *in, char *out, size_t size) {
+    rl_strlcpy(out, in ? in : "", size);
+    if (!s->pass || !*s->pass) return;
+    size_t pl = strlen(s->pass);
+    for (char *p = strstr(out, s->pass); p; p = strstr(p + pl, s->pass)) memset(p, '*', pl);
+}
+
+static void rs_drop(rstore_t *s) {
+    if (s->c) {
+        redisFree(s->c);
+        s->c = NULL;
+    }
+}
+
+static int is_timeout(const redisContext *c, int saved_errno) {
+#if HIREDIS_MAJOR >= 1
+    if (c->err == REDIS_ERR_TIMEOUT) return 1;
+#endif
+    if (c->err != REDIS_ERR_IO) return 0;
+    if (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK) return 1;
+    return strstr(c->errstr, "temporarily unavailable") != NULL ||
+           strstr(c->errstr, "timed out") != NULL;
+}
+
+/* An I/O failure on the live connection: drop it, report retriable. */
+static int rs_io_error(rstore_t *s, int saved_errno) {
+    char msg[256];
+    int timeout = s->c && is_timeout(s->c, saved_errno);
+    scrub(s, s->c ? s->c->errstr : "connection lost", msg, sizeof(msg));
+    rs_drop(s);
+    if (timeout)
+        return rl_error_set(RUNLANE_ERR_STORE, 1,
+                            "redis %s: no reply within %d ms (redis.command.timeout.ms); "
+                            "connection dropped, the next call reconnects",
+                            s->where, s->command_timeout_ms);
+    return rl_error_set(RUNLANE_ERR_STORE, 1,
+                        "redis %s: connection lost (%s); the next call reconnects", s->where,
+                        msg[0] ? msg : "I/O error");
+}
+
+static int prefix_is(const char *str, const char *p) { return strncmp(str, p, strlen(p)) == 0; }
+
+/* An error reply: RUNLANE_ERR_STORE, retriable for transient states. */
+static int rs_reply_error(const rstore_t *s, const redisReply *r, const char *what) {
+    char msg[300];
+    scrub(s, r->str, msg, sizeof(msg));
+    if (prefix_is(msg, "MOVED") || prefix_is(msg, "ASK"))
+        return rl_error_set(RUNLANE_ERR_STORE, 0,
+                            "redis %s: %s: the server is a Redis Cluster node and the key lives "
+                            "on another node (%s); cluster routing is not supported, point "
+                            "store.url at a single server or proxy",
+                            s->where, what, msg);
+    if (prefix_is(msg, "NOAUTH"))
+        return rl_error_set(RUNLANE_ERR_STORE, 0,
+                            "redis %s: %s failed: the server requires a password; put it in "
+                            "store.url (redis://:password@host:port/db or "
+                            "redis://user:password@host:port/db)",
+                            s->where, what);
+    int retriable = prefix_is(msg, "LOADING") || prefix_is(msg, "BUSY") ||
+                    prefix_is(msg, "TRYAGAIN") || prefix_is(msg, "MASTERDOWN") ||
+                    prefix_is(msg, "READONLY") || prefix_is(msg, "CLUSTERDOWN") ||
+                    prefix_is(msg, "OOM") || prefix_is(msg, "NOSCRIPT");
+    return rl_error_set(RUNLANE_ERR_STORE, retriable, "redis %s: %s failed: %s", s->where, what,
+                        msg);
+}
+
+/* Loads every script (pipelined) on the live connection. */
+static int rs_load_scripts(rstore_t *s) {
+    for (int i = 0; i < S_COUNT; i++) {
+        const char *argv[3] = {"SCRIPT", "LOAD", s->scripts[i]->source};
+        size_t lens[3] = {6, 4, strlen(s->scripts[i]->source)};
+        if (redisAppendCommandArgv(s->c, 3, argv, lens) != REDIS_OK) return rs_io_error(s, errno);
+    }
+    int rc = RUNLANE_OK;
+    for (int i = 0; i < S_COUNT; i++) {
+        void *v = NULL;
+        if (redisGetReply(s->c, &v) != REDIS_OK) return rs_io_error(s, errno);
+        redisReply *r = v;
+        if (rc == RUNLANE_OK) {
+            if (r->type == REDIS_REPLY_ERROR) {
+                char what[64];
+                snprintf(what, sizeof(what), "SCRIPT LOAD %s", script_names[i]);
+                rc = rs_reply_error(s, r, what);
+            } else if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+                rc = rl_error_set(RUNLANE_ERR_STORE, 0,
+                                  "redis %s: SCRIPT LOAD %s: unexpected reply", s->where,
+                                  script_names[i]);
+            } else {
+                memcpy(s->sha[i], r->str, 40);
+                s->sha[i][40] = '\0';
+            }
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+/* Runs one command at connect time; error replies are reported with
+ * `what` (never with the command's arguments). */
+static int rs_setup_cmd(rstore_t *s, int argc, const char **argv, const char *what) {
+    size_t lens[3];
+    for (int i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
+    if (!r) return rs_io_error(s, errno);
+    int rc = r->type == REDIS_REPLY_ERROR ? rs_reply_error(s, r, what) : RUNLANE_OK;
+    freeReplyObject(r);
+    return rc;
+}
+
+static int rs_do_connect(rstore_t *s) {
+    struct timeval ctv = ms_tv(s->connect_timeout_ms > 0 ? s->connect_timeout_ms : 5000);
+    redisContext *c = s->sock ? redisConnectUnixWithTimeout(s->sock, ctv)
+                              : redisConnectWithTimeout(s->host, s->port, ctv);
+    if (!c) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "redis %s: out of memory", s->where);
+    if (c->err) {
+        char msg[256];
+        scrub(s, c->errstr, msg, sizeof(msg));
+        redisFree(c);
+        return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: cannot connect: %s", s->where, msg);
+    }
+    s->c = c;
+#if RS_TLS
+    if (s->tls && redisInitiateSSLWithContext(c, s->ssl) != REDIS_OK) {
+        char msg[256];
+        scrub(s, c->errstr, msg, sizeof(msg));
+        rs_drop(s);
+        return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: TLS handshake failed: %s", s->where,
+                            msg);
+    }
+#endif
+    if (s->command_timeout_ms > 0 && redisSetTimeout(c, ms_tv(s->command_timeout_ms)) != REDIS_OK) {
+        rs_drop(s);
+        return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: cannot set the command timeout",
+                            s->where);
+    }
+    if (!s->sock) redisEnableKeepAlive(c);
+    int rc = RUNLANE_OK;
+    if (s->pass) {
+        char what[200];
+        if (s->user && *s->user) {
+            const char *argv[3] = {"AUTH", s->user, s->pass};
+            snprintf(what, sizeof(what), "AUTH as user \"%.100s\"", s->user);
+            rc = rs_setup_cmd(s, 3, argv, what);
+        } else {
+            const char *argv[2] = {"AUTH", s->pass};
+            rc = rs_setup_cmd(s, 2, argv, "AUTH (password only)");
+        }
+        if (rc == RUNLANE_ERR_STORE && !runlane_error_retriable(runlane_error_last()) && s->c) {
+            /* a wrong password does not fix itself: say so */
+            char msg[400];
+            rl_strlcpy(msg, runlane_error_message(runlane_error_last()), sizeof(msg));
+            rl_error_set(RUNLANE_ERR_STORE, 0, "%s (check the user and password of store.url)",
+                         msg);
+        }
+    }
+    if (rc == RUNLANE_OK && s->db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", s->db);
+        const char *argv[2] = {"SELECT", db};
+        rc = rs_setup_cmd(s, 2, argv, "SELECT");
+    }
+    if (rc == RUNLANE_OK) {
+        /* CLIENT LIST shows who we are; refused by some ACLs: not needed */
+        const char *argv[3] = {"CLIENT", "SETNAME", s->client_name};
+        size_t lens[3] = {6, 7, strlen(s->client_name)};
+        redisReply *r = redisCommandArgv(s->c, 3, argv, lens);
+        if (!r) rc = rs_io_error(s, errno);
+        else freeReplyObject(r);
+    }
+    if (rc == RUNLANE_OK) rc = rs_load_scripts(s);
+    if (rc != RUNLANE_OK) rs_drop(s);
+    return rc;
+}
+
+/* Makes sure there is a connection, rate-limiting reconnects. */
+static int rs_connect(rstore_t *s) {
+    if (s->c) return RUNLANE_OK;
+    int64_t now = rl_mono_ms();
+    if (now < s->retry_at_ms)
+        return rl_error_set((runlane_err_t)s->down_code, s->down_retriable,
+                            "%s (next reconnect attempt in %lld ms)", s->down_msg,
+                            (long long)(s->retry_at_ms - now));
+    int rc = rs_do_connect(s);
+    if (rc != RUNLANE_OK) {
+        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : RS_BACKOFF_MIN_MS;
+        if (s->backoff_ms > RS_BACKOFF_MAX_MS) s->backoff_ms = RS_BACKOFF_MAX_MS;
+        s->retry_at_ms = rl_mono_ms() + s->backoff_ms;
+        s->down_code = rc;
+        s->down_retriable = runlane_error_retriable(runlane_error_last());
+        rl_strlcpy(s->down_msg, runlane_error_message(runlane_error_last()), sizeof(s->down_msg));
+        return rc;
+    }
+    s->backoff_ms = 0;
+    s->retry_at_ms = 0;
+    return RUNLANE_OK;
+}
+
+static int is_noscript(const redisReply *r) {
+    return r && r->type == REDIS_REPLY_ERROR && r->str && prefix_is(r->str, "NOSCRIPT");
+}
+
+static void free_replies(redisReply **replies, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (replies[i]) freeReplyObject(replies[i]);
+        replies[i] = NULL;
+    }
+}
+
+/* Sends n commands in one round trip and reads every reply (owned by the
+ * caller, which frees them with free_replies). Error replies are returned
+ * as replies; scripts missing from the server's cache (NOSCRIPT) are
+ * reloaded and their calls retried once. */
+static int rs_exec(rstore_t *s, rcmd_t *cmds, size_t n, redisReply **replies) {
+    for (size_t i = 0; i < n; i++) replies[i] = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (cmds[i].oom) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    int rc = rs_connect(s);
+    if (rc != RUNLANE_OK) return rc;
+    for (size_t i = 0; i < n; i++)
+        if (redisAppendCommandArgv(s->c, cmds[i].argc, (const char **)cmds[i].argv,
+                                   cmds[i].lens) != REDIS_OK)
+            return rs_io_error(s, errno);
+    for (size_t i = 0; i < n; i++) {
+        void *v = NULL;
+        if (redisGetReply(s->c, &v) != REDIS_OK) {
+            int e = errno;
+            free_replies(replies, i);
+            return rs_io_error(s, e);
+        }
+        replies[i] = v;
+    }
+    int reloaded = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (cmds[i].script < 0 || !is_noscript(replies[i])) continue;
+        if (!reloaded) {
+            rc = rs_load_scripts(s);
+            if (rc != RUNLANE_OK) {
+                free_replies(replies, n);
+                return rc;
+            }
+            reloaded = 1;
+        }
+        /* the sha is the same: it is the source's SHA1 */
+        freeReplyObject(replies[i]);
+        replies[i] = redisCommandArgv(s->c, cmds[i].argc, (const char **)cmds[i].argv,
+                                      cmds[i].lens);
+        if (!replies[i]) {
+            int e = errno;
+            free_replies(replies, n);
+            return rs_io_error(s, e);
+        }
+    }
+    return RUNLANE_OK;
+}
+
+/* One command: exec + error reply check. */
+static int rs_exec1(rstore_t *s, rcmd_t *cmd, redisReply **reply, const char *what) {
+    int rc = rs_exec(s, cmd, 1, reply);
+    cmd_free(cmd);
+    if (rc != RUNLANE_OK) return rc;
+    if ((*reply)->type == REDIS_REPLY_ERROR) {
+        rc = rs_reply_error(s, *reply, what);
+        freeReplyObject(*reply);
+        *reply = NULL;
+    }
+    return rc;
+}
+
+static void cmds_free(rcmd_t *cmds, size_t n) {
+    if (!cmds) return;
+    for (size_t i = 0; i < n; i++) cmd_free(&cmds[i]);
+    free(cmds);
+}
+
+static int bad_reply(const rstore_t *s, const char *what) {
+    return rl_error_set(RUNLANE_ERR_INTERNAL, 0, "redis %s: %s: unexpected reply shape", s->where,
+                        what);
+}
+
+static int stale(const char *conv) {
+    return rl_error_set(RUNLANE_ERR_STALE, 0,
+                        "lease of conversation \"%.64s\" lost: fencing token refused", conv);
+}
+
+static long long reply_ll(const redisReply *r) {
+    if (!r) return 0;
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+        return (long long)strtod(r->str, NULL);
+    return 0;
+}
+
+static rstore_t *RS(rl_store_t *st) { return (rstore_t *)st; }
+
+/* ------------------------------------------------------------------ */
+/* enqueue / touch                                                    */
+/* ------------------------------------------------------------------ */
+
+static void enqueue_cmd(rcmd_t *c, const rstore_t *s, const rl_policy_t *pol, const char *conv,
+                        const char *tail, int64_t bytes, const char *ikey) {
+    int part = rl_partition_of(conv, s->partitions);
+    cmd_init(c);
+    cmd_script(c, s, S_ENQUEUE);
+    cmd_conv_keys(c, s, part, conv, 6);
+    /* <prefix>:{p}:idem:<len(conv)>:<conv>:<key> */
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_printf(&b, "%s:{%d}:idem:%zu:", s->prefix, part, strlen(conv));
+    rl_buf_append(&b, conv, strlen(conv));
+    rl_buf_puts(&b, ":");
+    if (ikey) rl_buf_append(&b, ikey, strlen(ikey));
+    if (b.oom)
+        c->oom = 1;
+    else
+        cmd_addn(c, b.data, b.len);
+    rl_buf_free(&b);
+    cmd_common(c, pol, conv, part);
+    cmd_add(c, tail && *tail == '{' ? tail : "{}");
+    cmd_addll(c, bytes > 0 ? bytes : 0);
+    cmd_add(c, ikey ? "1" : "0");
+    cmd_addll(c, pol->idem_ttl_ms);
+}
+
+static int enqueue_reply(const rstore_t *s, redisReply *r, char *id_out, int *dup_out) {
+    if (r->type == REDIS_REPLY_ERROR) return rs_reply_error(s, r, "enqueue");
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= RUNLANE_ID_MAX)
+        return bad_reply(s, "enqueue");
+    memcpy(id_out, r->element[0]->str, r->element[0]->len);
+    id_out[r->element[0]->len] = '\0';
+    if (dup_out) *dup_out = reply_ll(r->element[1]) ? 1 : 0;
+    return RUNLANE_OK;
+}
+
+static int r_enqueue(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *tail,
+                     int64_t bytes, const char *ikey, char *id_out, int *dup_out) {
+    rstore_t *s = RS(st);
+    rcmd_t c;
+    redisReply *r = NULL;
+    if (dup_out) *dup_out = 0;
+    enqueue_cmd(&c, s, pol, conv, tail, bytes, ikey);
+    int rc = rs_exec(s, &c, 1, &r);
+    cmd_free(&c);
+    if (rc != RUNLANE_OK) return rc;
+    rc = enqueue_reply(s, r, id_out, dup_out);
+    freeReplyObject(r);
+    return rc;
+}
+
+static int r_enqueue_many(rl_store_t *st, const rl_policy_t *pol, size_t n,
+                          const char *const *convs, const char *const *tails,
+                          const int64_t *bytes, const char *const *ikeys,
+                          char (*ids_out)[RUNLANE_ID_MAX], int *dups_out) {
+    rstore_t *s = RS(st);
+    if (n == 0) return RUNLANE_OK;
+    rcmd_t *cmds = calloc(n, sizeof(*cmds));
+    redisReply **replies = calloc(n, sizeof(*replies));
+    if (!cmds || !replies) {
+        free(cmds);
+        free(replies);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        enqueue_cmd(&cmds[i], s, pol, convs[i], tails[i], bytes ? bytes[i] : 0,
+                    ikeys ? ikeys[i] : NULL);
+    int rc = rs_exec(s, cmds, n, replies);
+    if (rc == RUNLANE_OK) {
+        for (size_t i = 0; i < n; i++) {
+            int r1 = enqueue_reply(s, replies[i], ids_out[i], dups_out ? &dups_out[i] : NULL);
+            if (r1 != RUNLANE_OK && rc == RUNLANE_OK) rc = r1;
+        }
+    }
+    free_replies(replies, n);
+    free(replies);
+    cmds_free(cmds, n);
+    return rc;
+}
+
+static int r_touch(rl_store_t *st, const rl_policy_t *pol, const char *conv) {
+    rstore_t *s = RS(st);
+    rcmd_t c;
+    redisReply *r = NULL;
+    cmd_conv(&c, s, S_TOUCH, pol, conv);
+    int rc = rs_exec1(s, &c, &r, "touch");
+    if (r) freeReplyObject(r);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* next_due / claim                                                   */
+/* ------------------------------------------------------------------ */
+
+static int r_next_due(rl_store_t *st, int64_t *due_out, int64_t *now_out) {
+    rstore_t *s = RS(st);
+    size_t n = (size_t)s->partitions + 1;
+    rcmd_t *cmds = calloc(n, sizeof(*cmds));
+    redisReply **rep = calloc(n, sizeof(*rep));
+    if (!cmds || !rep) {
+        free(cmds);
+        free(rep);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    cmd_init(&cmds[0]);
+    cmd_add(&cmds[0], "TIME");
+    for (int p = 0; p < s->partitions; p++) {
+        rcmd_t *c = &cmds[p + 1];
+        cmd_init(c);
+        cmd_add(c, "ZRANGE");
+        cmd_key(c, s, p, "ready", NULL);
+        cmd_add(c, "0");
+        cmd_add(c, "0");
+        cmd_add(c, "WITHSCORES");
+    }
+    int rc = rs_exec(s, cmds, n, rep);
+    if (rc == RUNLANE_OK) {
+        int64_t best = INT64_MAX, now = 0;
+        for (size_t i = 0; i < n && rc == RUNLANE_OK; i++) {
+            redisReply *r = rep[i];
+            if (r->type == REDIS_REPLY_ERROR) {
+                rc = rs_reply_error(s, r, i ? "ZRANGE ready" : "TIME");
+            } else if (r->type != REDIS_REPLY_ARRAY) {
+                rc = bad_reply(s, "next_due");
+            } else if (i == 0) {
+                if (r->elements != 2) {
+                    rc = bad_reply(s, "TIME");
+                } else {
+                    now = (int64_t)reply_ll(r->element[0]) * 1000 +
+                          (int64_t)reply_ll(r->element[1]) / 1000;
+                }
+            } else if (r->elements == 2) {
+                int64_t d = (int64_t)reply_ll(r->element[1]);
+                if (d < best) best = d;
+            }
+        }
+        if (rc == RUNLANE_OK) {
+            *due_out = best;
+            if (now_out) *now_out = now;
+        }
+    }
+    free_replies(rep, n);
+    free(rep);
+    cmds_free(cmds, n);
+    return rc;
+}
+
+typedef struct cand {
+    char *conv;
+    int part;
+    double score;
+    size_t order;
+} cand_t;
+
+static int cmp_cand(const void *a, const void *b) {
+    const cand_t *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static void cands_free(cand_t *cv, size_t n) {
+    for (size_t i = 0; i < n; i++) free(cv[i].conv);
+    free(cv);
+}
+
+/* Members whose score has come in zset `kind` of every partition (up to
+ * `limit` each), sorted by score. */
+static int rs_peek(rstore_t *s, const char *kind, int limit, cand_t **out, size_t *nout) {
+    size_t np = (size_t)s->partitions;
+    *out = NULL;
+    *nout = 0;
+    rcmd_t *cmds = calloc(np, sizeof(*cmds));
+    redisReply **rep = calloc(np, sizeof(*rep));
+    if (!cmds || !rep) {
+        free(cmds);
+        free(rep);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t p = 0; p < np; p++) {
+        cmd_init(&cmds[p]);
+        cmd_script(&cmds[p], s, S_PEEK);
+        cmd_key(&cmds[p], s, (int)p, kind, NULL);
+        cmd_addll(&cmds[p], limit);
+    }
+    int rc = rs_exec(s, cmds, np, rep);
+    cand_t *cv = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t p = 0; rc == RUNLANE_OK && p < np; p++) {
+        redisReply *r = rep[p];
+        if (r->type == REDIS_REPLY_ERROR) {
+            rc = rs_reply_error(s, r, "peek");
+            break;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || (r->elements - 1) % 2) {
+            rc = bad_reply(s, "peek");
+            break;
+        }
+        for (size_t i = 1; i + 1 < r->elements; i += 2) {
+            redisReply *m = r->element[i];
+            if (m->type != REDIS_REPLY_STRING) continue;
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                cand_t *v = realloc(cv, nc * sizeof(*v));
+                if (!v) {
+                    rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+                    break;
+                }
+                cv = v;
+                cap = nc;
+            }
+            cv[n].conv = rl_strndup(m->str, m->len);
+            if (!cv[n].conv) {
+                rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+                break;
+            }
+            cv[n].part = (int)p;
+            cv[n].score = strtod(r->element[i + 1]->str ? r->element[i + 1]->str : "0", NULL);
+            cv[n].order = n;
+            n++;
+        }
+    }
+    free_replies(rep, np);
+    free(rep);
+    cmds_free(cmds, np);
+    if (rc != RUNLANE_OK) {
+        cands_free(cv, n);
+        return rc;
+    }
+    if (n > 1) qsort(cv, n, sizeof(*cv), cmp_cand);
+    *out = cv;
+    *nout = n;
+    return RUNLANE_OK;
+}
+
+static int claim_reply(const rstore_t *s, const char *conv, redisReply *r, rl_claim_t *cl) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 5) return bad_reply(s, "claim");
+    redisReply **e = r->element;
+    if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING ||
+        e[4]->type != REDIS_REPLY_STRING || e[0]->len >= sizeof(cl->batch_id) ||
+        e[1]->len >= sizeof(cl->token))
+        return bad_reply(s, "claim");
+    memset(cl, 0, sizeof(*cl));
+    memcpy(cl->batch_id, e[0]->str, e[0]->len);
+    memcpy(cl->token, e[1]->str, e[1]->len);
+    cl->attempt = (int)reply_ll(e[2]);
+    cl->lease_until_ms = (int64_t)reply_ll(e[3]);
+    cl->conversation_id = rl_strdup(conv);
+    cl->messages_json = rl_strndup(e[4]->str, e[4]->len);
+    if (r->elements > 5 && e[5]->type == REDIS_REPLY_STRING)
+        cl->ckpt_json = rl_strndup(e[5]->str, e[5]->len);
+    if (!cl->conversation_id || !cl->messages_json ||
+        (r->elements > 5 && e[5]->type == REDIS_REPLY_STRING && !cl->ckpt_json)) {
+        rl_claim_free(cl);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    return RUNLANE_OK;
+}
+
+static int r_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, int max,
+                   rl_claim_t **out, int *n_out) {
+    rstore_t *s = RS(st);
+    *out = NULL;
+    *n_out = 0;
+    if (max <= 0) return RUNLANE_OK;
+    cand_t *cv = NULL;
+    size_t nc = 0;
+    int rc = rs_peek(s, "ready", max, &cv, &nc);
+    if (rc != RUNLANE_OK || nc == 0) return rc;
+    size_t n = nc < (size_t)max ? nc : (size_t)max;
+    rcmd_t *cmds = calloc(n, sizeof(*cmds));
+    redisReply **rep = calloc(n, sizeof(*rep));
+    rl_claim_t *claims = calloc(n, sizeof(*claims));
+    if (!cmds || !rep || !claims) {
+        free(cmds);
+        free(rep);
+        free(claims);
+        cands_free(cv, nc);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        cmd_conv(&cmds[i], s, S_CLAIM, pol, cv[i].conv);
+        cmd_add(&cmds[i], owner ? owner : "");
+        cmd_addll(&cmds[i], pol->lease_ms);
+    }
+    rc = rs_exec(s, cmds, n, rep);
+    int got = 0;
+    if (rc == RUNLANE_OK) {
+        for (size_t i = 0; i < n; i++) {
+            redisReply *r = rep[i];
+            int r1 = RUNLANE_OK;
+            if (r->type == REDIS_REPLY_NIL) continue; /* taken or no longer due */
+            if (r->type == REDIS_REPLY_ERROR)
+                r1 = rs_reply_error(s, r, "claim");
+            else
+                r1 = claim_reply(s, cv[i].conv, r, &claims[got]);
+            if (r1 == RUNLANE_OK)
+                got++;
+            else if (rc == RUNLANE_OK)
+                rc = r1;
+        }
+    }
+    free_replies(rep, n);
+    free(rep);
+    cmds_free(cmds, n);
+    cands_free(cv, nc);
+    if (got == 0) {
+        free(claims);
+        return rc;
+    }
+    /* what was claimed is leased: hand it over even if another failed */
+    *out = claims;
+    *n_out = got;
+    return RUNLANE_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* lease operations                                                   */
+/* ------------------------------------------------------------------ */
+
+static int r_renew(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *claims, int n,
+                   int *ok_out) {
+    rstore_t *s = RS(st);
+    if (n <= 0) return RUNLANE_OK;
+    rcmd_t *cmds = calloc((size_t)n, sizeof(*cmds));
+    redisReply **rep = calloc((size_t)n, sizeof(*rep));
+    if (!cmds || !rep) {
+        free(cmds);
+        free(rep);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        cmd_conv(&cmds[i], s, S_RENEW, pol, claims[i].conversation_id);
+        cmd_add(&cmds[i], claims[i].token);
+        cmd_addll(&cmds[i], pol->lease_ms);
+    }
+    int rc = rs_exec(s, cmds, (size_t)n, rep);
+    if (rc == RUNLANE_OK) {
+        for (int i = 0; i < n; i++) {
+            redisReply *r = rep[i];
+            ok_out[i] = 0;
+            if (r->type == REDIS_REPLY_ERROR) {
+                if (rc == RUNLANE_OK) rc = rs_reply_error(s, r, "renew");
+                continue;
+            }
+            long long until = reply_ll(r);
+            if (until > 0) {
+                ok_out[i] = 1;
+                claims[i].lease_until_ms = (int64_t)until;
+            }
+        }
+    }
+    free_replies(rep, (size_t)n);
+    free(rep);
+    cmds_free(cmds, (size_t)n);
+    return rc;
+}
+
+/* A token-checked script returning 1 (done) or 0 (stale). */
+static int token_op(rstore_t *s, rcmd_t *c, const char *conv, const char *what) {
+    redisReply *r = NULL;
+    int rc = rs_exec1(s, c, &r, what);
+    if (rc != RUNLANE_OK) return rc;
+    long long v = reply_ll(r);
+    freeReplyObject(r);
+    return v > 0 ? RUNLANE_OK : stale(conv);
+}
+
+static int r_checkpoint(rl_store_t *st, const char *conv, const char *token, const char *ckpt) {
+    rstore_t *s = RS(st);
+    rcmd_t c;
+    cmd_conv(&c, s, S_CHECKPOINT, NULL, conv);
+    cmd_add(&c, token ? token : "");
+    cmd_add(&c, ckpt ? ckpt : "");
+    return token_op(s, &c, conv, "checkpoint");
+}
+
+static int r_ack(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token) {
+    rstore_t *s = RS(st);
+    rcmd_t c;
+    cmd_conv(&c, s, S_ACK, pol, conv);
+    cmd_add(&c, token ? token : "");
+    return token_op(s, &c, conv, "ack");
+}
+
+static int r_fail(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token,
+                  const char *error, int retriable, rl_fail_outcome_t *outcome_out) {
+    rstore_t *s = RS(st);
+    rcmd_t c;
+    redisReply *r = NULL;
+    cmd_conv(&c, s, S_FAIL, pol, conv);
+    cmd_add(&c, token ? token : "");
+    cmd_add(&c, error ? error : "");
+    cmd_add(&c, retriable ? "1" : "0");
+    cmd_addll(&c, pol->max_attempts);
+    cmd_addll(&c, pol->backoff_base_ms);
+    cmd_addll(&c, pol->backoff_max_ms);
+    cmd_addd(&c, pol->backoff_jitter);
+    cmd_addd(&c, rl_random());
+    int rc = rs_exec1(s, &c, &r, "fail");
+    if (rc != RUNLANE_OK) return rc;
+    long long v = reply_ll(r);
+    freeReplyObject(r);
+    if (v < 0) return stale(conv);
+    if (outcome_out) *outcome_out = v == 1 ? RL_FAIL_DEAD : RL_FAIL_RETRY;
+    return RUNLANE_OK;
+}
+
+static int release_op(rstore_t *s, const rl_policy_t *pol, const char *conv, const char *token,
+                      int64_t delay_ms, const char *what) {
+    rcmd_t c;
+    cmd_conv(&c, s, S_RELEASE, pol, conv);
+    cmd_add(&c, token ? token : "");
+    cmd_addll(&c, delay_ms > 0 ? delay_ms : 0);
+    return token_op(s, &c, conv, what);
+}
+
+static int r_release(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                     const char *token) {
+    return release_op(RS(st), pol, conv, token, 0, "release");
+}
+
+static int r_defer(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token,
+                   int64_t delay_ms) {
+    return release_op(RS(st), pol, conv, token, delay_ms, "defer");
+}
+
+static int r_recover(rl_store_t *st, const rl_policy_t *pol, int *recovered_out,
+                     int *dead_out) {
+    rstore_t *s = RS(st);
+    int recovered = 0, dead = 0;
+    cand_t *cv = NULL;
+    size_t nc = 0;
+    if (recovered_out) *recovered_out = 0;
+    if (dead_out) *dead_out = 0;
+    int rc = rs_peek(s, "leases", RS_RECOVER_BATCH, &cv, &nc);
+    if (rc != RUNLANE_OK || nc == 0) return rc;
+    rcmd_t *cmds = calloc(nc, sizeof(*cmds));
+    redisReply **rep = calloc(nc, sizeof(*rep));
+    if (!cmds || !rep) {
+        free(cmds);
+        free(rep);
+        cands_free(cv, nc);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t i = 0; i < nc; i++) {
+        cmd_conv(&cmds[i], s, S_RECOVER, pol, cv[i].conv);
+        cmd_addll(&cmds[i], pol->max_attempts);
+    }
+    rc = rs_exec(s, cmds, nc, rep);
+    if (rc == RUNLANE_OK) {
+        for (size_t i = 0; i < nc; i++) {
+            if (rep[i]->type == REDIS_REPLY_ERROR) {
+                if (rc == RUNLANE_OK) rc = rs_reply_error(s, rep[i], "recover");
+                continue;
+            }
+            long long v = reply_ll(rep[i]);
+            if (v >= 1) recovered++;
+            if (v == 2) dead++;
+        }
+    }
+    free_replies(rep, nc);
+    free(rep);
+    cmds_free(cmds, nc);
+    cands_free(cv, nc);
+    if (recovered_out) *recovered_out = recovered;
+    if (dead_out) *dead_out = dead;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* status                                                             */
+/* ------------------------------------------------------------------ */
+
+static int status_totals(rstore_t *s, char **json_out) {
+    size_t np = (size_t)s->partitions;
+    rcmd_t *cmds = calloc(np, sizeof(*cmds));
+    redisReply **rep = calloc(np, sizeof(*rep));
+    if (!cmds || !rep) {
+        free(cmds);
+        free(rep);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t p = 0; p < np; p++) {
+        cmd_init(&cmds[p]);
+        cmd_script(&cmds[p], s, S_STATS);
+        cmd_key(&cmds[p], s, (int)p, "stats", NULL);
+        cmd_key(&cmds[p], s, (int)p, "ready", NULL);
+        cmd_key(&cmds[p], s, (int)p, "leases", NULL);
+        cmd_key(&cmds[p], s, (int)p, "dead", NULL);
+    }
+    long long t[10] = {0};
+    int rc = rs_exec(s, cmds, np, rep);
+    for (size_t p = 0; rc == RUNLANE_OK && p < np; p++) {
+        redisReply *r = rep[p];
+        if (r->type == REDIS_REPLY_ERROR)
+            rc = rs_reply_error(s, r, "status");
+        else if (r->type != REDIS_REPLY_ARRAY || r->elements != 10)
+            rc = bad_reply(s, "status");
+        else
+            for (size_t i = 0; i < 10; i++) t[i] += reply_ll(r->element[i]);
+    }
+    free_replies(rep, np);
+    free(rep);
+    cmds_free(cmds, np);
+    if (rc != RUNLANE_OK) return rc;
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_printf(&b,
+                  "{\"pending\":%lld,\"ready\":%lld,\"inflight\":%lld,\"dead\":%lld,"
+                  "\"conversations\":%lld,\"enqueued\":%lld,\"acked\":%lld,\"failed\":%lld,"
+                  "\"dead_lettered\":%lld,\"recovered\":%lld}",
+                  t[0], t[7], t[8], t[9], t[1], t[2], t[3], t[4], t[5], t[6]);
+    *json_out = rl_buf_take(&b);
+    return *json_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+}
+
+static const char *elem_str(const redisReply *r, size_t i) {
+    if (r->elements <= i) return "";
+    const redisReply *e = r->element[i];
+    return (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) && e->str ? e->str
+                                                                                      : "";
+}
+
+static int status_conv(rstore_t *s, const char *conv, char **json_out) {
+    rcmd_t c;
+    redisReply *r = NULL;
+    cmd_conv(&c, s, S_STATUS_CONV, NULL, conv);
+    int rc = rs_exec1(s, &c, &r, "status");
+    if (rc != RUNLANE_OK) return rc;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 11) {
+        freeReplyObject(r);
+        return bad_reply(s, "status");
+    }
+    const char *batch_id = elem_str(r, 4), *owner = elem_str(r, 5), *token = elem_str(r, 6);
+    const char *due = elem_str(r, 8), *last_error = elem_str(r, 9), *state = elem_str(r, 10);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "{\"conversation_id\":");
+    rl_buf_json_str(&b, conv);
+    rl_buf_printf(&b, ",\"pending\":%lld,\"inflight\":%lld,\"attempts\":%lld,\"batch_id\":",
+                  reply_ll(r->element[1]), reply_ll(r->element[2]), reply_ll(r->element[3]));
+    if (*batch_id)
+        rl_buf_json_str(&b, batch_id);
+    else
+        rl_buf_puts(&b, "null");
+    rl_buf_puts(&b, ",\"owner\":");
+    if (*token)
+        rl_buf_json_str(&b, owner);
+    else
+        rl_buf_puts(&b, "null");
+    if (*token)
+        rl_buf_printf(&b, ",\"lease_expires_ms\":%lld", reply_ll(r->element[7]));
+    else
+        rl_buf_puts(&b, ",\"lease_expires_ms\":null");
+    if (*due)
+        rl_buf_printf(&b, ",\"due_ms\":%lld", (long long)strtod(due, NULL));
+    else
+        rl_buf_puts(&b, ",\"due_ms\":null");
+    rl_buf_puts(&b, ",\"last_error\":");
+    if (*last_error)
+        rl_buf_json_str(&b, last_error);
+    else
+        rl_buf_puts(&b, "null");
+    rl_buf_puts(&b, ",\"state\":");
+    rl_buf_json_str(&b, state);
+    rl_buf_puts(&b, "}");
+    freeReplyObject(r);
+    *json_out = rl_buf_take(&b);
+    return *json_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+}
+
+static int r_status(rl_store_t *st, const char *conv, char **json_out) {
+    *json_out = NULL;
+    return conv ? status_conv(RS(st), conv, json_out) : status_totals(RS(st), json_out);
+}
+
+/* ------------------------------------------------------------------ */
+/* dead letters                                                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct dref {
+    char *id;
+    int part;
+    double at;
+    size_t order;
+} dref_t;
+
+static int cmp_dref(const void *a, const void *b) {
+    const dref_t *x = a, *y = b;
+    if (x->at != y->at) return x->at < y->at ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static void drefs_free(dref_t *v, size_t n) {
+    for (size_t i = 0; i < n; i++) free(v[i].id);
+    free(v);
+}
+
+/* The ids of dead zset entries [0, upto) of every partition (upto 0: all),
+ * sorted by dead_at. */
+static int dead_refs(rstore_t *s, size_t upto, dref_t **out, size_t *nout) {
+    size_t np = (size_t)s->partitions;
+    *out = NULL;
+    *nout = 0;
+    rcmd_t *cmds = calloc(np, sizeof(*cmds));
+    redisReply **rep = calloc(np, sizeof(*rep));
+    if (!cmds || !rep) {
+        free(cmds);
+        free(rep);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t p = 0; p < np; p++) {
+        cmd_init(&cmds[p]);
+        cmd_add(&cmds[p], "ZRANGE");
+        cmd_key(&cmds[p], s, (int)p, "dead", NULL);
+        cmd_add(&cmds[p], "0");
+        cmd_addll(&cmds[p], upto ? (long long)upto - 1 : -1);
+        cmd_add(&cmds[p], "WITHSCORES");
+    }
+    int rc = rs_exec(s, cmds, np, rep);
+    dref_t *v = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t p = 0; rc == RUNLANE_OK && p < np; p++) {
+        redisReply *r = rep[p];
+        if (r->type == REDIS_REPLY_ERROR) {
+            rc = rs_reply_error(s, r, "ZRANGE dead");
+            break;
+        }
+        if (r->type != REDIS_REPLY_ARRAY) {
+            rc = bad_reply(s, "ZRANGE dead");
+            break;
+        }
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                dref_t *nv = realloc(v, nc * sizeof(*nv));
+                if (!nv) {
+                    rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+                    break;
+                }
+                v = nv;
+                cap = nc;
+            }
+            v[n].id = rl_strndup(r->element[i]->str, r->element[i]->len);
+            if (!v[n].id) {
+                rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+                break;
+            }
+            v[n].part = (int)p;
+            v[n].at = strtod(r->element[i + 1]->str, NULL);
+            v[n].order = n;
+            n++;
+        }
+    }
+    free_replies(rep, np);
+    free(rep);
+    cmds_free(cmds, np);
+    if (rc != RUNLANE_OK) {
+        drefs_free(v, n);
+        return rc;
+    }
+    if (n > 1) qsort(v, n, sizeof(*v), cmp_dref);
+    *out = v;
+    *nout = n;
+    return RUNLANE_OK;
+}
+
+static int r_dead_list(rl_store_t *st, size_t offset, size_t limit, char **json_out) {
+    rstore_t *s = RS(st);
+    *json_out = NULL;
+    if (!limit) limit = 100;
+    dref_t *v = NULL;
+    size_t n = 0;
+    int rc = dead_refs(s, offset + limit, &v, &n);
+    if (rc != RUNLANE_OK) return rc;
+    size_t from = offset < n ? offset : n;
+    size_t cnt = n - from < limit ? n - from : limit;
+    rcmd_t *cmds = cnt ? calloc(cnt, sizeof(*cmds)) : NULL;
+    redisReply **rep = cnt ? calloc(cnt, sizeof(*rep)) : NULL;
+    if (cnt && (!cmds || !rep)) {
+        free(cmds);
+        free(rep);
+        drefs_free(v, n);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t i = 0; i < cnt; i++) {
+        cmd_init(&cmds[i]);
+        cmd_add(&cmds[i], "HGET");
+        cmd_key(&cmds[i], s, v[from + i].part, "deadrec", NULL);
+        cmd_add(&cmds[i], v[from + i].id);
+    }
+    if (cnt) rc = rs_exec(s, cmds, cnt, rep);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "[");
+    int first = 1;
+    for (size_t i = 0; rc == RUNLANE_OK && i < cnt; i++) {
+        if (rep[i]->type == REDIS_REPLY_ERROR) {
+            rc = rs_reply_error(s, rep[i], "HGET deadrec");
+        } else if (rep[i]->type == REDIS_REPLY_STRING) {
+            if (!first) rl_buf_puts(&b, ",");
+            rl_buf_append(&b, rep[i]->str, rep[i]->len);
+            first = 0;
+        } /* nil: purged meanwhile */
+    }
+    rl_buf_puts(&b, "]");
+    if (rep) free_replies(rep, cnt);
+    free(rep);
+    cmds_free(cmds, cnt);
+    drefs_free(v, n);
+    if (rc != RUNLANE_OK) {
+        rl_buf_free(&b);
+        return rc;
+    }
+    *json_out = rl_buf_take(&b);
+    return *json_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+}
+
+/* conversation_id of a dead record, or NULL. */
+static char *dead_conv_of(const char *json, size_t len) {
+    cJSON *j = cJSON_ParseWithLength(json, len);
+    cJSON *c = cJSON_GetObjectItemCaseSensitive(j, "conversation_id");
+    char *conv = cJSON_IsString(c) ? rl_strdup(c->valuestring) : NULL;
+    cJSON_Delete(j);
+    return conv;
+}
+
+/* Retries the dead letters `ids` of partition `part`, in the given order,
+ * with one pipeline for the records and one for the scripts. */
+static int retry_ids(rstore_t *s, const rl_policy_t *pol, int part, char **ids, size_t n,
+                     int must_exist, size_t *count) {
+    rcmd_t *cmds = calloc(n, sizeof(*cmds));
+    redisReply **rep = calloc(n, sizeof(*rep));
+    char **convs = calloc(n, sizeof(*convs));
+    if (!cmds || !rep || !convs) {
+        free(cmds);
+        free(rep);
+        free(convs);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        cmd_init(&cmds[i]);
+        cmd_add(&cmds[i], "HGET");
+        cmd_key(&cmds[i], s, part, "deadrec", NULL);
+        cmd_add(&cmds[i], ids[i]);
+    }
+    int rc = rs_exec(s, cmds, n, rep);
+    for (size_t i = 0; rc == RUNLANE_OK && i < n; i++) {
+        if (rep[i]->type == REDIS_REPLY_ERROR)
+            rc = rs_reply_error(s, rep[i], "HGET deadrec");
+        else if (rep[i]->type == REDIS_REPLY_STRING &&
+                 !(convs[i] = dead_conv_of(rep[i]->str, rep[i]->len)))
+            rc = rl_error_set(RUNLANE_ERR_INTERNAL, 0,
+                              "redis %s: dead letter \"%.64s\" has no conversation_id", s->where,
+                              ids[i]);
+    }
+    free_replies(rep, n);
+    cmds_free(cmds, n);
+    cmds = calloc(n, sizeof(*cmds));
+    size_t m = 0;
+    for (size_t i = 0; rc == RUNLANE_OK && cmds && i < n; i++) {
+        if (!convs[i]) continue;
+        if (rl_partition_of(convs[i], s->partitions) != part) {
+            rc = rl_error_set(RUNLANE_ERR_STATE, 0,
+                              "redis %s: dead letter \"%.64s\" is in partition %d but its "
+                              "conversation maps to partition %d (was `partitions` changed?)",
+                              s->where, ids[i], part, rl_partition_of(convs[i], s->partitions));
+            break;
+        }
+        cmd_conv(&cmds[m], s, S_DEAD_RETRY, pol, convs[i]);
+        cmd_add(&cmds[m], ids[i]);
+        m++;
+    }
+    if (!cmds && rc == RUNLANE_OK) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    if (rc == RUNLANE_OK && m == 0 && must_exist)
+        rc = rl_error_set(RUNLANE_ERR_NOT_FOUND, 0, "no dead letter \"%.64s\"", ids[0]);
+    if (rc == RUNLANE_OK && m) rc = rs_exec(s, cmds, m, rep);
+    for (size_t i = 0; rc == RUNLANE_OK && i < m; i++) {
+        if (rep[i]->type == REDIS_REPLY_ERROR) {
+            rc = rs_reply_error(s, rep[i], "dead_retry");
+        } else {
+            long long v = reply_ll(rep[i]);
+            if (v >= 0)
+                (*count)++;
+            else if (v == -2)
+                rc = rl_error_set(RUNLANE_ERR_INTERNAL, 0,
+                                  "redis %s: dead letter conversation mismatch", s->where);
+        }
+    }
+    if (rc == RUNLANE_OK && must_exist && *count == 0)
+        rc = rl_error_set(RUNLANE_ERR_NOT_FOUND, 0, "no dead letter \"%.64s\"", ids[0]);
+    free_replies(rep, m);
+    free(rep);
+    cmds_free(cmds, m);
+    for (size_t i = 0; i < n; i++) free(convs[i]);
+    free(convs);
+    return rc;
+}
+
+static int r_dead_retry(rl_store_t *st, const rl_policy_t *pol, const char *dead_id,
+                        size_t *count_out) {
+    rstore_t *s = RS(st);
+    size_t count = 0;
+    int rc = RUNLANE_OK;
+    if (count_out) *count_out = 0;
+    if (dead_id) {
+        /* which partition holds it: one pipelined ZSCORE per partition */
+        size_t np = (size_t)s->partitions;
+        rcmd_t *cmds = calloc(np, sizeof(*cmds));
+        redisReply **rep = calloc(np, sizeof(*rep));
+        if (!cmds || !rep) {
+            free(cmds);
+            free(rep);
+            return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        }
+        for (size_t p = 0; p < np; p++) {
+            cmd_init(&cmds[p]);
+            cmd_add(&cmds[p], "ZSCORE");
+            cmd_key(&cmds[p], s, (int)p, "dead", NULL);
+            cmd_add(&cmds[p], dead_id);
+        }
+        rc = rs_exec(s, cmds, np, rep);
+        int part = -1;
+        for (size_t p = 0; rc == RUNLANE_OK && p < np; p++) {
+            if (rep[p]->type == REDIS_REPLY_ERROR)
+                rc = rs_reply_error(s, rep[p], "ZSCORE dead");
+            else if (rep[p]->type == REDIS_REPLY_STRING && part < 0)
+                part = (int)p;
+        }
+        free_replies(rep, np);
+        free(rep);
+        cmds_free(cmds, np);
+        if (rc != RUNLANE_OK) return rc;
+        if (part < 0) return rl_error_set(RUNLANE_ERR_NOT_FOUND, 0, "no dead letter \"%.64s\"", dead_id);
+        char *ids[1] = {(char *)dead_id};
+        rc = retry_ids(s, pol, part, ids, 1, 1, &count);
+    } else {
+        /* all: per partition, newest first, so that a conversation with
+         * several dead batches ends with the oldest in front */
+        dref_t *v = NULL;
+        size_t n = 0;
+        rc = dead_refs(s, 0, &v, &n);
+        for (int p = 0; rc == RUNLANE_OK && p < s->partitions; p++) {
+            char **ids = malloc((n ? n : 1) * sizeof(*ids));
+            size_t k = 0;
+            if (!ids) {
+                rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+                break;
+            }
+            for (size_t i = n; i-- > 0;)
+                if (v[i].part == p) ids[k++] = v[i].id;
+            for (size_t off = 0; rc == RUNLANE_OK && off < k; off += RS_CHUNK)
+                rc = retry_ids(s, pol, p, ids + off, k - off < RS_CHUNK ? k - off : RS_CHUNK, 0,
+                               &count);
+            free(ids);
+        }
+        drefs_free(v, n);
+    }
+    if (count_out) *count_out = count;
+    return rc;
+}
+
+static int r_dead_purge(rl_store_t *st, const char *dead_id, size_t *count_out) {
+    rstore_t *s = RS(st);
+    size_t np = (size_t)s->partitions;
+    if (count_out) *count_out = 0;
+    rcmd_t *cmds = calloc(np, sizeof(*cmds));
+    redisReply **rep = calloc(np, sizeof(*rep));
+    if (!cmds || !rep) {
+        free(cmds);
+        free(rep);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t p = 0; p < np; p++) {
+        cmd_init(&cmds[p]);
+        cmd_script(&cmds[p], s, S_DEAD_PURGE);
+        cmd_key(&cmds[p], s, (int)p, "dead", NULL);
+        cmd_key(&cmds[p], s, (int)p, "deadrec", NULL);
+        cmd_key(&cmds[p], s, (int)p, "deadaux", NULL);
+        cmd_add(&cmds[p], dead_id ? dead_id : "");
+    }
+    int rc = rs_exec(s, cmds, np, rep);
+    long long count = 0;
+    for (size_t p = 0; rc == RUNLANE_OK && p < np; p++) {
+        if (rep[p]->type == REDIS_REPLY_ERROR)
+            rc = rs_reply_error(s, rep[p], "dead_purge");
+        else
+            count += reply_ll(rep[p]);
+    }
+    free_replies(rep, np);
+    free(rep);
+    cmds_free(cmds, np);
+    if (rc != RUNLANE_OK) return rc;
+    if (dead_id && count == 0)
+        return rl_error_set(RUNLANE_ERR_NOT_FOUND, 0, "no dead letter \"%.64s\"", dead_id);
+    if (count_out) *count_out = (size_t)count;
+    return RUNLANE_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* open / destroy                                                     */
+/* ------------------------------------------------------------------ */
+
+static void r_destroy(rl_store_t *st) {
+    rstore_t *s = RS(st);
+    if (!s) return;
+    rs_drop(s);
+#if RS_TLS
+    if (s->ssl) redisFreeSSLContext(s->ssl);
+#endif
+    free(s->host);
+    free(s->sock);
+    free(s->user);
+    if (s->pass) {
+        memset(s->pass, 0, strlen(s->pass));
+        free(s->pass);
+    }
+    free(s->prefix);
+    free(s);
+}
+
+static const rl_store_ops_t redis_ops = {
+    "redis",      r_enqueue,    r_enqueue_many, r_touch, r_next_due,   r_claim,
+    r_renew,      r_checkpoint, r_ack,          r_fail,  r_release,    r_defer,
+    r_recover,    r_status,     r_dead_list,    r_dead_retry, r_dead_purge, r_destroy,
+};
+
+static int hexval(int ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes p[0..n); NULL on a bad escape or out of memory. */
+static char *pct_decode(const char *p, size_t n) {
+    char *out = malloc(n + 1), *o = out;
+    if (!out) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '%') {
+            int h, l;
+            if (i + 2 >= n || (h = hexval((unsigned char)p[i + 1])) < 0 ||
+                (l = hexval((unsigned char)p[i + 2])) < 0) {
+                free(out);
+                return NULL;
+            }
+            *o++ = (char)(h * 16 + l);
+            i += 2;
+        } else {
+            *o++ = p[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static int parse_int(const char *p, size_t n, long lo, long hi, long *out) {
+    if (n == 0 || n > 9) return 0;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return 0;
+        v = v * 10 + (p[i] - '0');
+    }
+    if (v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+/* "[user:]password" in p[0..at): user and password, %-decoded. As in
+ * redis-cli, text without a colon is a password. */
+static int parse_userinfo(rstore_t *s, const char *p, const char *at) {
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon) {
+        if (colon > p && !(s->user = pct_decode(p, (size_t)(colon - p))))
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                "store.url: bad %%-escape in the user name");
+        if (!(s->pass = pct_decode(colon + 1, (size_t)(at - colon - 1))))
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                "store.url: bad %%-escape in the password");
+    } else if (!(s->pass = pct_decode(p, (size_t)(at - p)))) {
+        return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                            "store.url: bad %%-escape in the password");
+    }
+    if (s->pass && !*s->pass) {
+        free(s->pass);
+        s->pass = NULL;
+    }
+    return RUNLANE_OK;
+}
+
+/* redis://[[user]:password@]host[:port][/db], rediss://...,
+ * unix://[[user]:password@]/path[?db=N].
+ * Error messages never quote the user info. */
+static int parse_url(rstore_t *s, const char *url) {
+    const char *p;
+    long v;
+    if (strncmp(url, "unix://", 7) == 0) {
+        p = url + 7;
+        const char *slash = strchr(p, '/');
+        if (slash && slash > p && slash[-1] == '@') {
+            int rc = parse_userinfo(s, p, slash - 1);
+            if (rc != RUNLANE_OK) return rc;
+            p = slash;
+        }
+        const char *q = strchr(p, '?');
+        size_t plen = q ? (size_t)(q - p) : strlen(p);
+        if (plen == 0 || p[0] != '/')
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                "store.url: unix:// needs an absolute socket path, e.g. "
+                                "unix:///run/redis/redis.sock");
+        if (!(s->sock = rl_strndup(p, plen))) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        if (q) {
+            q++;
+            if (strncmp(q, "db=", 3) != 0 || !parse_int(q + 3, strlen(q + 3), 0, 1000000, &v))
+                return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                    "store.url: the only query parameter of unix:// is db=<number>");
+            s->db = (int)v;
+        }
+        snprintf(s->where, sizeof(s->where), "unix:%.250s/%d", s->sock, s->db);
+        return RUNLANE_OK;
+    }
+    if (strncmp(url, "rediss://", 9) == 0) {
+        s->tls = 1;
+        p = url + 9;
+#if !RS_TLS
+        return rl_error_set(RUNLANE_ERR_UNSUPPORTED, 0,
+                            "store.url: rediss:// needs hiredis built with TLS (hiredis_ssl); "
+                            "this build has none");
+#endif
+    } else if (strncmp(url, "redis://", 8) == 0) {
+        p = url + 8;
+    } else {
+        return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                            "store.url: expected redis://, rediss:// or unix://");
+    }
+    size_t alen = strcspn(p, "/?#");
+    const char *auth_end = p + alen;
+    const char *at = NULL;
+    for (const char *q = p; q < auth_end; q++)
+        if (*q == '@') at = q;
+    const char *hp = p;
+    if (at) {
+        int rc = parse_userinfo(s, p, at);
+        if (rc != RUNLANE_OK) return rc;
+        hp = at + 1;
+    }
+    const char *hend, *port = NULL;
+    size_t portlen = 0;
+    if (*hp == '[') {
+        const char *rb = memchr(hp, ']', (size_t)(auth_end - hp));
+        if (!rb)
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                "store.url: unterminated [ in the IPv6 host");
+        s->host = rl_strndup(hp + 1, (size_t)(rb - hp - 1));
+        hend = rb + 1;
+        if (hend < auth_end && *hend != ':')
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                "store.url: unexpected text after the IPv6 host");
+    } else {
+        const char *colon = memchr(hp, ':', (size_t)(auth_end - hp));
+        hend = colon ? colon : auth_end;
+        s->host = rl_strndup(hp, (size_t)(hend - hp));
+    }
+    if (!s->host) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    if (!*s->host)
+        return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "store.url: missing host, e.g. redis://127.0.0.1:6379/0");
+    if (hend < auth_end && *hend == ':') {
+        port = hend + 1;
+        portlen = (size_t)(auth_end - port);
+    }
+    s->port = 6379;
+    if (port) {
+        if (!parse_int(port, portlen, 1, 65535, &v))
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                "store.url: port \"%.*s\" is not a number in 1..65535",
+                                (int)(portlen > 16 ? 16 : portlen), port);
+        s->port = (int)v;
+    }
+    const char *rest = auth_end;
+    if (*rest == '/') {
+        rest++;
+        size_t dlen = strcspn(rest, "?#");
+        if (dlen && !parse_int(rest, dlen, 0, 1000000, &v))
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                "store.url: database \"%.*s\" is not a number",
+                                (int)(dlen > 16 ? 16 : dlen), rest);
+        if (dlen) s->db = (int)v;
+        rest += dlen;
+    }
+    if (*rest)
+        return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                            "store.url: unexpected \"%.16s\" after the database number "
+                            "(expected redis://[user:password@]host[:port][/db])",
+                            rest);
+    snprintf(s->where, sizeof(s->where), "%s%.200s%s:%d/%d", strchr(s->host, ':') ? "[" : "",
+             s->host, strchr(s->host, ':') ? "]" : "", s->port, s->db);
+    return RUNLANE_OK;
+}
+
+rl_store_t *rl_store_redis_open(const rl_store_opts_t *opts) {
+    rstore_t *s = calloc(1, sizeof(*s));
+    if (!s) {
+        rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        return NULL;
+    }
+    s->base.ops = &redis_ops;
+    s->partitions = opts->partitions > 0 ? opts->partitions : 1;
+    s->connect_timeout_ms = opts->connect_timeout_ms;
+    s->command_timeout_ms = opts->command_timeout_ms;
+    const char *prefix = opts->prefix && *opts->prefix ? opts->prefix : "runlane";
+    if (strpbrk(prefix, "{}")) {
+        rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                     "key.prefix must not contain '{' or '}': runlane adds the hash tag "
+                     "{<partition>} itself");
+        r_destroy(&s->base);
+        return NULL;
+    }
+    snprintf(s->client_name, sizeof(s->client_name), "runlane/%s", prefix);
+    for (char *q = s->client_name; *q; q++)
+        if (*q <= ' ' || *q > '~') *q = '_';
+    if (!(s->prefix = rl_strdup(prefix))) {
+        rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        r_destroy(&s->base);
+        return NULL;
+    }
+    for (int i = 0; i < S_COUNT; i++) {
+        for (size_t j = 0; j < rl_lua_scripts_count; j++)
+            if (strcmp(rl_lua_scripts[j].name, script_names[i]) == 0) s->scripts[i] = &rl_lua_scripts[j];
+        if (!s->scripts[i]) {
+            rl_error_set(RUNLANE_ERR_INTERNAL, 0, "redis store: Lua script \"%s\" not embedded",
+                         script_names[i]);
+            r_destroy(&s->base);
+            return NULL;
+        }
+    }
+    if (!opts->url || parse_url(s, opts->url) != RUNLANE_OK) {
+        if (!opts->url) rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "store.url is not set");
+        r_destroy(&s->base);
+        return NULL;
+    }
+#if RS_TLS
+    if (s->tls) {
+        redisSSLContextError e = REDIS_SSL_CTX_NONE;
+        redisInitOpenSSL();
+        s->ssl = redisCreateSSLContext(NULL, NULL, NULL, NULL, s->host, &e);
+        if (!s->ssl) {
+            rl_error_set(RUNLANE_ERR_STORE, 0, "redis %s: cannot create the TLS context: %s",
+                         s->where, redisSSLContextGetError(e));
+            r_destroy(&s->base);
+            return NULL;
+        }
+    }
+#endif
+    if (rs_connect(s) != RUNLANE_OK) {
+        r_destroy(&s->base);
+        return NULL;
+    }
+    return &s->base;
+}

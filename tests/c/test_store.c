@@ -1,0 +1,1518 @@
+/*
+ * test_store.c - the store conformance suite.
+ *
+ * One suite, run against every store: the memory store, and the redis store
+ * when RUNLANE_TEST_REDIS names a server (e.g. redis://127.0.0.1:6390/0),
+ * with 1 and with 3 partitions and a key prefix unique to the run (removed
+ * at the end). With RUNLANE_REQUIRE_REDIS=1 a missing RUNLANE_TEST_REDIS is
+ * a failure, not a skip. Redis-only tests follow: NOSCRIPT recovery,
+ * reconnect after the store's connection is killed, command timeout, URL
+ * and AUTH errors (no password in messages), hash-tagged key layout. They
+ * touch no other client of the server (SCRIPT FLUSH aside, which every
+ * runlane store survives), so other tests may share it.
+ *
+ * Environment: RUNLANE_TEST_REDIS (server URL), RUNLANE_REQUIRE_REDIS=1,
+ * RUNLANE_TEST_STORE=memory|redis (run one store only), RUNLANE_TEST_KEEP=1
+ * (leave the run's rltest:* keys on the server for inspection).
+ *
+ * Timing: windows are 100-500 ms; a check that something is NOT due is made
+ * well inside its window, and a check that it IS due polls with a generous
+ * deadline, so the suite asserts no exact timing.
+ */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+
+#include "internal.h"
+#include "rltest.h"
+#include "store.h"
+
+/* ------------------------------------------------------------------ */
+/* the store under test                                               */
+/* ------------------------------------------------------------------ */
+
+static const char *g_kind = "memory"; /* "memory" | "redis" */
+static const char *g_redis_url;
+static int g_partitions = 1;
+static int g_ns; /* namespace number: one per test */
+static char g_run[64];
+
+#define MAX_OPEN 8
+static rl_store_t *g_open[MAX_OPEN];
+static int g_nopen;
+static rl_policy_t g_pol;
+
+static void reset_policy(void) {
+    memset(&g_pol, 0, sizeof(g_pol));
+    g_pol.window_ms = 0;
+    g_pol.max_wait_ms = 60000;
+    g_pol.max_messages = 100;
+    g_pol.max_bytes = 1 << 20;
+    g_pol.lease_ms = 30000;
+    g_pol.max_attempts = 3;
+    g_pol.backoff_base_ms = 300;
+    g_pol.backoff_max_ms = 2000;
+    g_pol.backoff_jitter = 0;
+    g_pol.idem_ttl_ms = 60000;
+}
+
+static void redis_prefix(char *buf, size_t size, int ns) {
+    snprintf(buf, size, "rltest:%s:p%d:%d", g_run, g_partitions, ns);
+}
+
+/* Opens a store on namespace `ns` (memory name / redis key prefix). */
+static rl_store_t *open_ns(int ns) {
+    char url[256], prefix[128];
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    if (strcmp(g_kind, "memory") == 0) {
+        snprintf(url, sizeof(url), "memory://conformance-%d-%d", (int)getpid(), ns);
+        o.url = url;
+    } else {
+        redis_prefix(prefix, sizeof(prefix), ns);
+        o.url = g_redis_url;
+        o.prefix = prefix;
+    }
+    o.partitions = g_partitions;
+    o.connect_timeout_ms = 2000;
+    o.command_timeout_ms = 5000;
+    rl_store_t *st = rl_store_open(&o);
+    RL_CHECK_MSG(st != NULL, "opening the %s store failed: %s", g_kind,
+                 runlane_error_message(runlane_error_last()));
+    RL_CHECK(g_nopen < MAX_OPEN);
+    g_open[g_nopen++] = st;
+    return st;
+}
+
+/* A fresh, empty store for the current test. */
+static rl_store_t *fresh(void) {
+    reset_policy();
+    return open_ns(++g_ns);
+}
+
+/* A second handle on the current test's namespace (another "process"). */
+static rl_store_t *same(void) { return open_ns(g_ns); }
+
+static void close_all(void) {
+    while (g_nopen > 0) {
+        rl_store_t *st = g_open[--g_nopen];
+        st->ops->destroy(st);
+    }
+}
+
+#define RUN(fn)                                                             \
+    do {                                                                    \
+        RL_RUN(fn);                                                         \
+        close_all();                                                        \
+    } while (0)
+
+/* ------------------------------------------------------------------ */
+/* helpers                                                            */
+/* ------------------------------------------------------------------ */
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static const char *errmsg(void) { return runlane_error_message(runlane_error_last()); }
+
+static char *tail_of(const char *content, const char *extra) {
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "{\"content\":");
+    rl_buf_json_str(&b, content);
+    if (extra) rl_buf_puts(&b, extra);
+    rl_buf_puts(&b, "}");
+    return rl_buf_take(&b);
+}
+
+/* Enqueues `content`; returns the duplicate flag; id into id_out (may be
+ * NULL). */
+static int enq_x(rl_store_t *st, const char *conv, const char *content, const char *ikey,
+                 const char *extra, char *id_out) {
+    char id[RUNLANE_ID_MAX];
+    int dup = -1;
+    char *tail = tail_of(content, extra);
+    RL_CHECK(tail != NULL);
+    int rc = st->ops->enqueue(st, &g_pol, conv, tail, (int64_t)strlen(content), ikey, id, &dup);
+    free(tail);
+    RL_CHECK_MSG(rc == RUNLANE_OK, "enqueue(%s) returned %d: %s", conv, rc, errmsg());
+    RL_CHECK_MSG(dup == 0 || dup == 1, "enqueue did not set the duplicate flag (%d)", dup);
+    RL_CHECK_MSG(strlen(id) > 0 && strlen(id) < RUNLANE_ID_MAX, "bad message id \"%s\"", id);
+    if (id_out) strcpy(id_out, id);
+    return dup;
+}
+
+static void enq(rl_store_t *st, const char *conv, const char *content) {
+    RL_CHECK_INT(0, enq_x(st, conv, content, NULL, NULL, NULL));
+}
+
+/* Claims; *n receives the count. */
+static rl_claim_t *claim_n(rl_store_t *st, const char *owner, int max, int *n) {
+    rl_claim_t *cl = NULL;
+    *n = -1;
+    int rc = st->ops->claim(st, &g_pol, owner, max, &cl, n);
+    RL_CHECK_MSG(rc == RUNLANE_OK, "claim returned %d: %s", rc, errmsg());
+    RL_CHECK(*n >= 0 && *n <= max);
+    RL_CHECK(*n == 0 || cl != NULL);
+    return cl;
+}
+
+static void claims_free(rl_claim_t *cl, int n) {
+    for (int i = 0; i < n; i++) rl_claim_free(&cl[i]);
+    free(cl);
+}
+
+/* Number of conversations claimable right now (claims are given back with
+ * release so the state is unchanged, except that nothing else may be
+ * leased by the caller... use only when nothing should be claimable). */
+static int claimable_now(rl_store_t *st) {
+    int n;
+    rl_claim_t *cl = claim_n(st, "probe", 100, &n);
+    claims_free(cl, n);
+    return n;
+}
+
+/* Claims exactly one conversation, polling until `timeout_ms`. */
+static rl_claim_t wait_claim(rl_store_t *st, const char *owner, int timeout_ms) {
+    int64_t end = rl_mono_ms() + timeout_ms;
+    for (;;) {
+        int n;
+        rl_claim_t *cl = claim_n(st, owner, 1, &n);
+        if (n == 1) {
+            rl_claim_t c = cl[0];
+            free(cl);
+            return c;
+        }
+        RL_CHECK_MSG(rl_mono_ms() < end, "nothing became claimable within %d ms", timeout_ms);
+        sleep_ms(20);
+    }
+}
+
+/* Claims exactly one conversation now. */
+static rl_claim_t claim1(rl_store_t *st, const char *owner) {
+    int n;
+    rl_claim_t *cl = claim_n(st, owner, 1, &n);
+    RL_CHECK_MSG(n == 1, "expected one conversation to be claimable now, got %d", n);
+    rl_claim_t c = cl[0];
+    free(cl);
+    return c;
+}
+
+/* "a|b|c" from a JSON array of records (contents in order); the caller
+ * frees. Also checks every record has a string id and a numeric ts_ms,
+ * with "id" first. */
+static char *contents(const char *messages_json) {
+    cJSON *a = cJSON_Parse(messages_json);
+    if (!cJSON_IsArray(a)) {
+        cJSON_Delete(a);
+        return rl_strdup("<not a JSON array>");
+    }
+    rl_buf_t b;
+    rl_buf_init(&b);
+    cJSON *m;
+    int first = 1;
+    cJSON_ArrayForEach(m, a) {
+        cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+        cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+        cJSON *ts = cJSON_GetObjectItemCaseSensitive(m, "ts_ms");
+        if (!first) rl_buf_puts(&b, "|");
+        first = 0;
+        if (!cJSON_IsString(id) || !cJSON_IsNumber(ts) || m->child != id)
+            rl_buf_puts(&b, "<record without id/ts_ms>");
+        else
+            rl_buf_puts(&b, cJSON_IsString(c) ? c->valuestring : "<no content>");
+    }
+    cJSON_Delete(a);
+    return rl_buf_take(&b);
+}
+
+#define CHECK_CONTENTS(expected, messages_json)                             \
+    do {                                                                    \
+        char *got_ = contents(messages_json);                               \
+        int ok_ = got_ && strcmp(got_, (expected)) == 0;                    \
+        char tmp_[512];                                                     \
+        snprintf(tmp_, sizeof(tmp_), "%s", got_ ? got_ : "(null)");         \
+        free(got_);                                                         \
+        RL_CHECK_MSG(ok_, "messages: expected \"%s\", got \"%s\"", (expected), tmp_); \
+    } while (0)
+
+static cJSON *status_of(rl_store_t *st, const char *conv) {
+    char *json = NULL;
+    int rc = st->ops->status(st, conv, &json);
+    RL_CHECK_MSG(rc == RUNLANE_OK, "status returned %d: %s", rc, errmsg());
+    RL_CHECK(json != NULL);
+    cJSON *j = cJSON_Parse(json);
+    RL_CHECK_MSG(cJSON_IsObject(j), "status is not a JSON object: %s", json);
+    free(json);
+    return j;
+}
+
+/* Number member of a status (-1 when absent, -2 when null). */
+static long long jnum(cJSON *j, const char *key) {
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!v) return -1;
+    if (cJSON_IsNull(v)) return -2;
+    return cJSON_IsNumber(v) ? (long long)v->valuedouble : -3;
+}
+
+static const char *jstr(cJSON *j, const char *key) {
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Checks one numeric member of status(conv) (conv NULL: totals). */
+static void check_status_num(rl_store_t *st, const char *conv, const char *key, long long want) {
+    cJSON *j = status_of(st, conv);
+    long long got = jnum(j, key);
+    cJSON_Delete(j);
+    RL_CHECK_MSG(got == want, "status(%s).%s: expected %lld, got %lld", conv ? conv : "totals",
+                 key, want, got);
+}
+
+static void check_state(rl_store_t *st, const char *conv, const char *want) {
+    cJSON *j = status_of(st, conv);
+    char got[32];
+    snprintf(got, sizeof(got), "%s", jstr(j, "state") ? jstr(j, "state") : "(none)");
+    cJSON_Delete(j);
+    RL_CHECK_MSG(strcmp(got, want) == 0, "status(%s).state: expected %s, got %s", conv, want, got);
+}
+
+static char *dead_list(rl_store_t *st, size_t off, size_t lim) {
+    char *json = NULL;
+    int rc = st->ops->dead_list(st, off, lim, &json);
+    RL_CHECK_MSG(rc == RUNLANE_OK, "dead_list returned %d: %s", rc, errmsg());
+    RL_CHECK(json != NULL);
+    return json;
+}
+
+static int dead_count(rl_store_t *st) {
+    char *json = dead_list(st, 0, 1000);
+    cJSON *a = cJSON_Parse(json);
+    free(json);
+    RL_CHECK(cJSON_IsArray(a));
+    int n = cJSON_GetArraySize(a);
+    cJSON_Delete(a);
+    return n;
+}
+
+static void fail_claim(rl_store_t *st, rl_claim_t *c, const char *err, int retriable,
+                       rl_fail_outcome_t want) {
+    rl_fail_outcome_t out = (rl_fail_outcome_t)-1;
+    int rc = st->ops->fail(st, &g_pol, c->conversation_id, c->token, err, retriable, &out);
+    RL_CHECK_MSG(rc == RUNLANE_OK, "fail returned %d: %s", rc, errmsg());
+    RL_CHECK_MSG(out == want, "fail outcome: expected %s, got %d",
+                 want == RL_FAIL_DEAD ? "DEAD" : "RETRY", (int)out);
+}
+
+/* Claims, then dead-letters the conversation's batch at once. */
+static void make_dead(rl_store_t *st, const char *conv, const char *err) {
+    rl_claim_t c = claim1(st, "w");
+    RL_CHECK_STR(conv, c.conversation_id);
+    fail_claim(st, &c, err, 0, RL_FAIL_DEAD);
+    rl_claim_free(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* conformance tests                                                  */
+/* ------------------------------------------------------------------ */
+
+static void test_enqueue_keeps_order_and_ids(void) {
+    rl_store_t *st = fresh();
+    char ids[4][RUNLANE_ID_MAX];
+    enq_x(st, "c1", "one", NULL, NULL, ids[0]);
+    enq_x(st, "c1", "two", NULL, ",\"instructions\":\"be brief\",\"metadata\":{\"k\":\"v\"}", ids[1]);
+    enq_x(st, "c1", "three", NULL, NULL, ids[2]);
+    RL_CHECK(strcmp(ids[0], ids[1]) != 0 && strcmp(ids[1], ids[2]) != 0 &&
+             strcmp(ids[0], ids[2]) != 0);
+    int n;
+    rl_claim_t *cl = claim_n(st, "w1", 10, &n);
+    RL_CHECK_INT(1, n);
+    rl_claim_t *c = &cl[0];
+    RL_CHECK_STR("c1", c->conversation_id);
+    CHECK_CONTENTS("one|two|three", c->messages_json);
+    RL_CHECK_INT(1, c->attempt);
+    RL_CHECK(c->batch_id[0] != '\0' && c->token[0] != '\0');
+    RL_CHECK(c->lease_until_ms > 0);
+    RL_CHECK(c->ckpt_json == NULL);
+    /* the ids and extra members are delivered as stored */
+    cJSON *a = cJSON_Parse(c->messages_json);
+    RL_CHECK(cJSON_GetArraySize(a) == 3);
+    for (int i = 0; i < 3; i++) {
+        cJSON *m = cJSON_GetArrayItem(a, i);
+        cJSON *mid = cJSON_GetObjectItemCaseSensitive(m, "id");
+        RL_CHECK_MSG(cJSON_IsString(mid) && strcmp(mid->valuestring, ids[i]) == 0,
+                     "message %d: expected id %s", i, ids[i]);
+    }
+    cJSON *m2 = cJSON_GetArrayItem(a, 1);
+    cJSON *ins = cJSON_GetObjectItemCaseSensitive(m2, "instructions");
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(m2, "metadata");
+    int extra_ok = cJSON_IsString(ins) && strcmp(ins->valuestring, "be brief") == 0 &&
+                   cJSON_IsObject(meta);
+    cJSON_Delete(a);
+    RL_CHECK_MSG(extra_ok, "instructions/metadata not kept: %s", c->messages_json);
+    claims_free(cl, n);
+}
+
+/* store.h: the tail is "the record's JSON object WITHOUT id and ts_ms";
+ * "{}" is such an object and must still make a valid record. */
+static void test_record_from_empty_tail_is_valid(void) {
+    rl_store_t *st = fresh();
+    char id[RUNLANE_ID_MAX];
+    int dup = -1;
+    RL_CHECK_OK(st->ops->enqueue(st, &g_pol, "c2", "{}", 0, NULL, id, &dup));
+    RL_CHECK_INT(0, dup);
+    rl_claim_t c = claim1(st, "w");
+    cJSON *e = cJSON_Parse(c.messages_json);
+    int ok = cJSON_IsArray(e) && cJSON_GetArraySize(e) == 1 &&
+             cJSON_IsString(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(e, 0), "id"));
+    cJSON_Delete(e);
+    char copy[300];
+    snprintf(copy, sizeof(copy), "%s", c.messages_json);
+    rl_claim_free(&c);
+    RL_CHECK_MSG(ok, "record from the tail {} is not valid JSON: %s", copy);
+}
+
+static void test_idempotency_key_stores_once(void) {
+    rl_store_t *st = fresh();
+    char a[RUNLANE_ID_MAX], b[RUNLANE_ID_MAX], c[RUNLANE_ID_MAX], d[RUNLANE_ID_MAX];
+    RL_CHECK_INT(0, enq_x(st, "c1", "first", "k1", NULL, a));
+    RL_CHECK_INT(1, enq_x(st, "c1", "first again", "k1", NULL, b));
+    RL_CHECK_STR(a, b);
+    RL_CHECK_INT(0, enq_x(st, "c1", "second", "k2", NULL, c));
+    RL_CHECK(strcmp(a, c) != 0);
+    /* the same key in another conversation is independent */
+    RL_CHECK_INT(0, enq_x(st, "c2", "other", "k1", NULL, d));
+    RL_CHECK(strcmp(a, d) != 0);
+    check_status_num(st, "c1", "pending", 2);
+    check_status_num(st, NULL, "enqueued", 3);
+    check_status_num(st, NULL, "pending", 3);
+    rl_claim_t cl = wait_claim(st, "w", 2000);
+    rl_claim_t cl2 = wait_claim(st, "w", 2000);
+    rl_claim_t *c1 = strcmp(cl.conversation_id, "c1") == 0 ? &cl : &cl2;
+    CHECK_CONTENTS("first|second", c1->messages_json);
+    /* still a duplicate after its message was claimed */
+    RL_CHECK_INT(1, enq_x(st, "c1", "late", "k1", NULL, b));
+    RL_CHECK_STR(a, b);
+    rl_claim_free(&cl);
+    rl_claim_free(&cl2);
+}
+
+static void test_quiet_window_delays_due(void) {
+    rl_store_t *st = fresh();
+    g_pol.window_ms = 400;
+    enq(st, "c1", "hello");
+    RL_CHECK_INT(0, claimable_now(st));
+    int64_t due = 0, now = 0;
+    RL_CHECK_OK(st->ops->next_due(st, &due, &now));
+    RL_CHECK_MSG(due > now && due <= now + 400, "next_due %lld should be in (now, now+400], now %lld",
+                 (long long)due, (long long)now);
+    RL_CHECK_MSG(llabs((long long)(now - rl_now_ms())) < 5000, "store time %lld far from %lld",
+                 (long long)now, (long long)rl_now_ms());
+    check_state(st, "c1", "waiting");
+    rl_claim_t c = wait_claim(st, "w", 3000);
+    CHECK_CONTENTS("hello", c.messages_json);
+    rl_claim_free(&c);
+}
+
+static void test_message_in_window_extends_it(void) {
+    rl_store_t *st = fresh();
+    g_pol.window_ms = 400;
+    enq(st, "c1", "a");
+    sleep_ms(250);
+    enq(st, "c1", "b"); /* window restarts: due at ~650 */
+    sleep_ms(250);      /* ~500: past the first window, inside the second */
+    RL_CHECK_INT(0, claimable_now(st));
+    rl_claim_t c = wait_claim(st, "w", 3000);
+    CHECK_CONTENTS("a|b", c.messages_json);
+    rl_claim_free(&c);
+}
+
+static void test_touch_extends_window(void) {
+    rl_store_t *st = fresh();
+    g_pol.window_ms = 400;
+    enq(st, "c1", "a");
+    sleep_ms(250);
+    RL_CHECK_OK(st->ops->touch(st, &g_pol, "c1"));
+    sleep_ms(250);
+    RL_CHECK_INT(0, claimable_now(st));
+    rl_claim_t c = wait_claim(st, "w", 3000);
+    CHECK_CONTENTS("a", c.messages_json);
+    rl_claim_free(&c);
+    /* touching a conversation with nothing queued stores nothing */
+    RL_CHECK_OK(st->ops->touch(st, &g_pol, "nobody"));
+    check_state(st, "nobody", "idle");
+    check_status_num(st, "nobody", "pending", 0);
+    RL_CHECK_INT(0, claimable_now(st));
+}
+
+static void test_max_wait_caps_touch(void) {
+    rl_store_t *st = fresh();
+    g_pol.window_ms = 300;
+    g_pol.max_wait_ms = 800;
+    enq(st, "c1", "a");
+    int64_t start = rl_mono_ms();
+    int claimed = 0, first_probe = -1;
+    while (rl_mono_ms() - start < 3000 && !claimed) {
+        sleep_ms(100);
+        RL_CHECK_OK(st->ops->touch(st, &g_pol, "c1"));
+        int n;
+        rl_claim_t *cl = claim_n(st, "w", 1, &n);
+        if (first_probe < 0) first_probe = n;
+        claimed = n;
+        claims_free(cl, n);
+    }
+    RL_CHECK_MSG(first_probe == 0, "claimable 100 ms after the message despite the window");
+    RL_CHECK_MSG(claimed, "a conversation touched every 100 ms never became due: max wait "
+                          "should cap the window");
+}
+
+static void test_max_messages_due_at_once(void) {
+    rl_store_t *st = fresh();
+    g_pol.window_ms = 20000;
+    g_pol.max_wait_ms = 20000;
+    g_pol.max_messages = 3;
+    enq(st, "c1", "a");
+    enq(st, "c1", "b");
+    RL_CHECK_INT(0, claimable_now(st));
+    enq(st, "c1", "c");
+    enq(st, "c1", "d");
+    enq(st, "c1", "e");
+    check_state(st, "c1", "ready");
+    rl_claim_t c = claim1(st, "w");
+    CHECK_CONTENTS("a|b|c", c.messages_json);
+    check_status_num(st, "c1", "pending", 2);
+    check_status_num(st, "c1", "inflight", 3);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+    /* 2 < max_messages: back to waiting for the window */
+    RL_CHECK_INT(0, claimable_now(st));
+    check_state(st, "c1", "waiting");
+    enq(st, "c1", "f");
+    c = claim1(st, "w");
+    CHECK_CONTENTS("d|e|f", c.messages_json);
+    rl_claim_free(&c);
+}
+
+static void test_max_bytes_due_at_once(void) {
+    rl_store_t *st = fresh();
+    g_pol.window_ms = 20000;
+    g_pol.max_wait_ms = 20000;
+    g_pol.max_bytes = 10;
+    enq(st, "c1", "aaaa");
+    enq(st, "c1", "bbbb");
+    RL_CHECK_INT(0, claimable_now(st));
+    enq(st, "c1", "cccc"); /* 12 >= 10 */
+    rl_claim_t c = claim1(st, "w");
+    CHECK_CONTENTS("aaaa|bbbb", c.messages_json);
+    check_status_num(st, "c1", "pending", 1);
+    rl_claim_free(&c);
+    /* a single message over max_bytes is claimable, alone */
+    enq(st, "big", "0123456789abcdefghij");
+    enq(st, "big", "x");
+    c = claim1(st, "w");
+    RL_CHECK_STR("big", c.conversation_id);
+    CHECK_CONTENTS("0123456789abcdefghij", c.messages_json);
+    rl_claim_free(&c);
+}
+
+static void test_claim_is_exclusive(void) {
+    rl_store_t *st = fresh();
+    rl_store_t *other = same();
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w1");
+    RL_CHECK_INT(0, claimable_now(st));
+    RL_CHECK_INT(0, claimable_now(other));
+    /* arrivals during the lease wait for the ack */
+    enq(other, "c1", "b");
+    RL_CHECK_INT(0, claimable_now(other));
+    int64_t due = 0, now = 0;
+    RL_CHECK_OK(st->ops->next_due(st, &due, &now));
+    RL_CHECK_MSG(due == INT64_MAX, "a leased conversation is not in ready (next_due %lld)",
+                 (long long)due);
+    check_state(st, "c1", "leased");
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_t c2 = claim1(other, "w2");
+    CHECK_CONTENTS("b", c2.messages_json);
+    RL_CHECK_INT(1, c2.attempt);
+    RL_CHECK(strcmp(c.batch_id, c2.batch_id) != 0);
+    RL_CHECK(strcmp(c.token, c2.token) != 0);
+    rl_claim_free(&c);
+    rl_claim_free(&c2);
+}
+
+static void test_concurrent_claimers_split_work(void) {
+    rl_store_t *a = fresh();
+    rl_store_t *b = same();
+    char conv[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(conv, sizeof(conv), "conv-%d", i);
+        enq(a, conv, "m");
+    }
+    int na, nb;
+    rl_claim_t *ca = claim_n(a, "wa", 12, &na);
+    rl_claim_t *cb = claim_n(b, "wb", 12, &nb);
+    RL_CHECK_INT(12, na);
+    RL_CHECK_INT(8, nb);
+    for (int i = 0; i < na; i++)
+        for (int k = 0; k < nb; k++)
+            RL_CHECK_MSG(strcmp(ca[i].conversation_id, cb[k].conversation_id) != 0,
+                         "conversation %s claimed twice", ca[i].conversation_id);
+    check_status_num(a, NULL, "inflight", 20);
+    claims_free(ca, na);
+    claims_free(cb, nb);
+}
+
+static void test_renew_extends_or_reports_stale(void) {
+    rl_store_t *st = fresh();
+    g_pol.lease_ms = 1000;
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    int64_t first = c.lease_until_ms;
+    sleep_ms(30);
+    int ok = -1;
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, &c, 1, &ok));
+    RL_CHECK_INT(1, ok);
+    RL_CHECK_MSG(c.lease_until_ms > first, "renew did not extend the lease (%lld -> %lld)",
+                 (long long)first, (long long)c.lease_until_ms);
+    /* several at once, one stale */
+    rl_claim_t two[2];
+    two[0] = c;
+    two[1] = c;
+    strcpy(two[1].token, "999999999");
+    int oks[2] = {-1, -1};
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, two, 2, oks));
+    RL_CHECK_INT(1, oks[0]);
+    RL_CHECK_INT(0, oks[1]);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    ok = -1;
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, &c, 1, &ok));
+    RL_CHECK_INT(0, ok);
+    rl_claim_free(&c);
+}
+
+static void test_stale_token_changes_nothing(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->ack(st, &g_pol, "c1", "999999999"));
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->ack(st, &g_pol, "c1", ""));
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->ack(st, &g_pol, "unknown", c.token));
+    rl_fail_outcome_t out;
+    RL_CHECK_INT(RUNLANE_ERR_STALE,
+                 st->ops->fail(st, &g_pol, "c1", "999999999", "x", 1, &out));
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->release(st, &g_pol, "c1", "999999999"));
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->defer(st, &g_pol, "c1", "999999999", 10));
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->checkpoint(st, "c1", "999999999", "{}"));
+    check_state(st, "c1", "leased");
+    check_status_num(st, "c1", "inflight", 1);
+    check_status_num(st, "c1", "attempts", 1);
+    check_status_num(st, NULL, "acked", 0);
+    check_status_num(st, NULL, "failed", 0);
+    RL_CHECK_INT(0, dead_count(st));
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->ack(st, &g_pol, "c1", c.token));
+    check_status_num(st, NULL, "acked", 1);
+    rl_claim_free(&c);
+}
+
+static void test_fail_retries_with_backoff_then_dead(void) {
+    rl_store_t *st = fresh();
+    g_pol.max_attempts = 3;
+    g_pol.backoff_base_ms = 400;
+    enq(st, "c1", "a");
+    enq(st, "c1", "b");
+    rl_claim_t c = claim1(st, "w");
+    char bid[RUNLANE_ID_MAX];
+    strcpy(bid, c.batch_id);
+    fail_claim(st, &c, "boom1", 1, RL_FAIL_RETRY);
+    rl_claim_free(&c);
+    RL_CHECK_INT(0, claimable_now(st)); /* backoff 400 ms */
+    {
+        cJSON *j = status_of(st, "c1");
+        const char *state = jstr(j, "state"), *le = jstr(j, "last_error");
+        int ok = state && strcmp(state, "backoff") == 0 && le && strcmp(le, "boom1") == 0 &&
+                 jnum(j, "attempts") == 1 && jnum(j, "inflight") == 2 && jnum(j, "due_ms") > 0;
+        char *txt = cJSON_PrintUnformatted(j);
+        char copy[512];
+        snprintf(copy, sizeof(copy), "%s", txt ? txt : "");
+        free(txt);
+        cJSON_Delete(j);
+        RL_CHECK_MSG(ok, "status after a retriable fail: %s", copy);
+    }
+    c = wait_claim(st, "w", 3000);
+    RL_CHECK_INT(2, c.attempt);
+    RL_CHECK_STR(bid, c.batch_id);
+    CHECK_CONTENTS("a|b", c.messages_json);
+    fail_claim(st, &c, "boom2", 1, RL_FAIL_RETRY);
+    rl_claim_free(&c);
+    sleep_ms(300); /* backoff is 800 ms now */
+    RL_CHECK_INT(0, claimable_now(st));
+    c = wait_claim(st, "w", 4000);
+    RL_CHECK_INT(3, c.attempt);
+    RL_CHECK_STR(bid, c.batch_id);
+    fail_claim(st, &c, "boom3", 1, RL_FAIL_DEAD);
+    rl_claim_free(&c);
+    char *json = dead_list(st, 0, 0);
+    cJSON *a = cJSON_Parse(json);
+    cJSON *d = cJSON_GetArrayItem(a, 0);
+    int ok = cJSON_GetArraySize(a) == 1 && jstr(d, "id") && strcmp(jstr(d, "id"), bid) == 0 &&
+             jstr(d, "batch_id") && strcmp(jstr(d, "batch_id"), bid) == 0 &&
+             jstr(d, "conversation_id") && strcmp(jstr(d, "conversation_id"), "c1") == 0 &&
+             jstr(d, "error") && strcmp(jstr(d, "error"), "boom3") == 0 &&
+             jnum(d, "attempts") == 3 && jnum(d, "dead_at_ms") > 0;
+    char *msgs = ok ? cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(d, "messages")) : NULL;
+    cJSON_Delete(a);
+    RL_CHECK_MSG(ok, "dead letter: %s", json);
+    free(json);
+    CHECK_CONTENTS("a|b", msgs);
+    free(msgs);
+    check_state(st, "c1", "idle");
+    check_status_num(st, "c1", "inflight", 0);
+    check_status_num(st, NULL, "failed", 3);
+    check_status_num(st, NULL, "dead_lettered", 1);
+    check_status_num(st, NULL, "dead", 1);
+    RL_CHECK_INT(0, claimable_now(st));
+}
+
+static void test_fail_not_retriable_is_dead_at_once(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    enq(st, "c1", "b"); /* arrives during the lease */
+    fail_claim(st, &c, "bad request", 0, RL_FAIL_DEAD);
+    rl_claim_free(&c);
+    RL_CHECK_INT(1, dead_count(st));
+    /* the conversation moves on to what was pending */
+    c = wait_claim(st, "w", 2000);
+    CHECK_CONTENTS("b", c.messages_json);
+    RL_CHECK_INT(1, c.attempt);
+    rl_claim_free(&c);
+}
+
+static void test_recover_expired_lease(void) {
+    rl_store_t *st = fresh();
+    g_pol.lease_ms = 300;
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w1");
+    int rec = -1, dead = -1;
+    RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+    RL_CHECK_INT(0, rec);
+    RL_CHECK_INT(0, dead);
+    sleep_ms(500);
+    RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+    RL_CHECK_INT(1, rec);
+    RL_CHECK_INT(0, dead);
+    /* the old owner is fenced off */
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->ack(st, &g_pol, "c1", c.token));
+    int ok = -1;
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, &c, 1, &ok));
+    RL_CHECK_INT(0, ok);
+    check_status_num(st, NULL, "recovered", 1);
+    rl_claim_t c2 = claim1(st, "w2");
+    RL_CHECK_INT(2, c2.attempt);
+    RL_CHECK_STR(c.batch_id, c2.batch_id);
+    RL_CHECK_STR(c.messages_json, c2.messages_json);
+    RL_CHECK(strcmp(c.token, c2.token) != 0);
+    RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+    RL_CHECK_INT(0, rec);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c2.token));
+    rl_claim_free(&c);
+    rl_claim_free(&c2);
+}
+
+static void test_recover_dead_letters_at_max_attempts(void) {
+    rl_store_t *st = fresh();
+    g_pol.lease_ms = 200;
+    g_pol.max_attempts = 2;
+    enq(st, "c1", "a");
+    int rec, dead;
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        rl_claim_t c = wait_claim(st, "w", 2000);
+        RL_CHECK_INT(attempt, c.attempt);
+        rl_claim_free(&c);
+        sleep_ms(350);
+        RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+        RL_CHECK_INT(1, rec);
+        RL_CHECK_INT(attempt == 2 ? 1 : 0, dead);
+    }
+    char *json = dead_list(st, 0, 0);
+    cJSON *a = cJSON_Parse(json);
+    const char *err = jstr(cJSON_GetArrayItem(a, 0), "error");
+    int ok = cJSON_GetArraySize(a) == 1 && err && strcmp(err, "lease expired after 2 attempts") == 0;
+    cJSON_Delete(a);
+    RL_CHECK_MSG(ok, "dead letter after expired leases: %s", json);
+    free(json);
+    RL_CHECK_INT(0, claimable_now(st));
+    check_state(st, "c1", "idle");
+}
+
+static void test_release_spends_no_attempt(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w1");
+    RL_CHECK_OK(st->ops->release(st, &g_pol, "c1", c.token));
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_t c2 = claim1(st, "w2"); /* due at once */
+    RL_CHECK_INT(1, c2.attempt);
+    RL_CHECK_STR(c.batch_id, c2.batch_id);
+    CHECK_CONTENTS("a", c2.messages_json);
+    rl_claim_free(&c);
+    rl_claim_free(&c2);
+}
+
+static void test_defer_delays_without_attempt(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w1");
+    RL_CHECK_OK(st->ops->defer(st, &g_pol, "c1", c.token, 500));
+    RL_CHECK_INT(0, claimable_now(st));
+    check_state(st, "c1", "backoff");
+    rl_claim_t c2 = wait_claim(st, "w2", 3000);
+    RL_CHECK_INT(1, c2.attempt);
+    RL_CHECK_STR(c.batch_id, c2.batch_id);
+    rl_claim_free(&c);
+    rl_claim_free(&c2);
+}
+
+static void test_checkpoint_survives_reclaim(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w1");
+    RL_CHECK(c.ckpt_json == NULL);
+    RL_CHECK_OK(st->ops->checkpoint(st, "c1", c.token, "{\"run_id\":\"run_1\"}"));
+    RL_CHECK_OK(st->ops->release(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+    c = claim1(st, "w2");
+    RL_CHECK_STR("{\"run_id\":\"run_1\"}", c.ckpt_json);
+    RL_CHECK_OK(st->ops->checkpoint(st, "c1", c.token, "{\"run_id\":\"run_2\"}"));
+    fail_claim(st, &c, "x", 1, RL_FAIL_RETRY);
+    rl_claim_free(&c);
+    c = wait_claim(st, "w3", 3000);
+    RL_CHECK_STR("{\"run_id\":\"run_2\"}", c.ckpt_json);
+    enq(st, "c1", "b");
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+    c = wait_claim(st, "w", 2000);
+    RL_CHECK_MSG(c.ckpt_json == NULL, "a new batch has no checkpoint, got %s", c.ckpt_json);
+    rl_claim_free(&c);
+}
+
+/* store.h, touch: "if pending is non-empty and there is no lease,
+ * recomputes the due time" - with nothing pending, a batch waiting for its
+ * retry must stay scheduled. */
+static void test_touch_during_backoff_keeps_batch(void) {
+    rl_store_t *st = fresh();
+    g_pol.backoff_base_ms = 500;
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    fail_claim(st, &c, "x", 1, RL_FAIL_RETRY);
+    rl_claim_free(&c);
+    RL_CHECK_OK(st->ops->touch(st, &g_pol, "c1"));
+    check_state(st, "c1", "backoff");
+    c = wait_claim(st, "w", 3000);
+    RL_CHECK_INT(2, c.attempt);
+    CHECK_CONTENTS("a", c.messages_json);
+    rl_claim_free(&c);
+}
+
+/* A batch in backoff is retried first and not before its backoff: a new
+ * message neither cuts the backoff short nor joins the retried batch. */
+static void test_message_during_backoff_waits_for_retry(void) {
+    rl_store_t *st = fresh();
+    g_pol.backoff_base_ms = 600;
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    fail_claim(st, &c, "x", 1, RL_FAIL_RETRY);
+    rl_claim_free(&c);
+    enq(st, "c1", "b"); /* window 0: pending alone would be due now */
+    RL_CHECK_MSG(claimable_now(st) == 0, "a new message made a batch in backoff due at once");
+    c = wait_claim(st, "w", 4000);
+    RL_CHECK_INT(2, c.attempt);
+    CHECK_CONTENTS("a", c.messages_json);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+    c = wait_claim(st, "w", 2000);
+    RL_CHECK_INT(1, c.attempt);
+    CHECK_CONTENTS("b", c.messages_json);
+    rl_claim_free(&c);
+}
+
+static void test_dead_retry_puts_messages_in_front(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    enq(st, "c1", "b");
+    make_dead(st, "c1", "bad");
+    enq(st, "c1", "c");
+    enq(st, "c1", "d");
+    char *json = dead_list(st, 0, 0);
+    cJSON *arr = cJSON_Parse(json);
+    free(json);
+    char id[RUNLANE_ID_MAX];
+    snprintf(id, sizeof(id), "%s", jstr(cJSON_GetArrayItem(arr, 0), "id") ? jstr(cJSON_GetArrayItem(arr, 0), "id") : "");
+    cJSON_Delete(arr);
+    RL_CHECK(id[0] != '\0');
+    /* c and d are due (window 0) but not claimed yet */
+    size_t count = 99;
+    RL_CHECK_OK(st->ops->dead_retry(st, &g_pol, id, &count));
+    RL_CHECK_INT(1, count);
+    RL_CHECK_INT(0, dead_count(st));
+    check_status_num(st, "c1", "pending", 4);
+    rl_claim_t c = claim1(st, "w");
+    CHECK_CONTENTS("a|b|c|d", c.messages_json);
+    RL_CHECK_INT(1, c.attempt);
+    rl_claim_free(&c);
+    count = 99;
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->dead_retry(st, &g_pol, id, &count));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->dead_retry(st, &g_pol, "b-no-such-id", NULL));
+}
+
+static void test_dead_retry_all_keeps_order(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a1");
+    make_dead(st, "c1", "e1");
+    enq(st, "c1", "a2");
+    make_dead(st, "c1", "e2");
+    enq(st, "c2", "z1");
+    make_dead(st, "c2", "e3");
+    enq(st, "c1", "a3");
+    RL_CHECK_INT(3, dead_count(st));
+    size_t count = 0;
+    RL_CHECK_OK(st->ops->dead_retry(st, &g_pol, NULL, &count));
+    RL_CHECK_INT(3, count);
+    RL_CHECK_INT(0, dead_count(st));
+    int n;
+    rl_claim_t *cl = claim_n(st, "w", 10, &n);
+    RL_CHECK_INT(2, n);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(cl[i].conversation_id, "c1") == 0)
+            CHECK_CONTENTS("a1|a2|a3", cl[i].messages_json);
+        else
+            CHECK_CONTENTS("z1", cl[i].messages_json);
+    }
+    claims_free(cl, n);
+}
+
+static void test_dead_list_orders_and_pages(void) {
+    rl_store_t *st = fresh();
+    const char *convs[4] = {"d-one", "d-two", "d-three", "d-four"};
+    for (int i = 0; i < 4; i++) {
+        enq(st, convs[i], convs[i]);
+        make_dead(st, convs[i], "e");
+        sleep_ms(3); /* distinct dead_at */
+    }
+    char *json = dead_list(st, 0, 0);
+    cJSON *a = cJSON_Parse(json);
+    free(json);
+    RL_CHECK_INT(4, cJSON_GetArraySize(a));
+    for (int i = 0; i < 4; i++) {
+        const char *cv = jstr(cJSON_GetArrayItem(a, i), "conversation_id");
+        int ok = cv && strcmp(cv, convs[i]) == 0;
+        if (!ok) cJSON_Delete(a);
+        RL_CHECK_MSG(ok, "dead letter %d: expected %s, got %s", i, convs[i], cv ? cv : "(none)");
+    }
+    cJSON_Delete(a);
+    json = dead_list(st, 1, 2);
+    a = cJSON_Parse(json);
+    free(json);
+    int ok = cJSON_GetArraySize(a) == 2 &&
+             strcmp(jstr(cJSON_GetArrayItem(a, 0), "conversation_id"), "d-two") == 0 &&
+             strcmp(jstr(cJSON_GetArrayItem(a, 1), "conversation_id"), "d-three") == 0;
+    cJSON_Delete(a);
+    RL_CHECK_MSG(ok, "dead_list(1, 2) should be d-two, d-three");
+    json = dead_list(st, 10, 5);
+    RL_CHECK_STR("[]", json);
+    free(json);
+}
+
+static void test_dead_purge_one_and_all(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    make_dead(st, "c1", "e");
+    enq(st, "c2", "b");
+    make_dead(st, "c2", "e");
+    enq(st, "c3", "c");
+    make_dead(st, "c3", "e");
+    char *json = dead_list(st, 0, 0);
+    cJSON *a = cJSON_Parse(json);
+    free(json);
+    char id[RUNLANE_ID_MAX];
+    snprintf(id, sizeof(id), "%s", jstr(cJSON_GetArrayItem(a, 1), "id"));
+    cJSON_Delete(a);
+    size_t count = 0;
+    RL_CHECK_OK(st->ops->dead_purge(st, id, &count));
+    RL_CHECK_INT(1, count);
+    RL_CHECK_INT(2, dead_count(st));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->dead_purge(st, id, &count));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->dead_purge(st, "nope", &count));
+    count = 0;
+    RL_CHECK_OK(st->ops->dead_purge(st, NULL, &count));
+    RL_CHECK_INT(2, count);
+    json = dead_list(st, 0, 0);
+    RL_CHECK_STR("[]", json);
+    free(json);
+    check_status_num(st, NULL, "dead", 0);
+    count = 9;
+    RL_CHECK_OK(st->ops->dead_purge(st, NULL, &count));
+    RL_CHECK_INT(0, count);
+}
+
+static void test_status_totals_and_conversation(void) {
+    rl_store_t *st = fresh();
+    g_pol.window_ms = 20000;
+    g_pol.max_wait_ms = 20000;
+    g_pol.max_messages = 2;
+    {
+        cJSON *j = status_of(st, NULL);
+        const char *keys[] = {"pending", "ready", "inflight", "dead", "conversations",
+                              "enqueued", "acked", "failed", "dead_lettered", "recovered"};
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+            long long v = jnum(j, keys[i]);
+            if (v != 0) cJSON_Delete(j);
+            RL_CHECK_MSG(v == 0, "empty store: status.%s expected 0, got %lld", keys[i], v);
+        }
+        cJSON_Delete(j);
+    }
+    enq(st, "c1", "a");
+    enq(st, "c1", "b"); /* max_messages: due now */
+    enq(st, "c2", "x"); /* waiting */
+    check_status_num(st, NULL, "pending", 3);
+    check_status_num(st, NULL, "ready", 2);
+    check_status_num(st, NULL, "inflight", 0);
+    check_status_num(st, NULL, "conversations", 2);
+    check_status_num(st, NULL, "enqueued", 3);
+    check_state(st, "c1", "ready");
+    check_state(st, "c2", "waiting");
+    {
+        cJSON *j = status_of(st, "c2");
+        int ok = jstr(j, "conversation_id") && strcmp(jstr(j, "conversation_id"), "c2") == 0 &&
+                 jnum(j, "pending") == 1 && jnum(j, "inflight") == 0 && jnum(j, "due_ms") > 0;
+        cJSON_Delete(j);
+        RL_CHECK_MSG(ok, "status(c2) of a waiting conversation");
+    }
+    rl_claim_t c = claim1(st, "worker-7");
+    RL_CHECK_STR("c1", c.conversation_id);
+    check_status_num(st, NULL, "pending", 1);
+    check_status_num(st, NULL, "ready", 1);
+    check_status_num(st, NULL, "inflight", 1);
+    {
+        cJSON *j = status_of(st, "c1");
+        int ok = jstr(j, "state") && strcmp(jstr(j, "state"), "leased") == 0 &&
+                 jstr(j, "owner") && strcmp(jstr(j, "owner"), "worker-7") == 0 &&
+                 jstr(j, "batch_id") && strcmp(jstr(j, "batch_id"), c.batch_id) == 0 &&
+                 jnum(j, "lease_expires_ms") == c.lease_until_ms && jnum(j, "attempts") == 1 &&
+                 jnum(j, "inflight") == 2 && jnum(j, "pending") == 0;
+        char *txt = cJSON_PrintUnformatted(j);
+        char copy[512];
+        snprintf(copy, sizeof(copy), "%s", txt ? txt : "");
+        free(txt);
+        cJSON_Delete(j);
+        RL_CHECK_MSG(ok, "status(c1) of a leased conversation: %s", copy);
+    }
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+    check_status_num(st, NULL, "acked", 1);
+    check_status_num(st, NULL, "inflight", 0);
+    check_status_num(st, NULL, "conversations", 1);
+    check_state(st, "c1", "idle");
+    check_state(st, "never-seen", "idle");
+    check_status_num(st, "never-seen", "pending", 0);
+    check_status_num(st, "never-seen", "inflight", 0);
+    enq(st, "c3", "p");
+    enq(st, "c3", "q");
+    c = claim1(st, "w");
+    fail_claim(st, &c, "no", 0, RL_FAIL_DEAD);
+    rl_claim_free(&c);
+    check_status_num(st, NULL, "failed", 1);
+    check_status_num(st, NULL, "dead_lettered", 1);
+    check_status_num(st, NULL, "dead", 1);
+    check_status_num(st, NULL, "pending", 1);
+    check_status_num(st, NULL, "enqueued", 5);
+    {
+        cJSON *j = status_of(st, "c3");
+        int ok = jstr(j, "last_error") && strcmp(jstr(j, "last_error"), "no") == 0;
+        cJSON_Delete(j);
+        RL_CHECK_MSG(ok, "status(c3).last_error after a dead letter should be \"no\"");
+    }
+}
+
+static void test_conversation_ids_cannot_collide(void) {
+    rl_store_t *st = fresh();
+    static const char *ids[] = {
+        "a", "a:b", "a:b:c", "a:", ":a", "{a}", "{a", "a}", "{", "}", "{}", "a b", " a",
+        "h\xc3\xa9llo", "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", "\xf0\x9f\x98\x80:{0}:meta:x",
+        "pending:a", "meta", "x:{1}:ready", "1:a:k", "idem:1:a",
+    };
+    size_t n = sizeof(ids) / sizeof(ids[0]);
+    for (size_t i = 0; i < n; i++) {
+        RL_CHECK_INT(0, enq_x(st, ids[i], ids[i], "k", NULL, NULL));
+        RL_CHECK_INT(0, enq_x(st, ids[i], ids[i], "k:x", NULL, NULL));
+    }
+    /* length-prefixed idempotency: conv "a" + key "b:c" vs conv "a:b" + key "c" */
+    RL_CHECK_INT(0, enq_x(st, "a", "a", "b:c", NULL, NULL));
+    RL_CHECK_INT(0, enq_x(st, "a:b", "a:b", "c", NULL, NULL));
+    RL_CHECK_INT(1, enq_x(st, "a", "dup", "b:c", NULL, NULL));
+    for (size_t i = 0; i < n; i++) {
+        size_t want = (strcmp(ids[i], "a") == 0 || strcmp(ids[i], "a:b") == 0) ? 3 : 2;
+        check_status_num(st, ids[i], "pending", (long long)want);
+    }
+    check_status_num(st, NULL, "conversations", (long long)n);
+    int got;
+    rl_claim_t *cl = claim_n(st, "w", 100, &got);
+    RL_CHECK_INT((long long)n, got);
+    for (int i = 0; i < got; i++) {
+        char want[600];
+        int extra = strcmp(cl[i].conversation_id, "a") == 0 || strcmp(cl[i].conversation_id, "a:b") == 0;
+        snprintf(want, sizeof(want), "%s|%s%s%s", cl[i].conversation_id, cl[i].conversation_id,
+                 extra ? "|" : "", extra ? cl[i].conversation_id : "");
+        CHECK_CONTENTS(want, cl[i].messages_json);
+        for (int k = 0; k < i; k++) RL_CHECK(strcmp(cl[i].conversation_id, cl[k].conversation_id) != 0);
+    }
+    for (int i = 0; i < got; i++) RL_CHECK_OK(st->ops->ack(st, &g_pol, cl[i].conversation_id, cl[i].token));
+    claims_free(cl, got);
+    check_status_num(st, NULL, "conversations", 0);
+    check_status_num(st, NULL, "pending", 0);
+}
+
+static void test_enqueue_many(void) {
+    rl_store_t *st = fresh();
+    const char *convs[5] = {"m1", "m2", "m1", "m3", "m1"};
+    const char *contents_[5] = {"a", "x", "b", "y", "b again"};
+    const char *ikeys[5] = {NULL, "kx", "kb", NULL, "kb"};
+    char *tails[5];
+    int64_t bytes[5];
+    for (int i = 0; i < 5; i++) {
+        tails[i] = tail_of(contents_[i], NULL);
+        bytes[i] = (int64_t)strlen(contents_[i]);
+    }
+    char ids[5][RUNLANE_ID_MAX];
+    int dups[5] = {-1, -1, -1, -1, -1};
+    int rc = st->ops->enqueue_many(st, &g_pol, 5, convs, (const char *const *)tails, bytes, ikeys,
+                                   ids, dups);
+    for (int i = 0; i < 5; i++) free(tails[i]);
+    RL_CHECK_MSG(rc == RUNLANE_OK, "enqueue_many returned %d: %s", rc, errmsg());
+    RL_CHECK_INT(0, dups[0]);
+    RL_CHECK_INT(0, dups[1]);
+    RL_CHECK_INT(0, dups[2]);
+    RL_CHECK_INT(0, dups[3]);
+    RL_CHECK_INT(1, dups[4]);
+    RL_CHECK_STR(ids[2], ids[4]);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < i; k++) RL_CHECK(strcmp(ids[i], ids[k]) != 0);
+    int n;
+    rl_claim_t *cl = claim_n(st, "w", 10, &n);
+    RL_CHECK_INT(3, n);
+    for (int i = 0; i < n; i++) {
+        const char *cv = cl[i].conversation_id;
+        const char *want = strcmp(cv, "m1") == 0 ? "a|b" : strcmp(cv, "m2") == 0 ? "x" : "y";
+        CHECK_CONTENTS(want, cl[i].messages_json);
+    }
+    claims_free(cl, n);
+    /* a duplicate through the single-message path too */
+    char id[RUNLANE_ID_MAX];
+    RL_CHECK_INT(1, enq_x(st, "m2", "x", "kx", NULL, id));
+    RL_CHECK_STR(ids[1], id);
+}
+
+static void test_next_due_reports_earliest(void) {
+    rl_store_t *st = fresh();
+    int64_t due = 0, now = 0;
+    RL_CHECK_OK(st->ops->next_due(st, &due, &now));
+    RL_CHECK_MSG(due == INT64_MAX, "empty store: next_due %lld", (long long)due);
+    RL_CHECK(now > 0);
+    g_pol.window_ms = 5000;
+    enq(st, "late", "x");
+    g_pol.window_ms = 300;
+    enq(st, "early", "y");
+    RL_CHECK_OK(st->ops->next_due(st, &due, &now));
+    RL_CHECK_MSG(due > now && due <= now + 300, "next_due %lld should be within 300 ms of %lld",
+                 (long long)due, (long long)now);
+}
+
+/* ------------------------------------------------------------------ */
+/* redis-only tests                                                   */
+/* ------------------------------------------------------------------ */
+
+/* host and port of RUNLANE_TEST_REDIS (redis://[auth@]host[:port][/db]) */
+static void test_server(char *host, size_t hsize, int *port, int *db) {
+    const char *p = strstr(g_redis_url, "://");
+    p = p ? p + 3 : g_redis_url;
+    const char *end = p + strcspn(p, "/?");
+    const char *at = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == '@') at = q;
+    if (at) p = at + 1;
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    size_t hl = (size_t)((colon ? colon : end) - p);
+    snprintf(host, hsize, "%.*s", (int)hl, p);
+    *port = colon ? atoi(colon + 1) : 6379;
+    *db = *end == '/' ? atoi(end + 1) : 0;
+}
+
+static redisContext *side_conn(void) {
+    char host[128];
+    int port, db;
+    test_server(host, sizeof(host), &port, &db);
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    RL_CHECK_MSG(c && !c->err, "side connection to %s:%d failed", host, port);
+    if (db) {
+        redisReply *r = redisCommand(c, "SELECT %d", db);
+        freeReplyObject(r);
+    }
+    return c;
+}
+
+static void side_cmd(const char *cmd) {
+    redisContext *c = side_conn();
+    redisReply *r = redisCommand(c, cmd);
+    int ok = r && r->type != REDIS_REPLY_ERROR;
+    freeReplyObject(r);
+    redisFree(c);
+    RL_CHECK_MSG(ok, "side command %s failed", cmd);
+}
+
+static void test_redis_survives_script_flush(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    side_cmd("SCRIPT FLUSH");
+    enq(st, "c1", "b"); /* NOSCRIPT: reloaded and retried */
+    side_cmd("SCRIPT FLUSH");
+    rl_claim_t c = claim1(st, "w"); /* peek and claim pipelined */
+    CHECK_CONTENTS("a|b", c.messages_json);
+    side_cmd("SCRIPT FLUSH");
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+}
+
+/* Kills the connection(s) of the store with key prefix `prefix` (named
+ * runlane/<prefix>), leaving other clients of the server alone. */
+static int kill_store_conn(const char *prefix) {
+    char name[160];
+    snprintf(name, sizeof(name), " name=runlane/%s ", prefix);
+    redisContext *c = side_conn();
+    redisReply *r = redisCommand(c, "CLIENT LIST TYPE normal");
+    int killed = 0;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        char *line = r->str;
+        while (line && *line) {
+            char *nl = strchr(line, '\n');
+            if (nl) *nl = '\0';
+            long long id;
+            if (strstr(line, name) && sscanf(line, "id=%lld", &id) == 1) {
+                redisReply *k = redisCommand(c, "CLIENT KILL ID %lld", id);
+                killed += k && k->type == REDIS_REPLY_INTEGER ? (int)k->integer : 0;
+                freeReplyObject(k);
+            }
+            line = nl ? nl + 1 : NULL;
+        }
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return killed;
+}
+
+static void test_redis_reconnects_after_kill(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    char prefix[128];
+    redis_prefix(prefix, sizeof(prefix), g_ns);
+    RL_CHECK_INT(1, kill_store_conn(prefix));
+    int64_t end = rl_mono_ms() + 5000;
+    int failures = 0, rc;
+    char id[RUNLANE_ID_MAX];
+    int dup;
+    char *tail = tail_of("b", NULL);
+    for (;;) {
+        rc = st->ops->enqueue(st, &g_pol, "c1", tail, 1, "kb", id, &dup);
+        if (rc == RUNLANE_OK) break;
+        const runlane_error_t *e = runlane_error_last();
+        if (rc != RUNLANE_ERR_STORE || !runlane_error_retriable(e) || rl_mono_ms() > end) {
+            free(tail);
+            RL_FAILF("after CLIENT KILL: enqueue returned %d (retriable %d): %s", rc,
+                     runlane_error_retriable(e), runlane_error_message(e));
+        }
+        failures++;
+        sleep_ms(30);
+    }
+    free(tail);
+    RL_CHECK_MSG(failures <= 3, "reconnect took %d failed calls", failures);
+    rl_claim_t c = claim1(st, "w");
+    CHECK_CONTENTS("a|b", c.messages_json);
+    rl_claim_free(&c);
+}
+
+/* A server that does not answer within redis.command.timeout.ms (here a
+ * listener that never replies): the call fails retriable, naming the
+ * timeout, without waiting longer. Recovery after a dropped connection is
+ * test_redis_reconnects_after_kill. */
+static void test_redis_command_timeout(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    RL_CHECK(fd >= 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof(sa);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 8) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        close(fd);
+        RL_FAILF("cannot listen on loopback");
+    }
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", (int)ntohs(sa.sin_port));
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = url;
+    o.partitions = 1;
+    o.connect_timeout_ms = 1000;
+    o.command_timeout_ms = 300;
+    int64_t t0 = rl_mono_ms();
+    rl_store_t *st = rl_store_open(&o);
+    int64_t took = rl_mono_ms() - t0;
+    close(fd);
+    if (st) st->ops->destroy(st);
+    RL_CHECK_MSG(st == NULL, "a server that never replies: open should fail");
+    const runlane_error_t *e = runlane_error_last();
+    RL_CHECK_MSG(runlane_error_code(e) == RUNLANE_ERR_STORE && runlane_error_retriable(e),
+                 "expected a retriable RUNLANE_ERR_STORE, got %s: %s",
+                 runlane_err2name(runlane_error_code(e)), runlane_error_message(e));
+    RL_CHECK_MSG(strstr(runlane_error_message(e), "300 ms") != NULL,
+                 "the message should name the timeout: %s", runlane_error_message(e));
+    RL_CHECK_MSG(took < 2000, "open took %lld ms despite a 300 ms command timeout",
+                 (long long)took);
+}
+
+static void test_redis_unreachable_is_retriable(void) {
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = "redis://127.0.0.1:1/0";
+    o.partitions = 1;
+    o.connect_timeout_ms = 1000;
+    o.command_timeout_ms = 1000;
+    rl_store_t *st = rl_store_open(&o);
+    RL_CHECK(st == NULL);
+    const runlane_error_t *e = runlane_error_last();
+    RL_CHECK_INT(RUNLANE_ERR_STORE, runlane_error_code(e));
+    RL_CHECK_INT(1, runlane_error_retriable(e));
+    RL_CHECK_MSG(strstr(runlane_error_message(e), "127.0.0.1:1") != NULL,
+                 "message should name the server: %s", runlane_error_message(e));
+}
+
+static void check_open_fails(const char *url, const char *prefix, runlane_err_t code,
+                             const char *must, const char *must_not) {
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = url;
+    o.prefix = prefix;
+    o.partitions = 1;
+    o.connect_timeout_ms = 1000;
+    o.command_timeout_ms = 1000;
+    rl_store_t *st = rl_store_open(&o);
+    if (st) st->ops->destroy(st);
+    RL_CHECK_MSG(st == NULL, "opening %s should fail", must ? must : "the store");
+    const char *msg = runlane_error_message(runlane_error_last());
+    RL_CHECK_MSG(runlane_error_code(runlane_error_last()) == code, "expected %s, got %s: %s",
+                 runlane_err2name(code), runlane_err2name(runlane_error_code(runlane_error_last())),
+                 msg);
+    if (must) RL_CHECK_MSG(strstr(msg, must) != NULL, "message lacks \"%s\": %s", must, msg);
+    if (must_not) RL_CHECK_MSG(strstr(msg, must_not) == NULL, "message leaks \"%s\": %s", must_not, msg);
+}
+
+static void test_redis_url_and_auth_errors(void) {
+    char host[128], url[300];
+    int port, db;
+    test_server(host, sizeof(host), &port, &db);
+#ifndef RUNLANE_HAVE_HIREDIS_SSL
+    check_open_fails("rediss://127.0.0.1:6380/0", NULL, RUNLANE_ERR_UNSUPPORTED,
+                     "rediss:// needs hiredis built with TLS (hiredis_ssl); this build has none",
+                     NULL);
+#endif
+    check_open_fails("redis://127.0.0.1:notaport/0", NULL, RUNLANE_ERR_INVALID_VALUE, "port", NULL);
+    check_open_fails("redis://:pw-SECRET-1@127.0.0.1:99999/0", NULL, RUNLANE_ERR_INVALID_VALUE,
+                     "port", "pw-SECRET-1");
+    check_open_fails("redis://127.0.0.1:6379/zero", NULL, RUNLANE_ERR_INVALID_VALUE, "database", NULL);
+    check_open_fails(g_redis_url, "bad{prefix}", RUNLANE_ERR_INVALID_VALUE, "key.prefix", NULL);
+    /* password only, and user + password: refused by the server; the
+     * message never carries the password */
+    snprintf(url, sizeof(url), "redis://:pw-SECRET-2@%s:%d/%d", host, port, db);
+    check_open_fails(url, NULL, RUNLANE_ERR_STORE, "AUTH", "pw-SECRET-2");
+    snprintf(url, sizeof(url), "redis://nobody-%d:pw-SECRET-3@%s:%d/%d", (int)getpid(), host, port, db);
+    check_open_fails(url, NULL, RUNLANE_ERR_STORE, "AUTH", "pw-SECRET-3");
+    snprintf(url, sizeof(url), "redis://:**@%s:%d/%d", host, port, db); /* masking terminates */
+    check_open_fails(url, NULL, RUNLANE_ERR_STORE, "AUTH", NULL);
+    snprintf(url, sizeof(url), "redis://%s:%d/987654", host, port);
+    check_open_fails(url, NULL, RUNLANE_ERR_STORE, "SELECT", NULL);
+    /* redis://host alone (default port, db 0) parses; it may not connect */
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = "redis://127.0.0.1";
+    o.partitions = 1;
+    o.connect_timeout_ms = 500;
+    rl_store_t *st = rl_store_open(&o);
+    if (st)
+        st->ops->destroy(st);
+    else
+        RL_CHECK_MSG(runlane_error_code(runlane_error_last()) == RUNLANE_ERR_STORE,
+                     "redis://127.0.0.1 should parse: %s", errmsg());
+}
+
+/* Every key carries {partition} right after the prefix, and a
+ * conversation's keys all live in its partition's slot. */
+static void test_redis_keys_are_hash_tagged(void) {
+    rl_store_t *st = fresh();
+    enq(st, "other", "b");
+    make_dead(st, "other", "e");
+    enq_x(st, "tag{x}:y", "a", "k", NULL, NULL);
+    enq(st, "tag{x}:y", "c");
+    char prefix[128], pat[160];
+    redis_prefix(prefix, sizeof(prefix), g_ns);
+    snprintf(pat, sizeof(pat), "%s:*", prefix);
+    redisContext *c = side_conn();
+    redisReply *r = redisCommand(c, "KEYS %s", pat);
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 6;
+    char bad[300] = "";
+    for (size_t i = 0; ok && i < r->elements; i++) {
+        const char *k = r->element[i]->str;
+        size_t pl = strlen(prefix);
+        int part = -1;
+        if (strncmp(k, prefix, pl) != 0 || strncmp(k + pl, ":{", 2) != 0 ||
+            sscanf(k + pl + 2, "%d}", &part) != 1 || part < 0 || part >= g_partitions) {
+            snprintf(bad, sizeof(bad), "%s", k);
+            ok = 0;
+        } else if (strstr(k, "tag{x}:y") &&
+                   part != rl_partition_of("tag{x}:y", g_partitions)) {
+            snprintf(bad, sizeof(bad), "%s (wrong partition)", k);
+            ok = 0;
+        }
+    }
+    size_t nkeys = r && r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+    freeReplyObject(r);
+    redisFree(c);
+    RL_CHECK_MSG(ok, "key layout: %zu keys, bad key \"%s\"", nkeys, bad);
+}
+
+static void test_redis_required(void) {
+    RL_FAILF("RUNLANE_REQUIRE_REDIS=1 but RUNLANE_TEST_REDIS is not set: the redis store was "
+             "not tested");
+}
+
+static void test_redis_skipped(void) {
+    RL_SKIP("RUNLANE_TEST_REDIS not set: redis store not tested");
+}
+
+/* Deletes the run's keys from the test server. */
+static void redis_cleanup(void) {
+    char pat[128];
+    snprintf(pat, sizeof(pat), "rltest:%s:*", g_run);
+    char host[128];
+    int port, db;
+    test_server(host, sizeof(host), &port, &db);
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    if (!c || c->err) {
+        if (c) redisFree(c);
+        return;
+    }
+    if (db) freeReplyObject(redisCommand(c, "SELECT %d", db));
+    char cursor[32] = "0";
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pat);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            freeReplyObject(r);
+            break;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++)
+            freeReplyObject(redisCommand(c, "UNLINK %b", r->element[1]->element[i]->str,
+                                         r->element[1]->element[i]->len));
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    redisFree(c);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void run_conformance(void) {
+    fprintf(stderr, "== %s store, %d partition(s) ==\n", g_kind, g_partitions);
+    RUN(test_enqueue_keeps_order_and_ids);
+    RUN(test_record_from_empty_tail_is_valid);
+    RUN(test_idempotency_key_stores_once);
+    RUN(test_quiet_window_delays_due);
+    RUN(test_message_in_window_extends_it);
+    RUN(test_touch_extends_window);
+    RUN(test_max_wait_caps_touch);
+    RUN(test_max_messages_due_at_once);
+    RUN(test_max_bytes_due_at_once);
+    RUN(test_claim_is_exclusive);
+    RUN(test_concurrent_claimers_split_work);
+    RUN(test_renew_extends_or_reports_stale);
+    RUN(test_stale_token_changes_nothing);
+    RUN(test_fail_retries_with_backoff_then_dead);
+    RUN(test_fail_not_retriable_is_dead_at_once);
+    RUN(test_recover_expired_lease);
+    RUN(test_recover_dead_letters_at_max_attempts);
+    RUN(test_release_spends_no_attempt);
+    RUN(test_defer_delays_without_attempt);
+    RUN(test_checkpoint_survives_reclaim);
+    RUN(test_touch_during_backoff_keeps_batch);
+    RUN(test_message_during_backoff_waits_for_retry);
+    RUN(test_dead_retry_puts_messages_in_front);
+    RUN(test_dead_retry_all_keeps_order);
+    RUN(test_dead_list_orders_and_pages);
+    RUN(test_dead_purge_one_and_all);
+    RUN(test_status_totals_and_conversation);
+    RUN(test_conversation_ids_cannot_collide);
+    RUN(test_enqueue_many);
+    RUN(test_next_due_reports_earliest);
+}
+
+int main(void) {
+    snprintf(g_run, sizeof(g_run), "%d-%lld", (int)getpid(), (long long)rl_now_ms());
+    const char *only = getenv("RUNLANE_TEST_STORE"); /* "memory" or "redis": run one */
+
+    if (!only || strcmp(only, "memory") == 0) {
+        g_kind = "memory";
+        g_partitions = 1;
+        run_conformance();
+    }
+    if (!only || strcmp(only, "redis") == 0) {
+        g_redis_url = rl_test_redis_url();
+        if (g_redis_url) {
+            g_kind = "redis";
+            static const int parts[2] = {1, 3};
+            for (volatile size_t i = 0; i < 2; i++) {
+                g_partitions = parts[i];
+                run_conformance();
+                RUN(test_redis_keys_are_hash_tagged);
+            }
+            fprintf(stderr, "== redis store: connection ==\n");
+            g_partitions = 1;
+            RUN(test_redis_survives_script_flush);
+            RUN(test_redis_reconnects_after_kill);
+            RUN(test_redis_command_timeout);
+            RUN(test_redis_unreachable_is_retriable);
+            RUN(test_redis_url_and_auth_errors);
+            if (!getenv("RUNLANE_TEST_KEEP")) redis_cleanup(); /* KEEP: leave keys to inspect */
+        } else {
+            const char *req = getenv("RUNLANE_REQUIRE_REDIS");
+            if (req && strcmp(req, "1") == 0)
+                RUN(test_redis_required);
+            else
+                RUN(test_redis_skipped);
+        }
+    }
+    return rl_test_summary();
+}

@@ -1,0 +1,561 @@
+"""Tests of the `runlane` command-line tool.
+
+Environment:
+  RUNLANE_BIN            path of the built `runlane` program (required; a
+                         build tree's core/cli/runlane is tried when unset)
+  RUNLANE_TEST_REDIS     redis://127.0.0.1:PORT/0 for the store tests
+  RUNLANE_REQUIRE_REDIS  1: a missing RUNLANE_TEST_REDIS fails instead of
+                         skipping the store tests
+
+Every store test uses its own key.prefix, so tests never see each other's
+queues and the database needs no flushing. Run: pytest -q tests/cli
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def _find_bin():
+    b = os.environ.get("RUNLANE_BIN")
+    if b:
+        return b
+    for cand in (ROOT / "build" / "core" / "cli" / "runlane",):
+        if cand.exists():
+            return str(cand)
+    return None
+
+
+BIN = _find_bin()
+REDIS = os.environ.get("RUNLANE_TEST_REDIS")
+REQUIRE_REDIS = os.environ.get("RUNLANE_REQUIRE_REDIS") == "1"
+
+if not BIN or not os.access(BIN, os.X_OK):
+    pytest.fail(f"RUNLANE_BIN is not set to the runlane program (got {BIN!r})", pytrace=False)
+
+
+def _base_env():
+    env = dict(os.environ)
+    env.pop("RUNLANE_STORE", None)
+    return env
+
+
+def run(*args, input=None, env=None, timeout=30, check=None):
+    """Runs runlane with args; returns CompletedProcess (text)."""
+    p = subprocess.run(
+        [BIN, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=env or _base_env(),
+        timeout=timeout,
+    )
+    if check is not None:
+        assert p.returncode == check, (
+            f"runlane {' '.join(args)}: expected exit {check}, got {p.returncode}\n"
+            f"stdout: {p.stdout}\nstderr: {p.stderr}"
+        )
+    return p
+
+
+# ---------------------------------------------------------------- no store
+
+
+COMMAND_HELPS = [
+    [],
+    ["enqueue"],
+    ["touch"],
+    ["status"],
+    ["dead"],
+    ["dead", "list"],
+    ["dead", "retry"],
+    ["dead", "purge"],
+    ["worker"],
+    ["config"],
+]
+
+
+@pytest.mark.parametrize("cmd", COMMAND_HELPS, ids=lambda c: " ".join(c) or "top")
+def test_help_of_every_command_exits_0(cmd):
+    p = run(*cmd, "--help", check=0)
+    assert p.stdout.startswith("Usage: runlane"), f"help of {cmd} should start with Usage, got {p.stdout[:80]!r}"
+    assert "Exit codes:" in p.stdout, f"help of {cmd} should document the exit codes"
+
+
+def test_help_command_and_version():
+    assert "runlane worker" in run("help", "worker", check=0).stdout
+    assert "dead list" in run("help", "dead", "list", check=0).stdout
+    p = run("--version", check=0)
+    assert p.stdout.startswith("runlane "), p.stdout
+    assert "features:" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        ([], "no command given"),
+        (["frobnicate"], "unknown command"),
+        (["enqueue"], "missing CONVERSATION"),
+        (["enqueue", "c1"], "missing MESSAGE"),
+        (["enqueue", "c1", "m", "extra"], "unexpected argument"),
+        (["enqueue", "c1", "m", "--metadata", "[1]"], "--metadata"),
+        (["enqueue", "--file", "x.jsonl", "c1"], "--file"),
+        (["status", "--bogus"], "unknown option --bogus"),
+        (["status", "--watch=abc"], "--watch"),
+        (["status", "a", "b"], "unexpected argument"),
+        (["touch"], "missing CONVERSATION"),
+        (["dead"], "missing subcommand"),
+        (["dead", "bury"], "unknown subcommand"),
+        (["dead", "retry"], "--all"),
+        (["dead", "purge", "x", "--all"], "not both"),
+        (["dead", "list", "--limit", "0"], "--limit"),
+        (["dead", "list", "--offset"], "needs a value"),
+        (["worker"], "--exec"),
+        (["worker", "--exec", "true", "--concurrency", "0"], "--concurrency"),
+        (["worker", "--exec", "true", "--backend", "nope"], "--backend"),
+        (["config", "--markdown", "--json"], "choose one"),
+        (["--store"], "needs a value"),
+        (["--nope", "status"], "unknown option"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_message(args, needle):
+    p = run(*args)
+    assert p.returncode == 2, f"runlane {args}: expected exit 2, got {p.returncode}: {p.stderr}"
+    assert p.stderr.startswith("runlane: "), f"errors start with 'runlane: ', got {p.stderr!r}"
+    assert needle in p.stderr, f"runlane {args}: expected {needle!r} in stderr, got {p.stderr!r}"
+
+
+def test_reserved_backends_are_not_available():
+    for b in ("responses", "assistants"):
+        p = run("worker", "--backend", b, "--exec", "true")
+        assert p.returncode == 2, p.stderr
+        assert "not available in this build" in p.stderr, p.stderr
+        assert p.stderr.startswith("runlane: worker: "), p.stderr
+
+
+@pytest.mark.parametrize(
+    "kv,key",
+    [
+        ("no.such.key=1", "no.such.key"),
+        ("batch.window.ms=abc", "batch.window.ms"),
+        ("batch.window.ms=-5", "batch.window.ms"),
+        ("backend=telepathy", "backend"),
+        ("openai.stream=maybe", "openai.stream"),
+    ],
+)
+def test_bad_config_key_or_value_exits_2_naming_the_key(kv, key):
+    for cmd in (["config", "--values"], ["status"]):
+        p = run("-X", kv, *cmd)
+        assert p.returncode == 2, f"-X {kv} {cmd}: expected exit 2, got {p.returncode}: {p.stderr}"
+        assert f"-X {key}:" in p.stderr, f"the message should name the key {key}: {p.stderr!r}"
+
+
+def test_x_without_equals_and_bad_store_url():
+    p = run("-X", "batch.window.ms", "status")
+    assert p.returncode == 2 and "key=value" in p.stderr, p.stderr
+    p = run("--store", "ftp://nowhere", "status")
+    assert p.returncode == 2 and "--store" in p.stderr, p.stderr
+
+
+def test_x_values_apply_and_secrets_are_masked():
+    p = run(
+        "-X", "batch.window.ms=123", "-X", "openai.api.key=sk-verysecret",
+        "--store", "redis://user:hunter2pass@127.0.0.1:1/0", "config", "--values", check=0,
+    )
+    assert "batch.window.ms" in p.stdout and "= 123" in p.stdout, p.stdout
+    assert "sk-verysecret" not in p.stdout and "hunter2pass" not in p.stdout, p.stdout
+
+
+def test_unreachable_store_is_a_runtime_error_without_the_password():
+    p = run("--store", "redis://user:hunter2pass@127.0.0.1:1/0", "-X", "redis.connect.timeout.ms=500", "status")
+    assert p.returncode == 1, f"expected exit 1, got {p.returncode}: {p.stderr}"
+    assert p.stderr.startswith("runlane: status: "), p.stderr
+    assert "hunter2pass" not in p.stderr, p.stderr
+
+
+def test_config_list_and_markdown_cover_every_property():
+    props = json.loads(run("config", "--json", check=0).stdout)
+    names = [p["name"] for p in props]
+    assert "batch.window.ms" in names and "store" in names
+    listing = run("config", check=0).stdout
+    md = run("config", "--markdown", check=0).stdout.splitlines()
+    assert md[0] == "| Key | Type | Default | Range / values | Description |", md[0]
+    assert md[1] == "|---|---|---|---|---|"
+    rows = md[2:]
+    assert len(rows) == len(props), f"one row per property: {len(rows)} rows, {len(props)} properties"
+    for p, row in zip(props, rows):
+        assert row.startswith(f"| `{p['name']}` |"), row
+        assert row.count("|") - row.count("\\|") == 6, f"5 cells: {row}"
+        assert f"{p['name']} = " in listing, f"{p['name']} missing from `runlane config`"
+    window = next(r for r in rows if r.startswith("| `batch.window.ms`"))
+    assert "`10000` (10 s)" in window and "0 .. 86400000" in window, window
+    backend = next(r for r in rows if r.startswith("| `backend`"))
+    assert "`custom`, `responses`, `assistants`" in backend, backend
+
+
+def test_status_json_shape_on_the_memory_store():
+    p = run("status", "--json", check=0)
+    s = json.loads(p.stdout)
+    for k in ("pending", "ready", "inflight", "dead", "conversations"):
+        assert isinstance(s.get(k), int), f"status totals should have integer {k}: {s}"
+    c = json.loads(run("status", "conv-x", "--json", check=0).stdout)
+    assert c["pending"] == 0 and c["inflight"] == 0, c
+
+
+# ---------------------------------------------------------------- redis
+
+
+@pytest.fixture
+def store():
+    """Global options for a fresh queue on the test Redis."""
+    if not REDIS:
+        if REQUIRE_REDIS:
+            pytest.fail("RUNLANE_TEST_REDIS is not set and RUNLANE_REQUIRE_REDIS=1", pytrace=False)
+        pytest.skip("RUNLANE_TEST_REDIS is not set")
+    prefix = "clitest-" + uuid.uuid4().hex[:10]
+    return [
+        "--store", REDIS,
+        "-X", f"key.prefix={prefix}",
+        "-X", "batch.window.ms=100",
+        "-X", "worker.poll.ms=50",
+        "-X", "backoff.base.ms=50",
+        "-X", "backoff.max.ms=200",
+    ]
+
+
+RECORDER = r"""#!/bin/sh
+# Records each batch: stdin to $OUT/<batch>-<attempt>.json, env to .env
+f="$OUT/$RUNLANE_BATCH_ID-$RUNLANE_ATTEMPT"
+cat > "$f.tmp"
+printf '%s\n%s\n%s\n' "$RUNLANE_CONVERSATION_ID" "$RUNLANE_BATCH_ID" "$RUNLANE_ATTEMPT" > "$f.env"
+mv "$f.tmp" "$f.json"
+"""
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    out = tmp_path / "batches"
+    out.mkdir()
+    script = tmp_path / "record.sh"
+    script.write_text(RECORDER)
+    script.chmod(0o755)
+    env = _base_env()
+    env["OUT"] = str(out)
+    return out, str(script), env
+
+
+def batches_in(out):
+    res = []
+    for f in sorted(out.glob("*.json")):
+        b = json.loads(f.read_text())
+        conv, bid, attempt = (f.with_suffix(".env")).read_text().split("\n")[:3]
+        assert conv == b["conversation_id"], f"RUNLANE_CONVERSATION_ID {conv!r} != {b['conversation_id']!r}"
+        assert bid == b["batch_id"], f"RUNLANE_BATCH_ID {bid!r} != {b['batch_id']!r}"
+        assert int(attempt) == b["attempt"], f"RUNLANE_ATTEMPT {attempt} != {b['attempt']}"
+        res.append(b)
+    return res
+
+
+def status_json(store, conv=None):
+    args = [*store, "status"] + ([conv] if conv else []) + ["--json"]
+    return json.loads(run(*args, check=0).stdout)
+
+
+def wait_until(pred, timeout=15, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def queue_idle(store):
+    s = status_json(store)
+    return s["pending"] == 0 and s["inflight"] == 0
+
+
+def start_worker(store, exec_cmd, *extra, env=None):
+    return subprocess.Popen(
+        [BIN, *store, "worker", "--exec", exec_cmd, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or _base_env(),
+    )
+
+
+def finish(proc, timeout=20):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"worker did not exit within {timeout}s; stderr:\n{err}")
+    return proc.returncode, out, err
+
+
+def test_enqueue_prints_ids_and_status_counts_them(store):
+    ids = []
+    for i in range(3):
+        p = run(*store, "enqueue", "conv-a", f"hello {i}", check=0)
+        lines = p.stdout.splitlines()
+        assert len(lines) == 1 and lines[0], f"enqueue prints one id, got {p.stdout!r}"
+        ids.append(lines[0])
+    assert len(set(ids)) == 3, f"ids are distinct: {ids}"
+    s = status_json(store)
+    assert s["pending"] == 3 and s["conversations"] >= 1, s
+    c = status_json(store, "conv-a")
+    for k in ("pending", "inflight", "attempts", "batch_id", "owner", "lease_expires_ms", "due_ms", "last_error"):
+        assert k in c, f"conversation status lacks {k}: {c}"
+    assert c["pending"] == 3 and c["inflight"] == 0, c
+    readable = run(*store, "status", "conv-a", check=0).stdout
+    assert "conversation conv-a" in readable and "pending" in readable, readable
+    readable = run(*store, "status", check=0).stdout
+    assert "pending" in readable and "3" in readable, readable
+
+
+def test_enqueue_options_stdin_and_touch(store, recorder):
+    out, script, env = recorder
+    run(*store, "enqueue", "c-opt", "first", "--instructions", "be brief", "--metadata", '{"user":"42"}', check=0)
+    run(*store, "enqueue", "c-opt", "-", input="from stdin\n", check=0)
+    run(*store, "touch", "c-opt", check=0)
+    p = run(*store, "enqueue", "", "x")
+    assert p.returncode == 2, f"an empty conversation id is rejected with 2: {p.returncode} {p.stderr}"
+    w = start_worker(store, script, "--max-batches", "1", env=env)
+    rc, _, err = finish(w)
+    assert rc == 0, err
+    (b,) = batches_in(out)
+    msgs = b["messages"]
+    assert [m["content"] for m in msgs] == ["first", "from stdin"], msgs
+    assert msgs[0]["instructions"] == "be brief" and msgs[0]["metadata"] == {"user": "42"}, msgs[0]
+
+
+def test_idempotency_key_returns_the_same_id(store):
+    a = run(*store, "enqueue", "conv-i", "once", "--idempotency-key", "k1", check=0)
+    b = run(*store, "enqueue", "conv-i", "once again", "--idempotency-key", "k1", check=0)
+    assert a.stdout == b.stdout and a.stdout.strip(), f"same key, same id: {a.stdout!r} vs {b.stdout!r}"
+    assert "(duplicate)" not in a.stderr
+    assert "(duplicate)" in b.stderr, f"the duplicate is noted on stderr: {b.stderr!r}"
+    assert status_json(store, "conv-i")["pending"] == 1
+
+
+def test_enqueue_file_queues_every_line_in_one_call(store, tmp_path):
+    f = tmp_path / "m.jsonl"
+    lines = [{"conversation_id": f"f{i % 2}", "content": f"line {i}"} for i in range(5)]
+    lines.append({"conversation_id": "f0", "content": "dup", "idempotency_key": "d"})
+    lines.append({"conversation_id": "f0", "content": "dup", "idempotency_key": "d"})
+    f.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    p = run(*store, "enqueue", "--file", str(f), check=0)
+    ids = p.stdout.split()
+    assert len(ids) == 7 and ids[5] == ids[6], ids
+    assert "line 7: (duplicate)" in p.stderr, p.stderr
+    assert status_json(store)["pending"] == 6
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"conversation_id":"x","content":"ok"}\nnot json\n')
+    p = run(*store, "enqueue", "--file", str(bad))
+    assert p.returncode == 2 and "line 2" in p.stderr, p.stderr
+    assert status_json(store)["pending"] == 6, "a bad file stores nothing"
+
+
+def test_worker_delivers_every_message_once_in_order(store, recorder, tmp_path):
+    out, script, env = recorder
+    convs = [f"conv-{k}" for k in range(4)]
+    expected = {c: [] for c in convs}
+    wave1 = tmp_path / "wave1.jsonl"
+    rows = []
+    for i in range(3):
+        for c in convs:
+            rows.append({"conversation_id": c, "content": f"{c} w1 m{i}"})
+            expected[c].append(f"{c} w1 m{i}")
+    wave1.write_text("\n".join(json.dumps(r) for r in rows))
+    run(*store, "enqueue", "--file", str(wave1), check=0)
+    w = start_worker(store, script, "--concurrency", "3", env=env)
+    try:
+        wait_until(lambda: len(list(out.glob("*.json"))) >= len(convs), what="first wave delivered")
+        for i in range(2):
+            for c in convs:
+                run(*store, "enqueue", c, f"{c} w2 m{i}", check=0)
+                expected[c].append(f"{c} w2 m{i}")
+        wait_until(lambda: queue_idle(store), what="queue drained")
+    finally:
+        w.send_signal(signal.SIGTERM)
+    rc, stdout, err = finish(w)
+    assert rc == 0, f"worker exit {rc}: {err}"
+    got = {c: [] for c in convs}
+    seen_ids = set()
+    batches = batches_in(out)
+    for b in sorted(batches, key=lambda b: b["messages"][0]["ts_ms"]):
+        assert b["attempt"] == 1, b
+        for m in b["messages"]:
+            assert m["id"] not in seen_ids, f"message {m['id']} delivered twice"
+            seen_ids.add(m["id"])
+            got[b["conversation_id"]].append(m["content"])
+    assert got == expected, f"delivered {got}, expected {expected}"
+    assert len(batches) >= len(convs) + 1, f"the second wave made more batches: {len(batches)}"
+    assert err.count("result=ok") == len(batches), err
+    assert "started" in err and "stopped" in err, err
+
+
+def test_worker_batches_messages_within_the_window(store, recorder):
+    out, script, env = recorder
+    store = [*store, "-X", "batch.window.ms=1500"]
+    w = start_worker(store, script, "--max-batches", "1", env=env)
+    try:
+        for i in range(3):
+            run(*store, "enqueue", "conv-b", f"part {i}", check=0)
+        rc, _, err = finish(w)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert rc == 0, err
+    (b,) = batches_in(out)
+    assert [m["content"] for m in b["messages"]] == ["part 0", "part 1", "part 2"], b
+
+
+def test_failing_command_retries_then_dead_letters_then_retry_and_purge(store, recorder, tmp_path):
+    out, script, env = recorder
+    store = [*store, "-X", "max.attempts=2"]
+    fail = tmp_path / "fail.sh"
+    fail.write_text('#!/bin/sh\ncat >/dev/null\necho "boom on attempt $RUNLANE_ATTEMPT" >&2\nexit 3\n')
+    fail.chmod(0o755)
+    run(*store, "enqueue", "conv-f", "doomed 1", check=0)
+    run(*store, "enqueue", "conv-f", "doomed 2", check=0)
+    w = start_worker(store, str(fail), "--max-batches", "2")
+    rc, _, err = finish(w)
+    assert rc == 4, f"a worker with failed attempts exits 4, got {rc}: {err}"
+    assert "result=retry" in err and "result=dead" in err, err
+    assert "exit status 3" in err and "boom on attempt 2" in err, err
+
+    dead = json.loads(run(*store, "dead", "list", "--json", check=0).stdout)
+    assert len(dead) == 1, dead
+    d = dead[0]
+    assert d["conversation_id"] == "conv-f" and d["attempts"] == 2, d
+    assert "boom on attempt 2" in d["error"] and "exit status 3" in d["error"], d
+    assert [m["content"] for m in d["messages"]] == ["doomed 1", "doomed 2"], d
+    listing = run(*store, "dead", "list", check=0).stdout
+    assert "conv-f" in listing and d["id"] in listing, listing
+    assert status_json(store)["dead"] == 1
+
+    assert run(*store, "dead", "retry", "no-such-id").returncode == 3
+    p = run(*store, "dead", "retry", d["id"], check=0)
+    assert p.stdout.strip() == "retried 1", p.stdout
+    assert json.loads(run(*store, "dead", "list", "--json", check=0).stdout) == []
+    assert status_json(store, "conv-f")["pending"] + status_json(store, "conv-f")["inflight"] >= 1
+
+    w = start_worker(store, script, "--max-batches", "1", env=env)
+    rc, _, err = finish(w)
+    assert rc == 0, err
+    (b,) = batches_in(out)
+    assert [m["content"] for m in b["messages"]] == ["doomed 1", "doomed 2"], b
+
+    # A second dead letter, purged by id; then nothing is left to purge.
+    run(*store, "enqueue", "conv-g", "doomed again", check=0)
+    w = start_worker(store, str(fail), "--max-batches", "2")
+    assert finish(w)[0] == 4
+    dead = json.loads(run(*store, "dead", "list", "--json", check=0).stdout)
+    assert len(dead) == 1 and dead[0]["conversation_id"] == "conv-g", dead
+    p = run(*store, "dead", "purge", dead[0]["id"], check=0)
+    assert p.stdout.strip() == "purged 1", p.stdout
+    assert run(*store, "dead", "purge", dead[0]["id"]).returncode == 3
+    assert run(*store, "dead", "purge", "--all", check=0).stdout.strip() == "purged 0"
+    assert status_json(store)["dead"] == 0
+
+
+def test_command_timeout_fails_the_attempt(store):
+    store = [*store, "-X", "max.attempts=1"]
+    run(*store, "enqueue", "conv-t", "slow", check=0)
+    w = start_worker(store, "sleep 20", "--max-batches", "1", "--timeout", "0.3")
+    rc, _, err = finish(w)
+    assert rc == 4, err
+    dead = json.loads(run(*store, "dead", "list", "--json", check=0).stdout)
+    assert len(dead) == 1 and "timed out" in dead[0]["error"], dead
+
+
+def test_concurrency_caps_running_commands(store, tmp_path):
+    log = tmp_path / "spans"
+    log.mkdir()
+    cmd = f'cat >/dev/null; s=$(date +%s.%N); sleep 0.4; echo "$s $(date +%s.%N)" > {log}/$RUNLANE_BATCH_ID'
+    rows = [{"conversation_id": f"cc{i}", "content": "x"} for i in range(6)]
+    f = tmp_path / "c.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows))
+    run(*store, "enqueue", "--file", str(f), check=0)
+    w = start_worker(store, cmd, "--concurrency", "3", "--max-batches", "6")
+    rc, _, err = finish(w)
+    assert rc == 0, err
+    spans = [tuple(map(float, p.read_text().split())) for p in log.iterdir()]
+    assert len(spans) == 6, spans
+    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert 2 <= peak <= 3, f"at most 3 commands at once (and more than 1), peak {peak}"
+
+
+def test_sigterm_drains_the_running_batch_and_exits_0(store, tmp_path):
+    done = tmp_path / "done"
+    run(*store, "enqueue", "conv-s", "slow", check=0)
+    w = start_worker(store, f"cat >/dev/null; sleep 1; touch {done}")
+    try:
+        wait_until(lambda: status_json(store)["inflight"] == 1, what="batch running")
+        time.sleep(0.2)
+        w.send_signal(signal.SIGTERM)
+        rc, _, err = finish(w)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert rc == 0, f"graceful stop exits 0, got {rc}: {err}"
+    assert done.exists(), "the running command was allowed to finish"
+    assert "stopping" in err and "result=ok" in err, err
+    assert queue_idle(store), "the batch was acked"
+
+
+def test_sigterm_of_an_idle_worker_exits_quickly(store):
+    w = start_worker(store, "cat >/dev/null")
+    time.sleep(0.3)
+    t0 = time.time()
+    w.send_signal(signal.SIGTERM)
+    rc, _, err = finish(w, timeout=10)
+    assert rc == 0, err
+    assert time.time() - t0 < 3, "an idle worker stops at once"
+
+
+def test_second_signal_ends_running_commands(store):
+    run(*store, "enqueue", "conv-k", "stuck", check=0)
+    w = start_worker(store, "cat >/dev/null; sleep 30")
+    try:
+        wait_until(lambda: status_json(store)["inflight"] == 1, what="batch running")
+        time.sleep(0.2)
+        w.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert w.poll() is None, "the first signal waits for the command"
+        w.send_signal(signal.SIGTERM)
+        rc, _, err = finish(w, timeout=10)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert rc == 4, f"an interrupted batch is a failure (4), got {rc}: {err}"
+    assert "interrupted" in err, err
+    c = status_json(store, "conv-k")
+    assert c["inflight"] == 1 and c["owner"] is None, f"the batch waits for a retry: {c}"
+
+
+def test_idle_exit(store):
+    t0 = time.time()
+    w = start_worker(store, "cat >/dev/null", "--idle-exit", "0.5")
+    rc, _, err = finish(w, timeout=10)
+    assert rc == 0, err
+    assert 0.4 < time.time() - t0 < 5, "exits after about 0.5 s without batches"
+    assert "idle-exit" in err, err
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
