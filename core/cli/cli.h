@@ -129,6 +129,7 @@ int cli_cmd_status(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_dead(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_worker(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_config(cli_ctx_t *ctx, int argc, char **argv);
+int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv);
 
 /* Help texts (help.c). */
 extern const char cli_help_main[];
@@ -141,6 +142,7 @@ extern const char cli_help_dead_retry[];
 extern const char cli_help_dead_purge[];
 extern const char cli_help_worker[];
 extern const char cli_help_config[];
+extern const char cli_help_demo[];
 
 /* Prints a help text to stdout and returns 0. */
 int cli_print_help(const char *text);

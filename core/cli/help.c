@@ -181,3 +181,21 @@ const char cli_help_config[] =
     "  --values      the effective value of every key after RUNLANE_STORE, -X and\n"
     "                --store (secrets masked)\n"
     "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;
+
+const char cli_help_demo[] =
+    "Usage: runlane demo [OPTIONS]\n"
+    "\n"
+    "Simulated users send bursts of messages (and typing signals) to several\n"
+    "conversations; the worker batches each burst into one turn, runs one turn per\n"
+    "conversation at a time, keeps messages that arrive mid-turn for the next turn,\n"
+    "and the demo checks that every message was answered once, in order. The turn\n"
+    "is simulated by this program (custom backend): no API key is needed, and on the\n"
+    "default memory store no Redis either (--store redis://... works too).\n"
+    "\n"
+    "Options:\n"
+    "  -n, --conversations N   simulated conversations (default 4, at most 1000)\n"
+    "  --turn-ms MS            how long one simulated turn takes (default 400)\n"
+    "  --window-ms MS          the quiet window, batch.window.ms (default 300)\n"
+    "  -q, --quiet             print only the summary\n"
+    "\n"
+    "Exit status: 0 when every message was answered exactly once and in order.\n";

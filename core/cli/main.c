@@ -19,6 +19,7 @@ static const struct {
     {"dead", cli_cmd_dead, cli_help_dead},
     {"worker", cli_cmd_worker, cli_help_worker},
     {"config", cli_cmd_config, cli_help_config},
+    {"demo", cli_cmd_demo, cli_help_demo},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -70,7 +71,7 @@ int main(int argc, char **argv) {
         if (!cli_global_option(&p, arg)) cli_usage_fail(&ctx, "unknown option %s", arg);
     }
     if (p.i >= p.argc)
-        cli_usage_fail(&ctx, "no command given (enqueue, touch, status, dead, worker, config)");
+        cli_usage_fail(&ctx, "no command given (enqueue, touch, status, dead, worker, config, demo)");
     const char *name = p.argv[p.i++];
     if (strcmp(name, "help") == 0) {
         if (p.i >= p.argc) return cli_print_help(cli_help_main);

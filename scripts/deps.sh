@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need, only where it is missing.
+# Debian packages with apt-get (as root, or through sudo when available).
+set -euo pipefail
+
+missing=()
+need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1"); }
+need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+
+need_cmd cc build-essential
+need_cmd c++ g++
+need_cmd cmake cmake
+need_cmd ninja ninja-build
+need_cmd pkg-config pkg-config
+need_pkg libhiredis-dev
+need_pkg libcurl4-openssl-dev
+need_pkg libcjson-dev
+need_cmd redis-server redis-server
+need_cmd redis-cli redis-tools
+need_cmd python3 python3
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${RUNLANE_NEED_NODE:-1}" = 1 ]; then
+  need_cmd node nodejs
+  need_cmd npm npm
+fi
+if [ "${RUNLANE_NEED_VALGRIND:-0}" = 1 ]; then need_cmd valgrind valgrind; fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# A venv with the Python tools of the test suite (Debian's python refuses
+# system-wide pip installs).
+VENV=${RUNLANE_VENV:-$(cd "$(dirname "$0")/.." && pwd)/build/venv}
+if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
+if ! "$VENV/bin/python" -c 'import pytest, yaml, jsonschema' >/dev/null 2>&1; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check pytest pyyaml jsonschema
+fi

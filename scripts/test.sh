@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every test: the C suite (plain, ASan+UBSan, TSan), the emulator's
+# tests, the CLI tests, and the Python and Node packages' tests, against a
+# private redis-server on a free loopback port that this script starts and
+# stops. Installs what is missing first (scripts/deps.sh).
+#
+#   scripts/test.sh            everything
+#   RUNLANE_QUICK=1 scripts/test.sh   skip the sanitizer builds
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+export RUNLANE_VENV=${RUNLANE_VENV:-$ROOT/build/venv}
+scripts/deps.sh || { echo "dependency install failed"; exit 1; }
+VPY="$RUNLANE_VENV/bin/python"
+JOBS=${RUNLANE_JOBS:-2}
+
+RDIR=$(mktemp -d /tmp/runlane-test-redis.XXXXXX)
+cleanup() { scripts/redis-server.sh stop "$RDIR" >/dev/null 2>&1; rm -rf "$RDIR"; }
+trap cleanup EXIT
+PORT=$(scripts/redis-server.sh start "$RDIR") || { echo "could not start redis-server"; exit 1; }
+export RUNLANE_TEST_REDIS="redis://127.0.0.1:$PORT/0"
+export RUNLANE_REQUIRE_REDIS=1
+echo "== redis-server on 127.0.0.1:$PORT"
+
+declare -a results=()
+failed=0
+step() { # name, command...
+  local name=$1; shift
+  echo; echo "== $name"
+  if "$@"; then results+=("PASS  $name"); else results+=("FAIL  $name"); failed=$((failed + 1)); fi
+}
+
+c_suite() { # build dir, cmake options...
+  local dir=$1; shift
+  cmake -S . -B "$dir" -G Ninja -DPython3_EXECUTABLE="$VPY" "$@" >"$dir.configure.log" 2>&1 \
+    || { cat "$dir.configure.log"; return 1; }
+  cmake --build "$dir" -j "$JOBS" || return 1
+  (cd "$dir" && PATH="$RUNLANE_VENV/bin:$PATH" ctest -j "$JOBS" --output-on-failure --timeout 600)
+}
+
+step "C suite" c_suite build/default
+step "emulator tests" "$VPY" -m pytest -q tests/emulator
+if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  step "C suite under ASan+UBSan" c_suite build/asan -DRUNLANE_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
+  unset ASAN_OPTIONS UBSAN_OPTIONS
+  export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+  step "C suite under TSan" c_suite build/tsan -DRUNLANE_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
+  unset TSAN_OPTIONS
+fi
+if [ -x python/run_tests.sh ]; then step "Python package" python/run_tests.sh; fi
+if [ -x tests/node/run.sh ]; then step "Node package" tests/node/run.sh; fi
+
+echo; echo "== summary"
+printf '%s\n' "${results[@]}"
+passed=$(( ${#results[@]} - failed ))
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
