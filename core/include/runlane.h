@@ -456,6 +456,15 @@ runlane_batch_fail(runlane_t *rl, const char *batch_id,
                    const char *error_message, int retriable);
 
 /**
+ * Gives a batch delivered by a RUNLANE_EVENT_BATCH event back without
+ * spending an attempt (e.g. the host is shutting down and will not run it):
+ * it is due at once for any worker, with the same batch id.
+ * RUNLANE_ERR_NOT_FOUND for a batch not held here. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_batch_release(runlane_t *rl, const char *batch_id);
+
+/**
  * Answers a RUNLANE_EVENT_TOOL_CALLS event of batch `batch_id`.
  * `outputs_json` is a JSON array of {"tool_call_id","output"}.
  * Thread-safe, callable from any thread.
@@ -470,6 +479,41 @@ runlane_submit_tool_outputs(runlane_t *rl, const char *batch_id,
  */
 RUNLANE_EXTERN(runlane_err_t)
 runlane_reply_ack(runlane_t *rl, const char *batch_id);
+
+/* ------------------------------------------------------------------ */
+/* HTTP backends                                                      */
+/* ------------------------------------------------------------------ */
+
+/**
+ * Creates a conversation at the provider of the `responses` backend
+ * (POST {openai.base.url}/conversations) and returns its id ("conv_...")
+ * in `*id_out` (free with runlane_free()); use it as the conversation id of
+ * runlane_enqueue(). `metadata_json`: NULL or a JSON object of at most 16
+ * strings (keys up to 64, values up to 512 characters).
+ *
+ * The request uses the client's openai.* and http.* settings (base URL,
+ * API key, headers, query, timeouts), whatever its backend, and is made on
+ * the calling thread: it blocks, with the HTTP retries of http.max.retries
+ * for errors after which the server surely did nothing (a create is not
+ * sent twice otherwise). No worker is needed.
+ *
+ * Errors: RUNLANE_ERR_INVALID_ARG; RUNLANE_ERR_HTTP (network trouble,
+ * retriable); RUNLANE_ERR_PROVIDER (the provider refused; the message
+ * keeps its error and request id, never the API key).
+ * Thread-safe; must not be called from a wake callback.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conversation_create(char **id_out, runlane_t *rl, const char *metadata_json);
+
+/**
+ * Creates a thread for the `assistants` backend (POST
+ * {openai.base.url}/threads, with OpenAI-Beta: assistants=v2) and returns
+ * its id ("thread_...") in `*id_out` (free with runlane_free()); use it as
+ * the conversation id of runlane_enqueue(). Arguments, errors and threading
+ * as runlane_conversation_create().
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_thread_create(char **id_out, runlane_t *rl, const char *metadata_json);
 
 RUNLANE_END_DECL
 

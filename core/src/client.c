@@ -757,6 +757,23 @@ runlane_batch_fail(runlane_t *rl, const char *batch_id, const char *error_messag
     return rc;
 }
 
+RUNLANE_EXTERN(runlane_err_t) runlane_batch_release(runlane_t *rl, const char *batch_id) {
+    runlane_err_t rc;
+    if ((rc = check_rl(rl, "runlane_batch_release"))) return rc;
+    char *conv = NULL, token[32];
+    if ((rc = begin_settle(rl, batch_id, &conv, token, "runlane_batch_release"))) return rc;
+    pthread_mutex_lock(&rl->api_mu);
+    rc = rl->api_store->ops->release(rl->api_store, &rl->pol, conv, token);
+    pthread_mutex_unlock(&rl->api_mu);
+    if (rc == RUNLANE_OK) RL_ADD(rl, leases_released, 1);
+    if (rc == RUNLANE_ERR_STALE) RL_ADD(rl, leases_lost, 1);
+    if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
+    end_settle(rl, batch_id, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
+    free(conv);
+    if (rc == RUNLANE_OK) rl_error_clear();
+    return rc;
+}
+
 RUNLANE_EXTERN(runlane_err_t)
 runlane_submit_tool_outputs(runlane_t *rl, const char *batch_id, const char *outputs_json) {
     runlane_err_t rc;

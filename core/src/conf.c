@@ -314,8 +314,21 @@ runlane_conf_set(runlane_conf_t *conf, const char *key, const char *value, char 
     return RUNLANE_OK;
 }
 
+/* The store URL with its password (redis://user:PASSWORD@host) masked. */
+static const char *masked_store(const char *v) {
+    static _Thread_local char buf[2200];
+    const char *scheme = strstr(v, "://");
+    const char *at = scheme ? strrchr(scheme + 3, '@') : NULL;
+    if (!at) return v;
+    const char *colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
+    if (!colon) return v;
+    snprintf(buf, sizeof(buf), "%.*s:***%s", (int)(colon - v), v, at);
+    return buf;
+}
+
 static const char *shown_value(const runlane_conf_t *conf, int i) {
     const char *v = value_of(conf, i);
+    if (strcmp(rl_props[i].name, "store") == 0) return masked_store(v);
     if (rl_props[i].secret && conf->values[i] && *v && strcmp(v, "{}") != 0) return "********";
     return v;
 }

@@ -98,7 +98,8 @@ typedef struct rl_store_ops {
      * `idem_key` NULL or a key: a key already used for this conversation
      * within idem_ttl_ms returns the first id with *dup_out = 1 and stores
      * nothing. If the conversation has no lease, (re)computes its due time
-     * in ready. Writes the id (< RUNLANE_ID_MAX bytes) into id_out. */
+     * in ready; a batch waiting for its retry keeps its backoff due time.
+     * Writes the id (< RUNLANE_ID_MAX bytes) into id_out. */
     int (*enqueue)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
                    const char *record_tail, int64_t content_bytes,
                    const char *idem_key, char *id_out, int *dup_out);
@@ -114,7 +115,8 @@ typedef struct rl_store_ops {
                         char (*ids_out)[RUNLANE_ID_MAX], int *dups_out);
 
     /* Activity without a message: last_ms = now; if pending is non-empty and
-     * there is no lease, recomputes the due time. */
+     * there is no lease nor batch waiting for a retry, recomputes the due
+     * time. */
     int (*touch)(rl_store_t *st, const rl_policy_t *pol, const char *conv);
 
     /* Earliest due time in ready over all partitions (store ms), or
@@ -172,18 +174,21 @@ typedef struct rl_store_ops {
     /* Expired leases (lease_until <= now): the token is cleared (so the old
      * owner's writes are refused) and the batch is due at once; if its
      * attempts already reached max_attempts it is dead-lettered with error
-     * "lease expired after N attempts". *recovered_out / *dead_out count. */
+     * "lease expired after N attempts". *recovered_out counts every expired
+     * lease (dead-lettered ones included); *dead_out the dead-lettered. */
     int (*recover)(rl_store_t *st, const rl_policy_t *pol, int *recovered_out,
                    int *dead_out);
 
     /* JSON status; see runlane_status(). */
     int (*status)(rl_store_t *st, const char *conv, char **json_out);
 
+    /* status totals: "conversations" counts conversations with pending
+     * messages or a batch (in flight or waiting for a retry). */
     int (*dead_list)(rl_store_t *st, size_t offset, size_t limit,
                      char **json_out);
     /* Retry puts the dead batch's records in front of pending (in order),
-     * attempts = 0, due at once if no lease. RUNLANE_ERR_NOT_FOUND for an
-     * unknown id. */
+     * attempts = 0, due at once if no lease. dead_id NULL means every dead
+     * letter (retry and purge). RUNLANE_ERR_NOT_FOUND for an unknown id. */
     int (*dead_retry)(rl_store_t *st, const rl_policy_t *pol,
                       const char *dead_id, size_t *count_out);
     int (*dead_purge)(rl_store_t *st, const char *dead_id, size_t *count_out);

@@ -808,12 +808,18 @@ static int m_status(rl_store_t *st, const char *conv, char **json_out) {
     pthread_mutex_lock(&s->mu);
     int64_t now = now_locked(s);
     if (!conv) {
+        size_t active = 0;
+        for (size_t i = 0; i < s->convs.nslots; i++)
+            for (hent_t *e = s->convs.slots[i]; e; e = e->next) {
+                mconv_t *c = e->val;
+                if (pending_count(c) || c->batch.len) active++;
+            }
         rl_buf_printf(&b,
                       "{\"pending\":%lld,\"ready\":%zu,\"inflight\":%zu,\"dead\":%zu,"
                       "\"conversations\":%zu,\"enqueued\":%lld,\"acked\":%lld,\"failed\":%lld,"
                       "\"dead_lettered\":%lld,\"recovered\":%lld}",
                       (long long)s->pending_total, s->ready.len, s->leases.len, s->ndead,
-                      s->convs.count, (long long)s->c_enqueued, (long long)s->c_acked,
+                      active, (long long)s->c_enqueued, (long long)s->c_acked,
                       (long long)s->c_failed, (long long)s->c_dead, (long long)s->c_recovered);
     } else {
         mconv_t *c = conv_get(s, conv, 0);

@@ -315,7 +315,9 @@ void *rl_worker_main(void *arg) {
             int rec = 0, dead = 0;
             if (rl->io_store->ops->recover(rl->io_store, &rl->pol, &rec, &dead)) {
                 failed = 1;
-                emit_error(rl, runlane_error_code(runlane_error_last()), "recover");
+                /* One event per outage (and every 100 failed rounds). */
+                if (store_failures % 100 == 0)
+                    emit_error(rl, runlane_error_code(runlane_error_last()), "recover");
             }
             RL_ADD(rl, leases_recovered, rec);
             next_recover = now + rl->recover_ms;
@@ -323,7 +325,9 @@ void *rl_worker_main(void *arg) {
         if (!failed && now >= next_renew) {
             if (renew_all(rl)) {
                 failed = 1;
-                emit_error(rl, runlane_error_code(runlane_error_last()), "renew");
+                /* One event per outage (and every 100 failed rounds). */
+                if (store_failures % 100 == 0)
+                    emit_error(rl, runlane_error_code(runlane_error_last()), "renew");
                 next_renew = now + 50; /* retry soon: leases are at stake */
             } else {
                 next_renew = now + rl->renew_ms;
@@ -339,7 +343,9 @@ void *rl_worker_main(void *arg) {
             claimed = claim_some(rl);
             if (claimed < 0) {
                 failed = 1;
-                emit_error(rl, runlane_error_code(runlane_error_last()), "claim");
+                /* One event per outage (and every 100 failed rounds). */
+                if (store_failures % 100 == 0)
+                    emit_error(rl, runlane_error_code(runlane_error_last()), "claim");
             }
         }
         int64_t wait = rl->poll_ms;

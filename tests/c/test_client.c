@@ -114,10 +114,16 @@ static void test_conf_validation_names_the_key(void) {
     RL_CHECK_OK(runlane_conf_dump(&dump, c));
     RL_CHECK(strstr(dump, "sk-secret") == NULL);
     runlane_free(dump);
+    /* A store password never reads back either. */
+    RL_CHECK_OK(runlane_conf_set(c, "store", "redis://app:hunter2@127.0.0.1:6379/0", err, sizeof(err)));
+    RL_CHECK_OK(runlane_conf_dump(&dump, c));
+    RL_CHECK_MSG(strstr(dump, "hunter2") == NULL, "password in dump: %s", dump);
+    RL_CHECK(strstr(dump, "redis://app:***@127.0.0.1:6379/0") != NULL);
+    runlane_free(dump);
     /* Too small a buffer reports the size needed. */
     char tiny[2];
     sz = sizeof(tiny);
-    RL_CHECK_INT(RUNLANE_ERR_TOO_LARGE, runlane_conf_get(c, "store", tiny, &sz));
+    RL_CHECK_INT(RUNLANE_ERR_TOO_LARGE, runlane_conf_get(c, "backend", tiny, &sz));
     RL_CHECK_INT(7, sz);
     runlane_conf_t *d = runlane_conf_dup(c);
     sz = sizeof(buf);
@@ -426,6 +432,27 @@ static void test_stop_release_gives_batches_back(void) {
     runlane_destroy(a);
 }
 
+static void test_batch_release_spends_no_attempt(void) {
+    const char *kv[] = {"batch.window.ms", "0", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "x");
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    char batch[RUNLANE_ID_MAX];
+    snprintf(batch, sizeof(batch), "%s", runlane_event_batch_id(ev));
+    RL_CHECK_OK(runlane_batch_release(rl, batch));
+    runlane_event_destroy(ev);
+    /* Given back: delivered again, same batch, still attempt 1. */
+    ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    RL_CHECK(ev != NULL);
+    RL_CHECK_STR(batch, runlane_event_batch_id(ev));
+    RL_CHECK_INT(1, runlane_event_attempt(ev));
+    RL_CHECK_OK(runlane_batch_ack(rl, batch, NULL));
+    runlane_event_destroy(ev);
+    runlane_destroy(rl);
+}
+
 static void test_stop_drain_times_out_and_releases(void) {
     const char *kv[] = {"batch.window.ms", "0", NULL};
     runlane_t *rl = client(kv);
@@ -504,6 +531,7 @@ static void run_all(const char *url) {
     RL_RUN(test_fail_retries_then_dead_letter_then_retry);
     RL_RUN(test_non_retriable_fail_is_dead_at_once_and_purged);
     RL_RUN(test_stop_release_gives_batches_back);
+    RL_RUN(test_batch_release_spends_no_attempt);
     RL_RUN(test_stop_drain_times_out_and_releases);
     RL_RUN(test_event_fd_readable_while_pending);
     RL_RUN(test_enqueue_many_in_order);
