@@ -10,7 +10,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export RUNLANE_VENV=${RUNLANE_VENV:-$ROOT/build/venv}
-scripts/deps.sh || { echo "dependency install failed"; exit 1; }
+RUNLANE_NEED_VALGRIND=1 scripts/deps.sh || { echo "dependency install failed"; exit 1; }
 VPY="$RUNLANE_VENV/bin/python"
 JOBS=${RUNLANE_JOBS:-2}
 
@@ -39,8 +39,21 @@ c_suite() { # build dir, cmake options...
 }
 
 step "C suite" c_suite build/default
-step "emulator tests" "$VPY" -m pytest -q tests/emulator
+step "emulator tests" "$VPY" -m pytest -q -p no:cacheprovider tests/emulator
+
+valgrind_suite() { # the C tests of the default build under valgrind (leaks: definite)
+  local t rc=0
+  for t in test_client test_store test_sse test_http; do
+    [ -x "build/default/tests/c/$t" ] || continue
+    echo "-- valgrind $t"
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+      "build/default/tests/c/$t" >"build/valgrind-$t.log" 2>&1 || { rc=1; tail -40 "build/valgrind-$t.log"; }
+    tail -1 "build/valgrind-$t.log"
+  done
+  return $rc
+}
 if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
+  step "C suite under valgrind" valgrind_suite
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   step "C suite under ASan+UBSan" c_suite build/asan -DRUNLANE_ASAN=ON -DCMAKE_BUILD_TYPE=Debug
