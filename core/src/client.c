@@ -71,6 +71,19 @@ static void live_remove(runlane_t *rl) {
     pthread_mutex_unlock(&live_mu);
 }
 
+/* fork(): the child must not inherit a held lock, and handles of the
+ * parent are not usable in the child (their I/O thread and connections do
+ * not exist there): the child forgets them, so using one returns
+ * RUNLANE_ERR_DESTROYED instead of corrupting the parent's state. */
+static void fork_prepare(void) { pthread_mutex_lock(&live_mu); }
+static void fork_parent(void) { pthread_mutex_unlock(&live_mu); }
+static void fork_child(void) {
+    nlive = 0;
+    pthread_mutex_unlock(&live_mu);
+}
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void register_fork_handlers(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
 /* RUNLANE_OK when rl is a live handle. */
 static runlane_err_t check_rl(const runlane_t *rl, const char *fn) {
     if (!rl) return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "%s: rl is NULL", fn);
@@ -103,6 +116,7 @@ static void policy_from_conf(rl_policy_t *p, const runlane_conf_t *c) {
 
 RUNLANE_EXTERN(runlane_t *) runlane_new(const runlane_conf_t *conf, char *errstr, size_t errstr_size) {
     pthread_once(&curl_once, curl_init_once);
+    pthread_once(&fork_once, register_fork_handlers);
     runlane_t *rl = calloc(1, sizeof(*rl));
     if (!rl) {
         rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");

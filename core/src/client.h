@@ -135,6 +135,9 @@ runlane_event_t *rl_event_new(runlane_event_type_t type, const char *conv, const
 /* Queues an event (takes ownership); wakes pollers, the fd and the cb. */
 void rl_event_push(runlane_t *rl, runlane_event_t *ev);
 int rl_events_init(runlane_t *rl);
+/* Removes BATCH events of `batch_id` not yet polled (its lease was given
+ * back: running it now could run it twice). */
+void rl_events_drop_batch(runlane_t *rl, const char *batch_id);
 void rl_events_destroy(runlane_t *rl);
 
 /* worker.c */

@@ -162,3 +162,25 @@ RUNLANE_EXTERN(void) runlane_event_destroy(runlane_event_t *ev) {
     free(ev->errmsg);
     free(ev);
 }
+
+void rl_events_drop_batch(runlane_t *rl, const char *batch_id) {
+    pthread_mutex_lock(&rl->ev_mu);
+    runlane_event_t **pp = &rl->ev_head, *prev = NULL;
+    while (*pp) {
+        runlane_event_t *ev = *pp;
+        if (ev->type == RUNLANE_EVENT_BATCH && strcmp(ev->batch_id, batch_id) == 0) {
+            *pp = ev->next;
+            rl->ev_count--;
+            runlane_event_destroy(ev);
+            continue;
+        }
+        prev = ev;
+        pp = &ev->next;
+    }
+    rl->ev_tail = prev;
+    if (!rl->ev_head && rl->ev_fd >= 0) {
+        uint64_t v;
+        while (read(rl->ev_fd, &v, sizeof(v)) > 0) {}
+    }
+    pthread_mutex_unlock(&rl->ev_mu);
+}

@@ -167,6 +167,17 @@ typedef struct mstore {
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static mstate_t *registry;
 
+/* fork(): the child does not inherit a held registry lock. (A memory store
+ * is per process; the child starts over with its own.) */
+static void fork_prepare(void) { pthread_mutex_lock(&registry_mu); }
+static void fork_parent(void) { pthread_mutex_unlock(&registry_mu); }
+static void fork_child(void) {
+    registry = NULL; /* the parent's states stay with the parent */
+    pthread_mutex_unlock(&registry_mu);
+}
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void register_fork_handlers(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
 static int64_t now_locked(mstate_t *s) {
     int64_t t = rl_now_ms();
     if (t < s->last_ms_issued) t = s->last_ms_issued;
@@ -982,9 +993,11 @@ static void m_destroy(rl_store_t *st) {
     mstate_t *s = ms->st;
     if (--s->refs == 0) {
         mstate_t **pp = &registry;
-        while (*pp != s) pp = &(*pp)->next;
-        *pp = s->next;
-        mstate_free(s);
+        while (*pp && *pp != s) pp = &(*pp)->next;
+        if (*pp) { /* not found: a state inherited through fork, left alone */
+            *pp = s->next;
+            mstate_free(s);
+        }
     }
     pthread_mutex_unlock(&registry_mu);
     free(ms);
@@ -1004,6 +1017,7 @@ rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {
         return NULL;
     }
     ms->base.ops = &memory_ops;
+    pthread_once(&fork_once, register_fork_handlers);
     pthread_mutex_lock(&registry_mu);
     mstate_t *s = registry;
     while (s && strcmp(s->name, name) != 0) s = s->next;

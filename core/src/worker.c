@@ -129,6 +129,7 @@ static int renew_all(runlane_t *rl) {
                 lost = 1;
                 pthread_mutex_unlock(&rl->mu);
                 if (rl->backend) rl->backend->abandon(rl->bk, f);
+                rl_events_drop_batch(rl, f->claim.batch_id);
                 rl_claim_free(&f->claim);
                 free(f);
                 pthread_mutex_lock(&rl->mu);
@@ -172,6 +173,7 @@ static void release_all(runlane_t *rl) {
         pthread_mutex_unlock(&rl->mu);
         if (!f) break;
         if (rl->backend) rl->backend->abandon(rl->bk, f);
+        rl_events_drop_batch(rl, f->claim.batch_id);
         runlane_err_t rc = rl->io_store->ops->release(rl->io_store, &rl->pol,
                                                       f->claim.conversation_id, f->claim.token);
         if (rc == RUNLANE_OK) RL_ADD(rl, leases_released, 1);

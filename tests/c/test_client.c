@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -453,6 +454,35 @@ static void test_batch_release_spends_no_attempt(void) {
     runlane_destroy(rl);
 }
 
+static void test_released_batch_event_not_delivered(void) {
+    const char *kv[] = {"batch.window.ms", "0", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "x");
+    /* Wait until the batch is claimed, without polling its event. */
+    int claimed = 0;
+    for (int t = 0; t < 500 && !claimed; t++) {
+        char *text = NULL;
+        RL_CHECK_OK(runlane_metrics(&text, rl));
+        claimed = strstr(text, "runlane_batches_claimed_total 1") != NULL;
+        runlane_free(text);
+        if (!claimed) sleep_ms(10);
+    }
+    RL_CHECK(claimed);
+    RL_CHECK_OK(runlane_stop(rl, RUNLANE_STOP_RELEASE, 0));
+    /* The lease went back: its batch event must not be run here too. */
+    runlane_event_t *ev;
+    int batches = 0, lost = 0;
+    while ((ev = runlane_poll(rl, 100)) != NULL) {
+        batches += runlane_event_type(ev) == RUNLANE_EVENT_BATCH;
+        lost += runlane_event_type(ev) == RUNLANE_EVENT_LEASE_LOST;
+        runlane_event_destroy(ev);
+    }
+    RL_CHECK_INT(0, batches);
+    RL_CHECK_INT(1, lost);
+    runlane_destroy(rl);
+}
+
 static void test_stop_drain_times_out_and_releases(void) {
     const char *kv[] = {"batch.window.ms", "0", NULL};
     runlane_t *rl = client(kv);
@@ -516,6 +546,26 @@ static void test_enqueue_many_in_order(void) {
     runlane_destroy(rl);
 }
 
+static void test_fork_child_cannot_use_parent_handle(void) {
+    runlane_t *rl = client(NULL);
+    RL_CHECK_OK(runlane_start(rl));
+    pid_t p = fork();
+    if (p == 0) {
+        char id[RUNLANE_ID_MAX];
+        int inherited = runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", NULL);
+        runlane_t *mine = runlane_new(NULL, NULL, 0);
+        int own = mine ? runlane_enqueue(id, sizeof(id), NULL, mine, "c", "x", NULL) : -100;
+        _exit(inherited == RUNLANE_ERR_DESTROYED && own == RUNLANE_OK ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(p, &st, 0);
+    RL_CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                 "child: inherited handle not refused, or its own handle failed");
+    char id[RUNLANE_ID_MAX];
+    RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, rl, "c", "still works in the parent", NULL));
+    runlane_destroy(rl);
+}
+
 static void run_all(const char *url) {
     snprintf(store_url, sizeof(store_url), "%s", url);
     fprintf(stderr, "== store %s\n", strncmp(url, "redis", 5) == 0 ? "redis" : url);
@@ -532,9 +582,11 @@ static void run_all(const char *url) {
     RL_RUN(test_non_retriable_fail_is_dead_at_once_and_purged);
     RL_RUN(test_stop_release_gives_batches_back);
     RL_RUN(test_batch_release_spends_no_attempt);
+    RL_RUN(test_released_batch_event_not_delivered);
     RL_RUN(test_stop_drain_times_out_and_releases);
     RL_RUN(test_event_fd_readable_while_pending);
     RL_RUN(test_enqueue_many_in_order);
+    RL_RUN(test_fork_child_cannot_use_parent_handle);
 }
 
 static void test_redis_is_configured(void) {
