@@ -1,0 +1,555 @@
+/* backend_common.c - shared machinery of the HTTP backends; see
+ * backend_common.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend_common.h"
+
+/* ---- settings ---- */
+
+static char *conf_dup(const runlane_t *rl, const char *key) {
+    const char *v = rl_conf_str(rl->conf, key);
+    return *v ? rl_strdup(v) : NULL;
+}
+
+rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistants) {
+    rl_backend_t *bk = calloc(1, sizeof(*bk));
+    if (!bk) {
+        rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        return NULL;
+    }
+    bk->rl = rl;
+    bk->ops = ops;
+    bk->assistants = assistants;
+    bk->model = conf_dup(rl, "openai.model");
+    bk->prompt_id = conf_dup(rl, "openai.prompt.id");
+    bk->assistant_id = conf_dup(rl, "openai.assistant.id");
+    bk->instructions = conf_dup(rl, "openai.instructions");
+    bk->additional_instructions = conf_dup(rl, "openai.additional.instructions");
+    bk->stream = rl_conf_bool(rl->conf, "openai.stream");
+    bk->joined = strcmp(rl_conf_str(rl->conf, "openai.input.mode"), "joined") == 0;
+    bk->tool_timeout_ms = rl_conf_int(rl->conf, "tool.timeout.ms");
+    bk->tool_cancel = strcmp(rl_conf_str(rl->conf, "tool.timeout.action"), "cancel") == 0;
+    bk->tools = cJSON_Parse(rl_conf_str(rl->conf, "openai.tools"));
+    bk->metadata = cJSON_Parse(rl_conf_str(rl->conf, "openai.metadata"));
+    if (!cJSON_IsArray(bk->tools)) {
+        rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "openai.tools: expected a JSON array of tools");
+        goto fail;
+    }
+    if (!cJSON_IsObject(bk->metadata)) {
+        rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "openai.metadata: expected a JSON object");
+        goto fail;
+    }
+    int nmeta = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, bk->metadata) {
+        nmeta++;
+        if (!cJSON_IsString(it) || strlen(it->string) > 64 || strlen(it->valuestring) > 512 ||
+            strncmp(it->string, "runlane_", 8) == 0) {
+            rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                         "openai.metadata: values must be strings of at most 512 characters, "
+                         "keys at most 64 characters and not starting with runlane_");
+            goto fail;
+        }
+    }
+    if (nmeta > 14) {
+        rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                     "openai.metadata: at most 14 keys (runlane adds 2 of the 16 allowed)");
+        goto fail;
+    }
+    if (!assistants && !bk->model && !bk->prompt_id) {
+        rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                     "backend responses: set openai.model or openai.prompt.id");
+        goto fail;
+    }
+    if (assistants && !bk->assistant_id) {
+        rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "backend assistants: set openai.assistant.id");
+        goto fail;
+    }
+    if (!(bk->http = rl_http_new(rl->conf, rl->multi))) goto fail;
+    return bk;
+fail:
+    rl_bk_free(bk);
+    return NULL;
+}
+
+static void turn_free(rl_turn_t *t);
+
+void rl_bk_free(rl_backend_t *bk) {
+    if (!bk) return;
+    while (bk->turns) {
+        rl_turn_t *t = bk->turns;
+        bk->turns = t->next;
+        if (t->req) rl_http_cancel(t->req);
+        t->req = NULL;
+        turn_free(t);
+    }
+    rl_http_destroy(bk->http);
+    free(bk->model);
+    free(bk->prompt_id);
+    free(bk->assistant_id);
+    free(bk->instructions);
+    free(bk->additional_instructions);
+    cJSON_Delete(bk->tools);
+    cJSON_Delete(bk->metadata);
+    free(bk);
+}
+
+int64_t rl_bk_drive(rl_backend_t *bk) {
+    int64_t wake = rl_http_drive(bk->http);
+    int64_t now = rl_mono_ms();
+    for (rl_turn_t *t = bk->turns; t; t = t->next) {
+        if (t->state != RL_TS_DEAD && t->timer_fn && t->timer_at <= now) {
+            rl_turn_fn fn = t->timer_fn;
+            t->timer_fn = NULL;
+            t->timer_at = INT64_MAX;
+            fn(t);
+        }
+    }
+    for (rl_turn_t **pp = &bk->turns; *pp;) {
+        rl_turn_t *t = *pp;
+        if (t->state == RL_TS_DEAD) {
+            *pp = t->next;
+            turn_free(t);
+        } else {
+            pp = &t->next;
+        }
+    }
+    for (rl_turn_t *t = bk->turns; t; t = t->next)
+        if (t->timer_fn && t->timer_at < wake) wake = t->timer_at;
+    return wake;
+}
+
+/* ---- turns ---- */
+
+static void turn_free(rl_turn_t *t) {
+    rl_sse_free(&t->sse);
+    cJSON_Delete(t->msgs);
+    cJSON_Delete(t->ckpt);
+    cJSON_Delete(t->final);
+    cJSON_Delete(t->usage);
+    cJSON_Delete(t->calls);
+    cJSON_Delete(t->outputs);
+    free(t->stream_error);
+    free(t->settle_error);
+    cJSON_Delete(t->scratch);
+    free(t);
+}
+
+rl_turn_t *rl_turn_new(rl_backend_t *bk, rl_inflight_t *f) {
+    rl_turn_t *t = calloc(1, sizeof(*t));
+    if (t) {
+        t->bk = bk;
+        t->f = f;
+        t->timer_at = INT64_MAX;
+        t->state = RL_TS_BUSY;
+        t->msgs = cJSON_Parse(f->claim.messages_json);
+        t->ckpt = f->claim.ckpt_json && *f->claim.ckpt_json ? cJSON_Parse(f->claim.ckpt_json) : NULL;
+        if (!cJSON_IsObject(t->ckpt)) {
+            cJSON_Delete(t->ckpt);
+            t->ckpt = cJSON_CreateObject();
+        }
+        t->usage = cJSON_CreateObject();
+        rl_sse_init(&t->sse, NULL, NULL);
+    }
+    if (!t || !cJSON_IsArray(t->msgs) || !t->ckpt || !t->usage) {
+        if (t) turn_free(t);
+        rl_worker_settle(bk->rl, f, RL_SETTLE_FAIL, "out of memory (or unreadable batch)", 1, 0);
+        return NULL;
+    }
+    f->turn = t;
+    t->next = bk->turns;
+    bk->turns = t;
+    return t;
+}
+
+void rl_turn_abandon(rl_turn_t *t) {
+    if (t->req) rl_http_cancel(t->req);
+    t->req = NULL;
+    t->timer_fn = NULL;
+    t->timer_at = INT64_MAX;
+    if (t->f) t->f->turn = NULL;
+    t->f = NULL;
+    t->state = RL_TS_DEAD;
+}
+
+void rl_turn_timer(rl_turn_t *t, int64_t delay_ms, rl_turn_fn fn) {
+    if (delay_ms < 0) delay_ms = 0;
+    t->timer_at = rl_mono_ms() + delay_ms;
+    t->timer_fn = fn;
+}
+
+static void do_settle(rl_turn_t *t) {
+    rl_inflight_t *f = t->f;
+    if (!f) {
+        t->state = RL_TS_DEAD;
+        return;
+    }
+    f->turn = NULL;
+    runlane_err_t rc = rl_worker_settle(t->bk->rl, f, t->settle_how, t->settle_error,
+                                        t->settle_retriable, t->settle_delay_ms);
+    if (rc == RUNLANE_ERR_STORE) {
+        /* f is still ours: try again shortly. */
+        f->turn = t;
+        t->state = RL_TS_SETTLING;
+        rl_turn_timer(t, 250, do_settle);
+        return;
+    }
+    t->f = NULL;
+    t->state = RL_TS_DEAD;
+}
+
+void rl_turn_settle(rl_turn_t *t, rl_settle_t how, const char *error, int retriable,
+                    int64_t delay_ms) {
+    if (t->state == RL_TS_DEAD) return;
+    if (t->req) rl_http_cancel(t->req);
+    t->req = NULL;
+    t->timer_fn = NULL;
+    t->settle_how = how;
+    free(t->settle_error);
+    t->settle_error = error ? rl_http_scrub_dup(t->bk->http, error) : NULL;
+    t->settle_retriable = retriable;
+    t->settle_delay_ms = delay_ms;
+    do_settle(t);
+}
+
+int64_t rl_defer_delay_ms(void) { return 1000 + (int64_t)(2000.0 * rl_random()); }
+
+void rl_turn_defer(rl_turn_t *t) {
+    rl_turn_settle(t, RL_SETTLE_DEFER, NULL, 1, rl_defer_delay_ms());
+}
+
+/* ---- checkpoints ---- */
+
+void rl_turn_ckpt_set(rl_turn_t *t, const char *key, const char *value) {
+    cJSON_DeleteItemFromObjectCaseSensitive(t->ckpt, key);
+    if (value) cJSON_AddStringToObject(t->ckpt, key, value);
+}
+
+const char *rl_turn_ckpt_get(const rl_turn_t *t, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(t->ckpt, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+int rl_turn_checkpoint(rl_turn_t *t, rl_turn_fn retry) {
+    if (!t->f) return 0;
+    char *s = cJSON_PrintUnformatted(t->ckpt);
+    runlane_err_t rc = s ? rl_worker_checkpoint(t->bk->rl, t->f, s) : RUNLANE_ERR_NOMEM;
+    free(s);
+    if (rc == RUNLANE_OK) return 1;
+    if (rc == RUNLANE_ERR_STALE) {
+        cJSON *j = rl_turn_event_json(t, NULL);
+        char *js = j ? cJSON_PrintUnformatted(j) : NULL;
+        cJSON_Delete(j);
+        runlane_t *rl = t->bk->rl;
+        char *conv = rl_strdup(t->f->claim.conversation_id);
+        char bid[RUNLANE_ID_MAX];
+        rl_strlcpy(bid, t->f->claim.batch_id, sizeof(bid));
+        int attempt = t->f->claim.attempt;
+        rl_turn_settle(t, RL_SETTLE_RELEASE, NULL, 1, 0);
+        rl_event_push(rl, rl_event_new(RUNLANE_EVENT_LEASE_LOST, conv, bid, attempt,
+                                       js ? js : "{}", RUNLANE_ERR_STALE,
+                                       "lease lost: another worker may run this batch"));
+        free(js);
+        free(conv);
+        return 0;
+    }
+    /* Store trouble: the lease is still ours; try the step again. */
+    if (retry) rl_turn_timer(t, 250, retry);
+    return 0;
+}
+
+/* ---- requests ---- */
+
+static void turn_http_done(void *opaque, const rl_http_result_t *res) {
+    rl_turn_t *t = opaque;
+    t->req = NULL;
+    rl_sse_finish(&t->sse);
+    rl_turn_done_fn fn = t->req_done;
+    t->req_done = NULL;
+    t->req_event = NULL;
+    if (t->state == RL_TS_DEAD || !fn) return;
+    fn(t, res);
+}
+
+static int turn_sse_event(void *opaque, const char *event, const char *data, size_t len,
+                          const char *id) {
+    (void)id;
+    rl_turn_t *t = opaque;
+    if (t->state == RL_TS_DEAD || !t->req_event) return 1;
+    cJSON *j = cJSON_ParseWithLength(data, len);
+    t->req_event(t, event, j);
+    cJSON_Delete(j);
+    return t->state == RL_TS_DEAD ? 1 : 0;
+}
+
+static int turn_http_data(void *opaque, const char *data, size_t n) {
+    rl_turn_t *t = opaque;
+    return rl_sse_feed(&t->sse, data, n) != 0;
+}
+
+int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJSON *body,
+                    int flags, rl_turn_done_fn done, rl_turn_event_fn on_event) {
+    char *b = body ? cJSON_PrintUnformatted(body) : NULL;
+    if (body && !b) return 0;
+    if (t->bk->assistants) flags |= RL_HTTP_ASSISTANTS;
+    rl_sse_finish(&t->sse);
+    t->sse.cb = turn_sse_event;
+    t->sse.opaque = t;
+    t->req_done = done;
+    t->req_event = on_event;
+    t->req = rl_http_start(t->bk->http, method, path, b, flags,
+                           (flags & RL_HTTP_STREAM) ? turn_http_data : NULL, turn_http_done, t);
+    free(b);
+    return t->req != NULL;
+}
+
+/* ---- events ---- */
+
+cJSON *rl_turn_event_json(const rl_turn_t *t, const char *id_key) {
+    cJSON *j = cJSON_CreateObject();
+    if (!j || !t->f) return j;
+    cJSON_AddStringToObject(j, "conversation_id", t->f->claim.conversation_id);
+    cJSON_AddStringToObject(j, "batch_id", t->f->claim.batch_id);
+    cJSON_AddNumberToObject(j, "attempt", t->f->claim.attempt);
+    if (id_key) cJSON_AddStringToObject(j, id_key, t->turn_id);
+    return j;
+}
+
+void rl_turn_emit(rl_turn_t *t, runlane_event_type_t type, cJSON *json) {
+    char *s = json ? cJSON_PrintUnformatted(json) : NULL;
+    cJSON_Delete(json);
+    if (!s || !t->f) {
+        free(s);
+        return;
+    }
+    rl_http_scrub(t->bk->http, s);
+    rl_event_push(t->bk->rl, rl_event_new(type, t->f->claim.conversation_id, t->f->claim.batch_id,
+                                          t->f->claim.attempt, s, RUNLANE_OK, NULL));
+    free(s);
+}
+
+void rl_turn_emit_started(rl_turn_t *t, const char *id_key, int adopted) {
+    if (!t->turn_id[0] || strcmp(t->started_id, t->turn_id) == 0) return;
+    rl_strlcpy(t->started_id, t->turn_id, sizeof(t->started_id));
+    cJSON *j = rl_turn_event_json(t, id_key);
+    if (adopted) cJSON_AddBoolToObject(j, "adopted", 1);
+    rl_turn_emit(t, RUNLANE_EVENT_RUN_STARTED, j);
+}
+
+void rl_turn_raise_tools(rl_turn_t *t, const char *id_key, rl_turn_fn on_timeout) {
+    cJSON *j = rl_turn_event_json(t, id_key);
+    cJSON_AddItemToObject(j, "tool_calls", cJSON_Duplicate(t->calls, 1));
+    cJSON_Delete(t->outputs);
+    t->outputs = cJSON_CreateObject();
+    t->state = RL_TS_WAIT_TOOLS;
+    rl_turn_timer(t, t->bk->tool_timeout_ms, on_timeout);
+    rl_turn_emit(t, RUNLANE_EVENT_TOOL_CALLS, j);
+}
+
+/* Tells the host its tool outputs could not be used. */
+static void emit_tool_error(rl_turn_t *t, const char *msg) {
+    if (!t->f) return;
+    cJSON *j = rl_turn_event_json(t, NULL);
+    cJSON_AddStringToObject(j, "error", msg);
+    cJSON_AddStringToObject(j, "code", runlane_err2name(RUNLANE_ERR_INVALID_ARG));
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!s) return;
+    rl_http_scrub(t->bk->http, s);
+    rl_event_push(t->bk->rl, rl_event_new(RUNLANE_EVENT_ERROR, t->f->claim.conversation_id,
+                                          t->f->claim.batch_id, t->f->claim.attempt, s,
+                                          RUNLANE_ERR_INVALID_ARG, msg));
+    free(s);
+}
+
+int rl_turn_take_outputs(rl_turn_t *t, const char *outputs_json) {
+    if (t->state != RL_TS_WAIT_TOOLS) {
+        emit_tool_error(t, "tool outputs arrived while the batch has no tool calls pending "
+                           "(already answered, timed out, or not raised yet); ignored");
+        return 0;
+    }
+    cJSON *arr = cJSON_Parse(outputs_json);
+    if (!cJSON_IsArray(arr)) {
+        cJSON_Delete(arr);
+        arr = NULL;
+    }
+    const cJSON *o;
+    cJSON_ArrayForEach(o, arr) {
+        const char *id = rl_json_str(o, "tool_call_id");
+        const cJSON *out = cJSON_GetObjectItemCaseSensitive(o, "output");
+        if (!*id || !cJSON_IsString(out)) continue;
+        int known = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, t->calls) {
+            if (strcmp(rl_json_str(c, "id"), id) == 0) {
+                known = 1;
+                cJSON_DeleteItemFromObjectCaseSensitive(t->outputs, id);
+                cJSON_AddStringToObject(t->outputs, id, out->valuestring);
+            }
+        }
+        if (!known) {
+            char msg[300];
+            snprintf(msg, sizeof(msg), "tool output for unknown tool_call_id \"%.160s\"; ignored",
+                     id);
+            emit_tool_error(t, msg);
+        }
+    }
+    cJSON_Delete(arr);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, t->calls) {
+        if (!cJSON_GetObjectItemCaseSensitive(t->outputs, rl_json_str(c, "id"))) return 0;
+    }
+    return 1;
+}
+
+void rl_turn_fill_missing_outputs(rl_turn_t *t, const char *output) {
+    if (!t->outputs) t->outputs = cJSON_CreateObject();
+    const cJSON *c;
+    cJSON_ArrayForEach(c, t->calls) {
+        const char *id = rl_json_str(c, "id");
+        if (!cJSON_GetObjectItemCaseSensitive(t->outputs, id))
+            cJSON_AddStringToObject(t->outputs, id, output);
+    }
+}
+
+/* ---- helpers ---- */
+
+const char *rl_json_str(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+const char *rl_turn_instructions(const rl_turn_t *t) {
+    const char *ins = NULL;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, t->msgs) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, "instructions");
+        if (cJSON_IsString(v)) ins = v->valuestring;
+    }
+    return ins ? ins : t->bk->instructions;
+}
+
+cJSON *rl_turn_input_texts(const rl_turn_t *t) {
+    cJSON *out = cJSON_CreateArray();
+    const cJSON *m;
+    if (!t->bk->joined) {
+        cJSON_ArrayForEach(m, t->msgs) cJSON_AddItemToArray(out, cJSON_CreateString(rl_json_str(m, "content")));
+        return out;
+    }
+    rl_buf_t b;
+    rl_buf_init(&b);
+    cJSON_ArrayForEach(m, t->msgs) {
+        if (b.len) rl_buf_puts(&b, "\n\n");
+        rl_buf_puts(&b, rl_json_str(m, "content"));
+    }
+    rl_buf_puts(&b, "");
+    char *s = rl_buf_take(&b);
+    cJSON_AddItemToArray(out, cJSON_CreateString(s ? s : ""));
+    free(s);
+    return out;
+}
+
+cJSON *rl_turn_metadata(const rl_turn_t *t, int from) {
+    cJSON *md = cJSON_Duplicate(t->bk->metadata, 1);
+    if (!md || !t->f) return md;
+    cJSON_AddStringToObject(md, "runlane_batch_id", t->f->claim.batch_id);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, t->msgs) {
+        if (i++ < from) continue;
+        const char *id = rl_json_str(m, "id");
+        if (b.len + strlen(id) + 1 > 512) break;
+        if (b.len) rl_buf_puts(&b, ",");
+        rl_buf_puts(&b, id);
+    }
+    if (b.len) cJSON_AddStringToObject(md, "runlane_message_ids", b.data);
+    rl_buf_free(&b);
+    return md;
+}
+
+void rl_usage_add(cJSON *dst, const cJSON *src) {
+    const cJSON *it;
+    cJSON_ArrayForEach(it, src) {
+        if (!it->string) continue;
+        cJSON *d = cJSON_GetObjectItemCaseSensitive(dst, it->string);
+        if (cJSON_IsNumber(it)) {
+            if (cJSON_IsNumber(d)) cJSON_SetNumberValue(d, d->valuedouble + it->valuedouble);
+            else if (!d) cJSON_AddNumberToObject(dst, it->string, it->valuedouble);
+        } else if (cJSON_IsObject(it)) {
+            if (!d) d = cJSON_AddObjectToObject(dst, it->string);
+            if (cJSON_IsObject(d)) rl_usage_add(d, it);
+        }
+    }
+}
+
+char *rl_path_escape(const char *s) {
+    char *e = curl_easy_escape(NULL, s, 0);
+    char *d = e ? rl_strdup(e) : NULL;
+    curl_free(e);
+    return d;
+}
+
+/* ---- public helpers: create a conversation or a thread ---- */
+
+static runlane_err_t create_remote(char **id_out, runlane_t *rl, const char *metadata_json,
+                                   const char *path, int flags, const char *fn) {
+    if (id_out) *id_out = NULL;
+    if (!id_out || !rl)
+        return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "%s: id_out and rl are required", fn);
+    cJSON *body = cJSON_CreateObject();
+    if (metadata_json) {
+        cJSON *md = cJSON_Parse(metadata_json);
+        int ok = cJSON_IsObject(md) && cJSON_GetArraySize(md) <= 16;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, md) {
+            if (!cJSON_IsString(it) || strlen(it->string) > 64 || strlen(it->valuestring) > 512)
+                ok = 0;
+        }
+        if (!ok) {
+            cJSON_Delete(md);
+            cJSON_Delete(body);
+            return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                                "%s: metadata_json must be a JSON object of at most 16 strings "
+                                "(keys <= 64, values <= 512 characters)",
+                                fn);
+        }
+        cJSON_AddItemToObject(body, "metadata", md);
+    }
+    char *b = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    if (!b) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    long status = 0;
+    char *resp = NULL;
+    runlane_err_t rc = rl_http_sync(&status, &resp, rl->conf, "POST", path, b, RL_HTTP_UNSAFE | flags);
+    free(b);
+    if (rc == RUNLANE_OK) {
+        cJSON *j = cJSON_Parse(resp);
+        const char *id = rl_json_str(j, "id");
+        if (*id && strlen(id) <= RUNLANE_CONVERSATION_ID_MAX) {
+            *id_out = rl_strdup(id);
+            rc = *id_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        } else {
+            rc = rl_error_set(RUNLANE_ERR_PROVIDER, 0, "%s: POST %s answered without an id", fn,
+                              path);
+        }
+        cJSON_Delete(j);
+    }
+    free(resp);
+    if (rc == RUNLANE_OK) rl_error_clear();
+    return rc;
+}
+
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conversation_create(char **id_out, runlane_t *rl, const char *metadata_json) {
+    return create_remote(id_out, rl, metadata_json, "/conversations", 0,
+                         "runlane_conversation_create");
+}
+
+RUNLANE_EXTERN(runlane_err_t)
+runlane_thread_create(char **id_out, runlane_t *rl, const char *metadata_json) {
+    return create_remote(id_out, rl, metadata_json, "/threads", RL_HTTP_ASSISTANTS,
+                         "runlane_thread_create");
+}

@@ -1,0 +1,163 @@
+/* backend_common.h - what the `responses` and `assistants` backends share
+ * (internal): settings, the per-batch turn object, timers, settling,
+ * checkpoints, events and JSON helpers.
+ *
+ * Everything runs on the I/O thread (create and destroy excepted, which run
+ * while that thread is not running). */
+#ifndef RUNLANE_BACKEND_COMMON_H
+#define RUNLANE_BACKEND_COMMON_H
+
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "client.h"
+#include "http.h"
+#include "internal.h"
+#include "sse.h"
+
+typedef struct rl_turn rl_turn_t;
+typedef void (*rl_turn_fn)(rl_turn_t *t);
+
+struct rl_backend {
+    runlane_t *rl;
+    const rl_backend_ops_t *ops;
+    rl_http_t *http;
+    int assistants; /* 1: assistants backend; 0: responses */
+    /* Settings (from the conf). */
+    char *model, *prompt_id, *assistant_id, *instructions, *additional_instructions;
+    cJSON *tools;    /* array (maybe empty) */
+    cJSON *metadata; /* object of strings */
+    int stream, joined;
+    int64_t tool_timeout_ms;
+    int tool_cancel;
+    rl_turn_t *turns; /* every turn this backend holds */
+};
+
+typedef enum rl_turn_state {
+    RL_TS_IDLE = 0,
+    RL_TS_BUSY,       /* a request or timer of the turn's flow is pending */
+    RL_TS_WAIT_TOOLS, /* TOOL_CALLS emitted; waiting for the host */
+    RL_TS_SETTLING,   /* waiting to retry a settle the store refused (store down) */
+    RL_TS_DEAD        /* settled or abandoned: freed by the next drive */
+} rl_turn_state_t;
+
+struct rl_turn {
+    rl_backend_t *bk;
+    rl_inflight_t *f; /* NULL once dead */
+    rl_turn_t *next;
+    rl_turn_state_t state;
+    rl_http_req_t *req;  /* the request in flight, if any */
+    void (*req_done)(rl_turn_t *t, const rl_http_result_t *res);
+    void (*req_event)(rl_turn_t *t, const char *event, cJSON *data);
+    int64_t timer_at;    /* INT64_MAX: none */
+    rl_turn_fn timer_fn;
+    rl_sse_t sse;
+    cJSON *msgs; /* the batch's messages (array of records) */
+    cJSON *ckpt; /* the checkpoint as last written (object) */
+    char turn_id[160];   /* current response or run id ("" when none) */
+    char started_id[160];/* turn id RUN_STARTED was emitted for */
+    cJSON *final;        /* terminal object seen on a stream */
+    char *stream_error;  /* an `error` event of a stream */
+    cJSON *usage;        /* usage summed over the turn's responses / run */
+    cJSON *calls;        /* pending tool calls [{"id","name","arguments"}] */
+    cJSON *outputs;      /* answers so far {call_id: output} */
+    int64_t tools_deadline;
+    int create_failures; /* ambiguous create failures (reconciled, then resent) */
+    int poll_failures;
+    /* A settle the store could not write yet. */
+    rl_settle_t settle_how;
+    char *settle_error;
+    int settle_retriable;
+    int64_t settle_delay_ms;
+    /* Flow state the backends share. */
+    int send_from;       /* first input text a create sends (earlier ones are there) */
+    int posting_outputs; /* the next create carries tool outputs */
+    int cancelling;      /* a cancel was asked (tool timeout with action cancel) */
+    cJSON *scratch;      /* items gathered while reconciling */
+    char cursor[160];    /* paging cursor while reconciling */
+    int pages;
+};
+
+/* The two backends (backend_responses.c, backend_assistants.c). */
+extern const rl_backend_ops_t rl_backend_responses;
+extern const rl_backend_ops_t rl_backend_assistants;
+
+/* ---- lifecycle (backend_common.c) ---- */
+
+/* Reads the settings and makes the HTTP client. NULL with the error set. */
+rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistants);
+void rl_bk_free(rl_backend_t *bk);
+/* Drives HTTP and the turns' timers; frees dead turns. */
+int64_t rl_bk_drive(rl_backend_t *bk);
+
+/* A new turn for f (f->turn set), with messages and checkpoint parsed.
+ * NULL on out of memory (then f was failed retriably). */
+rl_turn_t *rl_turn_new(rl_backend_t *bk, rl_inflight_t *f);
+/* Stops the turn's request and timer and marks it dead (f->turn cleared);
+ * does not settle. */
+void rl_turn_abandon(rl_turn_t *t);
+/* Ends the batch (rl_worker_settle); the turn is dead afterwards, except
+ * that a store outage keeps it and retries the settle. Nothing may touch t's
+ * flow after this call (the caller returns). */
+void rl_turn_settle(rl_turn_t *t, rl_settle_t how, const char *error, int retriable,
+                    int64_t delay_ms);
+/* Defers the batch: the provider is busy with a turn that is not ours. */
+void rl_turn_defer(rl_turn_t *t);
+/* Runs fn(t) after delay_ms (replaces the turn's timer). */
+void rl_turn_timer(rl_turn_t *t, int64_t delay_ms, rl_turn_fn fn);
+
+/* Writes t->ckpt. On a stale lease the turn is abandoned with a LEASE_LOST
+ * event and 0 is returned; on a store error 0 is returned after arranging
+ * `retry` to run again shortly; 1 on success. */
+int rl_turn_checkpoint(rl_turn_t *t, rl_turn_fn retry);
+/* Sets a string member of t->ckpt (NULL removes it). */
+void rl_turn_ckpt_set(rl_turn_t *t, const char *key, const char *value);
+const char *rl_turn_ckpt_get(const rl_turn_t *t, const char *key); /* NULL when absent */
+
+/* Starts a request whose completion calls done(t, res); t->req tracks it.
+ * Streams feed t->sse, whose events go to on_event(t, event, data_json). */
+typedef void (*rl_turn_done_fn)(rl_turn_t *t, const rl_http_result_t *res);
+typedef void (*rl_turn_event_fn)(rl_turn_t *t, const char *event, cJSON *data);
+int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJSON *body,
+                    int flags, rl_turn_done_fn done, rl_turn_event_fn on_event);
+
+/* ---- events ---- */
+
+/* {"conversation_id","batch_id","attempt"} + `id_key`: t->turn_id when
+ * id_key is non-NULL. The caller adds members and passes it to emit. */
+cJSON *rl_turn_event_json(const rl_turn_t *t, const char *id_key);
+/* Emits an event (takes `json`); secrets are scrubbed. */
+void rl_turn_emit(rl_turn_t *t, runlane_event_type_t type, cJSON *json);
+/* Emits RUN_STARTED once per turn id. */
+void rl_turn_emit_started(rl_turn_t *t, const char *id_key, int adopted);
+/* Emits TOOL_CALLS for t->calls, enters RL_TS_WAIT_TOOLS with the tool
+ * deadline (timeout calls on_timeout). */
+void rl_turn_raise_tools(rl_turn_t *t, const char *id_key, rl_turn_fn on_timeout);
+/* Records the host's outputs; returns 1 when every pending call has one.
+ * Outputs for unknown call ids, or when no calls are pending, become an
+ * ERROR event (RUNLANE_ERR_INVALID_ARG) and are ignored. */
+int rl_turn_take_outputs(rl_turn_t *t, const char *outputs_json);
+/* Fills missing outputs with an error output (tool timeout). */
+void rl_turn_fill_missing_outputs(rl_turn_t *t, const char *output);
+
+/* ---- helpers ---- */
+
+const char *rl_json_str(const cJSON *o, const char *key); /* "" when absent */
+/* The instructions of the turn: the last message's own, else the conf's
+ * (NULL when none). */
+const char *rl_turn_instructions(const rl_turn_t *t);
+/* The user texts to send: one per message (items) or one joined text;
+ * returns an array of strings (caller deletes). */
+cJSON *rl_turn_input_texts(const rl_turn_t *t);
+/* Metadata of a turn: the conf's + runlane_batch_id + runlane_message_ids
+ * (the ids of messages [from, n) that fit in 512 characters). */
+cJSON *rl_turn_metadata(const rl_turn_t *t, int from);
+/* Adds every number of src into dst, recursively. */
+void rl_usage_add(cJSON *dst, const cJSON *src);
+/* Random delay for a deferral: 1..3 s. */
+int64_t rl_defer_delay_ms(void);
+/* Percent-encodes a path segment into a new string. */
+char *rl_path_escape(const char *s);
+
+#endif

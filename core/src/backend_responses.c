@@ -1,0 +1,598 @@
+/* backend_responses.c - the `responses` backend: one batch is one turn of
+ * the Responses API on a conversation (runlane's conversation id is the
+ * provider's conversation id, conv_...).
+ *
+ * Flow of a batch:
+ *   1. Snapshot: GET /conversations/{c}/items?order=desc&limit=1 gives the
+ *      newest item id X before anything of this batch is sent. Checkpoint
+ *      {"v":1,"state":"posting","after":X}.
+ *   2. POST /responses {conversation, input: one user message per queued
+ *      message (or one joined message), model|prompt, instructions, tools,
+ *      metadata {runlane_batch_id, runlane_message_ids}, stream: true (or
+ *      background: true, then polling GET /responses/{id})}. The response id
+ *      is checkpointed as soon as it is known ({"state":"running",
+ *      "response_id"}); text deltas become DELTA events.
+ *   3. A completed response with function_call items: checkpoint
+ *      "tool_calls", emit TOOL_CALLS and wait for runlane_submit_tool_outputs
+ *      (or tool.timeout.ms: error outputs, or cancel); then checkpoint
+ *      "posting_outputs" and POST /responses {conversation, input:
+ *      function_call_output items} (previous_response_id cannot be combined
+ *      with conversation), back to 2.
+ *   4. Completed without calls: COMPLETED {reply, usage summed over the
+ *      turn's responses} and ack. conversation_locked: defer 1-3 s (no
+ *      attempt spent). failed/cancelled: fail retriably; incomplete and 4xx:
+ *      fail for good (checkpoint "failed" first).
+ *
+ * Reconciliation (a previous owner crashed, a create's outcome is unknown,
+ * or a failed attempt is retried):
+ *   - with a checkpointed response id: GET /responses/{id}; queued or
+ *     in_progress: adopt it (poll to the end); completed with calls whose
+ *     outputs were never posted: raise them again; completed: COMPLETED and
+ *     ack without sending anything; failed (while its owner ran): fail.
+ *   - otherwise, or when outputs may have been posted, or when a failed
+ *     attempt is retried: list the conversation's items after X (the
+ *     snapshot taken before this batch's first create) and compare: the
+ *     batch's user messages found there in order are not sent again; tool
+ *     calls found after them without an output are raised again; an
+ *     assistant message after all of it is the reply (COMPLETED, ack); if
+ *     everything is there but no reply, a create with no input asks for one.
+ *   Guarantee: a message of the batch is never added twice as long as
+ *   nothing but runlane adds items to the conversation between the snapshot
+ *   and the reconciliation (the lease keeps other runlane workers out), and
+ *   the checkpoint store keeps the checkpoint (written before every create).
+ *   Tool outputs are recognised exactly, by call id. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend_common.h"
+
+#define ID_KEY "response_id"
+
+static void r_snapshot(rl_turn_t *t);
+static void r_reconcile(rl_turn_t *t);
+static void r_post(rl_turn_t *t);
+static void r_poll(rl_turn_t *t);
+static void r_recover(rl_turn_t *t);
+static void r_final(rl_turn_t *t, const cJSON *resp);
+static void r_tools_timeout(rl_turn_t *t);
+
+static char *conv_path(const rl_turn_t *t, const char *suffix) {
+    char *c = rl_path_escape(t->f->claim.conversation_id);
+    char *p = c ? rl_asprintf("/conversations/%s%s", c, suffix) : NULL;
+    free(c);
+    return p;
+}
+
+static void fail_nomem(rl_turn_t *t) {
+    rl_turn_settle(t, RL_SETTLE_FAIL, "out of memory", 1, 0);
+}
+
+/* Text of a message item or a response's output message. */
+static void message_text(const cJSON *item, rl_buf_t *b) {
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
+    if (cJSON_IsString(content)) {
+        rl_buf_puts(b, content->valuestring);
+        return;
+    }
+    const cJSON *p;
+    cJSON_ArrayForEach(p, content) {
+        const char *type = rl_json_str(p, "type");
+        if (strcmp(type, "input_text") == 0 || strcmp(type, "output_text") == 0 ||
+            strcmp(type, "text") == 0)
+            rl_buf_puts(b, rl_json_str(p, "text"));
+    }
+}
+
+static int is_terminal(const char *status) {
+    return strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
+           strcmp(status, "incomplete") == 0 || strcmp(status, "cancelled") == 0;
+}
+
+/* A response (from a stream event, a create or a poll) became known. */
+static void note_response(rl_turn_t *t, const cJSON *resp) {
+    const char *id = rl_json_str(resp, "id");
+    if (!*id || strcmp(id, t->turn_id) == 0) return;
+    rl_strlcpy(t->turn_id, id, sizeof(t->turn_id));
+    rl_turn_ckpt_set(t, "response_id", id);
+    rl_turn_ckpt_set(t, "state", "running");
+    if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
+    rl_turn_emit_started(t, ID_KEY, 0);
+}
+
+static void fail_with(rl_turn_t *t, const char *msg, int retriable) {
+    rl_turn_ckpt_set(t, "state", "failed");
+    if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
+    rl_turn_settle(t, RL_SETTLE_FAIL, msg, retriable, 0);
+}
+
+static void complete(rl_turn_t *t, const char *reply, int reconciled) {
+    cJSON *j = rl_turn_event_json(t, ID_KEY);
+    cJSON_AddStringToObject(j, "reply", reply);
+    cJSON_AddItemToObject(j, "usage", cJSON_Duplicate(t->usage, 1));
+    cJSON *ids = cJSON_AddArrayToObject(j, "message_ids");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, t->msgs) cJSON_AddItemToArray(ids, cJSON_CreateString(rl_json_str(m, "id")));
+    if (reconciled) cJSON_AddBoolToObject(j, "reconciled", 1);
+    rl_turn_emit(t, RUNLANE_EVENT_COMPLETED, j);
+    rl_turn_settle(t, RL_SETTLE_ACK, NULL, 0, 0);
+}
+
+/* ---- start ---- */
+
+static void r_start(rl_backend_t *bk, rl_inflight_t *f) {
+    rl_turn_t *t = rl_turn_new(bk, f);
+    if (!t) return;
+    if (rl_turn_ckpt_get(t, "response_id")) r_recover(t);
+    else if (rl_turn_ckpt_get(t, "after")) r_reconcile(t);
+    else r_snapshot(t);
+}
+
+/* ---- 1. snapshot ---- */
+
+static void r_snapshot_done(rl_turn_t *t, const rl_http_result_t *res) {
+    if (!res->ok) {
+        rl_turn_settle(t, RL_SETTLE_FAIL, res->error, res->status == 404 ? 0 : res->retriable, 0);
+        return;
+    }
+    cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "data"), 0);
+    rl_turn_ckpt_set(t, "after", rl_json_str(first, "id"));
+    cJSON_Delete(j);
+    cJSON_DeleteItemFromObjectCaseSensitive(t->ckpt, "v");
+    cJSON_AddNumberToObject(t->ckpt, "v", 1);
+    t->send_from = 0;
+    t->posting_outputs = 0;
+    r_post(t);
+}
+
+static void r_snapshot(rl_turn_t *t) {
+    char *path = conv_path(t, "/items?order=desc&limit=1");
+    if (!path || !rl_turn_request(t, "GET", path, NULL, 0, r_snapshot_done, NULL)) fail_nomem(t);
+    free(path);
+}
+
+/* ---- 2. create ---- */
+
+static void r_stream_event(rl_turn_t *t, const char *event, cJSON *data) {
+    const char *type = rl_json_str(data, "type");
+    if (!*type) type = event;
+    const cJSON *resp = cJSON_GetObjectItemCaseSensitive(data, "response");
+    if (strcmp(type, "response.created") == 0 || strcmp(type, "response.queued") == 0 ||
+        strcmp(type, "response.in_progress") == 0) {
+        note_response(t, resp);
+    } else if (strcmp(type, "response.output_text.delta") == 0) {
+        cJSON *j = rl_turn_event_json(t, ID_KEY);
+        cJSON_AddStringToObject(j, "delta", rl_json_str(data, "delta"));
+        rl_turn_emit(t, RUNLANE_EVENT_DELTA, j);
+    } else if (strcmp(type, "response.completed") == 0 || strcmp(type, "response.failed") == 0 ||
+               strcmp(type, "response.incomplete") == 0 ||
+               strcmp(type, "response.cancelled") == 0) {
+        note_response(t, resp);
+        cJSON_Delete(t->final);
+        t->final = cJSON_Duplicate(resp, 1);
+    } else if (strcmp(type, "error") == 0) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(data, "error");
+        if (!e) e = data;
+        free(t->stream_error);
+        t->stream_error = rl_asprintf("response stream error %s: %s", rl_json_str(e, "code"),
+                                      rl_json_str(e, "message"));
+    }
+}
+
+static void r_post_done(rl_turn_t *t, const rl_http_result_t *res) {
+    if (res->ok) {
+        cJSON *resp = t->final;
+        t->final = NULL;
+        if (!resp && !res->streamed && res->body_len) {
+            resp = cJSON_ParseWithLength(res->body, res->body_len);
+            if (resp) note_response(t, resp);
+            if (t->state == RL_TS_DEAD) {
+                cJSON_Delete(resp);
+                return;
+            }
+        }
+        if (resp && is_terminal(rl_json_str(resp, "status"))) {
+            r_final(t, resp);
+        } else if (t->stream_error) {
+            fail_with(t, t->stream_error, 1);
+        } else if (t->turn_id[0]) {
+            rl_turn_timer(t, res->poll_after_ms >= 0 ? res->poll_after_ms : 200, r_poll);
+        } else {
+            /* Nothing usable came back: find out what the server did. */
+            rl_turn_timer(t, res->retry_in_ms, r_reconcile);
+        }
+        cJSON_Delete(resp);
+        return;
+    }
+    if (res->status == 400 && strcmp(res->error_code, "conversation_locked") == 0) {
+        /* Another response runs on the conversation: not ours (ours would
+         * be checkpointed and adopted). Come back later, no attempt spent. */
+        rl_turn_defer(t);
+        return;
+    }
+    if (res->streamed || res->ambiguous) {
+        /* The response may exist. With its id, follow it; otherwise look at
+         * the conversation before sending anything again. */
+        if (++t->create_failures > rl_http_max_retries(t->bk->http)) {
+            fail_with(t, res->error, 1);
+        } else if (t->turn_id[0]) {
+            rl_turn_timer(t, 100, r_poll);
+        } else {
+            rl_turn_timer(t, res->retry_in_ms, r_reconcile);
+        }
+        return;
+    }
+    fail_with(t, res->error, res->retriable);
+}
+
+static void r_post(rl_turn_t *t) {
+    rl_backend_t *bk = t->bk;
+    rl_turn_ckpt_set(t, "state", t->posting_outputs ? "posting_outputs" : "posting");
+    if (!t->posting_outputs) rl_turn_ckpt_set(t, "response_id", NULL);
+    if (!rl_turn_checkpoint(t, r_post)) return;
+    /* A new response comes: forget the previous one. */
+    t->turn_id[0] = '\0';
+    cJSON_Delete(t->final);
+    t->final = NULL;
+    free(t->stream_error);
+    t->stream_error = NULL;
+    cJSON *b = cJSON_CreateObject();
+    if (bk->model) cJSON_AddStringToObject(b, "model", bk->model);
+    if (bk->prompt_id) {
+        cJSON *p = cJSON_AddObjectToObject(b, "prompt");
+        cJSON_AddStringToObject(p, "id", bk->prompt_id);
+    }
+    cJSON_AddStringToObject(b, "conversation", t->f->claim.conversation_id);
+    cJSON *input = cJSON_CreateArray();
+    int n = cJSON_GetArraySize(t->msgs);
+    if (t->posting_outputs) {
+        const cJSON *c;
+        cJSON_ArrayForEach(c, t->calls) {
+            const char *id = rl_json_str(c, "id");
+            cJSON *it = cJSON_CreateObject();
+            cJSON_AddStringToObject(it, "type", "function_call_output");
+            cJSON_AddStringToObject(it, "call_id", id);
+            cJSON_AddStringToObject(it, "output", rl_json_str(t->outputs, id));
+            cJSON_AddItemToArray(input, it);
+        }
+    } else {
+        cJSON *texts = rl_turn_input_texts(t);
+        int i = 0;
+        const cJSON *s;
+        cJSON_ArrayForEach(s, texts) {
+            if (i++ < t->send_from) continue;
+            cJSON *it = cJSON_CreateObject();
+            cJSON_AddStringToObject(it, "type", "message");
+            cJSON_AddStringToObject(it, "role", "user");
+            cJSON_AddStringToObject(it, "content", s->valuestring);
+            cJSON_AddItemToArray(input, it);
+        }
+        cJSON_Delete(texts);
+    }
+    if (cJSON_GetArraySize(input) > 0) cJSON_AddItemToObject(b, "input", input);
+    else cJSON_Delete(input);
+    const char *ins = rl_turn_instructions(t);
+    if (ins) cJSON_AddStringToObject(b, "instructions", ins);
+    if (cJSON_GetArraySize(bk->tools) > 0)
+        cJSON_AddItemToObject(b, "tools", cJSON_Duplicate(bk->tools, 1));
+    int from = t->posting_outputs ? n : (bk->joined ? (t->send_from ? n : 0) : t->send_from);
+    cJSON_AddItemToObject(b, "metadata", rl_turn_metadata(t, from));
+    if (bk->stream) cJSON_AddBoolToObject(b, "stream", 1);
+    else cJSON_AddBoolToObject(b, "background", 1);
+    int ok = rl_turn_request(t, "POST", "/responses", b,
+                             RL_HTTP_UNSAFE | (bk->stream ? RL_HTTP_STREAM : 0), r_post_done,
+                             r_stream_event);
+    cJSON_Delete(b);
+    if (!ok) fail_nomem(t);
+}
+
+/* ---- polling ---- */
+
+static void r_poll_done(rl_turn_t *t, const rl_http_result_t *res) {
+    if (!res->ok) {
+        if (res->status == 404) r_reconcile(t);
+        else fail_with(t, res->error, res->retriable);
+        return;
+    }
+    cJSON *resp = cJSON_ParseWithLength(res->body, res->body_len);
+    const char *status = rl_json_str(resp, "status");
+    if (is_terminal(status)) {
+        r_final(t, resp);
+    } else {
+        int64_t d = res->poll_after_ms >= 0 ? res->poll_after_ms : 500;
+        rl_turn_timer(t, d, r_poll);
+    }
+    cJSON_Delete(resp);
+}
+
+static void r_poll(rl_turn_t *t) {
+    char *id = rl_path_escape(t->turn_id);
+    char *path = id ? rl_asprintf("/responses/%s", id) : NULL;
+    if (!path || !rl_turn_request(t, "GET", path, NULL, 0, r_poll_done, NULL)) fail_nomem(t);
+    free(id);
+    free(path);
+}
+
+/* ---- the end of a response ---- */
+
+static void r_final(rl_turn_t *t, const cJSON *resp) {
+    note_response(t, resp);
+    if (t->state == RL_TS_DEAD) return;
+    const char *status = rl_json_str(resp, "status");
+    rl_usage_add(t->usage, cJSON_GetObjectItemCaseSensitive(resp, "usage"));
+    const cJSON *output = cJSON_GetObjectItemCaseSensitive(resp, "output");
+    if (strcmp(status, "completed") == 0) {
+        cJSON *calls = cJSON_CreateArray();
+        rl_buf_t reply;
+        rl_buf_init(&reply);
+        const cJSON *it;
+        cJSON_ArrayForEach(it, output) {
+            const char *type = rl_json_str(it, "type");
+            if (strcmp(type, "function_call") == 0) {
+                cJSON *c = cJSON_CreateObject();
+                cJSON_AddStringToObject(c, "id", rl_json_str(it, "call_id"));
+                cJSON_AddStringToObject(c, "name", rl_json_str(it, "name"));
+                cJSON_AddStringToObject(c, "arguments", rl_json_str(it, "arguments"));
+                cJSON_AddItemToArray(calls, c);
+            } else if (strcmp(type, "message") == 0) {
+                if (reply.len) rl_buf_puts(&reply, "\n");
+                message_text(it, &reply);
+            }
+        }
+        rl_buf_puts(&reply, "");
+        if (cJSON_GetArraySize(calls) > 0) {
+            rl_buf_free(&reply);
+            cJSON_Delete(t->calls);
+            t->calls = calls;
+            rl_turn_ckpt_set(t, "state", "tool_calls");
+            if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
+            rl_turn_raise_tools(t, ID_KEY, r_tools_timeout);
+            return;
+        }
+        cJSON_Delete(calls);
+        complete(t, reply.data ? reply.data : "", 0);
+        rl_buf_free(&reply);
+        return;
+    }
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(resp, "error");
+    char *msg;
+    if (strcmp(status, "incomplete") == 0) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(resp, "incomplete_details");
+        msg = rl_asprintf("response %s incomplete: %s", t->turn_id, rl_json_str(d, "reason"));
+    } else {
+        msg = rl_asprintf("response %s %s: %s: %s", t->turn_id, status, rl_json_str(err, "code"),
+                          rl_json_str(err, "message"));
+    }
+    fail_with(t, msg ? msg : status, strcmp(status, "incomplete") != 0);
+    free(msg);
+}
+
+/* ---- tool calls ---- */
+
+static void r_tool_outputs(rl_backend_t *bk, rl_inflight_t *f, const char *outputs_json) {
+    (void)bk;
+    rl_turn_t *t = f->turn;
+    if (!t) return;
+    if (!rl_turn_take_outputs(t, outputs_json)) return; /* more to come */
+    t->state = RL_TS_BUSY;
+    t->timer_fn = NULL;
+    t->posting_outputs = 1;
+    r_post(t);
+}
+
+static void r_cancel_done(rl_turn_t *t, const rl_http_result_t *res) {
+    char *msg = rl_asprintf("tool outputs were not submitted within %lld ms: the turn was "
+                            "cancelled%s%s",
+                            (long long)t->bk->tool_timeout_ms,
+                            res->ok ? "" : " (answering the calls failed: ",
+                            res->ok ? "" : res->error);
+    fail_with(t, msg ? msg : "tool timeout", 0);
+    free(msg);
+}
+
+static void r_tools_timeout(rl_turn_t *t) {
+    if (t->state != RL_TS_WAIT_TOOLS) return;
+    t->state = RL_TS_BUSY;
+    if (!t->bk->tool_cancel) {
+        rl_turn_fill_missing_outputs(
+            t, "{\"error\":\"tool call timed out: no output within tool.timeout.ms\"}");
+        t->posting_outputs = 1;
+        r_post(t);
+        return;
+    }
+    /* Cancel: answer the calls in the conversation (without asking for a
+     * response), so that the conversation can take new messages, then fail
+     * the batch. */
+    rl_turn_fill_missing_outputs(t, "{\"error\":\"cancelled: no output within tool.timeout.ms\"}");
+    cJSON *b = cJSON_CreateObject();
+    cJSON *items = cJSON_AddArrayToObject(b, "items");
+    const cJSON *c;
+    cJSON_ArrayForEach(c, t->calls) {
+        const char *id = rl_json_str(c, "id");
+        cJSON *it = cJSON_CreateObject();
+        cJSON_AddStringToObject(it, "type", "function_call_output");
+        cJSON_AddStringToObject(it, "call_id", id);
+        cJSON_AddStringToObject(it, "output", rl_json_str(t->outputs, id));
+        cJSON_AddItemToArray(items, it);
+    }
+    char *path = conv_path(t, "/items");
+    int ok = path && rl_turn_request(t, "POST", path, b, RL_HTTP_UNSAFE, r_cancel_done, NULL);
+    free(path);
+    cJSON_Delete(b);
+    if (!ok) fail_nomem(t);
+}
+
+/* ---- reconciliation ---- */
+
+static void r_recover_done(rl_turn_t *t, const rl_http_result_t *res) {
+    if (!res->ok) {
+        if (res->status == 404) r_reconcile(t);
+        else rl_turn_settle(t, RL_SETTLE_FAIL, res->error, res->retriable, 0);
+        return;
+    }
+    cJSON *resp = cJSON_ParseWithLength(res->body, res->body_len);
+    const char *status = rl_json_str(resp, "status");
+    const char *state = rl_turn_ckpt_get(t, "state");
+    if (!state) state = "";
+    rl_strlcpy(t->turn_id, rl_json_str(resp, "id"), sizeof(t->turn_id));
+    if (!is_terminal(status)) {
+        /* Still running: adopt it. */
+        rl_turn_emit_started(t, ID_KEY, 1);
+        rl_turn_timer(t, res->poll_after_ms >= 0 ? res->poll_after_ms : 200, r_poll);
+    } else if (strcmp(state, "posting_outputs") == 0 || strcmp(state, "failed") == 0) {
+        /* Outputs may have been posted, or a failed turn is retried: the
+         * conversation says what is there. */
+        r_reconcile(t);
+    } else {
+        /* Completed: its calls (never answered) or its reply. Failed while
+         * its owner ran: this attempt fails. */
+        r_final(t, resp);
+    }
+    cJSON_Delete(resp);
+}
+
+static void r_recover(rl_turn_t *t) {
+    char *id = rl_path_escape(rl_turn_ckpt_get(t, "response_id"));
+    char *path = id ? rl_asprintf("/responses/%s", id) : NULL;
+    if (!path || !rl_turn_request(t, "GET", path, NULL, 0, r_recover_done, NULL)) fail_nomem(t);
+    free(id);
+    free(path);
+}
+
+/* Decides from the items added since the snapshot. */
+static void r_analyze(rl_turn_t *t) {
+    cJSON *texts = rl_turn_input_texts(t);
+    int n = cJSON_GetArraySize(texts), matched = 0;
+    cJSON *calls = cJSON_CreateArray();
+    cJSON *answered = cJSON_CreateObject();
+    rl_buf_t reply;
+    rl_buf_init(&reply);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, t->scratch) {
+        const char *type = rl_json_str(it, "type");
+        if (!*type) type = "message";
+        if (strcmp(type, "message") == 0) {
+            const char *role = rl_json_str(it, "role");
+            rl_buf_t txt;
+            rl_buf_init(&txt);
+            message_text(it, &txt);
+            rl_buf_puts(&txt, "");
+            if (strcmp(role, "user") == 0) {
+                if (matched < n &&
+                    strcmp(cJSON_GetArrayItem(texts, matched)->valuestring, txt.data) == 0)
+                    matched++;
+            } else if (strcmp(role, "assistant") == 0 && matched == n) {
+                if (reply.len) rl_buf_puts(&reply, "\n");
+                rl_buf_puts(&reply, txt.data);
+            }
+            rl_buf_free(&txt);
+        } else if (matched == n && strcmp(type, "function_call") == 0) {
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddStringToObject(c, "id", rl_json_str(it, "call_id"));
+            cJSON_AddStringToObject(c, "name", rl_json_str(it, "name"));
+            cJSON_AddStringToObject(c, "arguments", rl_json_str(it, "arguments"));
+            cJSON_AddItemToArray(calls, c);
+            rl_buf_free(&reply);
+        } else if (matched == n && strcmp(type, "function_call_output") == 0) {
+            cJSON_AddTrueToObject(answered, rl_json_str(it, "call_id"));
+            rl_buf_free(&reply);
+        }
+    }
+    cJSON_Delete(texts);
+    cJSON_Delete(t->scratch);
+    t->scratch = NULL;
+    cJSON *pending = cJSON_CreateArray();
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        if (!cJSON_GetObjectItemCaseSensitive(answered, rl_json_str(c, "id")))
+            cJSON_AddItemToArray(pending, cJSON_Duplicate(c, 1));
+    }
+    cJSON_Delete(calls);
+    cJSON_Delete(answered);
+    if (matched < n || (cJSON_GetArraySize(pending) == 0 && reply.len == 0)) {
+        /* Send what is missing (maybe nothing: then only ask for the turn). */
+        cJSON_Delete(pending);
+        rl_buf_free(&reply);
+        t->send_from = matched;
+        t->posting_outputs = 0;
+        r_post(t);
+        return;
+    }
+    if (cJSON_GetArraySize(pending) > 0) {
+        rl_buf_free(&reply);
+        cJSON_Delete(t->calls);
+        t->calls = pending;
+        rl_turn_ckpt_set(t, "state", "tool_calls");
+        if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
+        rl_turn_raise_tools(t, ID_KEY, r_tools_timeout);
+        return;
+    }
+    cJSON_Delete(pending);
+    rl_buf_puts(&reply, "");
+    complete(t, reply.data, 1);
+    rl_buf_free(&reply);
+}
+
+static void r_items_done(rl_turn_t *t, const rl_http_result_t *res) {
+    if (!res->ok) {
+        rl_turn_settle(t, RL_SETTLE_FAIL, res->error, res->status == 404 ? 0 : 1, 0);
+        return;
+    }
+    cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    if (!t->scratch) t->scratch = cJSON_CreateArray();
+    cJSON *it;
+    while (cJSON_IsArray(data) && (it = cJSON_DetachItemFromArray(data, 0)) != NULL)
+        cJSON_AddItemToArray(t->scratch, it);
+    int more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "has_more"));
+    rl_strlcpy(t->cursor, rl_json_str(j, "last_id"), sizeof(t->cursor));
+    cJSON_Delete(j);
+    if (more && t->cursor[0] && ++t->pages < 50) {
+        r_reconcile(t);
+        return;
+    }
+    r_analyze(t);
+}
+
+static void r_reconcile(rl_turn_t *t) {
+    const char *after = t->cursor[0] ? t->cursor : rl_turn_ckpt_get(t, "after");
+    if (!t->cursor[0]) {
+        cJSON_Delete(t->scratch);
+        t->scratch = NULL;
+        t->pages = 0;
+    }
+    char *a = rl_path_escape(after ? after : "");
+    char *suffix = a ? rl_asprintf("/items?order=asc&limit=100%s%s", *a ? "&after=" : "", a) : NULL;
+    char *path = suffix ? conv_path(t, suffix) : NULL;
+    t->cursor[0] = '\0';
+    if (!path || !rl_turn_request(t, "GET", path, NULL, 0, r_items_done, NULL)) fail_nomem(t);
+    free(a);
+    free(suffix);
+    free(path);
+}
+
+/* ---- ops ---- */
+
+static void r_interrupt(rl_backend_t *bk, rl_inflight_t *f) {
+    /* busy.policy=interrupt needs the store to move newly pending messages
+     * into the in-flight batch; until it can, the turn runs to its end and
+     * the new messages make the next batch (policy queue). */
+    (void)bk;
+    (void)f;
+}
+
+static void r_abandon(rl_backend_t *bk, rl_inflight_t *f) {
+    (void)bk;
+    if (f->turn) rl_turn_abandon(f->turn);
+}
+
+static rl_backend_t *r_create(runlane_t *rl);
+static int64_t r_drive(rl_backend_t *bk) { return rl_bk_drive(bk); }
+static void r_destroy(rl_backend_t *bk) { rl_bk_free(bk); }
+
+const rl_backend_ops_t rl_backend_responses = {
+    "responses", r_create,      r_start, r_drive, r_tool_outputs,
+    r_interrupt, r_abandon,     r_destroy,
+};
+
+static rl_backend_t *r_create(runlane_t *rl) { return rl_bk_new(rl, &rl_backend_responses, 0); }

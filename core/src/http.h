@@ -1,0 +1,132 @@
+/* http.h - the HTTP client of the backends (internal).
+ *
+ * Requests are libcurl easy handles on one multi handle: the client's
+ * rl->multi, which the I/O thread sleeps on (curl_multi_poll), so one
+ * thread drives every transfer and connections are kept alive and reused.
+ * Everything here runs on the thread that owns the multi handle; only
+ * rl_http_sync() is meant for other threads (it makes its own multi).
+ *
+ * Per request: base URL (openai.base.url) + path + the openai.query
+ * parameters; headers Authorization: Bearer <openai.api.key, default
+ * $OPENAI_API_KEY>, OpenAI-Organization, OpenAI-Project, the openai.headers
+ * object, OpenAI-Beta: assistants=v2 (RL_HTTP_ASSISTANTS); connect timeout
+ * http.connect.timeout.ms; total timeout http.timeout.ms, or for streams an
+ * idle timeout http.stream.idle.timeout.ms (no byte for that long); TLS
+ * verification on; proxies from the environment (libcurl's default).
+ *
+ * Retries: network errors, 408, 409, 429 and 5xx (and whatever the server
+ * marks with x-should-retry: true) are retried up to http.max.retries times
+ * after min(http.retry.max.ms, http.retry.base.ms * 2^(n-1)) less up to 25%
+ * jitter, or exactly what the server asked for with retry-after-ms or
+ * Retry-After (seconds or an HTTP date). A request flagged RL_HTTP_UNSAFE
+ * (it creates something: a response, a run) is only retried when the
+ * server surely did not act on it (could not connect, 408, 409, 429);
+ * otherwise it completes with `ambiguous` set and the caller reconciles
+ * before sending it again. A stream that already delivered data is never
+ * retried.
+ *
+ * Secrets (the API key, openai.headers values) never appear in an error
+ * message: every message is scrubbed (rl_http_scrub). Nothing is logged.
+ *
+ * Rate limit: with rate.limit.rpm > 0, requests start at most that many
+ * per minute from this client (a local token bucket; see the report on a
+ * shared bucket in the store). */
+#ifndef RUNLANE_HTTP_H
+#define RUNLANE_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+
+#include "conf.h"
+#include "runlane.h"
+
+typedef struct rl_http rl_http_t;
+typedef struct rl_http_req rl_http_req_t;
+
+#define RL_HTTP_STREAM 0x01     /* text/event-stream: 2xx body goes to on_data */
+#define RL_HTTP_ASSISTANTS 0x02 /* OpenAI-Beta: assistants=v2 */
+#define RL_HTTP_UNSAFE 0x04     /* not idempotent: see above */
+
+/* The outcome of a request, valid during the on_done call only. */
+typedef struct rl_http_result {
+    long status;            /* HTTP status of the last attempt; 0 when none came */
+    int curl_code;          /* CURLcode of the last attempt (0 when a response came) */
+    const char *body;       /* whole body, NUL-terminated ("" for a stream sent to on_data) */
+    size_t body_len;
+    const char *request_id; /* x-request-id of the last response, or "" */
+    const char *error;      /* "" on success; otherwise a scrubbed message with the
+                               method, path, status, provider error and request id */
+    const char *error_code; /* the provider's error.code, or "" */
+    const char *error_type; /* the provider's error.type, or "" */
+    const char *error_message; /* the provider's error.message (scrubbed), or "" */
+    int64_t retry_after_ms; /* the server's retry hint, -1 when none */
+    int64_t poll_after_ms;  /* openai-poll-after-ms, -1 when none */
+    int ok;                 /* 2xx and no transport error */
+    int retriable;          /* a failure a later attempt may not have */
+    int ambiguous;          /* a failure after which the server may have acted */
+    int streamed;           /* a 2xx stream delivered at least one byte to on_data */
+    int attempts;           /* sends made (1 + retries) */
+    int64_t retry_in_ms;    /* for a caller-side retry: the backoff that would come next */
+} rl_http_result_t;
+
+/* Bytes of a 2xx stream; return non-zero to abort the transfer (it then
+ * completes with an error). */
+typedef int (*rl_http_data_fn)(void *opaque, const char *data, size_t n);
+/* The request ended (after its retries). Called once, never for a
+ * cancelled request. The request is freed after it returns. May start and
+ * cancel requests. */
+typedef void (*rl_http_done_fn)(void *opaque, const rl_http_result_t *res);
+
+/* A client over `multi` with the HTTP settings of `conf` (copied). NULL
+ * with the error set on failure (bad openai.headers, ...). */
+rl_http_t *rl_http_new(const runlane_conf_t *conf, CURLM *multi);
+/* Cancels every request (no callbacks) and frees the client. */
+void rl_http_destroy(rl_http_t *h);
+
+/* Starts `method` `path` (relative to openai.base.url, may carry its own
+ * query) with a JSON body (NULL for none). NULL on out of memory (error
+ * set). on_data may be NULL for a non-stream request. */
+rl_http_req_t *rl_http_start(rl_http_t *h, const char *method, const char *path,
+                             const char *json_body, int flags, rl_http_data_fn on_data,
+                             rl_http_done_fn on_done, void *opaque);
+/* Cancels a request: no callback is called for it any more. Safe from
+ * on_data and on_done. NULL is ignored. */
+void rl_http_cancel(rl_http_req_t *r);
+
+/* Performs transfers, fires retries, checks stream idle timers and calls
+ * the callbacks of ended requests. Returns the next monotonic time
+ * (rl_mono_ms) it must be called again at, or INT64_MAX. */
+int64_t rl_http_drive(rl_http_t *h);
+/* Number of requests not yet ended (for tests). */
+int rl_http_pending(const rl_http_t *h);
+
+/* Backoff before retry number `n` (1 for the first retry), with jitter;
+ * `hint_ms` >= 0 (the server's Retry-After) wins. */
+int64_t rl_http_backoff_ms(const rl_http_t *h, int n, int64_t hint_ms);
+/* A delay header's value in ms: `seconds` 1 for Retry-After (seconds, or
+ * an HTTP date: the time left until it, 0 when past), 0 for retry-after-ms
+ * and openai-poll-after-ms (ms). -1 when unreadable. */
+int64_t rl_http_parse_delay_ms(const char *v, size_t n, int seconds);
+/* http.max.retries */
+int rl_http_max_retries(const rl_http_t *h);
+
+/* Replaces, in place, every secret of the client's configuration found in
+ * `s` with "***". */
+void rl_http_scrub(const rl_http_t *h, char *s);
+/* Scrubs a malloc'ed string, possibly reallocating it (returns it). */
+char *rl_http_scrub_dup(const rl_http_t *h, const char *s);
+
+/* A blocking request on the calling thread, with the same settings and
+ * retries (it uses its own multi handle). On return (any code) *status_out
+ * is the last HTTP status (0 when none) and *body_out the body (or NULL;
+ * free with free()). Returns RUNLANE_OK for a 2xx; otherwise
+ * RUNLANE_ERR_HTTP (network), RUNLANE_ERR_PROVIDER (non-2xx) or
+ * RUNLANE_ERR_NOMEM with runlane_error_last() holding the scrubbed
+ * message. Thread-safe. */
+runlane_err_t rl_http_sync(long *status_out, char **body_out, const runlane_conf_t *conf,
+                           const char *method, const char *path, const char *json_body,
+                           int flags);
+
+#endif

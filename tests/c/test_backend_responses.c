@@ -1,0 +1,660 @@
+/* test_backend_responses.c - the `responses` backend end to end against
+ * the OpenAI emulator: batching into one turn, streaming deltas, tool calls
+ * (single, parallel, error output, timeout), conversation_locked deferral,
+ * failures and dead letters, polling mode, reconciliation after a crash,
+ * and the API key never leaking into events or errors. */
+#include "rlbk.h"
+
+
+#define TIMEOUT 15000
+
+static char *new_conv(void) {
+    char *id = rlemu_create(&rlbk_emu, "/v1/conversations", NULL);
+    if (!id) RL_FAILF("could not create a conversation in the emulator");
+    return id;
+}
+
+static cJSON *journal_conv(cJSON *journal, const char *conv) {
+    cJSON *c = rlemu_journal_conv(journal, conv);
+    if (!c) RL_FAILF("no journal entry for %s", conv);
+    return c;
+}
+
+/* The journal's messages of a conversation joined with '|'. */
+static char *journal_messages(const char *conv, int *turns, int *duplicates, int *rejected) {
+    cJSON *j = rlemu_journal(&rlbk_emu);
+    cJSON *c = journal_conv(j, conv);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(c, "messages")) {
+        if (b.len) rl_buf_puts(&b, "|");
+        rl_buf_puts(&b, m->valuestring);
+    }
+    rl_buf_puts(&b, "");
+    if (turns) *turns = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(c, "turns"));
+    if (duplicates) *duplicates = cJSON_GetObjectItemCaseSensitive(c, "duplicates")->valueint;
+    if (rejected) *rejected = cJSON_GetObjectItemCaseSensitive(c, "rejected")->valueint;
+    cJSON_Delete(j);
+    return rl_buf_take(&b);
+}
+
+static void test_responses_batch_is_one_turn_with_items_in_order(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    char ids[3][RUNLANE_ID_MAX];
+    rlbk_enqueue(&c, conv, "first", ids[0]);
+    rlbk_enqueue(&c, conv, "second", ids[1]);
+    rlbk_enqueue(&c, conv, "third", ids[2]);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("echo: first\nsecond\nthird", rlbk_str(done->j, "reply"));
+    RL_CHECK(strncmp(rlbk_str(done->j, "response_id"), "resp_", 5) == 0);
+    RL_CHECK_STR(conv, rlbk_str(done->j, "conversation_id"));
+    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(done->j, "usage");
+    RL_CHECK(cJSON_GetObjectItemCaseSensitive(usage, "total_tokens") != NULL);
+    RL_CHECK_INT(3, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(done->j, "message_ids")));
+    /* Run started first; the deltas spell the reply. */
+    RL_CHECK_INT(1, rlbk_count(&c, RUNLANE_EVENT_RUN_STARTED));
+    RL_CHECK(rlbk_count(&c, RUNLANE_EVENT_DELTA) >= 2);
+    rl_buf_t deltas;
+    rl_buf_init(&deltas);
+    for (int i = 0; i < c.nev; i++)
+        if (c.ev[i].type == RUNLANE_EVENT_DELTA) rl_buf_puts(&deltas, rlbk_str(c.ev[i].j, "delta"));
+    rl_buf_puts(&deltas, "");
+    RL_CHECK_STR("echo: first\nsecond\nthird", deltas.data);
+    rl_buf_free(&deltas);
+    RL_CHECK(c.ev[0].type == RUNLANE_EVENT_RUN_STARTED);
+    /* One POST /responses with three user items in order. */
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    RL_CHECK_INT(1, cJSON_GetArraySize(bodies));
+    const cJSON *b = cJSON_GetArrayItem(bodies, 0);
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(b, "input");
+    RL_CHECK_INT(3, cJSON_GetArraySize(input));
+    RL_CHECK_STR("first", rlbk_str(cJSON_GetArrayItem(input, 0), "content"));
+    RL_CHECK_STR("second", rlbk_str(cJSON_GetArrayItem(input, 1), "content"));
+    RL_CHECK_STR("third", rlbk_str(cJSON_GetArrayItem(input, 2), "content"));
+    RL_CHECK_STR(conv, rlbk_str(b, "conversation"));
+    RL_CHECK_STR("gpt-4o", rlbk_str(b, "model"));
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(b, "metadata");
+    RL_CHECK_STR(done->batch_id, rlbk_str(md, "runlane_batch_id"));
+    char want[256];
+    snprintf(want, sizeof(want), "%s,%s,%s", ids[0], ids[1], ids[2]);
+    RL_CHECK_STR(want, rlbk_str(md, "runlane_message_ids"));
+    cJSON_Delete(bodies);
+    int turns = 0, dups = 0;
+    char *msgs = journal_messages(conv, &turns, &dups, NULL);
+    RL_CHECK_STR("first|second|third", msgs);
+    RL_CHECK_INT(1, turns);
+    RL_CHECK_INT(0, dups);
+    free(msgs);
+    /* The batch is acked: nothing in flight. */
+    char *st = NULL;
+    RL_CHECK_OK(runlane_status(&st, c.rl, conv));
+    cJSON *sj = cJSON_Parse(st);
+    RL_CHECK_INT(0, cJSON_GetObjectItemCaseSensitive(sj, "pending")->valueint);
+    cJSON_Delete(sj);
+    runlane_free(st);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_joined_mode_and_instructions(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"openai.input.mode", "joined", "openai.instructions", "be brief",
+                        "openai.metadata", "{\"app\":\"chat\"}", NULL};
+    rlbk_new(&c, "responses", kv);
+    char id[RUNLANE_ID_MAX];
+    rlbk_enqueue(&c, conv, "a", NULL);
+    RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, c.rl, conv, "b",
+                                "{\"instructions\":\"answer in French\"}"));
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("echo: a\n\nb", rlbk_str(done->j, "reply"));
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    const cJSON *b = cJSON_GetArrayItem(bodies, 0);
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(b, "input");
+    RL_CHECK_INT(1, cJSON_GetArraySize(input));
+    RL_CHECK_STR("a\n\nb", rlbk_str(cJSON_GetArrayItem(input, 0), "content"));
+    /* The last message's own instructions win over openai.instructions. */
+    RL_CHECK_STR("answer in French", rlbk_str(b, "instructions"));
+    RL_CHECK_STR("chat", rlbk_str(cJSON_GetObjectItemCaseSensitive(b, "metadata"), "app"));
+    cJSON_Delete(bodies);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_single_tool_call(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"openai.tools",
+                        "[{\"type\":\"function\",\"name\":\"get_weather\",\"parameters\":{}}]",
+                        NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "weather? [[tool:get_weather {\"city\":\"Paris\"}]]", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *tc = rlbk_wait(&c, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(tc->j, "tool_calls");
+    RL_CHECK_INT(1, cJSON_GetArraySize(calls));
+    const cJSON *call = cJSON_GetArrayItem(calls, 0);
+    RL_CHECK_STR("get_weather", rlbk_str(call, "name"));
+    RL_CHECK_STR("{\"city\":\"Paris\"}", rlbk_str(call, "arguments"));
+    RL_CHECK(strncmp(rlbk_str(call, "id"), "call_", 5) == 0);
+    RL_CHECK(strncmp(rlbk_str(tc->j, "response_id"), "resp_", 5) == 0);
+    char *outs = rlbk_outputs_for(tc, "sunny");
+    RL_CHECK_OK(rlbk_submit_from_thread(c.rl, tc->batch_id, outs));
+    free(outs);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_MSG(strstr(rlbk_str(done->j, "reply"), "tools: get_weather=sunny") != NULL,
+                 "reply: %s", rlbk_str(done->j, "reply"));
+    /* Two responses: the calls, then the answer with function_call_output
+     * items on the same conversation (no previous_response_id). */
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    RL_CHECK_INT(2, cJSON_GetArraySize(bodies));
+    const cJSON *b2 = cJSON_GetArrayItem(bodies, 1);
+    RL_CHECK_STR(conv, rlbk_str(b2, "conversation"));
+    RL_CHECK(cJSON_GetObjectItemCaseSensitive(b2, "previous_response_id") == NULL);
+    const cJSON *in2 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(b2, "input"), 0);
+    RL_CHECK_STR("function_call_output", rlbk_str(in2, "type"));
+    RL_CHECK_STR("sunny", rlbk_str(in2, "output"));
+    cJSON_Delete(bodies);
+    /* Usage sums both responses. */
+    RL_CHECK(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(done->j, "usage"),
+                                              "total_tokens")
+                 ->valueint > 2);
+    int turns = 0, dups = 0;
+    free(journal_messages(conv, &turns, &dups, NULL));
+    RL_CHECK_INT(2, turns);
+    RL_CHECK_INT(0, dups);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_parallel_tool_calls_and_error_output(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    rlbk_enqueue(&c, conv, "[[tool:lookup {\"q\":1}]] and [[tool:fetch {\"q\":2}]]", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *tc = rlbk_wait(&c, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+    const cJSON *calls = cJSON_GetObjectItemCaseSensitive(tc->j, "tool_calls");
+    RL_CHECK_INT(2, cJSON_GetArraySize(calls));
+    RL_CHECK_STR("lookup", rlbk_str(cJSON_GetArrayItem(calls, 0), "name"));
+    RL_CHECK_STR("fetch", rlbk_str(cJSON_GetArrayItem(calls, 1), "name"));
+    /* Answered in two submissions; the second one is a handler's error. */
+    char one[512], two[512];
+    snprintf(one, sizeof(one), "[{\"tool_call_id\":\"%s\",\"output\":\"found\"}]",
+             rlbk_str(cJSON_GetArrayItem(calls, 0), "id"));
+    snprintf(two, sizeof(two),
+             "[{\"tool_call_id\":\"%s\",\"output\":\"{\\\"error\\\":\\\"boom\\\"}\"}]",
+             rlbk_str(cJSON_GetArrayItem(calls, 1), "id"));
+    char batch[RUNLANE_ID_MAX];
+    snprintf(batch, sizeof(batch), "%s", tc->batch_id);
+    /* An output for a call that does not exist is reported, not used. */
+    RL_CHECK_OK(rlbk_submit_from_thread(c.rl, batch,
+                                        "[{\"tool_call_id\":\"call_bogus\",\"output\":\"x\"}]"));
+    rlbk_ev_t *err = rlbk_wait(&c, RUNLANE_EVENT_ERROR, 1, TIMEOUT);
+    RL_CHECK_MSG(strstr(err->err, "unknown tool_call_id \"call_bogus\"") != NULL, "error: %s",
+                 err->err);
+    RL_CHECK_OK(rlbk_submit_from_thread(c.rl, batch, one));
+    rlbk_drain(&c, 200);
+    RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_COMPLETED));
+    RL_CHECK_OK(rlbk_submit_from_thread(c.rl, batch, two));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    const char *reply = rlbk_str(done->j, "reply");
+    RL_CHECK_MSG(strstr(reply, "lookup=found") && strstr(reply, "fetch={\"error\":\"boom\"}"),
+                 "reply: %s", reply);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_tool_timeout_error_outputs(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"tool.timeout.ms", "300", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "[[tool:slow_tool]]", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_wait(&c, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_MSG(strstr(rlbk_str(done->j, "reply"), "slow_tool={\"error\":\"tool call timed out") !=
+                     NULL,
+                 "reply: %s", rlbk_str(done->j, "reply"));
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_tool_timeout_cancel_dead_letters(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"tool.timeout.ms", "300", "tool.timeout.action", "cancel", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "[[tool:never_answered]]", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_wait(&c, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+    rlbk_ev_t *dead = rlbk_wait(&c, RUNLANE_EVENT_DEAD, 1, TIMEOUT);
+    RL_CHECK_MSG(strstr(dead->err, "not submitted within 300 ms") != NULL, "error: %s", dead->err);
+    /* The conversation takes new messages: the calls were answered. */
+    rlbk_enqueue(&c, conv, "next", NULL);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK(strstr(rlbk_str(done->j, "reply"), "next") != NULL);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void *slow_response_main(void *arg) {
+    const char *conv = arg;
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"gpt-4o\",\"conversation\":\"%s\",\"input\":\"other [[slow:1200]]\"}",
+             conv);
+    cJSON_Delete(rlemu_call(&rlbk_emu, "POST", "/v1/responses", body, NULL, NULL));
+    return NULL;
+}
+
+static void test_responses_conversation_locked_defers_then_succeeds(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    /* Someone else's response holds the conversation for 1.2 s. */
+    pthread_t th;
+    pthread_create(&th, NULL, slow_response_main, conv);
+    usleep(200000);
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    rlbk_enqueue(&c, conv, "mine", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    pthread_join(th, NULL);
+    /* Deferred, not failed: no FAILED event and still the first attempt. */
+    RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_FAILED));
+    RL_CHECK_INT(1, done->attempt);
+    RL_CHECK(strstr(rlbk_str(done->j, "reply"), "mine") != NULL);
+    int rejected = 0, dups = 0;
+    char *msgs = journal_messages(conv, NULL, &dups, &rejected);
+    RL_CHECK_MSG(rejected >= 1, "expected a conversation_locked rejection, got %d", rejected);
+    RL_CHECK_STR("other [[slow:1200]]|mine", msgs);
+    RL_CHECK_INT(0, dups);
+    free(msgs);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_failed_turn_is_retried_without_resending(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    rlbk_enqueue(&c, conv, "x [[fail]]", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *failed = rlbk_wait(&c, RUNLANE_EVENT_FAILED, 1, TIMEOUT);
+    RL_CHECK_MSG(strstr(failed->err, "failed: server_error") != NULL, "error: %s", failed->err);
+    RL_CHECK_INT(1, failed->attempt);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_INT(2, done->attempt);
+    /* The retry asked for a new response without adding the message again. */
+    int turns = 0, dups = 0;
+    char *msgs = journal_messages(conv, &turns, &dups, NULL);
+    RL_CHECK_STR("x [[fail]]", msgs);
+    RL_CHECK_INT(2, turns);
+    RL_CHECK_INT(0, dups);
+    free(msgs);
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    RL_CHECK_INT(2, cJSON_GetArraySize(bodies));
+    RL_CHECK(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 1), "input") == NULL);
+    cJSON_Delete(bodies);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_http_errors_retry_then_dead(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"max.attempts", "2", "http.max.retries", "1", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlemu_fault(&rlbk_emu, "500", 100, "POST", "/v1/responses");
+    rlbk_enqueue(&c, conv, "doomed", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *failed = rlbk_wait(&c, RUNLANE_EVENT_FAILED, 1, TIMEOUT);
+    RL_CHECK_MSG(strstr(failed->err, "HTTP 500") && strstr(failed->err, "[request req_"),
+                 "error: %s", failed->err);
+    rlbk_ev_t *dead = rlbk_wait(&c, RUNLANE_EVENT_DEAD, 1, TIMEOUT);
+    RL_CHECK_INT(2, dead->attempt);
+    char *dl = NULL;
+    RL_CHECK_OK(runlane_dead_list(&dl, c.rl, 0, 0));
+    RL_CHECK(strstr(dl, "doomed") != NULL);
+    runlane_free(dl);
+    /* A 5xx on a create is ambiguous: each was followed by a look at the
+     * conversation before sending again, and nothing got in twice. */
+    int dups = 0;
+    free(journal_messages(conv, NULL, &dups, NULL));
+    RL_CHECK_INT(0, dups);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_invalid_request_is_dead_at_once(void) {
+    rlbk_need_emu();
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    rlbk_enqueue(&c, "conv_does_not_exist", "hello", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *dead = rlbk_wait(&c, RUNLANE_EVENT_DEAD, 1, TIMEOUT);
+    RL_CHECK_INT(1, dead->attempt);
+    RL_CHECK_MSG(strstr(dead->err, "404") && strstr(dead->err, "not found"), "error: %s",
+                 dead->err);
+    rlbk_free(&c);
+}
+
+static void test_responses_background_polling_mode(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"latency_ms\":300,\"poll_after_ms\":50}");
+    rlbk_t c;
+    const char *kv[] = {"openai.stream", "false", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "poll me", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("echo: poll me", rlbk_str(done->j, "reply"));
+    RL_CHECK_INT(1, rlbk_count(&c, RUNLANE_EVENT_RUN_STARTED));
+    RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_DELTA));
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 0), "background")));
+    cJSON_Delete(bodies);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_adopts_running_response_after_crash(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t a;
+    rlbk_new(&a, "responses", NULL);
+    rlbk_enqueue(&a, conv, "long one [[slow:1500]]", NULL);
+    RL_CHECK_OK(runlane_start(a.rl));
+    rlbk_wait(&a, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
+    /* The worker goes away mid-turn (its lease is given back). */
+    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
+    rlbk_t b;
+    rlbk_new_same_store(&b, &a, "responses", NULL);
+    RL_CHECK_OK(runlane_start(b.rl));
+    rlbk_ev_t *started = rlbk_wait(&b, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
+    RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(started->j, "adopted")));
+    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("echo: long one [[slow:1500]]", rlbk_str(done->j, "reply"));
+    int turns = 0, dups = 0;
+    free(journal_messages(conv, &turns, &dups, NULL));
+    RL_CHECK_INT(1, turns);
+    RL_CHECK_INT(0, dups);
+    rlbk_free(&b);
+    rlbk_free(&a);
+    free(conv);
+}
+
+static void test_responses_tool_calls_raised_again_after_crash(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t a;
+    rlbk_new(&a, "responses", NULL);
+    rlbk_enqueue(&a, conv, "[[tool:t1]]", NULL);
+    RL_CHECK_OK(runlane_start(a.rl));
+    rlbk_ev_t *tc1 = rlbk_wait(&a, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+    char call1[128];
+    snprintf(call1, sizeof(call1), "%s",
+             rlbk_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tc1->j, "tool_calls"), 0),
+                      "id"));
+    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
+    rlbk_t b;
+    rlbk_new_same_store(&b, &a, "responses", NULL);
+    RL_CHECK_OK(runlane_start(b.rl));
+    rlbk_ev_t *tc2 = rlbk_wait(&b, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+    RL_CHECK_STR(call1, rlbk_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tc2->j,
+                                                                                     "tool_calls"),
+                                                    0),
+                                 "id"));
+    char *outs = rlbk_outputs_for(tc2, NULL);
+    RL_CHECK_OK(rlbk_submit_from_thread(b.rl, tc2->batch_id, outs));
+    free(outs);
+    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK(strstr(rlbk_str(done->j, "reply"), "t1=ok-t1") != NULL);
+    int turns = 0, dups = 0;
+    free(journal_messages(conv, &turns, &dups, NULL));
+    RL_CHECK_INT(2, turns);
+    RL_CHECK_INT(0, dups);
+    rlbk_free(&b);
+    rlbk_free(&a);
+    free(conv);
+}
+
+static void test_responses_reconciles_messages_already_sent(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    rlbk_enqueue(&c, conv, "alpha", NULL);
+    rlbk_enqueue(&c, conv, "beta", NULL);
+    /* A crashed worker posted the batch (the items are in the conversation)
+     * but never learnt the response id. */
+    rlbk_plant_checkpoint(c.store, "{\"v\":1,\"state\":\"posting\",\"after\":\"\"}", NULL);
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/conversations/%s/items", conv);
+    rlemu_control(&rlbk_emu, "POST", path,
+                  "{\"items\":[{\"type\":\"message\",\"role\":\"user\",\"content\":\"alpha\"},"
+                  "{\"type\":\"message\",\"role\":\"user\",\"content\":\"beta\"}]}");
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("echo: alpha\nbeta", rlbk_str(done->j, "reply"));
+    /* The create carried no input: nothing was added twice. */
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    RL_CHECK_INT(1, cJSON_GetArraySize(bodies));
+    RL_CHECK(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 0), "input") == NULL);
+    cJSON_Delete(bodies);
+    char *msgs = journal_messages(conv, NULL, NULL, NULL);
+    RL_CHECK_STR("alpha|beta", msgs);
+    free(msgs);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_reconciles_completed_turn_without_sending(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    /* Something before the batch: the snapshot point. */
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/conversations/%s/items", conv);
+    cJSON *added = rlemu_call(&rlbk_emu, "POST", path,
+                              "{\"items\":[{\"type\":\"message\",\"role\":\"user\",\"content\":\"old\"}]}",
+                              NULL, NULL);
+    char after[128];
+    snprintf(after, sizeof(after), "%s", rlbk_str(added, "last_id"));
+    cJSON_Delete(added);
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    rlbk_enqueue(&c, conv, "old", NULL); /* same text as before the snapshot */
+    char ckpt[256];
+    snprintf(ckpt, sizeof(ckpt), "{\"v\":1,\"state\":\"posting\",\"after\":\"%s\"}", after);
+    rlbk_plant_checkpoint(c.store, ckpt, NULL);
+    /* The crashed worker's turn completed: its input and the reply are in. */
+    rlemu_control(&rlbk_emu, "POST", path,
+                  "{\"items\":[{\"type\":\"message\",\"role\":\"user\",\"content\":\"old\"},"
+                  "{\"type\":\"message\",\"role\":\"assistant\",\"content\":\"the reply\"}]}");
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("the reply", rlbk_str(done->j, "reply"));
+    RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(done->j, "reconciled")));
+    RL_CHECK_INT(0, rlemu_count(&rlbk_emu, "POST", "/v1/responses"));
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_stream_cut_falls_back_to_polling(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"http.stream.idle.timeout.ms", "300", NULL};
+    rlbk_new(&c, "responses", kv);
+    /* The stream goes quiet for 1.5 s: dropped after 300 ms, then the
+     * response (its id is known) is polled to its end. */
+    rlbk_enqueue(&c, conv, "quiet [[slow:1500]]", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("echo: quiet [[slow:1500]]", rlbk_str(done->j, "reply"));
+    RL_CHECK_INT(1, rlemu_count(&rlbk_emu, "POST", "/v1/responses"));
+    char poll[256];
+    snprintf(poll, sizeof(poll), "/v1/responses/%s", rlbk_str(done->j, "response_id"));
+    RL_CHECK(rlemu_count(&rlbk_emu, "GET", poll) >= 1);
+    /* The server cuts the stream after two events. */
+    rlemu_fault(&rlbk_emu, "drop", 1, "POST", "/v1/responses");
+    rlbk_enqueue(&c, conv, "cut", NULL);
+    done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 2, TIMEOUT);
+    RL_CHECK(strstr(rlbk_str(done->j, "reply"), "cut") != NULL);
+    int turns = 0, dups = 0;
+    free(journal_messages(conv, &turns, &dups, NULL));
+    RL_CHECK_INT(2, turns);
+    RL_CHECK_INT(0, dups);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_lost_create_answer_is_reconciled(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"latency_ms\":400}");
+    rlbk_t c;
+    const char *kv[] = {"openai.stream", "false", NULL};
+    rlbk_new(&c, "responses", kv);
+    /* The create takes effect but its answer is lost: runlane must find
+     * its messages in the conversation instead of sending them again. */
+    rlemu_fault(&rlbk_emu, "drop", 1, "POST", "/v1/responses");
+    rlbk_enqueue(&c, conv, "once", NULL);
+    rlbk_enqueue(&c, conv, "only", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("echo: once\nonly", rlbk_str(done->j, "reply"));
+    RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_FAILED));
+    int dups = 0;
+    char *msgs = journal_messages(conv, NULL, &dups, NULL);
+    RL_CHECK_STR("once|only", msgs);
+    RL_CHECK_INT(0, dups);
+    free(msgs);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_large_batch_metadata_fits(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    for (int i = 0; i < 60; i++) {
+        char text[32];
+        snprintf(text, sizeof(text), "m%d", i);
+        rlbk_enqueue(&c, conv, text, NULL);
+    }
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_INT(60, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(done->j, "message_ids")));
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    const cJSON *b = cJSON_GetArrayItem(bodies, 0);
+    RL_CHECK_INT(60, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(b, "input")));
+    const char *ids = rlbk_str(cJSON_GetObjectItemCaseSensitive(b, "metadata"), "runlane_message_ids");
+    RL_CHECK(strlen(ids) > 0 && strlen(ids) <= 512);
+    cJSON_Delete(bodies);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_conversation_create_helper(void) {
+    rlbk_need_emu();
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    char *id = NULL;
+    RL_CHECK_OK(runlane_conversation_create(&id, c.rl, "{\"user\":\"u1\"}"));
+    RL_CHECK(id && strncmp(id, "conv_", 5) == 0);
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/conversations/%s", id);
+    cJSON *conv = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
+    RL_CHECK_STR("u1", rlbk_str(cJSON_GetObjectItemCaseSensitive(conv, "metadata"), "user"));
+    cJSON_Delete(conv);
+    runlane_free(id);
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_conversation_create(&id, c.rl, "[1]"));
+    /* A bad key: the provider's refusal, without the key. */
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"api_key\":\"sk-other\"}");
+    runlane_err_t rc = runlane_conversation_create(&id, c.rl, NULL);
+    RL_CHECK_INT(RUNLANE_ERR_PROVIDER, rc);
+    const char *msg = runlane_error_message(runlane_error_last());
+    RL_CHECK(strstr(msg, "401") != NULL);
+    RL_CHECK(strstr(msg, RLBK_API_KEY) == NULL);
+    rlbk_free(&c);
+}
+
+static void test_responses_bad_key_errors_never_show_it(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"api_key\":\"sk-the-real-key\"}");
+    rlbk_t c;
+    const char *kv[] = {"max.attempts", "1", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "hi", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *dead = rlbk_wait(&c, RUNLANE_EVENT_DEAD, 1, TIMEOUT);
+    RL_CHECK(strstr(dead->err, "401") != NULL);
+    char *st = NULL;
+    RL_CHECK_OK(runlane_status(&st, c.rl, NULL));
+    RL_CHECK(strstr(st, RLBK_API_KEY) == NULL);
+    runlane_free(st);
+    char *dl = NULL;
+    RL_CHECK_OK(runlane_dead_list(&dl, c.rl, 0, 0));
+    RL_CHECK(strstr(dl, RLBK_API_KEY) == NULL);
+    runlane_free(dl);
+    rlbk_free(&c);
+    free(conv);
+}
+
+/* Runs last: every event of every test above, scanned for the key. */
+static void test_responses_api_key_in_no_event(void) {
+    if (!rlbk_have_emu) RL_SKIP("emulator not available");
+    rl_buf_puts(&rlbk_all_events, "");
+    RL_CHECK(rlbk_all_events.len > 1000);
+    RL_CHECK(strstr(rlbk_all_events.data, RLBK_API_KEY) == NULL);
+    RL_CHECK(strstr(rlbk_all_events.data, "SECRET") == NULL);
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    rlbk_have_emu = rlemu_start(&rlbk_emu, NULL) == 0;
+    if (!rlbk_have_emu) fprintf(stderr, "emulator not available: tests are skipped\n");
+    RL_RUN(test_responses_batch_is_one_turn_with_items_in_order);
+    RL_RUN(test_responses_joined_mode_and_instructions);
+    RL_RUN(test_responses_single_tool_call);
+    RL_RUN(test_responses_parallel_tool_calls_and_error_output);
+    RL_RUN(test_responses_tool_timeout_error_outputs);
+    RL_RUN(test_responses_tool_timeout_cancel_dead_letters);
+    RL_RUN(test_responses_conversation_locked_defers_then_succeeds);
+    RL_RUN(test_responses_failed_turn_is_retried_without_resending);
+    RL_RUN(test_responses_http_errors_retry_then_dead);
+    RL_RUN(test_responses_invalid_request_is_dead_at_once);
+    RL_RUN(test_responses_background_polling_mode);
+    RL_RUN(test_responses_adopts_running_response_after_crash);
+    RL_RUN(test_responses_tool_calls_raised_again_after_crash);
+    RL_RUN(test_responses_reconciles_messages_already_sent);
+    RL_RUN(test_responses_reconciles_completed_turn_without_sending);
+    RL_RUN(test_responses_stream_cut_falls_back_to_polling);
+    RL_RUN(test_responses_lost_create_answer_is_reconciled);
+    RL_RUN(test_responses_large_batch_metadata_fits);
+    RL_RUN(test_responses_conversation_create_helper);
+    RL_RUN(test_responses_bad_key_errors_never_show_it);
+    RL_RUN(test_responses_api_key_in_no_event);
+    if (rlbk_have_emu) rlemu_stop(&rlbk_emu);
+    rl_buf_free(&rlbk_all_events);
+    return rl_test_summary();
+}

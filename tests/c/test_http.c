@@ -1,0 +1,547 @@
+/* test_http.c - the backends' HTTP client against the OpenAI emulator:
+ * retries (429 with Retry-After, 500, connection reset), what is not
+ * retried, errors keeping the request id and never the API key, streams
+ * and their idle timeout, extra headers and query parameters. */
+#include "rltest.h"
+
+#include "rlemu.h"
+
+#include "conf.h"
+#include "http.h"
+#include "internal.h"
+#include "runlane.h"
+#include "sse.h"
+
+static rlemu_t emu;
+static int have_emu;
+
+#define API_KEY "sk-runlane-test-KEY-4f9c2a7e1b"
+
+typedef struct {
+    int done;
+    long status;
+    int ok, retriable, ambiguous, streamed, attempts;
+    int64_t poll_after_ms;
+    char *body;
+    char *error;
+    char *request_id;
+    char *error_code;
+    rl_buf_t stream;
+} result_t;
+
+static void on_done(void *opaque, const rl_http_result_t *res) {
+    result_t *r = opaque;
+    r->done = 1;
+    r->status = res->status;
+    r->ok = res->ok;
+    r->retriable = res->retriable;
+    r->ambiguous = res->ambiguous;
+    r->streamed = res->streamed;
+    r->attempts = res->attempts;
+    r->poll_after_ms = res->poll_after_ms;
+    r->body = strdup(res->body);
+    r->error = strdup(res->error);
+    r->request_id = strdup(res->request_id);
+    r->error_code = strdup(res->error_code);
+}
+
+static int on_data(void *opaque, const char *data, size_t n) {
+    result_t *r = opaque;
+    rl_buf_append(&r->stream, data, n);
+    return 0;
+}
+
+static void result_free(result_t *r) {
+    free(r->body);
+    free(r->error);
+    free(r->request_id);
+    free(r->error_code);
+    rl_buf_free(&r->stream);
+    memset(r, 0, sizeof(*r));
+}
+
+static runlane_conf_t *make_conf(const char *const *kv) {
+    runlane_conf_t *c = runlane_conf_new();
+    char err[256];
+    runlane_conf_set(c, "openai.base.url", emu.base_url, err, sizeof(err));
+    runlane_conf_set(c, "openai.api.key", API_KEY, err, sizeof(err));
+    runlane_conf_set(c, "http.retry.base.ms", "20", err, sizeof(err));
+    runlane_conf_set(c, "http.retry.max.ms", "100", err, sizeof(err));
+    for (int i = 0; kv && kv[i]; i += 2)
+        if (runlane_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)) != RUNLANE_OK) {
+            fprintf(stderr, "conf %s: %s\n", kv[i], err);
+            abort();
+        }
+    return c;
+}
+
+/* Runs one request to its end; returns the elapsed ms. */
+static int64_t run(const char *const *kv, const char *method, const char *path, const char *body,
+                   int flags, result_t *out) {
+    runlane_conf_t *c = make_conf(kv);
+    CURLM *m = curl_multi_init();
+    rl_http_t *h = rl_http_new(c, m);
+    if (!h) {
+        fprintf(stderr, "rl_http_new: %s\n", runlane_error_message(runlane_error_last()));
+        abort();
+    }
+    memset(out, 0, sizeof(*out));
+    int64_t t0 = rl_mono_ms();
+    rl_http_start(h, method, path, body, flags, (flags & RL_HTTP_STREAM) ? on_data : NULL,
+                  on_done, out);
+    while (!out->done && rl_mono_ms() - t0 < 60000) {
+        int64_t wake = rl_http_drive(h);
+        if (out->done) break;
+        int64_t wait = wake == INT64_MAX ? 500 : wake - rl_mono_ms();
+        if (wait > 500) wait = 500;
+        if (wait < 0) wait = 0;
+        curl_multi_poll(m, NULL, 0, (int)wait, NULL);
+    }
+    int64_t el = rl_mono_ms() - t0;
+    rl_buf_puts(&out->stream, "");
+    RL_CHECK_INT(0, rl_http_pending(h));
+    rl_http_destroy(h);
+    curl_multi_cleanup(m);
+    runlane_conf_destroy(c);
+    return el;
+}
+
+static char *new_conversation(void) {
+    char *id = rlemu_create(&emu, "/v1/conversations", NULL);
+    if (!id) RL_FAILF("could not create a conversation in the emulator");
+    return id;
+}
+
+static void need_emu(void) {
+    if (!have_emu) RL_SKIP("python3 or tests/emulator/emulator.py not available");
+    rlemu_control(&emu, "POST", "/_emulator/reset", "{}");
+}
+
+static void test_http_get_ok_with_request_id(void) {
+    need_emu();
+    char *conv = new_conversation();
+    char path[256];
+    snprintf(path, sizeof(path), "/conversations/%s", conv);
+    result_t r;
+    run(NULL, "GET", path, NULL, 0, &r);
+    RL_CHECK_MSG(r.ok, "expected success, got %s", r.error);
+    RL_CHECK_INT(200, r.status);
+    RL_CHECK_INT(1, r.attempts);
+    RL_CHECK(strstr(r.body, conv) != NULL);
+    RL_CHECK(strncmp(r.request_id, "req_", 4) == 0);
+    result_free(&r);
+    free(conv);
+}
+
+static void test_http_429_retry_after_is_honoured(void) {
+    need_emu();
+    char *conv = new_conversation();
+    char path[256], vpath[256];
+    snprintf(path, sizeof(path), "/conversations/%s", conv);
+    snprintf(vpath, sizeof(vpath), "/v1/conversations/%s", conv);
+    rlemu_control(&emu, "POST", "/_emulator/config", "{\"retry_after_ms\":400}");
+    rlemu_fault(&emu, "429", 2, "GET", vpath);
+    result_t r;
+    /* The backoff alone would be ~20-40 ms: the elapsed time proves the
+     * server's 400 ms were waited, twice. */
+    int64_t el = run(NULL, "GET", path, NULL, 0, &r);
+    RL_CHECK_MSG(r.ok, "expected success after two 429, got %s", r.error);
+    RL_CHECK_INT(3, r.attempts);
+    RL_CHECK_INT(3, rlemu_count(&emu, "GET", vpath));
+    RL_CHECK_MSG(el >= 780, "expected >= 800 ms of Retry-After waits, took %lld ms", (long long)el);
+    result_free(&r);
+    free(conv);
+}
+
+static void test_http_500_and_reset_are_retried(void) {
+    need_emu();
+    char *conv = new_conversation();
+    char path[256], vpath[256];
+    snprintf(path, sizeof(path), "/conversations/%s", conv);
+    snprintf(vpath, sizeof(vpath), "/v1/conversations/%s", conv);
+    rlemu_fault(&emu, "500", 1, "GET", vpath);
+    rlemu_fault(&emu, "reset", 1, "GET", vpath);
+    result_t r;
+    run(NULL, "GET", path, NULL, 0, &r);
+    RL_CHECK_MSG(r.ok, "expected success after a 500 and a reset, got %s", r.error);
+    /* libcurl itself re-sends a GET whose reused connection was reset
+     * before any answer, so the reset may cost no attempt of ours. */
+    RL_CHECK(r.attempts >= 2);
+    RL_CHECK_INT(3, rlemu_count(&emu, "GET", vpath));
+    result_free(&r);
+    free(conv);
+}
+
+static void test_http_retries_are_bounded(void) {
+    need_emu();
+    char *conv = new_conversation();
+    char path[256], vpath[256];
+    snprintf(path, sizeof(path), "/conversations/%s", conv);
+    snprintf(vpath, sizeof(vpath), "/v1/conversations/%s", conv);
+    rlemu_fault(&emu, "500", 10, "GET", vpath);
+    const char *kv[] = {"http.max.retries", "2", NULL};
+    result_t r;
+    run(kv, "GET", path, NULL, 0, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(500, r.status);
+    RL_CHECK_INT(3, r.attempts);
+    RL_CHECK_INT(1, r.retriable);
+    RL_CHECK_INT(3, rlemu_count(&emu, "GET", vpath));
+    RL_CHECK_MSG(strstr(r.error, "HTTP 500") && strstr(r.error, "[request req_") &&
+                     strstr(r.error, "(after 3 attempts)"),
+                 "error lacks status, request id or attempts: %s", r.error);
+    result_free(&r);
+    free(conv);
+}
+
+static void test_http_unsafe_post_not_retried_on_500(void) {
+    need_emu();
+    rlemu_fault(&emu, "500", 1, "POST", "/v1/conversations");
+    result_t r;
+    run(NULL, "POST", "/conversations", "{}", RL_HTTP_UNSAFE, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(1, r.attempts);
+    RL_CHECK_INT(1, r.retriable);
+    RL_CHECK_INT(1, r.ambiguous);
+    result_free(&r);
+    /* 429 means the server did not act: retried even when unsafe. */
+    rlemu_control(&emu, "POST", "/_emulator/config", "{\"retry_after_ms\":10}");
+    rlemu_fault(&emu, "429", 1, "POST", "/v1/conversations");
+    run(NULL, "POST", "/conversations", "{}", RL_HTTP_UNSAFE, &r);
+    RL_CHECK_MSG(r.ok, "expected success after a 429, got %s", r.error);
+    RL_CHECK_INT(2, r.attempts);
+    result_free(&r);
+    /* A reset after sending is ambiguous for an unsafe request. */
+    rlemu_fault(&emu, "reset", 1, "POST", "/v1/conversations");
+    run(NULL, "POST", "/conversations", "{}", RL_HTTP_UNSAFE, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(1, r.ambiguous);
+    RL_CHECK_INT(0, (int)r.status);
+    result_free(&r);
+}
+
+static void test_http_unsafe_never_resent_by_libcurl(void) {
+    need_emu();
+    /* Warm a keep-alive connection, then the server acts on a create and
+     * cuts the connection before answering ("drop"): the create must
+     * have been sent exactly once, and come back ambiguous. */
+    result_t r;
+    run(NULL, "POST", "/conversations", "{}", RL_HTTP_UNSAFE, &r);
+    result_free(&r);
+    int before = rlemu_count(&emu, "POST", "/v1/conversations");
+    rlemu_fault(&emu, "drop", 1, "POST", "/v1/conversations");
+    runlane_conf_t *c = make_conf(NULL);
+    CURLM *m = curl_multi_init();
+    rl_http_t *h = rl_http_new(c, m);
+    result_t a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    rl_http_start(h, "GET", "/conversations/conv_warm", NULL, 0, NULL, on_done, &a);
+    while (!a.done) {
+        rl_http_drive(h);
+        if (!a.done) curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    rl_http_start(h, "POST", "/conversations", "{}", RL_HTTP_UNSAFE, NULL, on_done, &b);
+    while (!b.done) {
+        rl_http_drive(h);
+        if (!b.done) curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    RL_CHECK(!b.ok);
+    RL_CHECK_INT(1, b.ambiguous);
+    RL_CHECK_INT(before + 1, rlemu_count(&emu, "POST", "/v1/conversations"));
+    result_free(&a);
+    result_free(&b);
+    rl_http_destroy(h);
+    curl_multi_cleanup(m);
+    runlane_conf_destroy(c);
+}
+
+static void test_http_4xx_not_retried_keeps_provider_error(void) {
+    need_emu();
+    result_t r;
+    run(NULL, "GET", "/conversations/conv_missing", NULL, 0, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(404, r.status);
+    RL_CHECK_INT(1, r.attempts);
+    RL_CHECK_INT(0, r.retriable);
+    RL_CHECK_MSG(strstr(r.error, "HTTP 404") && strstr(r.error, "conv_missing' not found") &&
+                     strstr(r.error, "[request req_"),
+                 "unexpected error: %s", r.error);
+    RL_CHECK_INT(1, rlemu_count(&emu, "GET", "/v1/conversations/conv_missing"));
+    result_free(&r);
+}
+
+static void test_http_network_error_is_retried_and_reported(void) {
+    need_emu();
+    /* A closed port: connection refused, never sent, retried, then a
+     * network error without the key. */
+    const char *kv[] = {"openai.base.url", "http://127.0.0.1:1/v1", "http.max.retries", "2", NULL};
+    result_t r;
+    run(kv, "POST", "/responses", "{}", RL_HTTP_UNSAFE, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(0, (int)r.status);
+    RL_CHECK_INT(3, r.attempts);
+    RL_CHECK_INT(1, r.retriable);
+    RL_CHECK_INT(0, r.ambiguous);
+    RL_CHECK_MSG(strstr(r.error, "network error"), "unexpected error: %s", r.error);
+    RL_CHECK(strstr(r.error, API_KEY) == NULL);
+    result_free(&r);
+}
+
+static void test_http_api_key_never_in_errors(void) {
+    need_emu();
+    /* The emulator wants another key: a 401 whose message quotes (a masked
+     * form of) the key we sent. */
+    rlemu_control(&emu, "POST", "/_emulator/config", "{\"api_key\":\"sk-the-right-one-000000\"}");
+    result_t r;
+    run(NULL, "GET", "/conversations/conv_x", NULL, 0, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(401, r.status);
+    RL_CHECK(strstr(r.error, API_KEY) == NULL);
+    RL_CHECK(strstr(r.error, "invalid_api_key") != NULL);
+    result_free(&r);
+    /* The request carried it as a Bearer token (the log redacts it). */
+    cJSON *reqs = rlemu_requests(&emu, 1);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(reqs, 0), "headers");
+    const cJSON *auth = cJSON_GetObjectItemCaseSensitive(h, "Authorization");
+    RL_CHECK(cJSON_IsString(auth) && strcmp(auth->valuestring, "Bearer <redacted>") == 0);
+    cJSON_Delete(reqs);
+    /* Scrubbing replaces the key and the openai.headers values anywhere. */
+    const char *kv[] = {"openai.headers", "{\"api-key\":\"azure-secret-value\"}", NULL};
+    runlane_conf_t *c = make_conf(kv);
+    CURLM *m = curl_multi_init();
+    rl_http_t *hh = rl_http_new(c, m);
+    char *s = rl_http_scrub_dup(hh, "x " API_KEY " y azure-secret-value z" API_KEY);
+    RL_CHECK_STR("x *** y *** z***", s);
+    free(s);
+    rl_http_destroy(hh);
+    curl_multi_cleanup(m);
+    runlane_conf_destroy(c);
+}
+
+static void test_http_extra_headers_and_query(void) {
+    need_emu();
+    char *conv = new_conversation();
+    /* Two items, listed with limit=1 from openai.query. */
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/conversations/%s/items", conv);
+    rlemu_control(&emu, "POST", path,
+                  "{\"items\":[{\"type\":\"message\",\"role\":\"user\",\"content\":\"a\"},"
+                  "{\"type\":\"message\",\"role\":\"user\",\"content\":\"b\"}]}");
+    const char *kv[] = {"openai.query", "{\"limit\":\"1\"}", "openai.headers",
+                        "{\"X-Runlane-Test\":\"hello\"}", "openai.organization", "org-1",
+                        "openai.project", "proj-2", NULL};
+    result_t r;
+    run(kv, "GET", path + 3, NULL, 0, &r);
+    RL_CHECK_MSG(r.ok, "%s", r.error);
+    cJSON *j = cJSON_Parse(r.body);
+    RL_CHECK_INT(1, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "data")));
+    RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "has_more")));
+    cJSON_Delete(j);
+    result_free(&r);
+    cJSON *reqs = rlemu_requests(&emu, 1);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(reqs, 0), "headers");
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(h, "X-Runlane-Test");
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(h, "OpenAI-Organization");
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(h, "OpenAI-Project");
+    RL_CHECK(cJSON_IsString(x) && strcmp(x->valuestring, "hello") == 0);
+    RL_CHECK(cJSON_IsString(o) && strcmp(o->valuestring, "org-1") == 0);
+    RL_CHECK(cJSON_IsString(p) && strcmp(p->valuestring, "proj-2") == 0);
+    cJSON_Delete(reqs);
+    free(conv);
+}
+
+typedef struct {
+    rl_buf_t types;
+    int deltas;
+} sse_sink_t;
+
+static int sink_event(void *opaque, const char *event, const char *data, size_t len,
+                      const char *id) {
+    (void)data;
+    (void)len;
+    (void)id;
+    sse_sink_t *s = opaque;
+    rl_buf_puts(&s->types, event);
+    rl_buf_puts(&s->types, ",");
+    if (strcmp(event, "response.output_text.delta") == 0) s->deltas++;
+    return 0;
+}
+
+static void test_http_stream_delivers_sse(void) {
+    need_emu();
+    char *conv = new_conversation();
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"gpt-4o\",\"conversation\":\"%s\",\"stream\":true,"
+             "\"input\":[{\"type\":\"message\",\"role\":\"user\",\"content\":\"hello\"}]}",
+             conv);
+    result_t r;
+    run(NULL, "POST", "/responses", body, RL_HTTP_STREAM | RL_HTTP_UNSAFE, &r);
+    RL_CHECK_MSG(r.ok, "%s", r.error);
+    RL_CHECK_INT(1, r.streamed);
+    sse_sink_t s;
+    memset(&s, 0, sizeof(s));
+    rl_sse_t p;
+    rl_sse_init(&p, sink_event, &s);
+    rl_sse_feed(&p, r.stream.data, r.stream.len);
+    rl_sse_free(&p);
+    rl_buf_puts(&s.types, "");
+    RL_CHECK_MSG(strncmp(s.types.data, "response.created,response.in_progress,", 38) == 0,
+                 "events: %s", s.types.data);
+    RL_CHECK_MSG(strstr(s.types.data, "response.completed,") != NULL, "events: %s",
+                 s.types.data);
+    RL_CHECK(s.deltas >= 2);
+    rl_buf_free(&s.types);
+    result_free(&r);
+    free(conv);
+}
+
+static void test_http_stream_idle_timeout(void) {
+    need_emu();
+    char *conv = new_conversation();
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"gpt-4o\",\"conversation\":\"%s\",\"stream\":true,"
+             "\"input\":[{\"type\":\"message\",\"role\":\"user\",\"content\":\"[[slow:3000]]\"}]}",
+             conv);
+    const char *kv[] = {"http.stream.idle.timeout.ms", "400", NULL};
+    result_t r;
+    int64_t el = run(kv, "POST", "/responses", body, RL_HTTP_STREAM | RL_HTTP_UNSAFE, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(1, r.streamed);
+    RL_CHECK_INT(1, r.ambiguous);
+    RL_CHECK_INT(1, r.attempts);
+    RL_CHECK_MSG(strstr(r.error, "sent nothing for 400 ms"), "unexpected error: %s", r.error);
+    RL_CHECK_MSG(el < 2500, "idle timeout took %lld ms", (long long)el);
+    result_free(&r);
+    free(conv);
+}
+
+static void test_http_poll_after_header(void) {
+    need_emu();
+    rlemu_control(&emu, "POST", "/_emulator/config", "{\"latency_ms\":2000,\"poll_after_ms\":123}");
+    result_t r;
+    run(NULL, "POST", "/responses",
+        "{\"model\":\"gpt-4o\",\"background\":true,\"input\":\"hi\"}", RL_HTTP_UNSAFE, &r);
+    RL_CHECK_MSG(r.ok, "%s", r.error);
+    cJSON *j = cJSON_Parse(r.body);
+    char path[256];
+    snprintf(path, sizeof(path), "/responses/%s",
+             cJSON_GetObjectItemCaseSensitive(j, "id")->valuestring);
+    cJSON_Delete(j);
+    result_free(&r);
+    run(NULL, "GET", path, NULL, 0, &r);
+    RL_CHECK_MSG(r.ok, "%s", r.error);
+    RL_CHECK_INT(123, r.poll_after_ms);
+    result_free(&r);
+}
+
+static void test_http_sync_request(void) {
+    need_emu();
+    runlane_conf_t *c = make_conf(NULL);
+    long status = 0;
+    char *body = NULL;
+    RL_CHECK_OK(rl_http_sync(&status, &body, c, "POST", "/conversations", "{}", RL_HTTP_UNSAFE));
+    RL_CHECK_INT(200, status);
+    RL_CHECK(body && strstr(body, "\"conv_") != NULL);
+    free(body);
+    runlane_err_t rc = rl_http_sync(&status, &body, c, "GET", "/conversations/conv_nope", NULL, 0);
+    RL_CHECK_INT(RUNLANE_ERR_PROVIDER, rc);
+    RL_CHECK_INT(404, status);
+    RL_CHECK(strstr(runlane_error_message(runlane_error_last()), "not found") != NULL);
+    free(body);
+    runlane_conf_destroy(c);
+}
+
+static void test_http_backoff_bounds(void) {
+    runlane_conf_t *c = runlane_conf_new();
+    char err[128];
+    runlane_conf_set(c, "http.retry.base.ms", "100", err, sizeof(err));
+    runlane_conf_set(c, "http.retry.max.ms", "1000", err, sizeof(err));
+    CURLM *m = curl_multi_init();
+    rl_http_t *h = rl_http_new(c, m);
+    for (int i = 0; i < 200; i++) {
+        int64_t d1 = rl_http_backoff_ms(h, 1, -1), d3 = rl_http_backoff_ms(h, 3, -1);
+        int64_t d9 = rl_http_backoff_ms(h, 9, -1);
+        RL_CHECK(d1 >= 75 && d1 <= 100);
+        RL_CHECK(d3 >= 300 && d3 <= 400);
+        RL_CHECK(d9 >= 750 && d9 <= 1000);
+    }
+    RL_CHECK_INT(5000, rl_http_backoff_ms(h, 1, 5000));
+    RL_CHECK_INT(0, rl_http_backoff_ms(h, 4, 0));
+    rl_http_destroy(h);
+    curl_multi_cleanup(m);
+    runlane_conf_destroy(c);
+}
+
+static void test_http_retry_after_formats(void) {
+    RL_CHECK_INT(3000, rl_http_parse_delay_ms("3", 1, 1));
+    RL_CHECK_INT(1500, rl_http_parse_delay_ms("1.5", 3, 1));
+    RL_CHECK_INT(250, rl_http_parse_delay_ms("250", 3, 0));
+    RL_CHECK_INT(-1, rl_http_parse_delay_ms("soon", 4, 1));
+    RL_CHECK_INT(-1, rl_http_parse_delay_ms("-2", 2, 0));
+    RL_CHECK_INT(0, rl_http_parse_delay_ms("Wed, 21 Oct 2015 07:28:00 GMT", 29, 1));
+    char date[64];
+    time_t future = time(NULL) + 30;
+    struct tm tmv;
+    gmtime_r(&future, &tmv);
+    size_t n = strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tmv);
+    int64_t ms = rl_http_parse_delay_ms(date, n, 1);
+    RL_CHECK_MSG(ms > 27000 && ms <= 30000, "an HTTP date 30 s ahead gave %lld ms", (long long)ms);
+}
+
+static void test_http_rate_limit_spaces_requests(void) {
+    need_emu();
+    /* 120 per minute: a burst of 2, then one every 500 ms. */
+    const char *kv[] = {"rate.limit.rpm", "120", NULL};
+    runlane_conf_t *c = make_conf(kv);
+    CURLM *m = curl_multi_init();
+    rl_http_t *h = rl_http_new(c, m);
+    result_t r[4];
+    memset(r, 0, sizeof(r));
+    int64_t t0 = rl_mono_ms();
+    for (int i = 0; i < 4; i++)
+        rl_http_start(h, "GET", "/conversations/conv_rl", NULL, 0, NULL, on_done, &r[i]);
+    while (!(r[0].done && r[1].done && r[2].done && r[3].done) && rl_mono_ms() - t0 < 10000) {
+        int64_t wake = rl_http_drive(h);
+        int64_t wait = wake == INT64_MAX ? 200 : wake - rl_mono_ms();
+        if (wait > 200) wait = 200;
+        if (wait < 0) wait = 0;
+        curl_multi_poll(m, NULL, 0, (int)wait, NULL);
+    }
+    int64_t el = rl_mono_ms() - t0;
+    RL_CHECK(r[3].done);
+    RL_CHECK_MSG(el >= 900 && el < 3000, "4 requests at 120 rpm took %lld ms", (long long)el);
+    for (int i = 0; i < 4; i++) result_free(&r[i]);
+    rl_http_destroy(h);
+    curl_multi_cleanup(m);
+    runlane_conf_destroy(c);
+}
+
+int main(void) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    signal(SIGPIPE, SIG_IGN);
+    have_emu = rlemu_start(&emu, NULL) == 0;
+    if (!have_emu) fprintf(stderr, "emulator not available: HTTP tests are skipped\n");
+    RL_RUN(test_http_backoff_bounds);
+    RL_RUN(test_http_retry_after_formats);
+    RL_RUN(test_http_rate_limit_spaces_requests);
+    RL_RUN(test_http_get_ok_with_request_id);
+    RL_RUN(test_http_429_retry_after_is_honoured);
+    RL_RUN(test_http_500_and_reset_are_retried);
+    RL_RUN(test_http_retries_are_bounded);
+    RL_RUN(test_http_unsafe_post_not_retried_on_500);
+    RL_RUN(test_http_unsafe_never_resent_by_libcurl);
+    RL_RUN(test_http_4xx_not_retried_keeps_provider_error);
+    RL_RUN(test_http_network_error_is_retried_and_reported);
+    RL_RUN(test_http_api_key_never_in_errors);
+    RL_RUN(test_http_extra_headers_and_query);
+    RL_RUN(test_http_stream_delivers_sse);
+    RL_RUN(test_http_stream_idle_timeout);
+    RL_RUN(test_http_poll_after_header);
+    RL_RUN(test_http_sync_request);
+    if (have_emu) rlemu_stop(&emu);
+    curl_global_cleanup();
+    return rl_test_summary();
+}
