@@ -49,7 +49,7 @@ valgrind_suite() { # the C tests of the default build under valgrind (leaks: def
   for t in test_client test_store test_sse test_http; do
     [ -x "build/default/tests/c/$t" ] || continue
     echo "-- valgrind $t"
-    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --child-silent-after-fork=yes \
       "build/default/tests/c/$t" >"build/valgrind-$t.log" 2>&1 || { rc=1; tail -40 "build/valgrind-$t.log"; }
     tail -1 "build/valgrind-$t.log"
   done

@@ -546,6 +546,8 @@ static void test_enqueue_many_in_order(void) {
     runlane_destroy(rl);
 }
 
+static runlane_t *volatile fork_inherited;
+
 static void test_fork_child_cannot_use_parent_handle(void) {
     runlane_t *rl = client(NULL);
     RL_CHECK_OK(runlane_start(rl));
@@ -555,6 +557,10 @@ static void test_fork_child_cannot_use_parent_handle(void) {
         int inherited = runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", NULL);
         runlane_t *mine = runlane_new(NULL, NULL, 0);
         int own = mine ? runlane_enqueue(id, sizeof(id), NULL, mine, "c", "x", NULL) : -100;
+        runlane_destroy(mine);
+        /* The parent's handle stays allocated in the child, by design:
+         * keep it reachable for leak checkers. */
+        fork_inherited = rl;
         _exit(inherited == RUNLANE_ERR_DESTROYED && own == RUNLANE_OK ? 0 : 1);
     }
     int st = 0;
