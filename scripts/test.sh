@@ -46,7 +46,7 @@ step "emulator tests" "$VPY" -m pytest -q -p no:cacheprovider tests/emulator
 
 valgrind_suite() { # the C tests of the default build under valgrind (leaks: definite)
   local t rc=0
-  for t in test_client test_store test_sse test_http; do
+  for t in test_client test_store test_sse test_http test_backend_responses test_backend_assistants; do
     [ -x "build/default/tests/c/$t" ] || continue
     echo "-- valgrind $t"
     valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --child-silent-after-fork=yes \

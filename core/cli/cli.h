@@ -130,6 +130,11 @@ int cli_cmd_dead(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_worker(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_config(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv);
+int cli_cmd_conversation(cli_ctx_t *ctx, int argc, char **argv);
+int cli_cmd_thread(cli_ctx_t *ctx, int argc, char **argv);
+/* The worker for the HTTP backends (cmd_http.c); max_replies 0 = no limit. */
+int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, int print_deltas,
+                    uint64_t max_replies);
 
 /* Help texts (help.c). */
 extern const char cli_help_main[];
@@ -143,6 +148,8 @@ extern const char cli_help_dead_purge[];
 extern const char cli_help_worker[];
 extern const char cli_help_config[];
 extern const char cli_help_demo[];
+extern const char cli_help_conversation[];
+extern const char cli_help_thread[];
 
 /* Prints a help text to stdout and returns 0. */
 int cli_print_help(const char *text);

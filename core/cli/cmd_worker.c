@@ -629,7 +629,7 @@ static void free_job(job_t *j) {
 
 /* ---- the command ---- */
 
-enum { O_BACKEND = 1, O_EXEC, O_CONC, O_MAXB, O_IDLE, O_TIMEOUT, O_DRAIN };
+enum { O_BACKEND = 1, O_EXEC, O_CONC, O_MAXB, O_IDLE, O_TIMEOUT, O_DRAIN, O_TOOL_EXEC, O_DELTAS };
 
 static int conf_int(const runlane_conf_t *conf, const char *key, long long *out) {
     char buf[64];
@@ -649,11 +649,14 @@ int cli_cmd_worker(cli_ctx_t *ctx, int argc, char **argv) {
         {"idle-exit", 0, CLI_ARG_REQUIRED, O_IDLE},
         {"timeout", 0, CLI_ARG_REQUIRED, O_TIMEOUT},
         {"drain-timeout", 0, CLI_ARG_REQUIRED, O_DRAIN},
+        {"tool-exec", 0, CLI_ARG_REQUIRED, O_TOOL_EXEC},
+        {"print-deltas", 0, CLI_ARG_NONE, O_DELTAS},
         {NULL, 0, 0, 0},
     };
     cli_parser_t p;
     cli_parser_init(&p, ctx, argc, argv);
-    const char *backend = NULL, *exec_cmd = NULL, *v;
+    const char *backend = NULL, *exec_cmd = NULL, *tool_exec = NULL, *v;
+    int print_deltas = 0;
     uint64_t conc = 0, max_batches = 0;
     double idle_s = 0, timeout_s = 0, drain_s = 30;
     int o;
@@ -662,6 +665,8 @@ int cli_cmd_worker(cli_ctx_t *ctx, int argc, char **argv) {
         case CLI_HELP: return cli_print_help(cli_help_worker);
         case O_BACKEND: backend = v; break;
         case O_EXEC: exec_cmd = v; break;
+        case O_TOOL_EXEC: tool_exec = v; break;
+        case O_DELTAS: print_deltas = 1; break;
         case O_CONC:
             if (!cli_parse_u64(v, &conc) || conc < 1 || conc > MAX_CONCURRENCY)
                 cli_usage_fail(ctx, "--concurrency: expected a number from 1 to %d, got \"%s\"", MAX_CONCURRENCY, v);
@@ -693,9 +698,10 @@ int cli_cmd_worker(cli_ctx_t *ctx, int argc, char **argv) {
             if (strcmp(ctx->xkeys[i], "backend") == 0) backend = ctx->xvals[i];
     }
     if (strcmp(backend, "responses") == 0 || strcmp(backend, "assistants") == 0) {
-        cli_err(ctx, "--backend %s is not available in this build (only custom)", backend);
-        return CLI_EXIT_USAGE;
+        if (exec_cmd) cli_usage_fail(ctx, "--exec is for the custom backend; with %s use --tool-exec", backend);
+        return cli_http_worker(ctx, backend, tool_exec, print_deltas, max_batches);
     }
+    if (tool_exec) cli_usage_fail(ctx, "--tool-exec is for the responses and assistants backends");
     if (strcmp(backend, "custom") != 0)
         cli_usage_fail(ctx, "--backend: expected custom, responses or assistants, got \"%s\"", backend);
     if (!exec_cmd || !*exec_cmd) cli_usage_fail(ctx, "--exec CMD is required (the custom backend runs it per batch)");

@@ -34,6 +34,9 @@ const char cli_help_main[] =
     "  dead list|retry|purge          inspect and handle dead-lettered batches\n"
     "  worker --exec CMD              run CMD for every batch (custom backend)\n"
     "  config                         every configuration key, its default and range\n"
+    "  conversation create            create a Responses API conversation (prints its id)\n"
+    "  thread create                  create an Assistants API thread (prints its id)\n"
+    "  demo                           bursts batched per conversation, end to end\n"
     "  help [COMMAND]                 help of a command\n"
     "\n" GLOBAL_OPTIONS
     "  --version          print the version and the features of this build\n"
@@ -154,8 +157,19 @@ const char cli_help_worker[] =
     "running commands (SIGTERM to their process group) and fails their attempt.\n"
     "\n"
     "Options:\n"
-    "  --backend NAME          custom (default). responses and assistants are not\n"
-    "                          available in this build.\n"
+    "  --backend NAME          custom (default), responses or assistants. With the\n"
+    "                          HTTP backends runlane runs each turn itself against\n"
+    "                          openai.base.url (-X openai.model=..., openai.api.key\n"
+    "                          or OPENAI_API_KEY): every reply is printed as one JSON\n"
+    "                          line on stdout ({conversation_id, batch_id, reply, ...})\n"
+    "                          and then confirmed; --max-batches counts replies.\n"
+    "  --tool-exec CMD         (HTTP backends) run CMD for every tool call: the call\n"
+    "                          JSON {id, name, arguments, conversation_id, batch_id}\n"
+    "                          on stdin, env RUNLANE_TOOL_NAME, RUNLANE_TOOL_CALL_ID;\n"
+    "                          its stdout is the output; a non-zero exit sends an\n"
+    "                          error output. The call id is an idempotency key: a\n"
+    "                          tool may run more than once after a crash.\n"
+    "  --print-deltas          (HTTP backends) print streamed text deltas on stderr\n"
     "  -e, --exec CMD          the command run for every batch (required)\n"
     "  -c, --concurrency N     most commands running at once (default: the\n"
     "                          worker.concurrency key, capped at 32; at most 1024)\n"
@@ -197,5 +211,28 @@ const char cli_help_demo[] =
     "  --turn-ms MS            how long one simulated turn takes (default 400)\n"
     "  --window-ms MS          the quiet window, batch.window.ms (default 300)\n"
     "  -q, --quiet             print only the summary\n"
+    "  --backend NAME          custom (default: this program runs the turn), or\n"
+    "                          responses / assistants: runlane runs each turn against\n"
+    "                          openai.base.url (conversations are created there first)\n"
+    "                          and this program answers the tool calls\n"
+    "  --emulator              the endpoint is runlane's OpenAI emulator: messages carry\n"
+    "                          its tool-call marker so a turn calls a tool\n"
     "\n"
-    "Exit status: 0 when every message was answered exactly once and in order.\n";
+    "Exit status 0 when every message was answered exactly once and in order.\n"
+    "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;
+
+const char cli_help_conversation[] =
+    "Usage: runlane conversation create [--metadata JSON]\n"
+    "\n"
+    "Creates a conversation for the responses backend (POST {openai.base.url}/conversations)\n"
+    "and prints its id (conv_...), to use as the conversation id of enqueue. Uses the\n"
+    "openai.* and http.* keys (-X openai.base.url=..., API key from openai.api.key or\n"
+    "OPENAI_API_KEY).\n"
+    "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;
+
+const char cli_help_thread[] =
+    "Usage: runlane thread create [--metadata JSON]\n"
+    "\n"
+    "Creates a thread for the assistants backend (POST {openai.base.url}/threads) and\n"
+    "prints its id (thread_...), to use as the conversation id of enqueue.\n"
+    "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;

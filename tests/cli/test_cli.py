@@ -82,6 +82,9 @@ COMMAND_HELPS = [
     ["dead", "purge"],
     ["worker"],
     ["config"],
+    ["demo"],
+    ["conversation"],
+    ["thread"],
 ]
 
 
@@ -135,12 +138,13 @@ def test_bad_usage_exits_2_with_a_message(args, needle):
     assert needle in p.stderr, f"runlane {args}: expected {needle!r} in stderr, got {p.stderr!r}"
 
 
-def test_reserved_backends_are_not_available():
-    for b in ("responses", "assistants"):
-        p = run("worker", "--backend", b, "--exec", "true")
-        assert p.returncode == 2, p.stderr
-        assert "not available in this build" in p.stderr, p.stderr
-        assert p.stderr.startswith("runlane: worker: "), p.stderr
+def test_http_backend_options_are_checked():
+    p = run("worker", "--backend", "responses", "--exec", "true")
+    assert p.returncode == 2 and "--tool-exec" in p.stderr, p.stderr
+    p = run("worker", "--backend", "custom", "--exec", "true", "--tool-exec", "x")
+    assert p.returncode == 2 and "--tool-exec is for" in p.stderr, p.stderr
+    p = run("worker", "--backend", "bogus", "--exec", "true")
+    assert p.returncode == 2, p.stderr
 
 
 @pytest.mark.parametrize(
@@ -559,3 +563,68 @@ def test_idle_exit(store):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# ---------------------------------------------------------------- demo and HTTP backends
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulator"))
+
+
+@pytest.fixture
+def emulator():
+    from emulator import Emulator  # tests/emulator/emulator.py
+
+    emu = Emulator(latency_ms=50)
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+def test_demo_custom_backend_answers_every_message_once_in_order():
+    p = run("demo", "-q", "--window-ms", "100", "--turn-ms", "100", check=0, timeout=60)
+    assert "lost 0, duplicated 0, out of order 0" in p.stdout, p.stdout
+    assert "demo OK" in p.stdout
+
+
+def test_demo_responses_backend_against_the_emulator(emulator):
+    p = run("-X", f"openai.base.url={emulator.base_url}", "demo", "--backend", "responses",
+            "--emulator", "-n", "3", "--window-ms", "100", check=0, timeout=60)
+    assert "lost 0, duplicated 0, out of order 0" in p.stdout, p.stdout
+    assert "tool: get_order_status" in p.stdout, p.stdout
+    journal = emulator.journal()
+    convs = journal["conversations"]
+    assert len(convs) == 3
+    for c in convs.values():
+        # Two bursts per user, each one turn (plus the tool round), nothing twice.
+        assert c["messages"][:3] == ["hi!", "quick question", c["messages"][2]], c
+        assert c["duplicates"] == 0 and c["rejected"] == 0, c
+
+
+def test_conversation_create_and_http_worker_with_tools(store, emulator, tmp_path):
+    base = ["-X", f"openai.base.url={emulator.base_url}", "-X", "openai.model=gpt-4o-mini"]
+    conv = run(*store, *base, "conversation", "create", check=0).stdout.strip()
+    assert conv.startswith("conv_"), conv
+    thread = run(*store, *base, "thread", "create", check=0).stdout.strip()
+    assert thread.startswith("thread_"), thread
+    ids = [run(*store, *base, "enqueue", conv, text, check=0).stdout.strip()
+           for text in ("hello", 'weather? [[tool:get_weather {"city":"Paris"}]]')]
+    tool = tmp_path / "tool.sh"
+    tool.write_text('#!/bin/sh\ncat > "$OUT/$RUNLANE_TOOL_CALL_ID.json"\necho "sunny ($RUNLANE_TOOL_NAME)"\n')
+    tool.chmod(0o755)
+    env = _base_env()
+    env["OUT"] = str(tmp_path)
+    p = run(*store, *base, "worker", "--backend", "responses", "--tool-exec", str(tool),
+            "--max-batches", "1", env=env, check=0, timeout=60)
+    lines = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, p.stdout
+    reply = lines[0]
+    assert reply["conversation_id"] == conv
+    assert reply["message_ids"] == ids, reply
+    assert "get_weather=sunny (get_weather)" in reply["reply"], reply
+    calls = [json.loads(f.read_text()) for f in tmp_path.glob("call_*.json")]
+    assert len(calls) == 1 and calls[0]["name"] == "get_weather"
+    assert json.loads(calls[0]["arguments"]) == {"city": "Paris"}
+    assert calls[0]["conversation_id"] == conv
+    # One turn on the provider with both messages, in order.
+    j = emulator.journal()["conversations"][conv]
+    assert j["messages"] == ["hello", 'weather? [[tool:get_weather {"city":"Paris"}]]'], j

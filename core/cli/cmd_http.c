@@ -1,0 +1,256 @@
+/* cmd_http.c - the standalone worker for the HTTP backends
+ * (`runlane worker --backend responses|assistants`) and the
+ * `conversation create` / `thread create` helpers.
+ *
+ * runlane drives every turn itself; this program only answers tool calls
+ * (through --tool-exec CMD) and prints every reply as one JSON line on
+ * stdout, then confirms it (runlane_reply_ack) so it is not delivered
+ * again. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+
+static volatile sig_atomic_t g_stop;
+static void on_stop(int sig) {
+    (void)sig;
+    g_stop++;
+}
+
+typedef struct tool_job {
+    runlane_t *rl;
+    char *tool_exec;
+    char *event_json;
+    char batch_id[RUNLANE_ID_MAX];
+} tool_job_t;
+
+/* Runs CMD with `input` on stdin; its stdout becomes *out. Returns the exit
+ * status (or -1 when it could not run). */
+static int run_tool(const char *cmd, const char *input, const char *name, const char *call_id,
+                    char **out) {
+    int in[2], outp[2];
+    *out = NULL;
+    if (pipe(in) || pipe(outp)) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(outp[1], 1);
+        close(in[0]);
+        close(in[1]);
+        close(outp[0]);
+        close(outp[1]);
+        setenv("RUNLANE_TOOL_NAME", name, 1);
+        setenv("RUNLANE_TOOL_CALL_ID", call_id, 1);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(outp[1]);
+    /* Inputs are small (one call's arguments): write, then read. */
+    size_t len = strlen(input), off = 0;
+    while (off < len) {
+        ssize_t n = write(in[1], input + off, len - off);
+        if (n <= 0) break;
+        off += (size_t)n;
+    }
+    close(in[1]);
+    size_t cap = 4096, used = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (used + 1024 > cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) break;
+            buf = nb;
+        }
+        ssize_t n = read(outp[0], buf + used, cap - used - 1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        used += (size_t)n;
+    }
+    close(outp[0]);
+    buf[used] = '\0';
+    while (used && (buf[used - 1] == '\n' || buf[used - 1] == '\r')) buf[--used] = '\0';
+    cli_sanitize_utf8(buf);
+    *out = buf;
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* One thread per tool-calls event: runs every call (in order), submits all
+ * outputs at once. A failing command's output is an error text, so the
+ * model learns the tool failed instead of the turn hanging. */
+static void *tool_main(void *arg) {
+    tool_job_t *job = arg;
+    cJSON *ev = cJSON_Parse(job->event_json);
+    cJSON *calls = cJSON_GetObjectItem(ev, "tool_calls"), *c;
+    cJSON *outputs = cJSON_CreateArray();
+    cJSON_ArrayForEach(c, calls) {
+        cJSON *id = cJSON_GetObjectItem(c, "id"), *name = cJSON_GetObjectItem(c, "name");
+        if (!cJSON_IsString(id)) continue;
+        const char *nm = cJSON_IsString(name) ? name->valuestring : "";
+        char *output = NULL;
+        if (!job->tool_exec) {
+            output = strdup("error: this worker has no tool handler (--tool-exec)");
+        } else {
+            cJSON *in = cJSON_Duplicate(c, 1);
+            cJSON_AddStringToObject(in, "conversation_id",
+                                    cJSON_GetObjectItem(ev, "conversation_id")->valuestring);
+            cJSON_AddStringToObject(in, "batch_id", job->batch_id);
+            char *input = cJSON_PrintUnformatted(in);
+            cJSON_Delete(in);
+            int rc = run_tool(job->tool_exec, input, nm, id->valuestring, &output);
+            free(input);
+            if (rc != 0) {
+                char *msg = malloc(strlen(output ? output : "") + 64);
+                sprintf(msg, "error: tool %s exited with status %d%s%s", nm, rc,
+                        output && *output ? ": " : "", output ? output : "");
+                free(output);
+                output = msg;
+            }
+            fprintf(stderr, "runlane worker: tool %s (call %s) %s\n", nm, id->valuestring,
+                    rc == 0 ? "ok" : "failed");
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "tool_call_id", id->valuestring);
+        cJSON_AddStringToObject(o, "output", output ? output : "");
+        cJSON_AddItemToArray(outputs, o);
+        free(output);
+    }
+    char *json = cJSON_PrintUnformatted(outputs);
+    runlane_err_t rc = runlane_submit_tool_outputs(job->rl, job->batch_id, json);
+    if (rc)
+        fprintf(stderr, "runlane worker: submit tool outputs of %s: %s\n", job->batch_id,
+                runlane_error_message(runlane_error_last()));
+    free(json);
+    cJSON_Delete(outputs);
+    cJSON_Delete(ev);
+    free(job->event_json);
+    free(job->tool_exec);
+    free(job);
+    return NULL;
+}
+
+int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, int print_deltas,
+                    uint64_t max_replies) {
+    runlane_conf_t *conf = cli_conf(ctx);
+    char err[512];
+    if (runlane_conf_set(conf, "backend", backend, err, sizeof(err))) {
+        runlane_conf_destroy(conf);
+        cli_usage_fail(ctx, "backend: %s", err);
+    }
+    int code = 0;
+    runlane_t *rl = cli_open(ctx, conf, &code);
+    runlane_conf_destroy(conf);
+    if (!rl) return code;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (runlane_start(rl)) return cli_lib_fail(ctx, runlane_error_code(runlane_error_last()), "start");
+    char store[256];
+    cli_store_display(store, sizeof(store), ctx);
+    fprintf(stderr, "runlane worker: started: store %s, backend %s%s\n", store, backend,
+            tool_exec ? ", tools by --tool-exec" : "");
+    uint64_t replies = 0, failures = 0;
+    int stopping = 0;
+    for (;;) {
+        if (g_stop && !stopping) {
+            stopping = 1;
+            fprintf(stderr, "runlane worker: stopping (draining turns in flight)\n");
+            runlane_stop(rl, g_stop > 1 ? RUNLANE_STOP_RELEASE : RUNLANE_STOP_DRAIN, 30000);
+        }
+        runlane_event_t *ev = runlane_poll(rl, 200);
+        if (!ev) continue;
+        runlane_event_type_t t = runlane_event_type(ev);
+        const char *conv = runlane_event_conversation_id(ev), *bid = runlane_event_batch_id(ev);
+        if (t == RUNLANE_EVENT_COMPLETED) {
+            /* The reply line first, then the confirmation: a crash in
+             * between delivers it again (at least once, same batch id). */
+            printf("%s\n", runlane_event_json(ev));
+            fflush(stdout);
+            runlane_err_t rc = runlane_reply_ack(rl, bid);
+            if (rc && rc != RUNLANE_ERR_UNSUPPORTED && rc != RUNLANE_ERR_NOT_FOUND)
+                fprintf(stderr, "runlane worker: reply_ack %s: %s\n", bid,
+                        runlane_error_message(runlane_error_last()));
+            fprintf(stderr, "runlane worker: %s batch %s attempt %d: completed\n", conv, bid,
+                    runlane_event_attempt(ev));
+            if (max_replies && ++replies >= max_replies) g_stop = g_stop ? g_stop : 1;
+        } else if (t == RUNLANE_EVENT_TOOL_CALLS) {
+            tool_job_t *job = calloc(1, sizeof(*job));
+            pthread_t th;
+            job->rl = rl;
+            job->tool_exec = tool_exec ? strdup(tool_exec) : NULL;
+            job->event_json = strdup(runlane_event_json(ev));
+            snprintf(job->batch_id, sizeof(job->batch_id), "%s", bid);
+            if (pthread_create(&th, NULL, tool_main, job) == 0) pthread_detach(th);
+            else tool_main(job);
+        } else if (t == RUNLANE_EVENT_DELTA) {
+            if (print_deltas) fprintf(stderr, "%s\n", runlane_event_json(ev));
+        } else if (t == RUNLANE_EVENT_FAILED || t == RUNLANE_EVENT_DEAD) {
+            failures++;
+            fprintf(stderr, "runlane worker: %s batch %s attempt %d: %s: %s\n", conv, bid,
+                    runlane_event_attempt(ev), t == RUNLANE_EVENT_DEAD ? "dead" : "retry",
+                    runlane_event_error_message(ev));
+        } else if (t == RUNLANE_EVENT_ERROR || t == RUNLANE_EVENT_LEASE_LOST) {
+            fprintf(stderr, "runlane worker: %s%s%s\n", *conv ? conv : "", *conv ? ": " : "",
+                    runlane_event_error_message(ev));
+        } else if (t == RUNLANE_EVENT_STOPPED) {
+            runlane_event_destroy(ev);
+            break;
+        }
+        runlane_event_destroy(ev);
+    }
+    runlane_destroy(rl);
+    fprintf(stderr, "runlane worker: stopped (%llu replies, %llu failed attempts)\n",
+            (unsigned long long)replies, (unsigned long long)failures);
+    return failures ? CLI_EXIT_FAILURES : CLI_EXIT_OK;
+}
+
+/* `runlane conversation create` / `runlane thread create` */
+static int create_cmd(cli_ctx_t *ctx, int argc, char **argv, int thread) {
+    static const cli_optspec_t specs[] = {{"metadata", 0, CLI_ARG_REQUIRED, 1}, {NULL, 0, 0, 0}};
+    const char *meta = NULL, *val;
+    int id, seen_create = 0;
+    cli_parser_t p;
+    cli_parser_init(&p, ctx, argc, argv);
+    while ((id = cli_next(&p, specs, &val)) != CLI_END) {
+        if (id == CLI_HELP) return cli_print_help(thread ? cli_help_thread : cli_help_conversation);
+        if (id == 1) meta = val;
+        if (id == CLI_POSITIONAL) {
+            if (!seen_create && strcmp(val, "create") == 0) seen_create = 1;
+            else cli_usage_fail(ctx, "unexpected argument \"%s\"", val);
+        }
+    }
+    if (!seen_create) cli_usage_fail(ctx, "expected: %s create", thread ? "thread" : "conversation");
+    runlane_conf_t *conf = cli_conf(ctx);
+    int code = 0;
+    runlane_t *rl = cli_open(ctx, conf, &code);
+    runlane_conf_destroy(conf);
+    if (!rl) return code;
+    char *out = NULL;
+    runlane_err_t rc = thread ? runlane_thread_create(&out, rl, meta)
+                              : runlane_conversation_create(&out, rl, meta);
+    if (rc) {
+        code = cli_lib_fail(ctx, rc, thread ? "thread create" : "conversation create");
+    } else {
+        printf("%s\n", out);
+        runlane_free(out);
+    }
+    runlane_destroy(rl);
+    return code;
+}
+
+int cli_cmd_conversation(cli_ctx_t *ctx, int argc, char **argv) { return create_cmd(ctx, argc, argv, 0); }
+int cli_cmd_thread(cli_ctx_t *ctx, int argc, char **argv) { return create_cmd(ctx, argc, argv, 1); }
