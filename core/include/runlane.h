@@ -361,8 +361,14 @@ typedef enum runlane_event_type_t {
     RUNLANE_EVENT_DELTA = 3,
     /** The turn needs tool outputs: runlane_submit_tool_outputs(). */
     RUNLANE_EVENT_TOOL_CALLS = 4,
-    /** The turn completed: reply text, ids, usage. Confirm with
-     *  runlane_reply_ack(). */
+    /** The turn completed: reply text, ids, usage. JSON:
+     *  {"conversation_id","batch_id","attempt","reply","usage",
+     *  "message_ids",...,"redelivered"?}. Delivered at least once: the
+     *  batch is acked and the reply kept in the store in one step, and
+     *  until the host confirms it with runlane_reply_ack() any worker of
+     *  the queue delivers it again every reply.redeliver.ms (with
+     *  "redelivered":true), for up to reply.ttl.ms. The batch id is the
+     *  same every time: use it to drop duplicates. */
     RUNLANE_EVENT_COMPLETED = 5,
     /** An attempt failed; the batch is retried after a backoff. */
     RUNLANE_EVENT_FAILED = 6,
@@ -475,7 +481,23 @@ runlane_submit_tool_outputs(runlane_t *rl, const char *batch_id,
 
 /**
  * Confirms that the reply of a RUNLANE_EVENT_COMPLETED event reached the
- * user, so it is not delivered again after a crash. Thread-safe.
+ * user (e.g. after it was sent or stored by the host), so it is not
+ * delivered again. Until then the reply is delivered again every
+ * reply.redeliver.ms, by any worker of the queue, also after a crash of
+ * the worker or the host that had it; after reply.ttl.ms it is dropped
+ * unconfirmed. Any client of the queue with an HTTP backend may confirm
+ * any reply; no worker needs to run.
+ *
+ * Idempotent in effect: the first call deletes the reply and returns
+ * RUNLANE_OK; later calls (or calls for an expired reply) return
+ * RUNLANE_ERR_NOT_FOUND, which a host confirming a redelivered reply may
+ * treat as success.
+ *
+ * Errors: RUNLANE_ERR_INVALID_ARG (batch_id NULL or empty),
+ * RUNLANE_ERR_NOT_FOUND (no unconfirmed reply of that batch: unknown,
+ * already confirmed, or expired), RUNLANE_ERR_STORE (retriable),
+ * RUNLANE_ERR_UNSUPPORTED with the custom backend (it makes no replies).
+ * Thread-safe.
  */
 RUNLANE_EXTERN(runlane_err_t)
 runlane_reply_ack(runlane_t *rl, const char *batch_id);

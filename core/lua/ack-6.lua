@@ -5,10 +5,5 @@
 --@include "common.lua"
 
 if not rl_token_ok(ARGV[8]) then return 0 end
-local now = rl_now()
-rl_end_lease()
-rl_drop_batch()
-redis.call('HSET', KEYS[1], 'last_error', '')
-redis.call('HINCRBY', KEYS[6], 'acked', 1)
-rl_move_on(now)
+rl_ack(rl_now())
 return 1

@@ -27,11 +27,15 @@
  * Reconciliation: with a checkpointed run id, GET the run: active: adopt
  * (poll to the end); requires_action: raise the calls again; completed:
  * COMPLETED and ack without sending anything; failed while its owner ran:
- * fail. A batch whose previous create may have reached the server (state
- * posting, or a failed attempt being retried) first lists the thread's
- * messages and leaves out of the new run every message whose metadata
- * carries this batch's id and its runlane_message_id: no message is ever
- * added twice (exact, by metadata). */
+ * fail. Without a run id but after a create that may have reached the
+ * server (state posting: a lost answer, or a crash before the checkpoint),
+ * the thread's newest runs are listed and a run whose metadata carries this
+ * batch's id is adopted the same way. Before any new run (also when a
+ * failed attempt is retried) the thread's messages are listed and every
+ * message whose metadata carries this batch's id and its
+ * runlane_message_id is left out: no message is ever added twice, and no
+ * second run is made for a batch whose run exists (both exact, by
+ * metadata, within the newest 20 runs and 1000 messages). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,9 +46,11 @@
 static void a_post(rl_turn_t *t);
 static void a_poll(rl_turn_t *t);
 static void a_messages(rl_turn_t *t);
+static void a_reconcile(rl_turn_t *t);
 static void a_submit(rl_turn_t *t);
 static void a_handle(rl_turn_t *t, const cJSON *run);
 static void a_tools_timeout(rl_turn_t *t);
+static void a_cancel_done(rl_turn_t *t, const rl_http_result_t *res);
 
 static char *thread_path(const rl_turn_t *t, const char *fmt_suffix, const char *arg) {
     char *th = rl_path_escape(t->f->claim.conversation_id);
@@ -75,6 +81,16 @@ static int run_active(const char *status) {
            strcmp(status, "cancelling") == 0;
 }
 
+/* busy.policy=interrupt: cancels the run beside the flow (a stream or a
+ * poll follows it to "cancelled"). */
+static void cancel_run_aux(rl_turn_t *t) {
+    if (!t->turn_id[0]) return;
+    t->interrupt_cancels++;
+    char *path = thread_path(t, "/runs/%s/cancel", t->turn_id);
+    if (path) rl_turn_aux(t, "POST", path);
+    free(path);
+}
+
 /* A run became known. */
 static void note_run(rl_turn_t *t, const cJSON *run) {
     const char *id = rl_json_str(run, "id");
@@ -84,6 +100,7 @@ static void note_run(rl_turn_t *t, const cJSON *run) {
     rl_turn_ckpt_set(t, "state", "running");
     if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
     rl_turn_emit_started(t, ID_KEY, 0);
+    if (t->interrupting && t->interrupt_cancels == 0) cancel_run_aux(t);
 }
 
 /* ---- start ---- */
@@ -96,7 +113,7 @@ static void a_start(rl_backend_t *bk, rl_inflight_t *f) {
     if (rl_turn_ckpt_get(t, "run_id")) {
         a_recover(t);
     } else if (rl_turn_ckpt_get(t, "state")) {
-        a_messages(t);
+        a_reconcile(t);
     } else {
         cJSON_AddNumberToObject(t->ckpt, "v", 1);
         a_post(t);
@@ -199,7 +216,7 @@ static void a_post_done(rl_turn_t *t, const rl_http_result_t *res) {
         } else if (t->turn_id[0]) {
             rl_turn_timer(t, res->poll_after_ms >= 0 ? res->poll_after_ms : 200, a_poll);
         } else {
-            rl_turn_timer(t, res->retry_in_ms, a_messages);
+            rl_turn_timer(t, res->retry_in_ms, a_reconcile);
         }
         cJSON_Delete(run);
         return;
@@ -220,9 +237,9 @@ static void a_post_done(rl_turn_t *t, const rl_http_result_t *res) {
         } else if (t->turn_id[0]) {
             rl_turn_timer(t, 100, a_poll);
         } else {
-            /* A run may exist: the next create meets it as the active run,
-             * and the messages already added are not sent again. */
-            rl_turn_timer(t, res->retry_in_ms, a_messages);
+            /* A run may exist: look for it (by the batch id in its
+             * metadata) before creating one. */
+            rl_turn_timer(t, res->retry_in_ms, a_reconcile);
         }
         return;
     }
@@ -231,6 +248,8 @@ static void a_post_done(rl_turn_t *t, const rl_http_result_t *res) {
 
 static void a_post(rl_turn_t *t) {
     rl_backend_t *bk = t->bk;
+    /* busy.policy=interrupt: a new run takes the messages that came. */
+    if (!rl_turn_absorb_interrupt(t, a_post)) return;
     rl_turn_ckpt_set(t, "state", "posting");
     rl_turn_ckpt_set(t, "run_id", NULL);
     if (!rl_turn_checkpoint(t, a_post)) return;
@@ -246,18 +265,29 @@ static void a_post(rl_turn_t *t) {
     cJSON *add = cJSON_CreateArray();
     const char *bid = t->f->claim.batch_id;
     if (bk->joined) {
-        int any_present = cJSON_GetArraySize((cJSON *)present) > 0;
-        if (!any_present && cJSON_GetArraySize(t->msgs) > 0) {
-            cJSON *texts = rl_turn_input_texts(t);
+        /* The messages after those already in the thread, joined. */
+        int from = 0, n = cJSON_GetArraySize(t->msgs);
+        while (from < n &&
+               cJSON_GetObjectItemCaseSensitive(
+                   present, rl_json_str(cJSON_GetArrayItem(t->msgs, from), "id")))
+            from++;
+        if (from < n) {
+            char *text = rl_turn_join(t, from, n);
             cJSON *m = cJSON_CreateObject();
             cJSON_AddStringToObject(m, "role", "user");
-            cJSON_AddStringToObject(m, "content", cJSON_GetArrayItem(texts, 0)->valuestring);
-            cJSON *md = cJSON_AddObjectToObject(m, "metadata");
-            cJSON_AddStringToObject(md, "runlane_message_id",
-                                    rl_json_str(cJSON_GetArrayItem(t->msgs, 0), "id"));
-            cJSON_AddStringToObject(md, "runlane_batch_id", bid);
+            cJSON_AddStringToObject(m, "content", text ? text : "");
+            free(text);
+            cJSON *md = rl_turn_metadata(t, from);
+            /* Only the runlane keys: the conf's metadata belongs to the run. */
+            cJSON *mmd = cJSON_AddObjectToObject(m, "metadata");
+            cJSON_AddStringToObject(mmd, "runlane_message_id",
+                                    rl_json_str(cJSON_GetArrayItem(t->msgs, from), "id"));
+            cJSON_AddStringToObject(mmd, "runlane_batch_id", bid);
+            if (*rl_json_str(md, "runlane_message_ids"))
+                cJSON_AddStringToObject(mmd, "runlane_message_ids",
+                                        rl_json_str(md, "runlane_message_ids"));
+            cJSON_Delete(md);
             cJSON_AddItemToArray(add, m);
-            cJSON_Delete(texts);
         }
     } else {
         const cJSON *msg;
@@ -354,8 +384,7 @@ static void a_reply_done(rl_turn_t *t, const rl_http_result_t *res) {
     cJSON *ids = cJSON_AddArrayToObject(ev, "message_ids");
     cJSON_ArrayForEach(m, t->msgs) cJSON_AddItemToArray(ids, cJSON_CreateString(rl_json_str(m, "id")));
     rl_buf_free(&reply);
-    rl_turn_emit(t, RUNLANE_EVENT_COMPLETED, ev);
-    rl_turn_settle(t, RL_SETTLE_ACK, NULL, 0, 0);
+    rl_turn_complete(t, ev);
 }
 
 static void a_handle(rl_turn_t *t, const cJSON *run) {
@@ -382,6 +411,17 @@ static void a_handle(rl_turn_t *t, const cJSON *run) {
             cJSON_AddItemToArray(calls, o);
             if (!cJSON_GetObjectItemCaseSensitive(t->outputs, rl_json_str(c, "id"))) all_answered = 0;
         }
+        if (t->interrupting && t->interrupt_cancels < 3) {
+            /* Cancel it rather than ask for tools; then restart. */
+            cJSON_Delete(t->calls);
+            t->calls = calls;
+            t->interrupt_cancels++;
+            char *path = thread_path(t, "/runs/%s/cancel", t->turn_id);
+            if (!path || !rl_turn_request(t, "POST", path, NULL, 0, a_cancel_done, NULL))
+                fail_nomem(t);
+            free(path);
+            return;
+        }
         if (all_answered && cJSON_GetArraySize(calls) > 0) {
             /* Our outputs did not get through (ambiguous failure): again. */
             cJSON_Delete(t->calls);
@@ -402,6 +442,12 @@ static void a_handle(rl_turn_t *t, const cJSON *run) {
         char *path = thread_path(t, "/messages?run_id=%s&order=asc&limit=100", t->turn_id);
         if (!path || !rl_turn_request(t, "GET", path, NULL, 0, a_reply_done, NULL)) fail_nomem(t);
         free(path);
+        return;
+    }
+    if (strcmp(status, "cancelled") == 0 && t->interrupting && !t->cancelling) {
+        /* Cancelled for busy.policy=interrupt: a new run with everything
+         * (the messages already in the thread are not sent again). */
+        a_messages(t);
         return;
     }
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(run, "last_error");
@@ -526,10 +572,25 @@ static void a_messages_done(rl_turn_t *t, const rl_http_result_t *res) {
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "data")) {
         const cJSON *md = cJSON_GetObjectItemCaseSensitive(m, "metadata");
         const char *mid = rl_json_str(md, "runlane_message_id");
-        if (strcmp(rl_json_str(m, "role"), "user") == 0 && *mid &&
-            strcmp(rl_json_str(md, "runlane_batch_id"), bid) == 0 &&
-            !cJSON_GetObjectItemCaseSensitive(t->scratch, mid))
+        if (strcmp(rl_json_str(m, "role"), "user") != 0 ||
+            strcmp(rl_json_str(md, "runlane_batch_id"), bid) != 0)
+            continue;
+        if (*mid && !cJSON_GetObjectItemCaseSensitive(t->scratch, mid))
             cJSON_AddTrueToObject(t->scratch, mid);
+        /* A joined message names every message it carries. */
+        const char *ids = rl_json_str(md, "runlane_message_ids");
+        while (*ids) {
+            const char *comma = strchr(ids, ',');
+            size_t len = comma ? (size_t)(comma - ids) : strlen(ids);
+            char one[RUNLANE_ID_MAX];
+            if (len && len < sizeof(one)) {
+                memcpy(one, ids, len);
+                one[len] = '\0';
+                if (!cJSON_GetObjectItemCaseSensitive(t->scratch, one))
+                    cJSON_AddTrueToObject(t->scratch, one);
+            }
+            ids += len + (comma ? 1 : 0);
+        }
     }
     int more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "has_more"));
     rl_strlcpy(t->cursor, rl_json_str(j, "last_id"), sizeof(t->cursor));
@@ -554,12 +615,70 @@ static void a_messages(rl_turn_t *t) {
     free(path);
 }
 
+/* Finds this batch's newest run (by metadata) when its id is unknown: a
+ * create whose answer was lost, or an owner that crashed before its
+ * checkpoint. Found: adopt it, whatever its state. Otherwise create a run
+ * with the messages not yet in the thread. */
+static void a_runs_done(rl_turn_t *t, const rl_http_result_t *res) {
+    if (!res->ok) {
+        a_messages(t);
+        return;
+    }
+    cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
+    const cJSON *run, *found = NULL;
+    cJSON_ArrayForEach(run, cJSON_GetObjectItemCaseSensitive(j, "data")) {
+        const cJSON *md = cJSON_GetObjectItemCaseSensitive(run, "metadata");
+        if (strcmp(rl_json_str(md, "runlane_batch_id"), t->f->claim.batch_id) == 0) {
+            found = run;
+            break;
+        }
+    }
+    if (!found) {
+        cJSON_Delete(j);
+        a_messages(t);
+        return;
+    }
+    rl_strlcpy(t->turn_id, rl_json_str(found, "id"), sizeof(t->turn_id));
+    rl_turn_ckpt_set(t, "run_id", t->turn_id);
+    rl_turn_ckpt_set(t, "state", "running");
+    if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) {
+        cJSON_Delete(j);
+        return;
+    }
+    rl_turn_emit_started(t, ID_KEY, 1);
+    a_handle(t, found);
+    cJSON_Delete(j);
+}
+
+static void a_reconcile(rl_turn_t *t) {
+    char *path = thread_path(t, "/runs?order=desc&limit=20", NULL);
+    if (!path || !rl_turn_request(t, "GET", path, NULL, 0, a_runs_done, NULL)) fail_nomem(t);
+    free(path);
+}
+
 /* ---- ops ---- */
 
+/* busy.policy=interrupt: new messages came while the run goes on. The run
+ * is cancelled (also while it waits for tools); once the provider confirms
+ * it, a new run takes everything. A run that completes first just
+ * completes (the new messages make the next batch). Before a run is
+ * created, the create takes the new messages. */
 static void a_interrupt(rl_backend_t *bk, rl_inflight_t *f) {
-    /* See r_interrupt in backend_responses.c. */
     (void)bk;
-    (void)f;
+    rl_turn_t *t = f->turn;
+    if (!t || t->state == RL_TS_DEAD || t->state == RL_TS_SETTLING) return;
+    t->interrupting = 1;
+    if (t->state == RL_TS_WAIT_TOOLS) {
+        t->state = RL_TS_BUSY;
+        t->timer_fn = NULL;
+        t->interrupt_cancels++;
+        char *path = thread_path(t, "/runs/%s/cancel", t->turn_id);
+        if (!path || !rl_turn_request(t, "POST", path, NULL, 0, a_cancel_done, NULL))
+            fail_nomem(t);
+        free(path);
+        return;
+    }
+    if (t->turn_id[0] && t->interrupt_cancels == 0) cancel_run_aux(t);
 }
 
 static void a_abandon(rl_backend_t *bk, rl_inflight_t *f) {

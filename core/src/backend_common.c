@@ -81,7 +81,8 @@ void rl_bk_free(rl_backend_t *bk) {
         rl_turn_t *t = bk->turns;
         bk->turns = t->next;
         if (t->req) rl_http_cancel(t->req);
-        t->req = NULL;
+        if (t->aux) rl_http_cancel(t->aux);
+        t->req = t->aux = NULL;
         turn_free(t);
     }
     rl_http_destroy(bk->http);
@@ -133,6 +134,7 @@ static void turn_free(rl_turn_t *t) {
     free(t->stream_error);
     free(t->settle_error);
     cJSON_Delete(t->scratch);
+    free(t->complete_json);
     free(t);
 }
 
@@ -165,7 +167,8 @@ rl_turn_t *rl_turn_new(rl_backend_t *bk, rl_inflight_t *f) {
 
 void rl_turn_abandon(rl_turn_t *t) {
     if (t->req) rl_http_cancel(t->req);
-    t->req = NULL;
+    if (t->aux) rl_http_cancel(t->aux);
+    t->req = t->aux = NULL;
     t->timer_fn = NULL;
     t->timer_at = INT64_MAX;
     if (t->f) t->f->turn = NULL;
@@ -203,7 +206,8 @@ void rl_turn_settle(rl_turn_t *t, rl_settle_t how, const char *error, int retria
                     int64_t delay_ms) {
     if (t->state == RL_TS_DEAD) return;
     if (t->req) rl_http_cancel(t->req);
-    t->req = NULL;
+    if (t->aux) rl_http_cancel(t->aux);
+    t->req = t->aux = NULL;
     t->timer_fn = NULL;
     t->settle_how = how;
     free(t->settle_error);
@@ -211,6 +215,103 @@ void rl_turn_settle(rl_turn_t *t, rl_settle_t how, const char *error, int retria
     t->settle_retriable = retriable;
     t->settle_delay_ms = delay_ms;
     do_settle(t);
+}
+
+static void do_complete(rl_turn_t *t) {
+    rl_inflight_t *f = t->f;
+    if (!f) {
+        t->state = RL_TS_DEAD;
+        return;
+    }
+    f->turn = NULL;
+    runlane_err_t rc = rl_worker_complete(t->bk->rl, f, t->complete_json);
+    if (rc == RUNLANE_ERR_STORE || rc == RUNLANE_ERR_NOMEM) {
+        /* Nothing written; f is still ours: try again shortly. */
+        f->turn = t;
+        t->state = RL_TS_SETTLING;
+        rl_turn_timer(t, 250, do_complete);
+        return;
+    }
+    if (rc == RUNLANE_ERR_INVALID_ARG) {
+        /* Cannot happen (the payload is an object); ack at least. */
+        f->turn = t;
+        rl_turn_settle(t, RL_SETTLE_ACK, NULL, 0, 0);
+        return;
+    }
+    t->f = NULL;
+    t->state = RL_TS_DEAD;
+}
+
+void rl_turn_complete(rl_turn_t *t, cJSON *json) {
+    if (t->state == RL_TS_DEAD) {
+        cJSON_Delete(json);
+        return;
+    }
+    if (t->req) rl_http_cancel(t->req);
+    if (t->aux) rl_http_cancel(t->aux);
+    t->req = t->aux = NULL;
+    t->timer_fn = NULL;
+    free(t->complete_json);
+    t->complete_json = json ? cJSON_PrintUnformatted(json) : NULL;
+    cJSON_Delete(json);
+    if (!t->complete_json) {
+        rl_turn_settle(t, RL_SETTLE_FAIL, "out of memory", 1, 0);
+        return;
+    }
+    rl_http_scrub(t->bk->http, t->complete_json);
+    do_complete(t);
+}
+
+/* The lease is gone (a write was refused as stale): let go of the batch. */
+static void lease_lost(rl_turn_t *t) {
+    cJSON *j = rl_turn_event_json(t, NULL);
+    char *js = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    runlane_t *rl = t->bk->rl;
+    char *conv = rl_strdup(t->f->claim.conversation_id);
+    char bid[RUNLANE_ID_MAX];
+    rl_strlcpy(bid, t->f->claim.batch_id, sizeof(bid));
+    int attempt = t->f->claim.attempt;
+    rl_turn_settle(t, RL_SETTLE_RELEASE, NULL, 1, 0);
+    rl_event_push(rl, rl_event_new(RUNLANE_EVENT_LEASE_LOST, conv, bid, attempt, js ? js : "{}",
+                                   RUNLANE_ERR_STALE,
+                                   "lease lost: another worker may run this batch"));
+    free(js);
+    free(conv);
+}
+
+int rl_turn_absorb_interrupt(rl_turn_t *t, rl_turn_fn retry) {
+    if (!t->interrupting || !t->f) return 1;
+    runlane_err_t rc = rl_worker_restart(t->bk->rl, t->f);
+    if (rc == RUNLANE_ERR_STALE) {
+        lease_lost(t);
+        return 0;
+    }
+    if (rc != RUNLANE_OK) {
+        if (retry) rl_turn_timer(t, 250, retry);
+        return 0;
+    }
+    cJSON *m = cJSON_Parse(t->f->claim.messages_json);
+    if (cJSON_IsArray(m)) {
+        cJSON_Delete(t->msgs);
+        t->msgs = m;
+    } else {
+        cJSON_Delete(m);
+    }
+    t->interrupting = 0;
+    return 1;
+}
+
+static void aux_done(void *opaque, const rl_http_result_t *res) {
+    (void)res;
+    rl_turn_t *t = opaque;
+    t->aux = NULL;
+}
+
+void rl_turn_aux(rl_turn_t *t, const char *method, const char *path) {
+    if (t->aux) rl_http_cancel(t->aux);
+    t->aux = rl_http_start(t->bk->http, method, path, NULL,
+                           t->bk->assistants ? RL_HTTP_ASSISTANTS : 0, NULL, aux_done, t);
 }
 
 int64_t rl_defer_delay_ms(void) { return 1000 + (int64_t)(2000.0 * rl_random()); }
@@ -238,20 +339,7 @@ int rl_turn_checkpoint(rl_turn_t *t, rl_turn_fn retry) {
     free(s);
     if (rc == RUNLANE_OK) return 1;
     if (rc == RUNLANE_ERR_STALE) {
-        cJSON *j = rl_turn_event_json(t, NULL);
-        char *js = j ? cJSON_PrintUnformatted(j) : NULL;
-        cJSON_Delete(j);
-        runlane_t *rl = t->bk->rl;
-        char *conv = rl_strdup(t->f->claim.conversation_id);
-        char bid[RUNLANE_ID_MAX];
-        rl_strlcpy(bid, t->f->claim.batch_id, sizeof(bid));
-        int attempt = t->f->claim.attempt;
-        rl_turn_settle(t, RL_SETTLE_RELEASE, NULL, 1, 0);
-        rl_event_push(rl, rl_event_new(RUNLANE_EVENT_LEASE_LOST, conv, bid, attempt,
-                                       js ? js : "{}", RUNLANE_ERR_STALE,
-                                       "lease lost: another worker may run this batch"));
-        free(js);
-        free(conv);
+        lease_lost(t);
         return 0;
     }
     /* Store trouble: the lease is still ours; try the step again. */
@@ -430,23 +518,38 @@ const char *rl_turn_instructions(const rl_turn_t *t) {
     return ins ? ins : t->bk->instructions;
 }
 
-cJSON *rl_turn_input_texts(const rl_turn_t *t) {
-    cJSON *out = cJSON_CreateArray();
+char *rl_turn_join(const rl_turn_t *t, int a, int b) {
+    rl_buf_t buf;
+    rl_buf_init(&buf);
+    int i = 0;
     const cJSON *m;
+    cJSON_ArrayForEach(m, t->msgs) {
+        if (i >= a && i < b) {
+            if (i > a) rl_buf_puts(&buf, "\n\n");
+            rl_buf_puts(&buf, rl_json_str(m, "content"));
+        }
+        i++;
+    }
+    rl_buf_puts(&buf, "");
+    return rl_buf_take(&buf);
+}
+
+cJSON *rl_turn_input_texts(const rl_turn_t *t, int from) {
+    cJSON *out = cJSON_CreateArray();
+    int n = cJSON_GetArraySize(t->msgs);
     if (!t->bk->joined) {
-        cJSON_ArrayForEach(m, t->msgs) cJSON_AddItemToArray(out, cJSON_CreateString(rl_json_str(m, "content")));
+        int i = 0;
+        const cJSON *m;
+        cJSON_ArrayForEach(m, t->msgs) {
+            if (i++ >= from) cJSON_AddItemToArray(out, cJSON_CreateString(rl_json_str(m, "content")));
+        }
         return out;
     }
-    rl_buf_t b;
-    rl_buf_init(&b);
-    cJSON_ArrayForEach(m, t->msgs) {
-        if (b.len) rl_buf_puts(&b, "\n\n");
-        rl_buf_puts(&b, rl_json_str(m, "content"));
+    if (from < n) {
+        char *s = rl_turn_join(t, from, n);
+        cJSON_AddItemToArray(out, cJSON_CreateString(s ? s : ""));
+        free(s);
     }
-    rl_buf_puts(&b, "");
-    char *s = rl_buf_take(&b);
-    cJSON_AddItemToArray(out, cJSON_CreateString(s ? s : ""));
-    free(s);
     return out;
 }
 

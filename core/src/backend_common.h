@@ -74,6 +74,10 @@ struct rl_turn {
     int send_from;       /* first input text a create sends (earlier ones are there) */
     int posting_outputs; /* the next create carries tool outputs */
     int cancelling;      /* a cancel was asked (tool timeout with action cancel) */
+    int interrupting;    /* busy.policy=interrupt asked; absorbed before the next create */
+    int interrupt_cancels; /* cancels sent for the interrupt */
+    rl_http_req_t *aux;  /* a side request (a cancel), no flow attached */
+    char *complete_json; /* the COMPLETED payload while the store is retried */
     cJSON *scratch;      /* items gathered while reconciling */
     char cursor[160];    /* paging cursor while reconciling */
     int pages;
@@ -102,6 +106,18 @@ void rl_turn_abandon(rl_turn_t *t);
  * flow after this call (the caller returns). */
 void rl_turn_settle(rl_turn_t *t, rl_settle_t how, const char *error, int retriable,
                     int64_t delay_ms);
+/* Completes the batch (rl_worker_complete: ack + stored reply + the
+ * COMPLETED event, whose conversation_id/batch_id/attempt it sets); takes
+ * `json`. Dead afterwards, except that a store outage retries it. */
+void rl_turn_complete(rl_turn_t *t, cJSON *json);
+/* busy.policy=interrupt: before a new create, moves the conversation's
+ * pending messages into the batch (rl_worker_restart) and refreshes
+ * t->msgs. 1 when the flow may go on; 0 when it must stop (lease lost: the
+ * turn is dead; store trouble: `retry` runs again shortly). No-op (1)
+ * without a pending interrupt. */
+int rl_turn_absorb_interrupt(rl_turn_t *t, rl_turn_fn retry);
+/* A side request without flow (a cancel): replaces the previous one. */
+void rl_turn_aux(rl_turn_t *t, const char *method, const char *path);
 /* Defers the batch: the provider is busy with a turn that is not ours. */
 void rl_turn_defer(rl_turn_t *t);
 /* Runs fn(t) after delay_ms (replaces the turn's timer). */
@@ -147,9 +163,12 @@ const char *rl_json_str(const cJSON *o, const char *key); /* "" when absent */
 /* The instructions of the turn: the last message's own, else the conf's
  * (NULL when none). */
 const char *rl_turn_instructions(const rl_turn_t *t);
-/* The user texts to send: one per message (items) or one joined text;
+/* The user texts to send for messages [from, n): one per message (items)
+ * or one text joining them with "\n\n" (joined; none when from >= n);
  * returns an array of strings (caller deletes). */
-cJSON *rl_turn_input_texts(const rl_turn_t *t);
+cJSON *rl_turn_input_texts(const rl_turn_t *t, int from);
+/* Contents of messages [a, b) joined with "\n\n" (caller frees). */
+char *rl_turn_join(const rl_turn_t *t, int a, int b);
 /* Metadata of a turn: the conf's + runlane_batch_id + runlane_message_ids
  * (the ids of messages [from, n) that fit in 512 characters). */
 cJSON *rl_turn_metadata(const rl_turn_t *t, int from);

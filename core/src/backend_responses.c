@@ -40,7 +40,14 @@
  *   nothing but runlane adds items to the conversation between the snapshot
  *   and the reconciliation (the lease keeps other runlane workers out), and
  *   the checkpoint store keeps the checkpoint (written before every create).
- *   Tool outputs are recognised exactly, by call id. */
+ *   Tool outputs are recognised exactly, by call id. The Responses API
+ *   cannot list a conversation's responses, so a lost create answer whose
+ *   response is still running is waited for through conversation_locked
+ *   deferrals; if it completes in the instant between the look at the
+ *   items and the next create, that create yields a second reply (a
+ *   duplicate turn, never a duplicate message). Reconciled completions
+ *   carry "reconciled":true, the reply from the conversation's items, no
+ *   response id and empty usage. Cost: one GET (the snapshot) per batch. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +62,8 @@ static void r_poll(rl_turn_t *t);
 static void r_recover(rl_turn_t *t);
 static void r_final(rl_turn_t *t, const cJSON *resp);
 static void r_tools_timeout(rl_turn_t *t);
+static void r_restart_done(rl_turn_t *t, const rl_http_result_t *res);
+static void answer_calls_then(rl_turn_t *t, const char *output, rl_turn_done_fn done);
 
 static char *conv_path(const rl_turn_t *t, const char *suffix) {
     char *c = rl_path_escape(t->f->claim.conversation_id);
@@ -89,6 +98,8 @@ static int is_terminal(const char *status) {
 }
 
 /* A response (from a stream event, a create or a poll) became known. */
+static void cancel_response(rl_turn_t *t);
+
 static void note_response(rl_turn_t *t, const cJSON *resp) {
     const char *id = rl_json_str(resp, "id");
     if (!*id || strcmp(id, t->turn_id) == 0) return;
@@ -97,6 +108,19 @@ static void note_response(rl_turn_t *t, const cJSON *resp) {
     rl_turn_ckpt_set(t, "state", "running");
     if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
     rl_turn_emit_started(t, ID_KEY, 0);
+    if (t->interrupting) cancel_response(t);
+}
+
+/* busy.policy=interrupt: only background responses can be cancelled; a
+ * streamed one runs to its end (and then completes, unless it asks for
+ * tools: those are answered with a placeholder and the turn restarts). */
+static void cancel_response(rl_turn_t *t) {
+    if (t->bk->stream || !t->turn_id[0] || t->interrupt_cancels++ > 0) return;
+    char *id = rl_path_escape(t->turn_id);
+    char *path = id ? rl_asprintf("/responses/%s/cancel", id) : NULL;
+    if (path) rl_turn_aux(t, "POST", path);
+    free(id);
+    free(path);
 }
 
 static void fail_with(rl_turn_t *t, const char *msg, int retriable) {
@@ -113,8 +137,7 @@ static void complete(rl_turn_t *t, const char *reply, int reconciled) {
     const cJSON *m;
     cJSON_ArrayForEach(m, t->msgs) cJSON_AddItemToArray(ids, cJSON_CreateString(rl_json_str(m, "id")));
     if (reconciled) cJSON_AddBoolToObject(j, "reconciled", 1);
-    rl_turn_emit(t, RUNLANE_EVENT_COMPLETED, j);
-    rl_turn_settle(t, RL_SETTLE_ACK, NULL, 0, 0);
+    rl_turn_complete(t, j);
 }
 
 /* ---- start ---- */
@@ -227,6 +250,8 @@ static void r_post_done(rl_turn_t *t, const rl_http_result_t *res) {
 
 static void r_post(rl_turn_t *t) {
     rl_backend_t *bk = t->bk;
+    /* busy.policy=interrupt: a new turn takes the messages that came. */
+    if (!t->posting_outputs && !rl_turn_absorb_interrupt(t, r_post)) return;
     rl_turn_ckpt_set(t, "state", t->posting_outputs ? "posting_outputs" : "posting");
     if (!t->posting_outputs) rl_turn_ckpt_set(t, "response_id", NULL);
     if (!rl_turn_checkpoint(t, r_post)) return;
@@ -256,11 +281,9 @@ static void r_post(rl_turn_t *t) {
             cJSON_AddItemToArray(input, it);
         }
     } else {
-        cJSON *texts = rl_turn_input_texts(t);
-        int i = 0;
+        cJSON *texts = rl_turn_input_texts(t, t->send_from);
         const cJSON *s;
         cJSON_ArrayForEach(s, texts) {
-            if (i++ < t->send_from) continue;
             cJSON *it = cJSON_CreateObject();
             cJSON_AddStringToObject(it, "type", "message");
             cJSON_AddStringToObject(it, "role", "user");
@@ -275,8 +298,8 @@ static void r_post(rl_turn_t *t) {
     if (ins) cJSON_AddStringToObject(b, "instructions", ins);
     if (cJSON_GetArraySize(bk->tools) > 0)
         cJSON_AddItemToObject(b, "tools", cJSON_Duplicate(bk->tools, 1));
-    int from = t->posting_outputs ? n : (bk->joined ? (t->send_from ? n : 0) : t->send_from);
-    cJSON_AddItemToObject(b, "metadata", rl_turn_metadata(t, from));
+    cJSON_AddItemToObject(b, "metadata",
+                          rl_turn_metadata(t, t->posting_outputs ? n : t->send_from));
     if (bk->stream) cJSON_AddBoolToObject(b, "stream", 1);
     else cJSON_AddBoolToObject(b, "background", 1);
     int ok = rl_turn_request(t, "POST", "/responses", b,
@@ -344,6 +367,11 @@ static void r_final(rl_turn_t *t, const cJSON *resp) {
             rl_buf_free(&reply);
             cJSON_Delete(t->calls);
             t->calls = calls;
+            if (t->interrupting) {
+                answer_calls_then(t, "{\"error\":\"interrupted: new user messages arrived\"}",
+                                  r_restart_done);
+                return;
+            }
             rl_turn_ckpt_set(t, "state", "tool_calls");
             if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
             rl_turn_raise_tools(t, ID_KEY, r_tools_timeout);
@@ -352,6 +380,11 @@ static void r_final(rl_turn_t *t, const cJSON *resp) {
         cJSON_Delete(calls);
         complete(t, reply.data ? reply.data : "", 0);
         rl_buf_free(&reply);
+        return;
+    }
+    if (strcmp(status, "cancelled") == 0 && t->interrupting) {
+        /* Cancelled for busy.policy=interrupt: again, with everything. */
+        r_reconcile(t);
         return;
     }
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(resp, "error");
@@ -390,20 +423,20 @@ static void r_cancel_done(rl_turn_t *t, const rl_http_result_t *res) {
     free(msg);
 }
 
-static void r_tools_timeout(rl_turn_t *t) {
-    if (t->state != RL_TS_WAIT_TOOLS) return;
+/* After the placeholder answers of an interrupt: restart from what the
+ * conversation holds (the create absorbs the new messages). */
+static void r_restart_done(rl_turn_t *t, const rl_http_result_t *res) {
+    (void)res;
+    r_reconcile(t);
+}
+
+/* Answers every pending call with `output` in the conversation itself
+ * (POST /conversations/{c}/items: no response is asked for), so the
+ * conversation can take new messages; then done(t, res). */
+static void answer_calls_then(rl_turn_t *t, const char *output, rl_turn_done_fn done) {
     t->state = RL_TS_BUSY;
-    if (!t->bk->tool_cancel) {
-        rl_turn_fill_missing_outputs(
-            t, "{\"error\":\"tool call timed out: no output within tool.timeout.ms\"}");
-        t->posting_outputs = 1;
-        r_post(t);
-        return;
-    }
-    /* Cancel: answer the calls in the conversation (without asking for a
-     * response), so that the conversation can take new messages, then fail
-     * the batch. */
-    rl_turn_fill_missing_outputs(t, "{\"error\":\"cancelled: no output within tool.timeout.ms\"}");
+    t->timer_fn = NULL;
+    rl_turn_fill_missing_outputs(t, output);
     cJSON *b = cJSON_CreateObject();
     cJSON *items = cJSON_AddArrayToObject(b, "items");
     const cJSON *c;
@@ -416,10 +449,26 @@ static void r_tools_timeout(rl_turn_t *t) {
         cJSON_AddItemToArray(items, it);
     }
     char *path = conv_path(t, "/items");
-    int ok = path && rl_turn_request(t, "POST", path, b, RL_HTTP_UNSAFE, r_cancel_done, NULL);
+    int ok = path && rl_turn_request(t, "POST", path, b, RL_HTTP_UNSAFE, done, NULL);
     free(path);
     cJSON_Delete(b);
     if (!ok) fail_nomem(t);
+}
+
+static void r_tools_timeout(rl_turn_t *t) {
+    if (t->state != RL_TS_WAIT_TOOLS) return;
+    t->state = RL_TS_BUSY;
+    if (!t->bk->tool_cancel) {
+        rl_turn_fill_missing_outputs(
+            t, "{\"error\":\"tool call timed out: no output within tool.timeout.ms\"}");
+        t->posting_outputs = 1;
+        r_post(t);
+        return;
+    }
+    /* Cancel: answer the calls in the conversation (without asking for a
+     * response), so that it can take new messages, then fail the batch. */
+    answer_calls_then(t, "{\"error\":\"cancelled: no output within tool.timeout.ms\"}",
+                      r_cancel_done);
 }
 
 /* ---- reconciliation ---- */
@@ -461,8 +510,7 @@ static void r_recover(rl_turn_t *t) {
 
 /* Decides from the items added since the snapshot. */
 static void r_analyze(rl_turn_t *t) {
-    cJSON *texts = rl_turn_input_texts(t);
-    int n = cJSON_GetArraySize(texts), matched = 0;
+    int n = cJSON_GetArraySize(t->msgs), matched = 0;
     cJSON *calls = cJSON_CreateArray();
     cJSON *answered = cJSON_CreateObject();
     rl_buf_t reply;
@@ -478,9 +526,18 @@ static void r_analyze(rl_turn_t *t) {
             message_text(it, &txt);
             rl_buf_puts(&txt, "");
             if (strcmp(role, "user") == 0) {
-                if (matched < n &&
-                    strcmp(cJSON_GetArrayItem(texts, matched)->valuestring, txt.data) == 0)
-                    matched++;
+                /* The next of our messages (items), or the next ones joined
+                 * (joined: one create sent messages [matched, b)). */
+                int top = t->bk->joined ? n : (matched < n ? matched + 1 : n);
+                for (int b = top; b > matched; b--) {
+                    char *want = rl_turn_join(t, matched, b);
+                    int same = want && strcmp(want, txt.data) == 0;
+                    free(want);
+                    if (same) {
+                        matched = b;
+                        break;
+                    }
+                }
             } else if (strcmp(role, "assistant") == 0 && matched == n) {
                 if (reply.len) rl_buf_puts(&reply, "\n");
                 rl_buf_puts(&reply, txt.data);
@@ -498,7 +555,6 @@ static void r_analyze(rl_turn_t *t) {
             rl_buf_free(&reply);
         }
     }
-    cJSON_Delete(texts);
     cJSON_Delete(t->scratch);
     t->scratch = NULL;
     cJSON *pending = cJSON_CreateArray();
@@ -522,6 +578,11 @@ static void r_analyze(rl_turn_t *t) {
         rl_buf_free(&reply);
         cJSON_Delete(t->calls);
         t->calls = pending;
+        if (t->interrupting) {
+            answer_calls_then(t, "{\"error\":\"interrupted: new user messages arrived\"}",
+                              r_restart_done);
+            return;
+        }
         rl_turn_ckpt_set(t, "state", "tool_calls");
         if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
         rl_turn_raise_tools(t, ID_KEY, r_tools_timeout);
@@ -573,12 +634,23 @@ static void r_reconcile(rl_turn_t *t) {
 
 /* ---- ops ---- */
 
+/* busy.policy=interrupt: new messages came while the turn runs. Waiting
+ * for tools: the calls get a placeholder answer in the conversation and the
+ * turn restarts with everything. A background response is cancelled; once
+ * it is, the turn restarts. A streamed response cannot be cancelled: it
+ * completes (the new messages make the next batch) unless it asks for
+ * tools. Before a create is sent, the create takes the new messages. */
 static void r_interrupt(rl_backend_t *bk, rl_inflight_t *f) {
-    /* busy.policy=interrupt needs the store to move newly pending messages
-     * into the in-flight batch; until it can, the turn runs to its end and
-     * the new messages make the next batch (policy queue). */
     (void)bk;
-    (void)f;
+    rl_turn_t *t = f->turn;
+    if (!t || t->state == RL_TS_DEAD || t->state == RL_TS_SETTLING) return;
+    t->interrupting = 1;
+    if (t->state == RL_TS_WAIT_TOOLS) {
+        answer_calls_then(t, "{\"error\":\"interrupted: new user messages arrived\"}",
+                          r_restart_done);
+        return;
+    }
+    cancel_response(t);
 }
 
 static void r_abandon(rl_backend_t *bk, rl_inflight_t *f) {

@@ -112,6 +112,8 @@ static void policy_from_conf(rl_policy_t *p, const runlane_conf_t *c) {
     p->backoff_max_ms = rl_conf_int(c, "backoff.max.ms");
     p->backoff_jitter = rl_conf_float(c, "backoff.jitter");
     p->idem_ttl_ms = rl_conf_int(c, "idempotency.ttl.ms");
+    p->reply_redeliver_ms = rl_conf_int(c, "reply.redeliver.ms");
+    p->reply_ttl_ms = rl_conf_int(c, "reply.ttl.ms");
 }
 
 RUNLANE_EXTERN(runlane_t *) runlane_new(const runlane_conf_t *conf, char *errstr, size_t errstr_size) {
@@ -523,6 +525,11 @@ RUNLANE_EXTERN(runlane_err_t) runlane_metrics(char **text_out, runlane_t *rl) {
         ROW(leases_released, "counter", "Leases given back on stop."),
         ROW(store_errors, "counter", "Store operations that failed (Redis unreachable...)."),
         ROW(events_emitted, "counter", "Events queued for the host."),
+        ROW(replies_redelivered, "counter",
+            "Unconfirmed replies delivered again by this worker (see runlane_reply_ack)."),
+        ROW(replies_confirmed, "counter", "Replies confirmed with runlane_reply_ack."),
+        ROW(turns_interrupted, "counter",
+            "Turns interrupted for new messages (busy.policy=interrupt)."),
 #undef ROW
     };
     rl_buf_t b;
@@ -587,6 +594,11 @@ RUNLANE_EXTERN(runlane_err_t) runlane_start(runlane_t *rl) {
         pthread_mutex_unlock(&rl->mu);
         return runlane_error_code(runlane_error_last());
     }
+    /* busy.policy=interrupt learns of new messages from the renewals: renew
+     * often enough that an interrupt is prompt. */
+    rl->busy_interrupt = strcmp(rl_conf_str(rl->conf, "busy.policy"), "interrupt") == 0 &&
+                         rl->backend && rl->backend->interrupt;
+    if (rl->busy_interrupt && rl->renew_ms > 500) rl->renew_ms = 500;
     rl->started = 1;
     if (pthread_create(&rl->thread, NULL, rl_worker_main, rl) != 0) {
         rl->started = 0;
@@ -841,7 +853,20 @@ runlane_submit_tool_outputs(runlane_t *rl, const char *batch_id, const char *out
 RUNLANE_EXTERN(runlane_err_t) runlane_reply_ack(runlane_t *rl, const char *batch_id) {
     runlane_err_t rc;
     if ((rc = check_rl(rl, "runlane_reply_ack"))) return rc;
-    (void)batch_id;
-    return rl_error_set(RUNLANE_ERR_UNSUPPORTED, 0,
-                        "runlane_reply_ack: the custom backend delivers no replies");
+    if (!rl->backend)
+        return rl_error_set(RUNLANE_ERR_UNSUPPORTED, 0,
+                            "runlane_reply_ack: the custom backend delivers no replies");
+    if (!batch_id || !*batch_id)
+        return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                            "runlane_reply_ack: batch_id is NULL or empty");
+    /* Any client of the queue may confirm (the reply may have been
+     * delivered by another worker): this goes to the store only. */
+    pthread_mutex_lock(&rl->api_mu);
+    rc = rl->api_store->ops->reply_ack(rl->api_store, batch_id);
+    pthread_mutex_unlock(&rl->api_mu);
+    if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
+    if (rc != RUNLANE_OK) return rc;
+    RL_ADD(rl, replies_confirmed, 1);
+    rl_error_clear();
+    return RUNLANE_OK;
 }

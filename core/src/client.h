@@ -33,6 +33,10 @@ typedef struct rl_inflight {
     rl_claim_t claim;
     rl_inflight_state_t state;
     void *turn; /* the backend's state of this batch's turn (HTTP backends) */
+    /* busy.policy=interrupt: the backend's interrupt op was called for this
+     * claim (once per claim, so a conversation that keeps receiving
+     * messages cannot keep its turn from ever finishing). I/O thread only. */
+    int interrupted;
     struct rl_inflight *next;
 } rl_inflight_t;
 
@@ -55,8 +59,14 @@ typedef struct rl_backend_ops {
     int64_t (*drive)(rl_backend_t *bk);
     /* The host answered a TOOL_CALLS event of f. */
     void (*tool_outputs)(rl_backend_t *bk, rl_inflight_t *f, const char *outputs_json);
-    /* Messages arrived for f's conversation while its turn runs (renew
-     * reports them); used by busy.policy=interrupt. */
+    /* busy.policy=interrupt: messages arrived for f's conversation while
+     * its turn runs (renew reports them) and the batch has room for more.
+     * Called at most once per claim (f->interrupted). The backend cancels
+     * the provider turn; once the cancel is confirmed it calls
+     * rl_worker_restart(rl, f) and starts the turn again with
+     * f->claim.messages_json (the batch with the new messages). If the turn
+     * completes before the cancel takes, it just completes: the new
+     * messages make the next batch. May be NULL (no interrupts). */
     void (*interrupt)(rl_backend_t *bk, rl_inflight_t *f);
     /* f goes away (lease lost or stop): abort its transfers, free f->turn.
      * Must not settle f. */
@@ -87,6 +97,7 @@ typedef struct rl_metrics {
     int64_t messages_claimed;
     int64_t leases_renewed, leases_lost, leases_recovered, leases_released;
     int64_t store_errors, events_emitted;
+    int64_t replies_redelivered, replies_confirmed, turns_interrupted;
 } rl_metrics_t;
 
 struct runlane_s {
@@ -96,6 +107,7 @@ struct runlane_s {
     char worker_id[160];
     int concurrency;
     int poll_ms, recover_ms, renew_ms;
+    int busy_interrupt; /* busy.policy=interrupt (and the backend can) */
 
     /* Store for calls from host threads, serialized by api_mu. */
     pthread_mutex_t api_mu;
@@ -152,6 +164,29 @@ runlane_err_t rl_worker_settle(runlane_t *rl, rl_inflight_t *f, rl_settle_t how,
 /* I/O thread only: records a checkpoint of f's turn (e.g. the provider's
  * response or run id) so a later owner can reconcile. */
 runlane_err_t rl_worker_checkpoint(runlane_t *rl, rl_inflight_t *f, const char *ckpt_json);
+/* I/O thread only (HTTP backends): f's turn completed. Acks the batch and
+ * keeps `completed_json` (a JSON object: the COMPLETED event payload) as
+ * its unconfirmed reply in one atomic store step, then emits
+ * RUNLANE_EVENT_COMPLETED with it. Its "conversation_id", "batch_id" and
+ * "attempt" members are set from f. Until the host confirms it with
+ * runlane_reply_ack(), any worker emits it again every reply.redeliver.ms
+ * (with "redelivered":true), for at most reply.ttl.ms.
+ * Like rl_worker_settle: RUNLANE_OK (f freed), RUNLANE_ERR_STALE (lease
+ * lost: nothing stored, no event, f freed), RUNLANE_ERR_STORE (f still
+ * held: retry shortly; should the failed call have been written after all,
+ * the retry gets RUNLANE_ERR_STALE and the reply arrives by redelivery).
+ * RUNLANE_ERR_INVALID_ARG (completed_json is not a JSON object) and
+ * RUNLANE_ERR_NOMEM leave f held with nothing written. */
+runlane_err_t rl_worker_complete(runlane_t *rl, rl_inflight_t *f, const char *completed_json);
+/* I/O thread only (HTTP backends, busy.policy=interrupt): after the
+ * provider confirmed the cancel of f's turn, moves the conversation's
+ * pending messages into f's batch (same batch id and token, within
+ * batch.max.messages / batch.max.bytes) and replaces
+ * f->claim.messages_json with the whole batch, which the restarted turn
+ * sends. RUNLANE_ERR_STALE when the lease was lost (handle it as for
+ * rl_worker_checkpoint); RUNLANE_ERR_STORE: retry shortly. f stays held in
+ * every case. */
+runlane_err_t rl_worker_restart(runlane_t *rl, rl_inflight_t *f);
 /* Backend registry (backend_*.c); NULL for unknown names. */
 const rl_backend_ops_t *rl_backend_find(const char *name);
 

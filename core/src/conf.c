@@ -58,6 +58,10 @@ const rl_prop_t rl_props[] = {
      "Who runs a turn: `custom` (the host, through batch events), `responses` (OpenAI Responses API + Conversations) or `assistants` (Assistants API v2 threads and runs)."},
     {"busy.policy", RL_T_ENUM, "queue", 0, 0, "queue|interrupt", 0,
      "Messages arriving while a turn runs: `queue` (sent in the next turn, right after) or `interrupt` (cancel the turn and start again with everything)."},
+    {"reply.redeliver.ms", RL_T_INT, "60000", 1000, DAY_MS, NULL, 0,
+     "An unconfirmed reply (see runlane_reply_ack) is delivered again after this long, by any worker."},
+    {"reply.ttl.ms", RL_T_INT, "604800000", 1000, 30 * DAY_MS, NULL, 0,
+     "How long an unconfirmed reply is kept (and delivered again); then it is dropped."},
     {"worker.concurrency", RL_T_INT, "100", 1, 100000, NULL, 0,
      "Most batches in flight in one client (conversations, not threads)."},
     {"worker.id", RL_T_STRING, "", 0, 128, NULL, 0,
@@ -321,7 +325,11 @@ static const char *masked_store(const char *v) {
     const char *at = scheme ? strrchr(scheme + 3, '@') : NULL;
     if (!at) return v;
     const char *colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
-    if (!colon) return v;
+    if (!colon) {
+        /* redis://secret@host: whatever stands there may be a password. */
+        snprintf(buf, sizeof(buf), "%.*s***%s", (int)(scheme + 3 - v), v, at);
+        return buf;
+    }
     snprintf(buf, sizeof(buf), "%.*s:***%s", (int)(colon - v), v, at);
     return buf;
 }

@@ -19,7 +19,12 @@
  *   ready    C -> due time (ms); only conversations with work and no lease
  *   leases   C -> lease expiry (ms)
  *   dead     dead letters (id = batch id) in order of death
+ *   replies  unconfirmed replies (id = batch id): the COMPLETED event JSON,
+ *            its next delivery time and its expiry (see ack_reply)
  *   counters
+ *
+ * Batch ids look like "b<ms>-<p>-<seq>" where p is the partition (0 in the
+ * memory store), so that an id alone finds its partition (reply_ack).
  *
  * Message record (stored and delivered as-is):
  *   {"id":"m<ms>-<p>-<seq>","ts_ms":<ms>,"content":"...",
@@ -65,6 +70,8 @@ typedef struct rl_policy {
     int64_t backoff_max_ms;  /* backoff.max.ms */
     double backoff_jitter;   /* backoff.jitter, 0..1 */
     int64_t idem_ttl_ms;     /* idempotency.ttl.ms */
+    int64_t reply_redeliver_ms; /* reply.redeliver.ms */
+    int64_t reply_ttl_ms;       /* reply.ttl.ms */
 } rl_policy_t;
 
 /* A claimed batch. Strings are owned (free with rl_claim_free). */
@@ -79,6 +86,15 @@ typedef struct rl_claim {
 } rl_claim_t;
 
 void rl_claim_free(rl_claim_t *claim);
+
+/* An unconfirmed reply handed out by rl_store_ops.reply_claim. */
+typedef struct rl_reply {
+    char batch_id[RUNLANE_ID_MAX];
+    char *json; /* the COMPLETED event JSON given to ack_reply (owned) */
+} rl_reply_t;
+
+/* Frees n replies' strings and the array itself (NULL is ignored). */
+void rl_replies_free(rl_reply_t *replies, int n);
 
 /* Result of rl_store_ops.fail */
 typedef enum rl_fail_outcome {
@@ -138,9 +154,21 @@ typedef struct rl_store_ops {
 
     /* Extends the leases of n claims to now + lease_ms, pipelined.
      * ok_out[i] = 1 when renewed, 0 when the token is stale (the lease was
-     * lost). Updates claims[i].lease_until_ms. */
+     * lost). Updates claims[i].lease_until_ms. pending_out (may be NULL)
+     * receives, for each renewed claim, how many messages wait in the
+     * conversation's pending list beyond the in-flight batch (0 when
+     * stale): busy.policy=interrupt reacts to it. */
     int (*renew)(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *claims,
-                 int n, int *ok_out);
+                 int n, int *ok_out, int64_t *pending_out);
+
+    /* Moves pending records, oldest first, into the leased batch while the
+     * batch stays within max_messages / max_bytes (it may not grow at all);
+     * the batch keeps its batch id, token, attempts and checkpoint. Used
+     * to restart an interrupted turn with everything (busy.policy=
+     * interrupt). *messages_json_out (free()) receives the whole batch's
+     * messages, in order. */
+    int (*extend_batch)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                        const char *token, char **messages_json_out);
 
     /* Records `ckpt_json` (e.g. the provider's run id) on the batch. */
     int (*checkpoint)(rl_store_t *st, const char *conv, const char *token,
@@ -150,6 +178,14 @@ typedef struct rl_store_ops {
      * if pending is non-empty the conversation is due again (see above). */
     int (*ack)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
                const char *token);
+
+    /* `ack` and, in the same atomic step, keeps `reply_json` (the turn's
+     * COMPLETED event) as the unconfirmed reply of `batch_id` in the
+     * conversation's partition: due for redelivery at now +
+     * reply_redeliver_ms, dropped at now + reply_ttl_ms. A `batch_id` that
+     * is not the leased batch's is refused like a stale token. */
+    int (*ack_reply)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                     const char *token, const char *batch_id, const char *reply_json);
 
     /* Failed attempt. If retriable and attempts < max_attempts: the batch
      * stays, the lease is cleared, due = now + backoff(attempts) where
@@ -193,6 +229,20 @@ typedef struct rl_store_ops {
                       const char *dead_id, size_t *count_out);
     int (*dead_purge)(rl_store_t *st, const char *dead_id, size_t *count_out);
 
+    /* Up to `max` unconfirmed replies whose delivery time has come, over
+     * every partition, earliest first; each one's next delivery moves to
+     * now + reply_redeliver_ms in the same atomic step, so concurrent
+     * claimers never hand out the same reply at once. Replies past their
+     * expiry are dropped instead. *out is an array of *n_out replies (free
+     * with rl_replies_free). */
+    int (*reply_claim)(rl_store_t *st, const rl_policy_t *pol, int max,
+                       rl_reply_t **out, int *n_out);
+
+    /* Confirms (deletes) the unconfirmed reply of `batch_id`.
+     * RUNLANE_ERR_NOT_FOUND when there is none: unknown id, already
+     * confirmed, or expired. */
+    int (*reply_ack)(rl_store_t *st, const char *batch_id);
+
     void (*destroy)(rl_store_t *st);
 } rl_store_ops_t;
 
@@ -217,6 +267,10 @@ rl_store_t *rl_store_redis_open(const rl_store_opts_t *opts);
 
 /* Partition of a conversation: fnv1a32(conv) % partitions. */
 int rl_partition_of(const char *conv, int partitions);
+
+/* Partition p of a batch id "b<ms>-<p>-<seq>", or -1 when the id is not
+ * of that form or p is not below `partitions`. */
+int rl_batch_partition(const char *batch_id, int partitions);
 
 /* backoff(a) per the `fail` contract; u in [0,1). */
 int64_t rl_backoff_ms(const rl_policy_t *pol, int64_t attempts, double u);

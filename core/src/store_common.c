@@ -1,5 +1,5 @@
 /* store_common.c - what both stores share: opening by URL, partitioning,
- * backoff, claim records. */
+ * backoff, claim and reply records, batch ids. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +23,32 @@ int rl_partition_of(const char *conv, int partitions) {
     return (int)(rl_fnv1a32(conv, strlen(conv)) % (uint32_t)partitions);
 }
 
+/* Digits at *p (at most 19, at least one); advances *p past them. */
+static int digits(const char **p, long long *out) {
+    const char *q = *p;
+    long long v = 0;
+    int n = 0;
+    while (*q >= '0' && *q <= '9' && n < 19) {
+        v = v * 10 + (*q - '0');
+        q++;
+        n++;
+    }
+    if (n == 0 || (*q >= '0' && *q <= '9')) return 0;
+    *p = q;
+    *out = v;
+    return 1;
+}
+
+int rl_batch_partition(const char *batch_id, int partitions) {
+    const char *p = batch_id;
+    long long ms, part, seq;
+    if (!p || *p++ != 'b' || !digits(&p, &ms) || *p++ != '-' || !digits(&p, &part) ||
+        *p++ != '-' || !digits(&p, &seq) || *p)
+        return -1;
+    if (partitions < 1) partitions = 1;
+    return part < partitions ? (int)part : -1;
+}
+
 int64_t rl_backoff_ms(const rl_policy_t *pol, int64_t attempts, double u) {
     if (attempts < 1) attempts = 1;
     double d = (double)pol->backoff_base_ms;
@@ -38,4 +64,10 @@ void rl_claim_free(rl_claim_t *claim) {
     free(claim->messages_json);
     free(claim->ckpt_json);
     claim->conversation_id = claim->messages_json = claim->ckpt_json = NULL;
+}
+
+void rl_replies_free(rl_reply_t *replies, int n) {
+    if (!replies) return;
+    for (int i = 0; i < n; i++) free(replies[i].json);
+    free(replies);
 }

@@ -138,6 +138,13 @@ typedef struct dead {
     int64_t dead_at;
 } dead_t;
 
+/* An unconfirmed reply (key: its batch id). */
+typedef struct mreply {
+    char *json;
+    int64_t due;     /* next delivery */
+    int64_t expires; /* dropped from then on */
+} mreply_t;
+
 typedef struct convvec {
     mconv_t **v;
     size_t len, cap;
@@ -149,6 +156,7 @@ typedef struct mstate {
     pthread_mutex_t mu;
     hmap_t convs; /* id -> mconv_t* */
     hmap_t idem;  /* lenprefixed(conv) + key -> idem_t* */
+    hmap_t replies; /* batch id -> mreply_t* */
     convvec_t ready, leases;
     dead_t *dead;
     size_t ndead, capdead;
@@ -331,6 +339,19 @@ static void mstate_free(mstate_t *s) {
         }
     }
     free(s->idem.slots);
+    for (size_t i = 0; i < s->replies.nslots; i++) {
+        hent_t *e = s->replies.slots[i];
+        while (e) {
+            hent_t *next = e->next;
+            mreply_t *r = e->val;
+            free(r->json);
+            free(r);
+            free(e->key);
+            free(e);
+            e = next;
+        }
+    }
+    free(s->replies.slots);
     free(s->ready.v);
     free(s->leases.v);
     for (size_t i = 0; i < s->ndead; i++) {
@@ -477,16 +498,21 @@ static int cmp_due(const void *a, const void *b) {
     return x->due < y->due ? -1 : x->due > y->due;
 }
 
-/* Moves up to the batch limits from pending into a new batch. */
-static int form_batch(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t now) {
+/* Moves pending records into the batch while it stays within the batch
+ * limits (a batch that is empty takes at least one record). Returns 0 on
+ * out of memory (what was moved stays moved). */
+static int take_pending(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t now) {
     int64_t bytes = 0;
-    size_t taken = 0;
-    while (pending_count(c) > 0 && (int64_t)taken < pol->max_messages) {
+    for (size_t i = 0; i < c->batch.len; i++) bytes += c->batch.v[i].bytes;
+    int ok = 1;
+    while (pending_count(c) > 0 && (int64_t)c->batch.len < pol->max_messages) {
         rec_t r = c->pending.v[c->head];
-        if (taken > 0 && bytes + r.bytes > pol->max_bytes) break;
-        if (!recvec_push(&c->batch, r)) return 0;
+        if (c->batch.len > 0 && bytes + r.bytes > pol->max_bytes) break;
+        if (!recvec_push(&c->batch, r)) {
+            ok = 0;
+            break;
+        }
         c->head++;
-        taken++;
         bytes += r.bytes;
         c->pbytes -= r.bytes;
         s->pending_total--;
@@ -502,6 +528,12 @@ static int form_batch(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t n
         c->first_ms = cJSON_IsNumber(ts) ? (int64_t)ts->valuedouble : now;
         cJSON_Delete(j);
     }
+    return ok;
+}
+
+/* Moves up to the batch limits from pending into a new batch. */
+static int form_batch(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t now) {
+    if (!take_pending(s, c, pol, now)) return 0;
     snprintf(c->batch_id, sizeof(c->batch_id), "b%lld-0-%lld", (long long)now, (long long)++s->seq);
     c->attempts = 0;
     free(c->ckpt);
@@ -591,13 +623,15 @@ static int stale(const char *conv) {
                         "lease of conversation \"%.64s\" lost: fencing token refused", conv);
 }
 
-static int m_renew(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *claims, int n, int *ok_out) {
+static int m_renew(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *claims, int n, int *ok_out,
+                   int64_t *pending_out) {
     mstate_t *s = S(st);
     pthread_mutex_lock(&s->mu);
     int64_t now = now_locked(s);
     for (int i = 0; i < n; i++) {
         mconv_t *c = owned(s, claims[i].conversation_id, claims[i].token);
         ok_out[i] = c != NULL;
+        if (pending_out) pending_out[i] = c ? (int64_t)pending_count(c) : 0;
         if (c) {
             c->lease_until = now + pol->lease_ms;
             claims[i].lease_until_ms = c->lease_until;
@@ -605,6 +639,23 @@ static int m_renew(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *claims, i
     }
     pthread_mutex_unlock(&s->mu);
     return RUNLANE_OK;
+}
+
+static int m_extend_batch(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                          const char *token, char **messages_json_out) {
+    mstate_t *s = S(st);
+    *messages_json_out = NULL;
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    mconv_t *c = owned(s, conv, token);
+    int rc = RUNLANE_OK;
+    if (!c) {
+        rc = stale(conv);
+    } else if (!take_pending(s, c, pol, now) || !(*messages_json_out = join_records(&c->batch, 0))) {
+        rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 static int m_checkpoint(rl_store_t *st, const char *conv, const char *token, const char *ckpt) {
@@ -642,6 +693,17 @@ static void drop_batch(mconv_t *c) {
     c->ckpt = NULL;
 }
 
+/* ack of an owned conversation (c may be freed). */
+static void ack_locked(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t now) {
+    end_lease(s, c);
+    drop_batch(c);
+    free(c->last_error);
+    c->last_error = NULL;
+    s->c_acked++;
+    schedule(s, c, pol, now, 1);
+    conv_gc(s, c);
+}
+
 static int m_ack(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token) {
     mstate_t *s = S(st);
     pthread_mutex_lock(&s->mu);
@@ -651,13 +713,41 @@ static int m_ack(rl_store_t *st, const rl_policy_t *pol, const char *conv, const
     if (!c) {
         rc = stale(conv);
     } else {
-        end_lease(s, c);
-        drop_batch(c);
-        free(c->last_error);
-        c->last_error = NULL;
-        s->c_acked++;
-        schedule(s, c, pol, now, 1);
-        conv_gc(s, c);
+        ack_locked(s, c, pol, now);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static int m_ack_reply(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token,
+                       const char *batch_id, const char *reply_json) {
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    mconv_t *c = owned(s, conv, token);
+    int rc = RUNLANE_OK;
+    if (!c || !batch_id || strcmp(c->batch_id, batch_id) != 0) {
+        rc = stale(conv);
+    } else {
+        /* Everything that can fail comes before the ack: all or nothing. */
+        mreply_t *r = calloc(1, sizeof(*r));
+        mreply_t *old = hmap_get(&s->replies, batch_id);
+        if (!r || !(r->json = rl_strdup(reply_json ? reply_json : "{}")) ||
+            !hmap_put(&s->replies, batch_id, r)) {
+            if (r) free(r->json);
+            free(r);
+            rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        } else {
+            if (old) {
+                free(old->json);
+                free(old);
+            }
+            r->expires = now + pol->reply_ttl_ms;
+            r->due = min64(now + pol->reply_redeliver_ms, r->expires);
+            ack_locked(s, c, pol, now);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     return rc;
@@ -987,6 +1077,112 @@ static int m_dead_purge(rl_store_t *st, const char *dead_id, size_t *count_out) 
     return rc;
 }
 
+typedef struct mdue {
+    const char *id; /* the hash entry's key */
+    mreply_t *r;
+} mdue_t;
+
+static int cmp_mdue(const void *a, const void *b) {
+    const mdue_t *x = a, *y = b;
+    if (x->r->due != y->r->due) return x->r->due < y->r->due ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+static void reply_drop(mstate_t *s, const char *batch_id) {
+    mreply_t *r = hmap_del(&s->replies, batch_id);
+    if (r) {
+        free(r->json);
+        free(r);
+    }
+}
+
+static int m_reply_claim(rl_store_t *st, const rl_policy_t *pol, int max, rl_reply_t **out,
+                         int *n_out) {
+    mstate_t *s = S(st);
+    *out = NULL;
+    *n_out = 0;
+    if (max <= 0) return RUNLANE_OK;
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    /* Expired replies go first (collected, then deleted: the chains must
+     * not change while walked). */
+    size_t nexp = 0, ndue = 0;
+    for (size_t i = 0; i < s->replies.nslots; i++)
+        for (hent_t *e = s->replies.slots[i]; e; e = e->next) {
+            mreply_t *r = e->val;
+            if (r->expires <= now) nexp++;
+            else if (r->due <= now) ndue++;
+        }
+    int rc = RUNLANE_OK;
+    if (nexp) {
+        char **ids = calloc(nexp, sizeof(*ids));
+        size_t k = 0;
+        for (size_t i = 0; ids && i < s->replies.nslots; i++)
+            for (hent_t *e = s->replies.slots[i]; e; e = e->next)
+                if (((mreply_t *)e->val)->expires <= now) ids[k++] = rl_strdup(e->key);
+        for (size_t i = 0; ids && i < k; i++) {
+            if (ids[i]) reply_drop(s, ids[i]);
+            free(ids[i]);
+        }
+        free(ids);
+    }
+    mdue_t *due = ndue ? calloc(ndue, sizeof(*due)) : NULL;
+    rl_reply_t *v = NULL;
+    int got = 0;
+    if (ndue && !due) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    if (due) {
+        size_t k = 0;
+        for (size_t i = 0; i < s->replies.nslots; i++)
+            for (hent_t *e = s->replies.slots[i]; e; e = e->next) {
+                mreply_t *r = e->val;
+                if (r->expires > now && r->due <= now) {
+                    due[k].id = e->key;
+                    due[k].r = r;
+                    k++;
+                }
+            }
+        qsort(due, ndue, sizeof(*due), cmp_mdue);
+        size_t n = ndue < (size_t)max ? ndue : (size_t)max;
+        v = calloc(n, sizeof(*v));
+        if (!v) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        for (size_t i = 0; v && i < n; i++) {
+            if (!(v[got].json = rl_strdup(due[i].r->json))) {
+                rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+                break;
+            }
+            rl_strlcpy(v[got].batch_id, due[i].id, sizeof(v[got].batch_id));
+            due[i].r->due = min64(now + pol->reply_redeliver_ms, due[i].r->expires);
+            got++;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(due);
+    if (got == 0) {
+        free(v);
+        return rc;
+    }
+    /* what was claimed is postponed: hand it over */
+    *out = v;
+    *n_out = got;
+    return RUNLANE_OK;
+}
+
+static int m_reply_ack(rl_store_t *st, const char *batch_id) {
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    mreply_t *r = batch_id ? hmap_get(&s->replies, batch_id) : NULL;
+    int live = r && r->expires > now;
+    if (r) reply_drop(s, batch_id);
+    pthread_mutex_unlock(&s->mu);
+    if (!live)
+        return rl_error_set(RUNLANE_ERR_NOT_FOUND, 0,
+                            "no unconfirmed reply of batch \"%.64s\" (already confirmed, expired "
+                            "or unknown)",
+                            batch_id ? batch_id : "");
+    return RUNLANE_OK;
+}
+
 static void m_destroy(rl_store_t *st) {
     mstore_t *ms = (mstore_t *)st;
     pthread_mutex_lock(&registry_mu);
@@ -1004,9 +1200,10 @@ static void m_destroy(rl_store_t *st) {
 }
 
 static const rl_store_ops_t memory_ops = {
-    "memory",      m_enqueue, m_enqueue_many, m_touch,  m_next_due,   m_claim,
-    m_renew,       m_checkpoint, m_ack,       m_fail,   m_release,    m_defer,
-    m_recover,     m_status,  m_dead_list,    m_dead_retry, m_dead_purge, m_destroy,
+    "memory",      m_enqueue,      m_enqueue_many, m_touch,     m_next_due,   m_claim,
+    m_renew,       m_extend_batch, m_checkpoint,   m_ack,       m_ack_reply,  m_fail,
+    m_release,     m_defer,        m_recover,      m_status,    m_dead_list,  m_dead_retry,
+    m_dead_purge,  m_reply_claim,  m_reply_ack,    m_destroy,
 };
 
 rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {
@@ -1023,10 +1220,12 @@ rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {
     while (s && strcmp(s->name, name) != 0) s = s->next;
     if (!s) {
         s = calloc(1, sizeof(*s));
-        if (!s || !(s->name = rl_strdup(name)) || !hmap_init(&s->convs) || !hmap_init(&s->idem)) {
+        if (!s || !(s->name = rl_strdup(name)) || !hmap_init(&s->convs) || !hmap_init(&s->idem) ||
+            !hmap_init(&s->replies)) {
             if (s) {
                 free(s->name);
                 free(s->convs.slots);
+                free(s->idem.slots);
                 free(s);
             }
             pthread_mutex_unlock(&registry_mu);

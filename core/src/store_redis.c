@@ -12,10 +12,13 @@
  *   <prefix>:{p}:dead        zset  dead id -> dead_at ms
  *   <prefix>:{p}:deadrec     hash  dead id -> JSON record
  *   <prefix>:{p}:deadaux     hash  dead id -> cmsgpack {C, entries}
+ *   <prefix>:{p}:replies     hash  batch id -> "<expires ms>:<reply JSON>"
+ *   <prefix>:{p}:reply_due   zset  batch id -> next delivery ms
  * The conversation id is always the last component of its keys (or
  * length-prefixed in the idempotency key), and the prefix may not contain
  * braces, so no id can change a key's structure or its hash tag: every key
- * of a partition lives in one Redis Cluster slot.
+ * of a partition lives in one Redis Cluster slot. A reply lives in its
+ * conversation's partition, which its batch id names (b<ms>-<p>-<seq>).
  *
  * Every operation is one script run by EVALSHA (loaded at connect, reloaded
  * on NOSCRIPT); operations on many conversations pipeline their scripts.
@@ -53,8 +56,10 @@ enum {
     S_PEEK,
     S_CLAIM,
     S_RENEW,
+    S_EXTEND_BATCH,
     S_CHECKPOINT,
     S_ACK,
+    S_ACK_REPLY,
     S_FAIL,
     S_RELEASE,
     S_RECOVER,
@@ -62,18 +67,35 @@ enum {
     S_DEAD_PURGE,
     S_STATS,
     S_STATUS_CONV,
+    S_REPLY_CLAIM,
+    S_REPLY_ACK,
     S_COUNT
 };
 
 static const char *const script_names[S_COUNT] = {
-    "enqueue", "touch",   "peek",       "claim",      "renew", "checkpoint",  "ack",
-    "fail",    "release", "recover",    "dead_retry", "dead_purge", "stats", "status_conv",
+    "enqueue",     "touch",     "peek",    "claim",      "renew",
+    "extend_batch", "checkpoint", "ack",    "ack_reply",  "fail",
+    "release",     "recover",   "dead_retry", "dead_purge", "stats",
+    "status_conv", "reply_claim", "reply_ack",
 };
 
 /* Per-conversation keys, in the order the scripts take them. */
-enum { K_META, K_PENDING, K_BATCH, K_READY, K_LEASES, K_STATS, K_DEAD, K_DEADREC, K_DEADAUX };
-static const char *const key_kinds[] = {"meta",  "pending", "batch",   "ready",  "leases",
-                                        "stats", "dead",    "deadrec", "deadaux"};
+enum {
+    K_META,
+    K_PENDING,
+    K_BATCH,
+    K_READY,
+    K_LEASES,
+    K_STATS,
+    K_DEAD,
+    K_DEADREC,
+    K_DEADAUX,
+    K_REPLIES,
+    K_REPLY_DUE
+};
+static const char *const key_kinds[] = {"meta",    "pending", "batch",   "ready",
+                                        "leases",  "stats",   "dead",    "deadrec",
+                                        "deadaux", "replies", "reply_due"};
 /* Kinds that are per partition (no conversation component). */
 static int kind_is_partition(int k) { return k >= K_READY; }
 
@@ -854,7 +876,7 @@ static int r_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, in
 /* ------------------------------------------------------------------ */
 
 static int r_renew(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *claims, int n,
-                   int *ok_out) {
+                   int *ok_out, int64_t *pending_out) {
     rstore_t *s = RS(st);
     if (n <= 0) return RUNLANE_OK;
     rcmd_t *cmds = calloc((size_t)n, sizeof(*cmds));
@@ -874,15 +896,19 @@ static int r_renew(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *claims, i
         for (int i = 0; i < n; i++) {
             redisReply *r = rep[i];
             ok_out[i] = 0;
+            if (pending_out) pending_out[i] = 0;
             if (r->type == REDIS_REPLY_ERROR) {
                 if (rc == RUNLANE_OK) rc = rs_reply_error(s, r, "renew");
                 continue;
             }
-            long long until = reply_ll(r);
-            if (until > 0) {
-                ok_out[i] = 1;
-                claims[i].lease_until_ms = (int64_t)until;
+            if (r->type != REDIS_REPLY_ARRAY) continue; /* 0: stale */
+            if (r->elements != 2) {
+                if (rc == RUNLANE_OK) rc = bad_reply(s, "renew");
+                continue;
             }
+            ok_out[i] = 1;
+            claims[i].lease_until_ms = (int64_t)reply_ll(r->element[0]);
+            if (pending_out) pending_out[i] = (int64_t)reply_ll(r->element[1]);
         }
     }
     free_replies(rep, (size_t)n);
@@ -916,6 +942,39 @@ static int r_ack(rl_store_t *st, const rl_policy_t *pol, const char *conv, const
     cmd_conv(&c, s, S_ACK, pol, conv);
     cmd_add(&c, token ? token : "");
     return token_op(s, &c, conv, "ack");
+}
+
+static int r_ack_reply(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                       const char *token, const char *batch_id, const char *reply_json) {
+    rstore_t *s = RS(st);
+    rcmd_t c;
+    cmd_conv(&c, s, S_ACK_REPLY, pol, conv);
+    cmd_add(&c, token ? token : "");
+    cmd_add(&c, batch_id ? batch_id : "");
+    cmd_add(&c, reply_json ? reply_json : "{}");
+    cmd_addll(&c, pol->reply_redeliver_ms);
+    cmd_addll(&c, pol->reply_ttl_ms);
+    return token_op(s, &c, conv, "ack_reply");
+}
+
+static int r_extend_batch(rl_store_t *st, const rl_policy_t *pol, const char *conv,
+                          const char *token, char **messages_json_out) {
+    rstore_t *s = RS(st);
+    rcmd_t c;
+    redisReply *r = NULL;
+    *messages_json_out = NULL;
+    cmd_conv(&c, s, S_EXTEND_BATCH, pol, conv);
+    cmd_add(&c, token ? token : "");
+    int rc = rs_exec1(s, &c, &r, "extend_batch");
+    if (rc != RUNLANE_OK) return rc;
+    if (r->type == REDIS_REPLY_STRING) {
+        if (!(*messages_json_out = rl_strndup(r->str, r->len)))
+            rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    } else {
+        rc = reply_ll(r) == 0 ? stale(conv) : bad_reply(s, "extend_batch");
+    }
+    freeReplyObject(r);
+    return rc;
 }
 
 static int r_fail(rl_store_t *st, const rl_policy_t *pol, const char *conv, const char *token,
@@ -1434,6 +1493,100 @@ static int r_dead_purge(rl_store_t *st, const char *dead_id, size_t *count_out) 
 }
 
 /* ------------------------------------------------------------------ */
+/* unconfirmed replies                                                */
+/* ------------------------------------------------------------------ */
+
+static int r_reply_claim(rl_store_t *st, const rl_policy_t *pol, int max, rl_reply_t **out,
+                         int *n_out) {
+    rstore_t *s = RS(st);
+    *out = NULL;
+    *n_out = 0;
+    if (max <= 0) return RUNLANE_OK;
+    /* Candidates of every partition, earliest first; each is then taken
+     * atomically (it may have been confirmed or taken meanwhile). */
+    cand_t *cv = NULL;
+    size_t nc = 0;
+    int rc = rs_peek(s, "reply_due", max, &cv, &nc);
+    if (rc != RUNLANE_OK || nc == 0) return rc;
+    size_t n = nc < (size_t)max ? nc : (size_t)max;
+    rcmd_t *cmds = calloc(n, sizeof(*cmds));
+    redisReply **rep = calloc(n, sizeof(*rep));
+    rl_reply_t *v = calloc(n, sizeof(*v));
+    if (!cmds || !rep || !v) {
+        free(cmds);
+        free(rep);
+        free(v);
+        cands_free(cv, nc);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        cmd_init(&cmds[i]);
+        cmd_script(&cmds[i], s, S_REPLY_CLAIM);
+        cmd_key(&cmds[i], s, cv[i].part, key_kinds[K_REPLIES], NULL);
+        cmd_key(&cmds[i], s, cv[i].part, key_kinds[K_REPLY_DUE], NULL);
+        cmd_add(&cmds[i], cv[i].conv);
+        cmd_addll(&cmds[i], pol->reply_redeliver_ms);
+    }
+    rc = rs_exec(s, cmds, n, rep);
+    int got = 0;
+    for (size_t i = 0; rep[0] && i < n; i++) {
+        redisReply *r = rep[i];
+        int r1 = RUNLANE_OK;
+        if (r->type == REDIS_REPLY_NIL) continue; /* confirmed, taken or expired */
+        if (r->type == REDIS_REPLY_ERROR) {
+            r1 = rs_reply_error(s, r, "reply_claim");
+        } else if (r->type != REDIS_REPLY_STRING || strlen(cv[i].conv) >= RUNLANE_ID_MAX) {
+            r1 = bad_reply(s, "reply_claim");
+        } else if (!(v[got].json = rl_strndup(r->str, r->len))) {
+            r1 = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        } else {
+            rl_strlcpy(v[got].batch_id, cv[i].conv, sizeof(v[got].batch_id));
+            got++;
+        }
+        /* keep going: what was taken is postponed and must be handed over */
+        if (r1 != RUNLANE_OK && rc == RUNLANE_OK) rc = r1;
+    }
+    free_replies(rep, n);
+    free(rep);
+    cmds_free(cmds, n);
+    cands_free(cv, nc);
+    if (got == 0) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n_out = got;
+    return RUNLANE_OK;
+}
+
+static int r_reply_ack(rl_store_t *st, const char *batch_id) {
+    rstore_t *s = RS(st);
+    int part = rl_batch_partition(batch_id, s->partitions);
+    if (part < 0)
+        return rl_error_set(RUNLANE_ERR_NOT_FOUND, 0,
+                            "no unconfirmed reply of batch \"%.64s\" (not a batch id of this "
+                            "queue)",
+                            batch_id ? batch_id : "");
+    rcmd_t c;
+    redisReply *r = NULL;
+    cmd_init(&c);
+    cmd_script(&c, s, S_REPLY_ACK);
+    cmd_key(&c, s, part, key_kinds[K_REPLIES], NULL);
+    cmd_key(&c, s, part, key_kinds[K_REPLY_DUE], NULL);
+    cmd_add(&c, batch_id);
+    int rc = rs_exec1(s, &c, &r, "reply_ack");
+    if (rc != RUNLANE_OK) return rc;
+    long long v = reply_ll(r);
+    freeReplyObject(r);
+    if (v <= 0)
+        return rl_error_set(RUNLANE_ERR_NOT_FOUND, 0,
+                            "no unconfirmed reply of batch \"%.64s\" (already confirmed, expired "
+                            "or unknown)",
+                            batch_id);
+    return RUNLANE_OK;
+}
+
+/* ------------------------------------------------------------------ */
 /* open / destroy                                                     */
 /* ------------------------------------------------------------------ */
 
@@ -1456,9 +1609,10 @@ static void r_destroy(rl_store_t *st) {
 }
 
 static const rl_store_ops_t redis_ops = {
-    "redis",      r_enqueue,    r_enqueue_many, r_touch, r_next_due,   r_claim,
-    r_renew,      r_checkpoint, r_ack,          r_fail,  r_release,    r_defer,
-    r_recover,    r_status,     r_dead_list,    r_dead_retry, r_dead_purge, r_destroy,
+    "redis",      r_enqueue,      r_enqueue_many, r_touch,     r_next_due,  r_claim,
+    r_renew,      r_extend_batch, r_checkpoint,   r_ack,       r_ack_reply, r_fail,
+    r_release,    r_defer,        r_recover,      r_status,    r_dead_list, r_dead_retry,
+    r_dead_purge, r_reply_claim,  r_reply_ack,    r_destroy,
 };
 
 static int hexval(int ch) {

@@ -5,7 +5,14 @@
  * trip, recovers expired leases of dead workers, and hands batches to the
  * backend. It sleeps in curl_multi_poll so that HTTP transfers and wake-ups
  * from other threads (curl_multi_wakeup) share one wait. Host code never
- * runs here: everything reaches the host as events. */
+ * runs here: everything reaches the host as events.
+ *
+ * With an HTTP backend it also delivers unconfirmed replies again: a
+ * completed turn's COMPLETED event is stored with the batch's ack
+ * (rl_worker_complete) until the host confirms it (runlane_reply_ack), and
+ * every RL_REPLY_CLAIM_MS the worker takes the replies that are due again,
+ * whoever produced them (so a reply lost in a crash of its worker or host
+ * still arrives). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +20,11 @@
 
 #include "client.h"
 #include "internal.h"
+
+/* How often unconfirmed replies are looked for, and how many one look
+ * takes (a full look is followed by another at once). */
+#define RL_REPLY_CLAIM_MS 2000
+#define RL_REPLY_CLAIM_MAX 100
 
 void rl_worker_wake(runlane_t *rl) {
     pthread_mutex_lock(&rl->mu);
@@ -88,7 +100,43 @@ static int claim_some(runlane_t *rl) {
     return n;
 }
 
-/* Renews every lease held, in one round trip; lost leases become events. */
+/* 1 when f's batch can take more messages (batch.max.messages /
+ * batch.max.bytes): interrupting a turn whose batch is full would restart
+ * it with nothing new. */
+static int batch_has_room(const runlane_t *rl, const rl_inflight_t *f) {
+    cJSON *msgs = cJSON_Parse(f->claim.messages_json);
+    int64_t n = 0, bytes = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(m, "content");
+        n++;
+        if (cJSON_IsString(c)) bytes += (int64_t)strlen(c->valuestring);
+    }
+    cJSON_Delete(msgs);
+    return n < rl->pol.max_messages && bytes < rl->pol.max_bytes;
+}
+
+/* busy.policy=interrupt: messages wait behind the batch of claim c; asks
+ * the backend, once per claim, to interrupt its turn. */
+static void maybe_interrupt(runlane_t *rl, const rl_claim_t *c) {
+    pthread_mutex_lock(&rl->mu);
+    rl_inflight_t *f = rl->inflight;
+    while (f && strcmp(f->claim.batch_id, c->batch_id) != 0) f = f->next;
+    if (f && (f->state != RL_IF_DELIVERED || f->interrupted || strcmp(f->claim.token, c->token)))
+        f = NULL;
+    if (f) f->interrupted = 1;
+    pthread_mutex_unlock(&rl->mu);
+    /* f cannot go away meanwhile: HTTP backends' batches are only settled
+     * or dropped on this thread. */
+    if (f && batch_has_room(rl, f)) {
+        RL_ADD(rl, turns_interrupted, 1);
+        rl->backend->interrupt(rl->bk, f);
+    }
+}
+
+/* Renews every lease held, in one round trip; lost leases become events.
+ * With busy.policy=interrupt, turns whose conversation got new messages are
+ * interrupted. */
 static int renew_all(runlane_t *rl) {
     pthread_mutex_lock(&rl->mu);
     int n = rl->ninflight;
@@ -107,12 +155,14 @@ static int renew_all(runlane_t *rl) {
         return 0;
     }
     int *ok = calloc((size_t)k, sizeof(int));
-    runlane_err_t rc = ok ? rl->io_store->ops->renew(rl->io_store, &rl->pol, snap, k, ok)
+    int64_t *pending = rl->busy_interrupt ? calloc((size_t)k, sizeof(int64_t)) : NULL;
+    runlane_err_t rc = ok ? rl->io_store->ops->renew(rl->io_store, &rl->pol, snap, k, ok, pending)
                           : RUNLANE_ERR_NOMEM;
     if (rc == RUNLANE_OK) {
         for (int i = 0; i < k; i++) {
             if (ok[i]) {
                 RL_ADD(rl, leases_renewed, 1);
+                if (pending && pending[i] > 0) maybe_interrupt(rl, &snap[i]);
                 continue;
             }
             /* Stale: drop it unless the host is settling it right now (its
@@ -156,6 +206,7 @@ static int renew_all(runlane_t *rl) {
     for (int i = 0; i < k; i++) rl_claim_free(&snap[i]);
     free(snap);
     free(ok);
+    free(pending);
     return rc == RUNLANE_OK ? 0 : -1;
 }
 
@@ -275,6 +326,106 @@ runlane_err_t rl_worker_checkpoint(runlane_t *rl, rl_inflight_t *f, const char *
     return rc;
 }
 
+/* Sets member `key` of object j to v (replacing it in place if present). */
+static void json_set(cJSON *j, const char *key, cJSON *v) {
+    if (!v) return;
+    if (cJSON_GetObjectItemCaseSensitive(j, key))
+        cJSON_ReplaceItemInObjectCaseSensitive(j, key, v);
+    else
+        cJSON_AddItemToObject(j, key, v);
+}
+
+runlane_err_t rl_worker_complete(runlane_t *rl, rl_inflight_t *f, const char *completed_json) {
+    rl_store_t *st = rl->io_store;
+    const char *conv = f->claim.conversation_id;
+    cJSON *j = completed_json ? cJSON_Parse(completed_json) : NULL;
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                            "rl_worker_complete: the completed event is not a JSON object");
+    }
+    /* The stored reply is all a redelivery has: it must name its batch. */
+    json_set(j, "conversation_id", cJSON_CreateString(conv));
+    json_set(j, "batch_id", cJSON_CreateString(f->claim.batch_id));
+    json_set(j, "attempt", cJSON_CreateNumber(f->claim.attempt));
+    char *json = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!json) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    runlane_err_t rc =
+        st->ops->ack_reply(st, &rl->pol, conv, f->claim.token, f->claim.batch_id, json);
+    if (rc == RUNLANE_ERR_STORE || rc == RUNLANE_ERR_NOMEM) {
+        /* The lease is still ours until it expires: the backend tries again
+         * shortly. (Should a timeout hide a write that did happen, the retry
+         * is refused as stale, and the stored reply still reaches the host
+         * through redelivery.) */
+        if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
+        free(json);
+        return rc;
+    }
+    if (rc == RUNLANE_OK) {
+        RL_ADD(rl, batches_acked, 1);
+        /* Only now: a reply the host sees can always be confirmed. */
+        rl_event_push(rl, rl_event_new(RUNLANE_EVENT_COMPLETED, conv, f->claim.batch_id,
+                                       f->claim.attempt, json, RUNLANE_OK, NULL));
+    } else if (rc == RUNLANE_ERR_STALE) {
+        /* Another worker owns the batch now and reconciles the turn. */
+        RL_ADD(rl, leases_lost, 1);
+    }
+    free(json);
+    unlink_inflight(rl, f);
+    rl_claim_free(&f->claim);
+    free(f);
+    return rc;
+}
+
+runlane_err_t rl_worker_restart(runlane_t *rl, rl_inflight_t *f) {
+    char *msgs = NULL;
+    runlane_err_t rc = rl->io_store->ops->extend_batch(rl->io_store, &rl->pol,
+                                                       f->claim.conversation_id, f->claim.token,
+                                                       &msgs);
+    if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
+    if (rc != RUNLANE_OK) return rc;
+    cJSON *before = cJSON_Parse(f->claim.messages_json), *after = cJSON_Parse(msgs);
+    int added = cJSON_GetArraySize(after) - cJSON_GetArraySize(before);
+    cJSON_Delete(before);
+    cJSON_Delete(after);
+    if (added > 0) RL_ADD(rl, messages_claimed, added);
+    pthread_mutex_lock(&rl->mu);
+    free(f->claim.messages_json);
+    f->claim.messages_json = msgs;
+    pthread_mutex_unlock(&rl->mu);
+    return RUNLANE_OK;
+}
+
+/* Emits due unconfirmed replies again (COMPLETED with "redelivered":true).
+ * Returns how many were taken, or -1 on a store error. */
+static int redeliver_replies(runlane_t *rl) {
+    rl_reply_t *v = NULL;
+    int n = 0;
+    runlane_err_t rc =
+        rl->io_store->ops->reply_claim(rl->io_store, &rl->pol, RL_REPLY_CLAIM_MAX, &v, &n);
+    if (rc && n == 0) return -1;
+    for (int i = 0; i < n; i++) {
+        cJSON *j = cJSON_Parse(v[i].json);
+        const cJSON *conv = cJSON_GetObjectItemCaseSensitive(j, "conversation_id");
+        const cJSON *att = cJSON_GetObjectItemCaseSensitive(j, "attempt");
+        char *json = NULL;
+        if (cJSON_IsObject(j)) {
+            json_set(j, "redelivered", cJSON_CreateTrue());
+            json = cJSON_PrintUnformatted(j);
+        }
+        rl_event_push(rl, rl_event_new(RUNLANE_EVENT_COMPLETED,
+                                       cJSON_IsString(conv) ? conv->valuestring : NULL,
+                                       v[i].batch_id, cJSON_IsNumber(att) ? att->valueint : 0,
+                                       json ? json : v[i].json, RUNLANE_OK, NULL));
+        free(json);
+        cJSON_Delete(j);
+    }
+    RL_ADD(rl, replies_redelivered, n);
+    rl_replies_free(v, n);
+    return n;
+}
+
 /* Hands host requests (tool outputs) to the backend. */
 static void run_commands(runlane_t *rl) {
     pthread_mutex_lock(&rl->mu);
@@ -299,6 +450,10 @@ void *rl_worker_main(void *arg) {
     runlane_t *rl = arg;
     int64_t now = rl_mono_ms();
     int64_t next_recover = now, next_renew = now + rl->renew_ms;
+    /* Only HTTP backends make replies (the custom backend's host has its
+     * own). The first look waits a little: a starting fleet need not all
+     * look at once. */
+    int64_t next_reply = rl->backend ? now + RL_REPLY_CLAIM_MS / 2 : INT64_MAX;
     int store_failures = 0;
     int drained = 0;
     for (;;) {
@@ -334,6 +489,16 @@ void *rl_worker_main(void *arg) {
             } else {
                 next_renew = now + rl->renew_ms;
             }
+        }
+        if (!failed && !stopping && now >= next_reply) {
+            int got = redeliver_replies(rl);
+            if (got < 0) {
+                failed = 1;
+                /* One event per outage (and every 100 failed rounds). */
+                if (store_failures % 100 == 0)
+                    emit_error(rl, runlane_error_code(runlane_error_last()), "reply_claim");
+            }
+            next_reply = now + (got >= RL_REPLY_CLAIM_MAX ? 0 : RL_REPLY_CLAIM_MS);
         }
         int64_t backend_wake = INT64_MAX;
         if (rl->backend) {
@@ -377,6 +542,8 @@ void *rl_worker_main(void *arg) {
         now = rl_mono_ms();
         if (next_renew - now < wait) wait = next_renew - now;
         if (next_recover - now < wait) wait = next_recover - now;
+        if (!stopping && next_reply != INT64_MAX && next_reply - now < wait)
+            wait = next_reply - now;
         if (stopping && deadline - now < wait) wait = deadline - now;
         if (backend_wake != INT64_MAX && backend_wake - now < wait) wait = backend_wake - now;
         if (wait < 0) wait = 0;

@@ -2,8 +2,9 @@
  * rlemu.h - starts the OpenAI emulator (tests/emulator/emulator.py) for a C
  * test and talks to its control endpoints.
  *
- * The repository is found from RUNLANE_SOURCE_DIR, else from this file's
- * own path (__FILE__ is absolute in a CMake build). The emulator runs as a
+ * The repository is found from the RUNLANE_SOURCE_DIR environment
+ * variable, else the RUNLANE_SOURCE_DIR compile definition, else this
+ * file's own path (__FILE__ is absolute in a CMake build). The emulator runs as a
  * child process (`python3 emulator.py --port 0`), dies with the test
  * (PR_SET_PDEATHSIG) and is stopped by rlemu_stop().
  */
@@ -40,6 +41,10 @@ static inline void rlemu_source_dir(char *out, size_t size) {
         snprintf(out, size, "%s", env);
         return;
     }
+#ifdef RUNLANE_SOURCE_DIR
+    snprintf(out, size, "%s", RUNLANE_SOURCE_DIR);
+    return;
+#endif
     snprintf(out, size, "%s", __FILE__);
     char *p = strstr(out, "/tests/c/rlemu.h");
     if (p) *p = '\0';

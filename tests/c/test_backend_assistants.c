@@ -159,7 +159,7 @@ static void test_assistants_active_run_of_others_defers(void) {
     char *rp = runs_path(th);
     cJSON_Delete(rlemu_call(&rlbk_emu, "POST", rp,
                             "{\"assistant_id\":\"asst_other\",\"additional_messages\":[{\"role\":"
-                            "\"user\",\"content\":\"theirs [[slow:1000]]\"}]}",
+                            "\"user\",\"content\":\"theirs [[slow:2000]]\"}]}",
                             NULL, NULL));
     rlbk_t c;
     rlbk_new(&c, "assistants", NULL);
@@ -172,7 +172,7 @@ static void test_assistants_active_run_of_others_defers(void) {
     int rejected = 0, dups = 0;
     char *msgs = journal_messages(th, NULL, &dups, &rejected);
     RL_CHECK(rejected >= 1);
-    RL_CHECK_STR("theirs [[slow:1000]]|ours", msgs);
+    RL_CHECK_STR("theirs [[slow:2000]]|ours", msgs);
     RL_CHECK_INT(0, dups);
     free(msgs);
     free(rp);
@@ -186,7 +186,7 @@ static void test_assistants_adopts_own_active_run(void) {
     rlbk_t c;
     rlbk_new(&c, "assistants", NULL);
     char mid[RUNLANE_ID_MAX], bid[RUNLANE_ID_MAX];
-    rlbk_enqueue(&c, th, "adopt me [[slow:600]]", mid);
+    rlbk_enqueue(&c, th, "adopt me [[slow:2000]]", mid);
     /* A crashed worker created the run (with our batch id) but never
      * checkpointed its id. */
     rlbk_plant_checkpoint(c.store, "{\"v\":1,\"state\":\"posting\"}", bid);
@@ -194,7 +194,7 @@ static void test_assistants_adopts_own_active_run(void) {
     char body[1024];
     snprintf(body, sizeof(body),
              "{\"assistant_id\":\"asst_test\",\"metadata\":{\"runlane_batch_id\":\"%s\"},"
-             "\"additional_messages\":[{\"role\":\"user\",\"content\":\"adopt me [[slow:600]]\","
+             "\"additional_messages\":[{\"role\":\"user\",\"content\":\"adopt me [[slow:2000]]\","
              "\"metadata\":{\"runlane_message_id\":\"%s\",\"runlane_batch_id\":\"%s\"}}]}",
              bid, mid, bid);
     cJSON_Delete(rlemu_call(&rlbk_emu, "POST", rp, body, NULL, NULL));
@@ -202,10 +202,10 @@ static void test_assistants_adopts_own_active_run(void) {
     rlbk_ev_t *started = rlbk_wait(&c, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
     RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(started->j, "adopted")));
     rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
-    RL_CHECK_STR("echo: adopt me [[slow:600]]", rlbk_str(done->j, "reply"));
+    RL_CHECK_STR("echo: adopt me [[slow:2000]]", rlbk_str(done->j, "reply"));
     int turns = 0, dups = 0;
     char *msgs = journal_messages(th, &turns, &dups, NULL);
-    RL_CHECK_STR("adopt me [[slow:600]]", msgs);
+    RL_CHECK_STR("adopt me [[slow:2000]]", msgs);
     RL_CHECK_INT(1, turns);
     RL_CHECK_INT(0, dups);
     free(msgs);
@@ -347,7 +347,7 @@ static void test_assistants_adopts_running_run_after_crash(void) {
     char *th = new_thread();
     rlbk_t a;
     rlbk_new(&a, "assistants", NULL);
-    rlbk_enqueue(&a, th, "slow [[slow:1200]]", NULL);
+    rlbk_enqueue(&a, th, "slow [[slow:3000]]", NULL);
     RL_CHECK_OK(runlane_start(a.rl));
     rlbk_wait(&a, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
     RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
@@ -357,7 +357,7 @@ static void test_assistants_adopts_running_run_after_crash(void) {
     rlbk_ev_t *st = rlbk_wait(&b, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
     RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(st->j, "adopted")));
     rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
-    RL_CHECK_STR("echo: slow [[slow:1200]]", rlbk_str(done->j, "reply"));
+    RL_CHECK_STR("echo: slow [[slow:3000]]", rlbk_str(done->j, "reply"));
     int turns = 0;
     free(journal_messages(th, &turns, NULL, NULL));
     RL_CHECK_INT(1, turns);
@@ -369,7 +369,7 @@ static void test_assistants_adopts_running_run_after_crash(void) {
 static void test_assistants_lost_create_answer_adopts_the_run(void) {
     rlbk_need_emu();
     char *th = new_thread();
-    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"latency_ms\":400}");
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"latency_ms\":1000}");
     rlbk_t c;
     const char *kv[] = {"openai.stream", "false", NULL};
     rlbk_new(&c, "assistants", kv);
@@ -386,6 +386,72 @@ static void test_assistants_lost_create_answer_adopts_the_run(void) {
     RL_CHECK_INT(1, turns);
     RL_CHECK_INT(0, dups);
     free(msgs);
+    free(rp);
+    rlbk_free(&c);
+    free(th);
+}
+
+static void test_assistants_interrupt_cancels_and_restarts(void) {
+    rlbk_need_emu();
+    char *th = new_thread();
+    rlbk_t c;
+    const char *kv[] = {"busy.policy", "interrupt", "lease.ms", "600", NULL};
+    rlbk_new(&c, "assistants", kv);
+    char first[RUNLANE_ID_MAX], second[RUNLANE_ID_MAX];
+    rlbk_enqueue(&c, th, "long [[slow:3000]]", first);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_wait(&c, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
+    rlbk_enqueue(&c, th, "and another thing", second);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(done->j, "message_ids");
+    RL_CHECK_INT(2, cJSON_GetArraySize(ids));
+    RL_CHECK_STR(second, cJSON_GetArrayItem(ids, 1)->valuestring);
+    char *rp = runs_path(th);
+    cJSON *bodies = rlbk_bodies("POST", rp);
+    RL_CHECK_INT(2, cJSON_GetArraySize(bodies));
+    const cJSON *add =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 1), "additional_messages");
+    RL_CHECK_INT(1, cJSON_GetArraySize(add));
+    RL_CHECK_STR("and another thing", rlbk_str(cJSON_GetArrayItem(add, 0), "content"));
+    cJSON_Delete(bodies);
+    free(rp);
+    int turns = 0, dups = 0;
+    char *msgs = journal_messages(th, &turns, &dups, NULL);
+    RL_CHECK_STR("long [[slow:3000]]|and another thing", msgs);
+    RL_CHECK_INT(2, turns);
+    RL_CHECK_INT(0, dups);
+    free(msgs);
+    cJSON *j = rlemu_journal(&rlbk_emu);
+    const cJSON *t0 = cJSON_GetArrayItem(
+        cJSON_GetObjectItemCaseSensitive(rlemu_journal_conv(j, th), "turns"), 0);
+    RL_CHECK_STR("cancelled", rlbk_str(t0, "status"));
+    cJSON_Delete(j);
+    rlbk_free(&c);
+    free(th);
+}
+
+static void test_assistants_joined_mode_reconciles_by_ids(void) {
+    rlbk_need_emu();
+    char *th = new_thread();
+    rlbk_t c;
+    const char *kv[] = {"openai.input.mode", "joined", NULL};
+    rlbk_new(&c, "assistants", kv);
+    rlbk_enqueue(&c, th, "x [[fail]]", NULL);
+    rlbk_enqueue(&c, th, "y", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_wait(&c, RUNLANE_EVENT_FAILED, 1, TIMEOUT);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_INT(2, done->attempt);
+    char *rp = runs_path(th);
+    cJSON *bodies = rlbk_bodies("POST", rp);
+    RL_CHECK_INT(2, cJSON_GetArraySize(bodies));
+    const cJSON *add0 =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 0), "additional_messages");
+    RL_CHECK_STR("x [[fail]]\n\ny", rlbk_str(cJSON_GetArrayItem(add0, 0), "content"));
+    /* The retry sends nothing again: the joined message carries both ids. */
+    RL_CHECK(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 1),
+                                              "additional_messages") == NULL);
+    cJSON_Delete(bodies);
     free(rp);
     rlbk_free(&c);
     free(th);
@@ -447,6 +513,8 @@ int main(void) {
     RL_RUN(test_assistants_crash_adopts_and_reraises_tools);
     RL_RUN(test_assistants_adopts_running_run_after_crash);
     RL_RUN(test_assistants_lost_create_answer_adopts_the_run);
+    RL_RUN(test_assistants_interrupt_cancels_and_restarts);
+    RL_RUN(test_assistants_joined_mode_reconciles_by_ids);
     RL_RUN(test_assistants_thread_create_helper_and_beta_header);
     RL_RUN(test_assistants_api_key_in_no_event);
     if (rlbk_have_emu) rlemu_stop(&rlbk_emu);

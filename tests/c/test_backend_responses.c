@@ -254,7 +254,7 @@ static void *slow_response_main(void *arg) {
     const char *conv = arg;
     char body[512];
     snprintf(body, sizeof(body),
-             "{\"model\":\"gpt-4o\",\"conversation\":\"%s\",\"input\":\"other [[slow:1200]]\"}",
+             "{\"model\":\"gpt-4o\",\"conversation\":\"%s\",\"input\":\"other [[slow:2000]]\"}",
              conv);
     cJSON_Delete(rlemu_call(&rlbk_emu, "POST", "/v1/responses", body, NULL, NULL));
     return NULL;
@@ -280,7 +280,7 @@ static void test_responses_conversation_locked_defers_then_succeeds(void) {
     int rejected = 0, dups = 0;
     char *msgs = journal_messages(conv, NULL, &dups, &rejected);
     RL_CHECK_MSG(rejected >= 1, "expected a conversation_locked rejection, got %d", rejected);
-    RL_CHECK_STR("other [[slow:1200]]|mine", msgs);
+    RL_CHECK_STR("other [[slow:2000]]|mine", msgs);
     RL_CHECK_INT(0, dups);
     free(msgs);
     rlbk_free(&c);
@@ -379,7 +379,7 @@ static void test_responses_adopts_running_response_after_crash(void) {
     char *conv = new_conv();
     rlbk_t a;
     rlbk_new(&a, "responses", NULL);
-    rlbk_enqueue(&a, conv, "long one [[slow:1500]]", NULL);
+    rlbk_enqueue(&a, conv, "long one [[slow:3000]]", NULL);
     RL_CHECK_OK(runlane_start(a.rl));
     rlbk_wait(&a, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
     /* The worker goes away mid-turn (its lease is given back). */
@@ -390,7 +390,7 @@ static void test_responses_adopts_running_response_after_crash(void) {
     rlbk_ev_t *started = rlbk_wait(&b, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
     RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(started->j, "adopted")));
     rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
-    RL_CHECK_STR("echo: long one [[slow:1500]]", rlbk_str(done->j, "reply"));
+    RL_CHECK_STR("echo: long one [[slow:3000]]", rlbk_str(done->j, "reply"));
     int turns = 0, dups = 0;
     free(journal_messages(conv, &turns, &dups, NULL));
     RL_CHECK_INT(1, turns);
@@ -502,12 +502,12 @@ static void test_responses_stream_cut_falls_back_to_polling(void) {
     rlbk_t c;
     const char *kv[] = {"http.stream.idle.timeout.ms", "300", NULL};
     rlbk_new(&c, "responses", kv);
-    /* The stream goes quiet for 1.5 s: dropped after 300 ms, then the
+    /* The stream is quiet 600 ms between deltas: dropped after 300 ms, then the
      * response (its id is known) is polled to its end. */
-    rlbk_enqueue(&c, conv, "quiet [[slow:1500]]", NULL);
+    rlbk_enqueue(&c, conv, "quiet [[slow:3000]]", NULL);
     RL_CHECK_OK(runlane_start(c.rl));
     rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
-    RL_CHECK_STR("echo: quiet [[slow:1500]]", rlbk_str(done->j, "reply"));
+    RL_CHECK_STR("echo: quiet [[slow:3000]]", rlbk_str(done->j, "reply"));
     RL_CHECK_INT(1, rlemu_count(&rlbk_emu, "POST", "/v1/responses"));
     char poll[256];
     snprintf(poll, sizeof(poll), "/v1/responses/%s", rlbk_str(done->j, "response_id"));
@@ -528,7 +528,7 @@ static void test_responses_stream_cut_falls_back_to_polling(void) {
 static void test_responses_lost_create_answer_is_reconciled(void) {
     rlbk_need_emu();
     char *conv = new_conv();
-    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"latency_ms\":400}");
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"latency_ms\":1000}");
     rlbk_t c;
     const char *kv[] = {"openai.stream", "false", NULL};
     rlbk_new(&c, "responses", kv);
@@ -569,6 +569,99 @@ static void test_responses_large_batch_metadata_fits(void) {
     const char *ids = rlbk_str(cJSON_GetObjectItemCaseSensitive(b, "metadata"), "runlane_message_ids");
     RL_CHECK(strlen(ids) > 0 && strlen(ids) <= 512);
     cJSON_Delete(bodies);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_interrupt_cancels_and_restarts_with_everything(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"latency_ms\":3000}");
+    rlbk_t c;
+    const char *kv[] = {"busy.policy", "interrupt", "openai.stream", "false", "lease.ms", "600",
+                        NULL};
+    rlbk_new(&c, "responses", kv);
+    char first[RUNLANE_ID_MAX], second[RUNLANE_ID_MAX];
+    rlbk_enqueue(&c, conv, "first", first);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_wait(&c, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
+    /* The user goes on typing: the running (background) response is
+     * cancelled and the turn restarts with both messages. */
+    rlbk_enqueue(&c, conv, "second", second);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(done->j, "message_ids");
+    RL_CHECK_INT(2, cJSON_GetArraySize(ids));
+    RL_CHECK_STR(first, cJSON_GetArrayItem(ids, 0)->valuestring);
+    RL_CHECK_STR(second, cJSON_GetArrayItem(ids, 1)->valuestring);
+    RL_CHECK_INT(2, rlbk_count(&c, RUNLANE_EVENT_RUN_STARTED));
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    RL_CHECK_INT(2, cJSON_GetArraySize(bodies));
+    const cJSON *in2 = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 1), "input");
+    RL_CHECK_INT(1, cJSON_GetArraySize(in2));
+    RL_CHECK_STR("second", rlbk_str(cJSON_GetArrayItem(in2, 0), "content"));
+    cJSON_Delete(bodies);
+    int turns = 0, dups = 0;
+    char *msgs = journal_messages(conv, &turns, &dups, NULL);
+    RL_CHECK_STR("first|second", msgs);
+    RL_CHECK_INT(2, turns);
+    RL_CHECK_INT(0, dups);
+    free(msgs);
+    /* One batch: nothing left behind. */
+    char *st = NULL;
+    RL_CHECK_OK(runlane_status(&st, c.rl, conv));
+    cJSON *sj = cJSON_Parse(st);
+    RL_CHECK_INT(0, cJSON_GetObjectItemCaseSensitive(sj, "pending")->valueint);
+    cJSON_Delete(sj);
+    runlane_free(st);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_interrupt_while_waiting_for_tools(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"busy.policy", "interrupt", "lease.ms", "600", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "[[tool:slowpoke]]", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_wait(&c, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+    rlbk_enqueue(&c, conv, "never mind", NULL);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_INT(2, cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(done->j, "message_ids")));
+    RL_CHECK_MSG(strstr(rlbk_str(done->j, "reply"), "slowpoke={\"error\":\"interrupted") != NULL,
+                 "reply: %s", rlbk_str(done->j, "reply"));
+    /* Answering the stale calls now is reported, not used. */
+    RL_CHECK_INT(1, rlbk_count(&c, RUNLANE_EVENT_TOOL_CALLS));
+    int dups = 0;
+    char *msgs = journal_messages(conv, NULL, &dups, NULL);
+    RL_CHECK_STR("[[tool:slowpoke]]|never mind", msgs);
+    RL_CHECK_INT(0, dups);
+    free(msgs);
+    rlbk_free(&c);
+    free(conv);
+}
+
+static void test_responses_reply_is_redelivered_until_confirmed(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"reply.redeliver.ms", "1000", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "remember me", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    char batch[RUNLANE_ID_MAX];
+    snprintf(batch, sizeof(batch), "%s", done->batch_id);
+    /* Not confirmed: it comes again, the same reply for the same batch. */
+    rlbk_ev_t *again = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 2, TIMEOUT);
+    RL_CHECK_STR(batch, again->batch_id);
+    RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(again->j, "redelivered")));
+    RL_CHECK_STR("echo: remember me", rlbk_str(again->j, "reply"));
+    RL_CHECK_OK(runlane_reply_ack(c.rl, batch));
+    rlbk_drain(&c, 2500);
+    RL_CHECK_INT(2, rlbk_count(&c, RUNLANE_EVENT_COMPLETED));
+    RL_CHECK_INT(1, rlemu_count(&rlbk_emu, "POST", "/v1/responses"));
     rlbk_free(&c);
     free(conv);
 }
@@ -651,6 +744,9 @@ int main(void) {
     RL_RUN(test_responses_stream_cut_falls_back_to_polling);
     RL_RUN(test_responses_lost_create_answer_is_reconciled);
     RL_RUN(test_responses_large_batch_metadata_fits);
+    RL_RUN(test_responses_interrupt_cancels_and_restarts_with_everything);
+    RL_RUN(test_responses_interrupt_while_waiting_for_tools);
+    RL_RUN(test_responses_reply_is_redelivered_until_confirmed);
     RL_RUN(test_responses_conversation_create_helper);
     RL_RUN(test_responses_bad_key_errors_never_show_it);
     RL_RUN(test_responses_api_key_in_no_event);

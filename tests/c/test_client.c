@@ -102,6 +102,19 @@ static void test_conf_validation_names_the_key(void) {
     RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "key.prefix", "a{b}", err, sizeof(err)));
     RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "openai.tools", "{}", err, sizeof(err)));
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_conf_set(c, NULL, "1", err, sizeof(err)));
+    /* Replies: redelivery between 1 s and a day, kept up to 30 days. */
+    sz = sizeof(buf);
+    RL_CHECK_OK(runlane_conf_get(c, "reply.redeliver.ms", buf, &sz));
+    RL_CHECK_STR("60000", buf);
+    sz = sizeof(buf);
+    RL_CHECK_OK(runlane_conf_get(c, "reply.ttl.ms", buf, &sz));
+    RL_CHECK_STR("604800000", buf);
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "reply.redeliver.ms", "999", err, sizeof(err)));
+    RL_CHECK(strstr(err, "reply.redeliver.ms") != NULL);
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE,
+                 runlane_conf_set(c, "reply.redeliver.ms", "86400001", err, sizeof(err)));
+    RL_CHECK_OK(runlane_conf_set(c, "reply.redeliver.ms", "1000", err, sizeof(err)));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_VALUE, runlane_conf_set(c, "reply.ttl.ms", "0", err, sizeof(err)));
     /* A failed set leaves the value unchanged. */
     sz = sizeof(buf);
     RL_CHECK_OK(runlane_conf_get(c, "lease.ms", buf, &sz));
@@ -143,6 +156,15 @@ static void test_errors_and_version(void) {
     RL_CHECK_INT(RUNLANE_VERSION_NUM, runlane_version());
     RL_CHECK(runlane_features() & RUNLANE_FEATURE_REDIS);
     RL_CHECK(runlane_error_message(runlane_error_last()) != NULL);
+}
+
+static void test_custom_backend_has_no_replies(void) {
+    runlane_t *rl = client(NULL);
+    RL_CHECK_INT(RUNLANE_ERR_UNSUPPORTED, runlane_reply_ack(rl, "b1-0-1"));
+    RL_CHECK(strstr(runlane_error_message(runlane_error_last()), "custom") != NULL);
+    RL_CHECK_INT(RUNLANE_ERR_UNSUPPORTED, runlane_reply_ack(rl, NULL));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_reply_ack(NULL, "b1-0-1"));
+    runlane_destroy(rl);
 }
 
 static void test_bad_input_changes_nothing(void) {
@@ -576,6 +598,7 @@ static void run_all(const char *url) {
     snprintf(store_url, sizeof(store_url), "%s", url);
     fprintf(stderr, "== store %s\n", strncmp(url, "redis", 5) == 0 ? "redis" : url);
     RL_RUN(test_bad_input_changes_nothing);
+    RL_RUN(test_custom_backend_has_no_replies);
     RL_RUN(test_content_over_max_bytes_refused);
     RL_RUN(test_idempotency_key);
     RL_RUN(test_burst_becomes_one_batch_in_order);

@@ -65,6 +65,8 @@ static void reset_policy(void) {
     g_pol.backoff_max_ms = 2000;
     g_pol.backoff_jitter = 0;
     g_pol.idem_ttl_ms = 60000;
+    g_pol.reply_redeliver_ms = 400;
+    g_pol.reply_ttl_ms = 60000;
 }
 
 static void redis_prefix(char *buf, size_t size, int ns) {
@@ -583,7 +585,7 @@ static void test_renew_extends_or_reports_stale(void) {
     int64_t first = c.lease_until_ms;
     sleep_ms(30);
     int ok = -1;
-    RL_CHECK_OK(st->ops->renew(st, &g_pol, &c, 1, &ok));
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, &c, 1, &ok, NULL));
     RL_CHECK_INT(1, ok);
     RL_CHECK_MSG(c.lease_until_ms > first, "renew did not extend the lease (%lld -> %lld)",
                  (long long)first, (long long)c.lease_until_ms);
@@ -593,12 +595,12 @@ static void test_renew_extends_or_reports_stale(void) {
     two[1] = c;
     strcpy(two[1].token, "999999999");
     int oks[2] = {-1, -1};
-    RL_CHECK_OK(st->ops->renew(st, &g_pol, two, 2, oks));
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, two, 2, oks, NULL));
     RL_CHECK_INT(1, oks[0]);
     RL_CHECK_INT(0, oks[1]);
     RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
     ok = -1;
-    RL_CHECK_OK(st->ops->renew(st, &g_pol, &c, 1, &ok));
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, &c, 1, &ok, NULL));
     RL_CHECK_INT(0, ok);
     rl_claim_free(&c);
 }
@@ -718,7 +720,7 @@ static void test_recover_expired_lease(void) {
     /* the old owner is fenced off */
     RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->ack(st, &g_pol, "c1", c.token));
     int ok = -1;
-    RL_CHECK_OK(st->ops->renew(st, &g_pol, &c, 1, &ok));
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, &c, 1, &ok, NULL));
     RL_CHECK_INT(0, ok);
     check_status_num(st, NULL, "recovered", 1);
     rl_claim_t c2 = claim1(st, "w2");
@@ -1141,6 +1143,374 @@ static void test_next_due_reports_earliest(void) {
                  (long long)due, (long long)now);
 }
 
+/* ---- busy.policy=interrupt: pending counts and extend_batch ---- */
+
+/* Renews one claim; returns ok, *pending receives the pending count. */
+static int renew1(rl_store_t *st, rl_claim_t *c, int64_t *pending) {
+    int ok = -1;
+    *pending = -1;
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, c, 1, &ok, pending));
+    RL_CHECK(ok == 0 || ok == 1);
+    return ok;
+}
+
+static void test_renew_reports_pending(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    enq(st, "c2", "x");
+    rl_claim_t c = claim1(st, "w");
+    rl_claim_t d = claim1(st, "w");
+    if (strcmp(c.conversation_id, "c1") != 0) {
+        rl_claim_t t = c;
+        c = d;
+        d = t;
+    }
+    int64_t pending;
+    RL_CHECK_INT(1, renew1(st, &c, &pending));
+    RL_CHECK_INT(0, pending);
+    enq(st, "c1", "b");
+    enq(st, "c1", "c");
+    /* several at once: per claim, and 0 for a stale one */
+    rl_claim_t three[3] = {c, d, c};
+    strcpy(three[2].token, "999999999");
+    int oks[3] = {-1, -1, -1};
+    int64_t pend[3] = {-1, -1, -1};
+    RL_CHECK_OK(st->ops->renew(st, &g_pol, three, 3, oks, pend));
+    RL_CHECK_INT(1, oks[0]);
+    RL_CHECK_INT(2, pend[0]);
+    RL_CHECK_INT(1, oks[1]);
+    RL_CHECK_INT(0, pend[1]);
+    RL_CHECK_INT(0, oks[2]);
+    RL_CHECK_INT(0, pend[2]);
+    /* the messages stayed pending: the batch is unchanged */
+    check_status_num(st, "c1", "pending", 2);
+    check_status_num(st, "c1", "inflight", 1);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    RL_CHECK_INT(0, renew1(st, &c, &pending));
+    RL_CHECK_INT(0, pending);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c2", d.token));
+    rl_claim_free(&c);
+    rl_claim_free(&d);
+}
+
+static void test_extend_batch_merges_pending(void) {
+    rl_store_t *st = fresh();
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    enq(st, "c1", "b");
+    enq(st, "c1", "c");
+    check_status_num(st, NULL, "pending", 2);
+    char *msgs = NULL;
+    RL_CHECK_OK(st->ops->extend_batch(st, &g_pol, "c1", c.token, &msgs));
+    CHECK_CONTENTS("a|b|c", msgs);
+    free(msgs);
+    /* same batch, same lease, same attempt; nothing pending */
+    cJSON *j = status_of(st, "c1");
+    int same = jstr(j, "batch_id") && strcmp(jstr(j, "batch_id"), c.batch_id) == 0;
+    long long inflight = jnum(j, "inflight"), pending = jnum(j, "pending");
+    long long attempts = jnum(j, "attempts");
+    cJSON_Delete(j);
+    RL_CHECK_MSG(same, "extend_batch changed the batch id");
+    RL_CHECK_INT(3, inflight);
+    RL_CHECK_INT(0, pending);
+    RL_CHECK_INT(1, attempts);
+    check_state(st, "c1", "leased");
+    check_status_num(st, NULL, "pending", 0);
+    int64_t pend;
+    RL_CHECK_INT(1, renew1(st, &c, &pend));
+    RL_CHECK_INT(0, pend);
+    /* nothing pending: the batch as it is */
+    RL_CHECK_OK(st->ops->extend_batch(st, &g_pol, "c1", c.token, &msgs));
+    CHECK_CONTENTS("a|b|c", msgs);
+    free(msgs);
+    /* a stale token changes nothing */
+    enq(st, "c1", "d");
+    msgs = NULL;
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->extend_batch(st, &g_pol, "c1", "999999999", &msgs));
+    RL_CHECK(msgs == NULL);
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->extend_batch(st, &g_pol, "nope", c.token, &msgs));
+    check_status_num(st, "c1", "pending", 1);
+    check_status_num(st, "c1", "inflight", 3);
+    /* a retry delivers the extended batch */
+    fail_claim(st, &c, "boom", 1, RL_FAIL_RETRY);
+    rl_claim_t r = wait_claim(st, "w", 5000);
+    RL_CHECK_STR(c.batch_id, r.batch_id);
+    RL_CHECK_INT(2, r.attempt);
+    CHECK_CONTENTS("a|b|c", r.messages_json);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", r.token));
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->extend_batch(st, &g_pol, "c1", r.token, &msgs));
+    /* the message that arrived meanwhile makes the next batch */
+    rl_claim_t n = claim1(st, "w");
+    CHECK_CONTENTS("d", n.messages_json);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", n.token));
+    check_status_num(st, NULL, "pending", 0);
+    check_status_num(st, NULL, "conversations", 0);
+    rl_claim_free(&c);
+    rl_claim_free(&r);
+    rl_claim_free(&n);
+}
+
+static void test_extend_batch_respects_limits(void) {
+    rl_store_t *st = fresh();
+    g_pol.max_messages = 3;
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    enq(st, "c1", "b");
+    enq(st, "c1", "c");
+    enq(st, "c1", "d");
+    char *msgs = NULL;
+    RL_CHECK_OK(st->ops->extend_batch(st, &g_pol, "c1", c.token, &msgs));
+    CHECK_CONTENTS("a|b|c", msgs);
+    free(msgs);
+    check_status_num(st, "c1", "pending", 1);
+    int64_t pend;
+    RL_CHECK_INT(1, renew1(st, &c, &pend));
+    RL_CHECK_INT(1, pend);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+    rl_claim_t n = claim1(st, "w");
+    CHECK_CONTENTS("d", n.messages_json);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", n.token));
+    rl_claim_free(&n);
+    /* bytes: "aa" + "bb" fit in 5, "cc" does not */
+    g_pol.max_messages = 100;
+    g_pol.max_bytes = 5;
+    enq(st, "c2", "aa");
+    c = claim1(st, "w");
+    enq(st, "c2", "bb");
+    enq(st, "c2", "cc");
+    RL_CHECK_OK(st->ops->extend_batch(st, &g_pol, "c2", c.token, &msgs));
+    CHECK_CONTENTS("aa|bb", msgs);
+    free(msgs);
+    check_status_num(st, "c2", "pending", 1);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c2", c.token));
+    rl_claim_free(&c);
+    n = claim1(st, "w");
+    CHECK_CONTENTS("cc", n.messages_json);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c2", n.token));
+    rl_claim_free(&n);
+    check_status_num(st, NULL, "pending", 0);
+}
+
+/* ---- unconfirmed replies ---- */
+
+static rl_reply_t *reply_claim_n(rl_store_t *st, int max, int *n) {
+    rl_reply_t *v = NULL;
+    *n = -1;
+    int rc = st->ops->reply_claim(st, &g_pol, max, &v, n);
+    RL_CHECK_MSG(rc == RUNLANE_OK, "reply_claim returned %d: %s", rc, errmsg());
+    RL_CHECK(*n >= 0 && *n <= max);
+    RL_CHECK(*n == 0 || v != NULL);
+    return v;
+}
+
+/* Replies claimable now (they are postponed by the look). */
+static int replies_now(rl_store_t *st) {
+    int n;
+    rl_reply_t *v = reply_claim_n(st, 100, &n);
+    rl_replies_free(v, n);
+    return n;
+}
+
+/* Claims replies until `want` came (or fails after timeout_ms); returns
+ * them (exactly `want`). */
+static rl_reply_t *wait_replies(rl_store_t *st, int want, int timeout_ms) {
+    int64_t end = rl_mono_ms() + timeout_ms;
+    rl_reply_t *all = calloc((size_t)want + 1, sizeof(*all));
+    int have = 0;
+    RL_CHECK(all != NULL);
+    for (;;) {
+        int n;
+        rl_reply_t *v = reply_claim_n(st, want - have > 0 ? want - have : 1, &n);
+        for (int i = 0; i < n; i++) {
+            if (have < want) all[have++] = v[i];
+            else free(v[i].json);
+        }
+        free(v);
+        if (have == want) return all;
+        RL_CHECK_MSG(rl_mono_ms() < end, "only %d of %d replies became due within %d ms", have,
+                     want, timeout_ms);
+        sleep_ms(20);
+    }
+}
+
+/* Claims conv's only batch and acks it with a reply naming the batch. */
+static void ack_with_reply(rl_store_t *st, const char *conv, char *bid_out) {
+    enq(st, conv, "hi");
+    rl_claim_t c = claim1(st, "w");
+    RL_CHECK_STR(conv, c.conversation_id);
+    char json[256];
+    snprintf(json, sizeof(json), "{\"conversation_id\":\"%s\",\"batch_id\":\"%s\",\"reply\":\"r-%s\"}",
+             conv, c.batch_id, conv);
+    RL_CHECK_OK(st->ops->ack_reply(st, &g_pol, conv, c.token, c.batch_id, json));
+    if (bid_out) strcpy(bid_out, c.batch_id);
+    rl_claim_free(&c);
+}
+
+static void test_ack_reply_acks_and_keeps_reply(void) {
+    rl_store_t *st = fresh();
+    g_pol.reply_redeliver_ms = 300;
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    /* the batch id names the conversation's partition */
+    RL_CHECK_INT(rl_partition_of("c1", g_partitions), rl_batch_partition(c.batch_id, g_partitions));
+    enq(st, "c1", "b"); /* arrives during the turn: the next batch */
+    const char *json = "{\"reply\":\"hello \\\"you\\\"\",\"usage\":{\"total_tokens\":3}}";
+    RL_CHECK_OK(st->ops->ack_reply(st, &g_pol, "c1", c.token, c.batch_id, json));
+    /* acked like ack */
+    check_status_num(st, NULL, "acked", 1);
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->ack(st, &g_pol, "c1", c.token));
+    RL_CHECK_INT(RUNLANE_ERR_STALE,
+                 st->ops->ack_reply(st, &g_pol, "c1", c.token, c.batch_id, json));
+    rl_claim_t n = claim1(st, "w");
+    CHECK_CONTENTS("b", n.messages_json);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", n.token));
+    rl_claim_free(&n);
+    /* not due before the redelivery time */
+    RL_CHECK_INT(0, replies_now(st));
+    rl_reply_t *v = wait_replies(st, 1, 5000);
+    RL_CHECK_STR(c.batch_id, v[0].batch_id);
+    RL_CHECK_STR(json, v[0].json);
+    rl_replies_free(v, 1);
+    /* taken: postponed by the redelivery time, for every claimer */
+    rl_store_t *other = same();
+    RL_CHECK_INT(0, replies_now(st));
+    RL_CHECK_INT(0, replies_now(other));
+    v = wait_replies(other, 1, 5000);
+    RL_CHECK_STR(c.batch_id, v[0].batch_id);
+    rl_replies_free(v, 1);
+    /* confirmed: never again */
+    RL_CHECK_OK(st->ops->reply_ack(st, c.batch_id));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, c.batch_id));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, other->ops->reply_ack(other, c.batch_id));
+    sleep_ms(400);
+    RL_CHECK_INT(0, replies_now(st));
+    rl_claim_free(&c);
+}
+
+static void test_ack_reply_stale_stores_nothing(void) {
+    rl_store_t *st = fresh();
+    g_pol.reply_redeliver_ms = 100;
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    RL_CHECK_INT(RUNLANE_ERR_STALE,
+                 st->ops->ack_reply(st, &g_pol, "c1", "999999999", c.batch_id, "{}"));
+    RL_CHECK_INT(RUNLANE_ERR_STALE, st->ops->ack_reply(st, &g_pol, "c1", "", c.batch_id, "{}"));
+    RL_CHECK_INT(RUNLANE_ERR_STALE,
+                 st->ops->ack_reply(st, &g_pol, "unknown", c.token, c.batch_id, "{}"));
+    /* the current token with another batch's id: refused too */
+    RL_CHECK_INT(RUNLANE_ERR_STALE,
+                 st->ops->ack_reply(st, &g_pol, "c1", c.token, "b1-0-999999", "{}"));
+    check_state(st, "c1", "leased");
+    check_status_num(st, "c1", "inflight", 1);
+    check_status_num(st, NULL, "acked", 0);
+    sleep_ms(200);
+    RL_CHECK_INT(0, replies_now(st));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, c.batch_id));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, "b1-0-999999"));
+    /* a lease lost to recovery: the old owner's reply is refused */
+    g_pol.lease_ms = 100;
+    RL_CHECK_OK(st->ops->release(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+    c = claim1(st, "w1");
+    sleep_ms(150);
+    int rec = 0, dead = 0;
+    RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+    RL_CHECK_INT(1, rec);
+    RL_CHECK_INT(RUNLANE_ERR_STALE,
+                 st->ops->ack_reply(st, &g_pol, "c1", c.token, c.batch_id, "{}"));
+    rl_claim_t d = claim1(st, "w2");
+    RL_CHECK_STR(c.batch_id, d.batch_id);
+    RL_CHECK_OK(st->ops->ack_reply(st, &g_pol, "c1", d.token, d.batch_id, "{\"w\":2}"));
+    rl_reply_t *v = wait_replies(st, 1, 5000);
+    RL_CHECK_STR("{\"w\":2}", v[0].json);
+    rl_replies_free(v, 1);
+    RL_CHECK_OK(st->ops->reply_ack(st, d.batch_id));
+    rl_claim_free(&c);
+    rl_claim_free(&d);
+}
+
+static void test_reply_claim_takes_due_up_to_max(void) {
+    rl_store_t *st = fresh();
+    g_pol.reply_redeliver_ms = 200;
+    char bids[6][RUNLANE_ID_MAX];
+    const char *convs[6] = {"r0", "r1", "r2", "r3", "r4", "r5"};
+    for (int i = 0; i < 6; i++) ack_with_reply(st, convs[i], bids[i]);
+    RL_CHECK_INT(0, replies_now(st));
+    sleep_ms(300);
+    /* two claimers split them: none twice, none lost */
+    rl_store_t *other = same();
+    int na, nb, nc;
+    rl_reply_t *a = reply_claim_n(st, 4, &na);
+    rl_reply_t *b = reply_claim_n(other, 4, &nb);
+    rl_reply_t *c = reply_claim_n(st, 4, &nc);
+    RL_CHECK_INT(4, na);
+    RL_CHECK_INT(2, nb);
+    RL_CHECK_INT(0, nc);
+    int seen[6] = {0};
+    for (int k = 0; k < na + nb; k++) {
+        const rl_reply_t *r = k < na ? &a[k] : &b[k - na];
+        int found = 0;
+        for (int i = 0; i < 6; i++)
+            if (strcmp(r->batch_id, bids[i]) == 0) {
+                seen[i]++;
+                found = 1;
+                char want[64];
+                snprintf(want, sizeof(want), "\"reply\":\"r-%s\"", convs[i]);
+                RL_CHECK_MSG(strstr(r->json, want) != NULL, "reply of %s: %s", convs[i], r->json);
+            }
+        RL_CHECK_MSG(found, "unknown batch id %s", r->batch_id);
+    }
+    for (int i = 0; i < 6; i++) RL_CHECK_MSG(seen[i] == 1, "reply %d seen %d times", i, seen[i]);
+    rl_replies_free(a, na);
+    rl_replies_free(b, nb);
+    rl_replies_free(c, nc);
+    /* confirm some; only the others come back */
+    for (int i = 0; i < 4; i++) RL_CHECK_OK(other->ops->reply_ack(other, bids[i]));
+    rl_reply_t *v = wait_replies(st, 2, 5000);
+    RL_CHECK(strcmp(v[0].batch_id, bids[4]) == 0 || strcmp(v[0].batch_id, bids[5]) == 0);
+    RL_CHECK(strcmp(v[1].batch_id, bids[4]) == 0 || strcmp(v[1].batch_id, bids[5]) == 0);
+    RL_CHECK(strcmp(v[0].batch_id, v[1].batch_id) != 0);
+    rl_replies_free(v, 2);
+    RL_CHECK_INT(0, replies_now(st));
+    int n;
+    v = reply_claim_n(st, 0, &n);
+    RL_CHECK_INT(0, n);
+    RL_CHECK_OK(st->ops->reply_ack(st, bids[4]));
+    RL_CHECK_OK(st->ops->reply_ack(st, bids[5]));
+}
+
+static void test_reply_expires_after_ttl(void) {
+    rl_store_t *st = fresh();
+    g_pol.reply_redeliver_ms = 100;
+    g_pol.reply_ttl_ms = 500;
+    char bid[RUNLANE_ID_MAX], bid2[RUNLANE_ID_MAX];
+    ack_with_reply(st, "t1", bid);
+    ack_with_reply(st, "t2", bid2);
+    rl_reply_t *v = wait_replies(st, 2, 5000);
+    rl_replies_free(v, 2);
+    sleep_ms(600);
+    /* past the ttl: dropped, whether claimed or confirmed */
+    RL_CHECK_INT(0, replies_now(st));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, bid));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, bid2));
+}
+
+static void test_reply_ack_unknown_ids(void) {
+    rl_store_t *st = fresh();
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, "nope"));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, ""));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, "b1-999-1"));
+    RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, "b1-0-1x"));
+    RL_CHECK_MSG(strstr(errmsg(), "b1-0-1x") != NULL, "the message names the id: %s", errmsg());
+    RL_CHECK_INT(-1, rl_batch_partition("b1-3-7", 3));
+    RL_CHECK_INT(2, rl_batch_partition("b1-2-7", 3));
+    RL_CHECK_INT(0, rl_batch_partition("b1700000000000-0-12", 1));
+    RL_CHECK_INT(-1, rl_batch_partition("b1-0-", 1));
+    RL_CHECK_INT(-1, rl_batch_partition("m1-0-1", 1));
+    RL_CHECK_INT(-1, rl_batch_partition(NULL, 1));
+}
+
 /* ------------------------------------------------------------------ */
 /* redis-only tests                                                   */
 /* ------------------------------------------------------------------ */
@@ -1375,6 +1745,7 @@ static void test_redis_keys_are_hash_tagged(void) {
     rl_store_t *st = fresh();
     enq(st, "other", "b");
     make_dead(st, "other", "e");
+    ack_with_reply(st, "tag{x}:y", NULL); /* replies, reply_due */
     enq_x(st, "tag{x}:y", "a", "k", NULL, NULL);
     enq(st, "tag{x}:y", "c");
     char prefix[128], pat[160];
@@ -1477,6 +1848,14 @@ static void run_conformance(void) {
     RUN(test_conversation_ids_cannot_collide);
     RUN(test_enqueue_many);
     RUN(test_next_due_reports_earliest);
+    RUN(test_renew_reports_pending);
+    RUN(test_extend_batch_merges_pending);
+    RUN(test_extend_batch_respects_limits);
+    RUN(test_ack_reply_acks_and_keeps_reply);
+    RUN(test_ack_reply_stale_stores_nothing);
+    RUN(test_reply_claim_takes_due_up_to_max);
+    RUN(test_reply_expires_after_ttl);
+    RUN(test_reply_ack_unknown_ids);
 }
 
 int main(void) {

@@ -10,6 +10,9 @@
 --   7 dead     zset   <prefix>:{p}:dead      dead id -> dead_at ms
 --   8 deadrec  hash   <prefix>:{p}:deadrec   dead id -> JSON record
 --   9 deadaux  hash   <prefix>:{p}:deadaux   dead id -> cmsgpack {conv, entries}
+--  10 replies  hash   <prefix>:{p}:replies   batch id -> "<expires ms>:<JSON>"
+--  11 reply_due zset  <prefix>:{p}:reply_due batch id -> next delivery ms
+--                                             (never after its expiry)
 -- and ARGV starts with the same seven values:
 --   1 conv, 2 window_ms, 3 max_wait_ms, 4 max_messages, 5 max_bytes,
 --   6 idle_ttl_ms (expiry of the meta hash of an idle conversation),
@@ -106,6 +109,16 @@ local function rl_move_on(now)
     redis.call('ZREM', KEYS[4], CONV)
     rl_mark_idle()
   end
+end
+
+-- The leased batch is done: deletes it and schedules what waits (needs
+-- KEYS 1..6).
+local function rl_ack(now)
+  rl_end_lease()
+  rl_drop_batch()
+  redis.call('HSET', KEYS[1], 'last_error', '')
+  redis.call('HINCRBY', KEYS[6], 'acked', 1)
+  rl_move_on(now)
 end
 
 -- Moves the current batch to the dead letters (needs KEYS 1..9).
