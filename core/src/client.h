@@ -161,6 +161,11 @@ void rl_worker_wake(runlane_t *rl);
  * Returns the store's result (RUNLANE_ERR_STALE when the lease was lost). */
 runlane_err_t rl_worker_settle(runlane_t *rl, rl_inflight_t *f, rl_settle_t how,
                                const char *error, int retriable, int64_t delay_ms);
+/* rl_worker_settle(RL_SETTLE_FAIL) with the error code the FAILED/DEAD
+ * event carries (RUNLANE_ERR_HTTP for network trouble, RUNLANE_ERR_PROVIDER
+ * for the provider's refusals, RUNLANE_ERR_TIMEOUT...). */
+runlane_err_t rl_worker_fail(runlane_t *rl, rl_inflight_t *f, runlane_err_t code, const char *error,
+                             int retriable);
 /* I/O thread only: records a checkpoint of f's turn (e.g. the provider's
  * response or run id) so a later owner can reconcile. */
 runlane_err_t rl_worker_checkpoint(runlane_t *rl, rl_inflight_t *f, const char *ckpt_json);

@@ -259,8 +259,21 @@ static rl_inflight_t *unlink_inflight(runlane_t *rl, rl_inflight_t *target) {
     return target;
 }
 
+static runlane_err_t settle(runlane_t *rl, rl_inflight_t *f, rl_settle_t how, runlane_err_t code,
+                            const char *error, int retriable, int64_t delay_ms);
+
 runlane_err_t rl_worker_settle(runlane_t *rl, rl_inflight_t *f, rl_settle_t how, const char *error,
                                int retriable, int64_t delay_ms) {
+    return settle(rl, f, how, RUNLANE_ERR_PROVIDER, error, retriable, delay_ms);
+}
+
+runlane_err_t rl_worker_fail(runlane_t *rl, rl_inflight_t *f, runlane_err_t code, const char *error,
+                             int retriable) {
+    return settle(rl, f, RL_SETTLE_FAIL, code, error, retriable, 0);
+}
+
+static runlane_err_t settle(runlane_t *rl, rl_inflight_t *f, rl_settle_t how, runlane_err_t code,
+                            const char *error, int retriable, int64_t delay_ms) {
     rl_store_t *st = rl->io_store;
     const char *conv = f->claim.conversation_id, *token = f->claim.token;
     runlane_err_t rc;
@@ -288,7 +301,7 @@ runlane_err_t rl_worker_settle(runlane_t *rl, rl_inflight_t *f, rl_settle_t how,
             rl_event_push(rl, rl_event_new(outcome == RL_FAIL_DEAD ? RUNLANE_EVENT_DEAD
                                                                     : RUNLANE_EVENT_FAILED,
                                            conv, f->claim.batch_id, f->claim.attempt, json,
-                                           RUNLANE_ERR_PROVIDER, error ? error : "failed"));
+                                           code, error ? error : "failed"));
             free(json);
         }
         break;
