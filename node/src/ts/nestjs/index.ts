@@ -1,0 +1,16 @@
+/** NestJS integration: `import { RunlaneModule } from 'runlane/nestjs'`. */
+export { RunlaneModule, RunlaneCoreModule } from './module';
+export type { RunlaneModuleOptions, RunlaneModuleAsyncOptions } from './module';
+export { AssistantMessageQueueService } from './service';
+export { RunlaneExplorer } from './explorer';
+export { RunlaneRegistry } from './registry';
+export type { RegisteredQueue } from './registry';
+export { AssistantTool, OnRunlaneEvent, RunlaneHandler, InjectQueue } from './decorators';
+export {
+  DEFAULT_QUEUE_NAME,
+  RUNLANE_EVENT_HANDLER,
+  RUNLANE_HANDLER,
+  RUNLANE_TOOL,
+  getQueueOptionsToken,
+  getQueueToken,
+} from './constants';

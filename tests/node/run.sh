@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Node tests of the runlane package, as a user gets it:
+#   1. a private redis-server on a free loopback port (unless RUNLANE_TEST_REDIS
+#      is given), stopped at exit;
+#   2. `npm pack` of node/ (its prepack vendors the core, runs SWIG, builds);
+#   3. a fresh app dir: `npm install ./runlane-x.y.z.tgz` (built at install by
+#      cmake-js, offline) plus the test deps;
+#   4. tsc, then `node --test`.
+# Exits non-zero on any failure. KEEP=1 keeps the temp dir.
+# Env: RUNLANE_TEST_REDIS=redis://127.0.0.1:PORT/0 to use a running Redis;
+#      RUNLANE_REQUIRE_REDIS=1 makes Redis tests fail (not skip) without one.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/runlane-node-tests.XXXXXX")"
+REDIS_PID_FILE="$WORK/redis.pid"
+
+log() { printf '[node-tests] %s\n' "$*"; }
+
+cleanup() {
+  local rc=$?
+  if [[ -f "$REDIS_PID_FILE" ]]; then
+    kill "$(cat "$REDIS_PID_FILE")" 2>/dev/null || true
+  fi
+  if [[ "${KEEP:-0}" == "1" ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# ---- 1. Redis ---------------------------------------------------------------
+if [[ -z "${RUNLANE_TEST_REDIS:-}" ]]; then
+  if command -v redis-server >/dev/null 2>&1; then
+    for try in 1 2 3 4 5; do
+      PORT="$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+      if redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
+          --daemonize yes --pidfile "$REDIS_PID_FILE" --dir "$WORK" --logfile "$WORK/redis.log"; then
+        for _ in $(seq 1 50); do
+          if redis-cli -p "$PORT" ping >/dev/null 2>&1; then break; fi
+          sleep 0.1
+        done
+        if redis-cli -p "$PORT" ping >/dev/null 2>&1; then
+          export RUNLANE_TEST_REDIS="redis://127.0.0.1:$PORT/0"
+          break
+        fi
+      fi
+      log "redis-server did not come up on port $PORT (try $try); retrying"
+      rm -f "$REDIS_PID_FILE"
+    done
+  fi
+  if [[ -n "${RUNLANE_TEST_REDIS:-}" ]]; then log "redis at $RUNLANE_TEST_REDIS"; else log "no redis-server: Redis tests skip"; fi
+fi
+
+# ---- 2. pack -----------------------------------------------------------------
+cd "$REPO/node"
+log "npm install (package dev dependencies, no scripts)"
+npm install --ignore-scripts --no-audit --no-fund --loglevel=error
+log "npm pack"
+npm pack --pack-destination "$WORK" --loglevel=error >"$WORK/pack.log" 2>&1 || { cat "$WORK/pack.log"; exit 1; }
+TARBALL="$(ls "$WORK"/runlane-*.tgz)"
+log "packed $(basename "$TARBALL") ($(du -h "$TARBALL" | cut -f1))"
+tar -tzf "$TARBALL" >"$WORK/contents.txt"
+if grep -q '^package/build/' "$WORK/contents.txt"; then log "the tarball carries a build/ dir"; exit 1; fi
+grep -q '^package/generated/runlane_wrap.cxx$' "$WORK/contents.txt" || { log "the tarball lacks the SWIG wrapper"; exit 1; }
+grep -q '^package/vendor/core/include/runlane.h$' "$WORK/contents.txt" || { log "the tarball lacks the core"; exit 1; }
+grep -q '^package/dist/esm/index.mjs$' "$WORK/contents.txt" || { log "the tarball lacks the ESM entry"; exit 1; }
+
+# ---- 3. a fresh app ------------------------------------------------------------
+APP="$WORK/app"
+mkdir -p "$APP"
+cd "$APP"
+cat >package.json <<'EOF'
+{ "name": "runlane-node-tests", "version": "0.0.0", "private": true }
+EOF
+log "npm install the tarball and the test dependencies"
+npm install --no-audit --no-fund --loglevel=error "$TARBALL" \
+  typescript@~5.9.3 @types/node@^20.19.0 \
+  @nestjs/common@12.5.1 @nestjs/core@12.5.1 @nestjs/testing@12.1.1 @nestjs/platform-express@12.5.1 \
+  reflect-metadata@0.2.2 rxjs@7.8.2 >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log"; exit 1; }
+test -f node_modules/runlane/build/Release/runlane.node || { log "the addon was not built at install"; exit 1; }
+
+# ---- 4. compile and run ----------------------------------------------------------
+cp -r "$HERE/src" "$HERE/tsconfig.json" "$APP/"
+log "tsc"
+npx tsc -p tsconfig.json
+cp "$HERE"/src/*.test.mjs dist/
+log "tsc: the NestJS example app against the installed package"
+mkdir -p example
+cp -r "$REPO/node/examples/nestjs-chat/src" "$REPO/node/examples/nestjs-chat/tsconfig.json" example/
+npx tsc -p example/tsconfig.json
+export RUNLANE_EXAMPLE_MAIN="$APP/example/dist/main.js"
+log "node --test"
+export RUNLANE_TEST_EMULATOR="${RUNLANE_TEST_EMULATOR:-$REPO/tests/emulator/emulator.py}"
+node --test --test-timeout=180000 dist/*.test.js dist/*.test.mjs

@@ -1,0 +1,167 @@
+/**
+ * HTTP backends against the OpenAI emulator (tests/emulator/emulator.py,
+ * path in RUNLANE_TEST_EMULATOR): run_started, tool calls answered by
+ * registered tools and by @AssistantTool methods, deltas, completed with
+ * the reply. Skipped without the emulator or python3.
+ */
+import 'reflect-metadata';
+
+import assert from 'node:assert/strict';
+import { ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { after, before, describe, test } from 'node:test';
+
+import { Injectable } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { AssistantMessageQueue, CompletedEvent, ToolCallsEvent } from 'runlane';
+import { AssistantMessageQueueService, AssistantTool, OnRunlaneEvent, RunlaneModule } from 'runlane/nestjs';
+
+import { memoryStore, nextEvent, waitFor } from './helpers';
+
+const EMULATOR = process.env.RUNLANE_TEST_EMULATOR;
+const skip = !EMULATOR || !existsSync(EMULATOR) ? 'RUNLANE_TEST_EMULATOR is not set' : false;
+const API_KEY = 'sk-runlane-node-test-key';
+
+let emulator: ChildProcess | undefined;
+let baseUrl = '';
+
+function openaiOptions() {
+  return {
+    backend: 'responses' as const,
+    openaiBaseUrl: baseUrl,
+    openaiApiKey: API_KEY,
+    openaiModel: 'gpt-test',
+    openaiTools: [{ type: 'function', name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } }],
+    batchWindowMs: 50,
+  };
+}
+
+describe('responses backend (emulator)', { skip }, () => {
+  before(async () => {
+    emulator = spawn('python3', [EMULATOR!, '--port', '0', '--api-key', API_KEY], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const port = await new Promise<number>((resolve, reject) => {
+      const rl = createInterface({ input: emulator!.stdout! });
+      rl.on('line', (line) => {
+        const m = /^EMULATOR_PORT=(\d+)/.exec(line);
+        if (m) resolve(Number(m[1]));
+      });
+      emulator!.on('exit', (code) => reject(new Error(`the emulator exited (${code})`)));
+    });
+    baseUrl = `http://127.0.0.1:${port}/v1`;
+  });
+
+  after(() => {
+    emulator?.kill('SIGTERM');
+  });
+
+  test('a turn with a tool call: tools answer, deltas stream, completed carries the reply', async () => {
+    const toolEvents: ToolCallsEvent[] = [];
+    let deltas = '';
+    const q = new AssistantMessageQueue({
+      ...openaiOptions(),
+      store: memoryStore('responses'),
+      tools: { get_weather: (args: { city: string }, ctx) => ({ city: args.city, sky: 'clear', call: ctx.toolCallId }) },
+    });
+    q.on('tool_calls', (e) => toolEvents.push(e));
+    q.on('delta', (e) => (deltas += e.text));
+    const completed = nextEvent<CompletedEvent>(q, 'completed');
+    try {
+      await q.startWorker();
+      const conv = await q.createConversation({ user: 'u-1' });
+      assert.match(conv, /^conv_/);
+      await q.enqueue(conv, 'weather in Paris? [[tool:get_weather {"city":"Paris"}]]');
+      const ev = await completed;
+      assert.equal(toolEvents.length, 1);
+      assert.equal(toolEvents[0].toolCalls[0].function.name, 'get_weather');
+      assert.deepEqual(JSON.parse(toolEvents[0].toolCalls[0].function.arguments), { city: 'Paris' });
+      assert.equal(ev.conversationId, conv);
+      assert.match(ev.reply ?? '', /^echo: weather in Paris\?/);
+      assert.match(ev.reply ?? '', /tools: get_weather=\{"city":"Paris","sky":"clear","call":"call_/);
+      assert.match(ev.runId ?? '', /^resp_/);
+      assert.equal(ev.messageIds?.length, 1);
+      assert.ok(deltas.length > 0, 'deltas streamed');
+      assert.ok(!JSON.stringify(ev.raw).includes(API_KEY), 'the API key never shows in events');
+    } finally {
+      await q.close();
+    }
+  });
+
+  test('assistants backend: createThread, a run with a tool call, completed', async () => {
+    const q = new AssistantMessageQueue({
+      ...openaiOptions(),
+      backend: 'assistants',
+      openaiAssistantId: 'asst_test',
+      // The Assistants API nests a function tool's fields under "function".
+      openaiTools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } }],
+      store: memoryStore('assistants'),
+      tools: { get_weather: () => 'windy' },
+    });
+    const completed = nextEvent<CompletedEvent>(q, 'completed');
+    try {
+      await q.startWorker();
+      const thread = await q.createThread({ user: 'u-2' });
+      assert.match(thread, /^thread_/);
+      await q.addMessageToThread(thread, 'outside? [[tool:get_weather]]');
+      const ev = await completed;
+      assert.match(ev.runId ?? '', /^run_/);
+      assert.match(ev.reply ?? '', /tools: get_weather=windy/);
+    } finally {
+      await q.close();
+    }
+  });
+
+  test('handleRequiresAction answers tool calls (the original API)', async () => {
+    const seen: string[] = [];
+    const q = new AssistantMessageQueue({
+      ...openaiOptions(),
+      store: memoryStore('requires-action'),
+      handleRequiresAction: async (threadId, runId, calls) => {
+        seen.push(`${threadId}:${runId}:${calls.map((c) => c.function.name).join(',')}`);
+        return calls.map((c) => ({ tool_call_id: c.id, output: 'sunny' }));
+      },
+    });
+    const completed = nextEvent<CompletedEvent>(q, 'completed');
+    try {
+      await q.startWorker();
+      const conv = await q.createConversation();
+      await q.addMessageToThread(conv, 'and now? [[tool:get_weather]]');
+      const ev = await completed;
+      assert.equal(seen.length, 1);
+      assert.match(seen[0], new RegExp(`^${conv}:resp_.*:get_weather$`));
+      assert.match(ev.reply ?? '', /tools: get_weather=sunny/);
+    } finally {
+      await q.close();
+    }
+  });
+
+  test('NestJS: @AssistantTool methods answer, @OnRunlaneEvent(completed) gets the reply', async () => {
+    @Injectable()
+    class Tools {
+      readonly replies: string[] = [];
+      @AssistantTool('get_weather')
+      weather(args: { city?: string }): string {
+        return `rain in ${args.city ?? 'nowhere'}`;
+      }
+      @OnRunlaneEvent('completed')
+      done(e: CompletedEvent): void {
+        this.replies.push(e.reply ?? '');
+      }
+    }
+    const moduleRef = await Test.createTestingModule({
+      imports: [RunlaneModule.forRoot({ ...openaiOptions(), store: memoryStore('nest-responses'), worker: true })],
+      providers: [Tools],
+    }).compile();
+    await moduleRef.init();
+    const tools = moduleRef.get(Tools);
+    try {
+      const queue = moduleRef.get(AssistantMessageQueueService);
+      const conv = await queue.createConversation();
+      await queue.enqueue(conv, 'weather? [[tool:get_weather {"city":"Oslo"}]]');
+      await waitFor('the completed reply', () => tools.replies.length === 1, 15000);
+      assert.match(tools.replies[0], /tools: get_weather=rain in Oslo/);
+    } finally {
+      await moduleRef.close();
+    }
+  });
+});

@@ -1,0 +1,91 @@
+/** Shared helpers of the Node tests. */
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { test } from 'node:test';
+
+/** redis://127.0.0.1:PORT/0 from run.sh, or undefined. */
+export const REDIS_URL = process.env.RUNLANE_TEST_REDIS || undefined;
+export const REQUIRE_REDIS = process.env.RUNLANE_REQUIRE_REDIS === '1';
+
+/**
+ * Test options for a test that needs Redis: skipped without
+ * RUNLANE_TEST_REDIS, unless RUNLANE_REQUIRE_REDIS=1 (then the test runs and
+ * fails in requireRedis()).
+ */
+export function redisTest(): { skip: string | false } {
+  if (REDIS_URL || REQUIRE_REDIS) return { skip: false };
+  return { skip: 'RUNLANE_TEST_REDIS is not set' };
+}
+
+export function requireRedis(): string {
+  if (!REDIS_URL) throw new Error('RUNLANE_REQUIRE_REDIS=1 but RUNLANE_TEST_REDIS is not set: Redis tests cannot run');
+  return REDIS_URL;
+}
+
+/** A name no other test uses (memory store names, Redis key prefixes). */
+export function unique(tag: string): string {
+  return `${tag}-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+export function memoryStore(tag: string): string {
+  return `memory://${unique(tag)}`;
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Waits until `cond()` is truthy; fails with `what` after `timeoutMs`. */
+export async function waitFor<T>(what: string, cond: () => T | Promise<T>, timeoutMs = 10000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** `p`, or `onTimeout` after `ms` (the timer is cleared either way). */
+export async function within<T, U>(p: Promise<T>, ms: number, onTimeout: U): Promise<T | U> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<U>((r) => (timer = setTimeout(() => r(onTimeout), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The next `name` event of `emitter`; rejects on a 'dead' event (with its
+ * error) or after `ms`, so that a test fails with a reason instead of
+ * hanging.
+ */
+export function nextEvent<T>(emitter: import('node:events').EventEmitter, name: string, ms = 15000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const done = () => {
+      clearTimeout(timer);
+      emitter.off(name, onEvent);
+      emitter.off('dead', onDead);
+    };
+    const onEvent = (e: T) => {
+      done();
+      resolve(e);
+    };
+    const onDead = (e: { error?: string }) => {
+      done();
+      reject(new Error(`expected '${name}', got a dead letter: ${e.error}`));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`no '${name}' event within ${ms} ms`));
+    }, ms);
+    emitter.on(name, onEvent);
+    if (name !== 'dead') emitter.on('dead', onDead);
+  });
+}
+
+/** Path of a compiled fixture script. */
+export function fixture(name: string): string {
+  return path.join(__dirname, 'fixtures', `${name}.js`);
+}
+
+export { test };
