@@ -193,7 +193,7 @@ runlane_conf_dump(char **json_out, const runlane_conf_t *conf);
 
 /**
  * The property table as a JSON array: for each key its name, type
- * ("string", "int", "enum", "bool", "float"), default, min, max, enum
+ * ("string", "int", "enum", "bool", "float", "json"), default, min, max, enum
  * values, whether it is secret, and its documentation. Bindings and the
  * docs generator read it. Static string. Thread-safe.
  */
@@ -355,11 +355,18 @@ typedef enum runlane_event_type_t {
      *  "batch_id","attempt","messages":[{"id","content","ts_ms",
      *  "instructions"?,"metadata"?}]} */
     RUNLANE_EVENT_BATCH = 1,
-    /** A provider turn started (HTTP backends). */
+    /** A provider turn started (HTTP backends). JSON: {"conversation_id",
+     *  "batch_id","attempt","response_id"|"run_id","adopted"?} */
     RUNLANE_EVENT_RUN_STARTED = 2,
-    /** Streamed text of the reply (HTTP backends). */
+    /** Streamed text of the reply (HTTP backends, openai.stream=true).
+     *  JSON: {"conversation_id","batch_id","attempt","delta":"text"} */
     RUNLANE_EVENT_DELTA = 3,
-    /** The turn needs tool outputs: runlane_submit_tool_outputs(). */
+    /** The turn needs tool outputs: answer with
+     *  runlane_submit_tool_outputs(). JSON: {"conversation_id","batch_id",
+     *  "attempt","response_id"|"run_id","tool_calls":[{"id","name",
+     *  "arguments"}]}; "arguments" is the JSON text the model wrote. The
+     *  same calls may be raised again after a crash: the call id is the
+     *  idempotency key of the tool's side effects. */
     RUNLANE_EVENT_TOOL_CALLS = 4,
     /** The turn completed: reply text, ids, usage. JSON:
      *  {"conversation_id","batch_id","attempt","reply","usage",

@@ -699,6 +699,23 @@ static runlane_err_t begin_settle(runlane_t *rl, const char *batch_id, char **co
     return rc;
 }
 
+/* A settle refused for a stale token: the host learns it the same way as
+ * a loss found by renew. */
+static void push_lease_lost(runlane_t *rl, const char *conv, const char *batch_id) {
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "{\"conversation_id\":");
+    rl_buf_json_str(&b, conv);
+    rl_buf_puts(&b, ",\"batch_id\":");
+    rl_buf_json_str(&b, batch_id);
+    rl_buf_puts(&b, "}");
+    char *json = rl_buf_take(&b);
+    rl_event_push(rl, rl_event_new(RUNLANE_EVENT_LEASE_LOST, conv, batch_id, 0, json,
+                                   RUNLANE_ERR_STALE,
+                                   "lease lost: another worker may run this batch"));
+    free(json);
+}
+
 /* Removes the batch (settled or lost) or puts it back (store trouble). */
 static void end_settle(runlane_t *rl, const char *batch_id, int remove) {
     pthread_mutex_lock(&rl->mu);
@@ -731,7 +748,10 @@ runlane_batch_ack(runlane_t *rl, const char *batch_id, const char *result_json) 
     rc = rl->api_store->ops->ack(rl->api_store, &rl->pol, conv, token);
     pthread_mutex_unlock(&rl->api_mu);
     if (rc == RUNLANE_OK) RL_ADD(rl, batches_acked, 1);
-    if (rc == RUNLANE_ERR_STALE) RL_ADD(rl, leases_lost, 1);
+    if (rc == RUNLANE_ERR_STALE) {
+        RL_ADD(rl, leases_lost, 1);
+        push_lease_lost(rl, conv, batch_id);
+    }
     if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
     end_settle(rl, batch_id, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
     free(conv);
@@ -775,7 +795,10 @@ runlane_batch_fail(runlane_t *rl, const char *batch_id, const char *error_messag
                                        conv, batch_id, attempt, json, RUNLANE_ERR_PROVIDER, err));
         free(json);
     }
-    if (rc == RUNLANE_ERR_STALE) RL_ADD(rl, leases_lost, 1);
+    if (rc == RUNLANE_ERR_STALE) {
+        RL_ADD(rl, leases_lost, 1);
+        push_lease_lost(rl, conv, batch_id);
+    }
     if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
     end_settle(rl, batch_id, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
     free(conv);
@@ -792,7 +815,10 @@ RUNLANE_EXTERN(runlane_err_t) runlane_batch_release(runlane_t *rl, const char *b
     rc = rl->api_store->ops->release(rl->api_store, &rl->pol, conv, token);
     pthread_mutex_unlock(&rl->api_mu);
     if (rc == RUNLANE_OK) RL_ADD(rl, leases_released, 1);
-    if (rc == RUNLANE_ERR_STALE) RL_ADD(rl, leases_lost, 1);
+    if (rc == RUNLANE_ERR_STALE) {
+        RL_ADD(rl, leases_lost, 1);
+        push_lease_lost(rl, conv, batch_id);
+    }
     if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
     end_settle(rl, batch_id, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
     free(conv);
