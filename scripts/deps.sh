@@ -24,6 +24,17 @@ if [ "${RUNLANE_NEED_NODE:-1}" = 1 ]; then
   need_cmd npm npm
 fi
 if [ "${RUNLANE_NEED_VALGRIND:-0}" = 1 ]; then need_cmd valgrind valgrind; fi
+# ABI check (tests/abi, ctest abi_check): libabigail's abidw/abidiff.
+need_cmd abidiff abigail-tools
+# Fuzzing (tests/fuzz/run.sh), only when asked: clang, and the libFuzzer and
+# sanitizer runtimes (a Recommends of clang, missing where recommends are off).
+if [ "${RUNLANE_NEED_CLANG:-0}" = 1 ]; then
+  if command -v clang >/dev/null 2>&1; then
+    need_pkg "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev"
+  else
+    missing+=(clang libclang-rt-14-dev)
+  fi
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"

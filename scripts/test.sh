@@ -10,7 +10,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export RUNLANE_VENV=${RUNLANE_VENV:-$ROOT/build/venv}
-RUNLANE_NEED_VALGRIND=1 scripts/deps.sh || { echo "dependency install failed"; exit 1; }
+RUNLANE_NEED_VALGRIND=1 RUNLANE_NEED_CLANG=$([ "${RUNLANE_QUICK:-0}" = 1 ] && echo 0 || echo 1) scripts/deps.sh || { echo "dependency install failed"; exit 1; }
 VPY="$RUNLANE_VENV/bin/python"
 JOBS=${RUNLANE_JOBS:-2}
 
@@ -64,6 +64,9 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
   step "C suite under TSan" c_suite build/tsan -DRUNLANE_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
   unset TSAN_OPTIONS
+  # libFuzzer targets (tests/fuzz): regressions and seeds replayed, then 15 s
+  # of fuzzing each (clang, ASan+UBSan).
+  step "fuzz (libFuzzer, 15 s per target)" tests/fuzz/run.sh 15
 fi
 if [ -x python/run_tests.sh ]; then step "Python package" python/run_tests.sh; fi
 if [ -x tests/node/run.sh ]; then step "Node package" tests/node/run.sh; fi

@@ -313,7 +313,7 @@ runlane_enqueue(char *id_out, size_t id_out_size, int *duplicate_out, runlane_t 
     if ((rc = rl_check_conversation_id(conversation_id))) return rc;
     cJSON *opts = NULL;
     if (options_json) {
-        opts = cJSON_Parse(options_json);
+        opts = cJSON_ParseWithOpts(options_json, NULL, 1); /* no trailing garbage */
         if (!opts)
             return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "options_json is not valid JSON");
     }
@@ -349,7 +349,7 @@ runlane_enqueue_many(char **result_json_out, runlane_t *rl, const char *messages
     if (!result_json_out || !messages_json)
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "runlane_enqueue_many: NULL argument");
     *result_json_out = NULL;
-    cJSON *arr = cJSON_Parse(messages_json);
+    cJSON *arr = cJSON_ParseWithOpts(messages_json, NULL, 1);
     if (!cJSON_IsArray(arr)) {
         cJSON_Delete(arr);
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "messages_json must be a JSON array");

@@ -182,6 +182,8 @@ static void test_bad_input_changes_nothing(void) {
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, "c", "\xc0\x80", NULL));
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", "{bad"));
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG,
+                 runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", "{\"instructions\":\"x\"}]"));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG,
                  runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", "{\"colour\":1}"));
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG,
                  runlane_enqueue(id, sizeof(id), NULL, rl, "c", "x", "{\"metadata\":{\"a\":1}}"));
