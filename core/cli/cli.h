@@ -134,7 +134,7 @@ int cli_cmd_conversation(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_thread(cli_ctx_t *ctx, int argc, char **argv);
 /* The worker for the HTTP backends (cmd_http.c); max_replies 0 = no limit. */
 int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, int print_deltas,
-                    uint64_t max_replies);
+                    uint64_t max_replies, uint64_t concurrency, double idle_exit_s, double drain_s);
 
 /* Help texts (help.c). */
 extern const char cli_help_main[];

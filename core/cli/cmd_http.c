@@ -141,12 +141,20 @@ static void *tool_main(void *arg) {
 }
 
 int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, int print_deltas,
-                    uint64_t max_replies) {
+                    uint64_t max_replies, uint64_t concurrency, double idle_exit_s, double drain_s) {
     runlane_conf_t *conf = cli_conf(ctx);
     char err[512];
     if (runlane_conf_set(conf, "backend", backend, err, sizeof(err))) {
         runlane_conf_destroy(conf);
         cli_usage_fail(ctx, "backend: %s", err);
+    }
+    if (concurrency) {
+        char num[32];
+        snprintf(num, sizeof(num), "%llu", (unsigned long long)concurrency);
+        if (runlane_conf_set(conf, "worker.concurrency", num, err, sizeof(err))) {
+            runlane_conf_destroy(conf);
+            cli_usage_fail(ctx, "--concurrency: %s", err);
+        }
     }
     int code = 0;
     runlane_t *rl = cli_open(ctx, conf, &code);
@@ -164,18 +172,32 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
     fprintf(stderr, "runlane worker: started: store %s, backend %s%s\n", store, backend,
             tool_exec ? ", tools by --tool-exec" : "");
     uint64_t replies = 0, failures = 0;
-    int stopping = 0;
+    int stopping = 0, limit_reached = 0;
+    int64_t last_activity = cli_mono_ms();
     for (;;) {
-        if (g_stop && !stopping) {
+        if (idle_exit_s > 0 && !stopping && cli_mono_ms() - last_activity > (int64_t)(idle_exit_s * 1000)) {
+            fprintf(stderr, "runlane worker: idle for %.1f s, exiting\n", idle_exit_s);
+            g_stop = g_stop ? g_stop : 1;
+        }
+        if ((g_stop || limit_reached) && !stopping) {
             stopping = 1;
-            fprintf(stderr, "runlane worker: stopping (draining turns in flight)\n");
-            runlane_stop(rl, g_stop > 1 ? RUNLANE_STOP_RELEASE : RUNLANE_STOP_DRAIN, 30000);
+            /* At the --max-batches limit, turns still in flight are given
+             * back (another worker adopts them), not finished here. */
+            int release = limit_reached || g_stop > 1;
+            fprintf(stderr, "runlane worker: stopping (%s)\n",
+                    release ? "releasing turns in flight" : "draining turns in flight");
+            runlane_stop(rl, release ? RUNLANE_STOP_RELEASE : RUNLANE_STOP_DRAIN,
+                         (int)(drain_s * 1000));
         }
         runlane_event_t *ev = runlane_poll(rl, 200);
         if (!ev) continue;
+        last_activity = cli_mono_ms();
         runlane_event_type_t t = runlane_event_type(ev);
         const char *conv = runlane_event_conversation_id(ev), *bid = runlane_event_batch_id(ev);
-        if (t == RUNLANE_EVENT_COMPLETED) {
+        if (t == RUNLANE_EVENT_COMPLETED && limit_reached) {
+            /* Past the limit: not printed nor confirmed, so it is delivered
+             * again (by another worker). */
+        } else if (t == RUNLANE_EVENT_COMPLETED) {
             /* The reply line first, then the confirmation: a crash in
              * between delivers it again (at least once, same batch id). */
             printf("%s\n", runlane_event_json(ev));
@@ -186,7 +208,7 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
                         runlane_error_message(runlane_error_last()));
             fprintf(stderr, "runlane worker: %s batch %s attempt %d: completed\n", conv, bid,
                     runlane_event_attempt(ev));
-            if (max_replies && ++replies >= max_replies) g_stop = g_stop ? g_stop : 1;
+            if (max_replies && ++replies >= max_replies) limit_reached = 1;
         } else if (t == RUNLANE_EVENT_TOOL_CALLS) {
             tool_job_t *job = calloc(1, sizeof(*job));
             pthread_t th;
@@ -243,7 +265,7 @@ static int create_cmd(cli_ctx_t *ctx, int argc, char **argv, int thread) {
     runlane_err_t rc = thread ? runlane_thread_create(&out, rl, meta)
                               : runlane_conversation_create(&out, rl, meta);
     if (rc) {
-        code = cli_lib_fail(ctx, rc, thread ? "thread create" : "conversation create");
+        code = cli_lib_fail(ctx, rc, "create");
     } else {
         printf("%s\n", out);
         runlane_free(out);

@@ -699,7 +699,9 @@ int cli_cmd_worker(cli_ctx_t *ctx, int argc, char **argv) {
     }
     if (strcmp(backend, "responses") == 0 || strcmp(backend, "assistants") == 0) {
         if (exec_cmd) cli_usage_fail(ctx, "--exec is for the custom backend; with %s use --tool-exec", backend);
-        return cli_http_worker(ctx, backend, tool_exec, print_deltas, max_batches);
+        if (timeout_s > 0)
+            cli_usage_fail(ctx, "--timeout is for the custom backend; with %s see -X tool.timeout.ms", backend);
+        return cli_http_worker(ctx, backend, tool_exec, print_deltas, max_batches, conc, idle_s, drain_s);
     }
     if (tool_exec) cli_usage_fail(ctx, "--tool-exec is for the responses and assistants backends");
     if (strcmp(backend, "custom") != 0)

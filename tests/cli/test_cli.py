@@ -628,3 +628,21 @@ def test_conversation_create_and_http_worker_with_tools(store, emulator, tmp_pat
     # One turn on the provider with both messages, in order.
     j = emulator.journal()["conversations"][conv]
     assert j["messages"] == ["hello", 'weather? [[tool:get_weather {"city":"Paris"}]]'], j
+
+
+def test_http_worker_max_batches_prints_exactly_n_replies(store, emulator):
+    base = ["-X", f"openai.base.url={emulator.base_url}", "-X", "openai.model=gpt-4o-mini"]
+    convs = [run(*store, *base, "conversation", "create", check=0).stdout.strip() for _ in range(3)]
+    for c in convs:
+        run(*store, *base, "enqueue", c, f"hello from {c}", check=0)
+    seen = []
+    for limit in (1, 2):
+        p = run(*store, *base, "worker", "--backend", "responses", "--max-batches", str(limit),
+                check=0, timeout=60)
+        lines = [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
+        assert len(lines) == limit, p.stdout + p.stderr
+        seen += [x["conversation_id"] for x in lines]
+    # The first worker gave back what it did not finish; nothing ran twice.
+    assert sorted(seen) == sorted(convs), seen
+    for c in convs:
+        assert emulator.journal()["conversations"][c]["messages"] == [f"hello from {c}"]
