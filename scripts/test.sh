@@ -56,6 +56,8 @@ valgrind_suite() { # the C tests of the default build under valgrind (leaks: def
   return $rc
 }
 if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
+  # Sanitized and valgrind runs are slower: timing-based tests stretch.
+  export RUNLANE_TEST_TIME_SCALE=3
   step "C suite under valgrind" valgrind_suite
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -63,7 +65,7 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   unset ASAN_OPTIONS UBSAN_OPTIONS
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
   step "C suite under TSan" c_suite build/tsan -DRUNLANE_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
-  unset TSAN_OPTIONS
+  unset TSAN_OPTIONS RUNLANE_TEST_TIME_SCALE
   # libFuzzer targets (tests/fuzz): regressions and seeds replayed, then 15 s
   # of fuzzing each (clang, ASan+UBSan).
   step "fuzz (libFuzzer, 15 s per target)" tests/fuzz/run.sh 15

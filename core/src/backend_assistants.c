@@ -67,7 +67,7 @@ static char *thread_path(const rl_turn_t *t, const char *fmt_suffix, const char 
 }
 
 static void fail_nomem(rl_turn_t *t) {
-    rl_turn_settle(t, RL_SETTLE_FAIL, "out of memory", 1, 0);
+    rl_turn_fail(t, RUNLANE_ERR_NOMEM, "out of memory", 1);
 }
 
 static void fail_with(rl_turn_t *t, const char *msg, int retriable) {
@@ -360,7 +360,7 @@ static void a_poll(rl_turn_t *t) {
 
 static void a_reply_done(rl_turn_t *t, const rl_http_result_t *res) {
     if (!res->ok) {
-        rl_turn_settle(t, RL_SETTLE_FAIL, res->error, res->retriable, 0);
+        rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->retriable);
         return;
     }
     cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
@@ -534,7 +534,7 @@ static void a_tools_timeout(rl_turn_t *t) {
 static void a_recover_done(rl_turn_t *t, const rl_http_result_t *res) {
     if (!res->ok) {
         if (res->status == 404) a_messages(t);
-        else rl_turn_settle(t, RL_SETTLE_FAIL, res->error, res->retriable, 0);
+        else rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->retriable);
         return;
     }
     cJSON *run = cJSON_ParseWithLength(res->body, res->body_len);
@@ -562,7 +562,7 @@ static void a_recover(rl_turn_t *t) {
 
 static void a_messages_done(rl_turn_t *t, const rl_http_result_t *res) {
     if (!res->ok) {
-        rl_turn_settle(t, RL_SETTLE_FAIL, res->error, res->status == 404 ? 0 : res->retriable, 0);
+        rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->status == 404 ? 0 : res->retriable);
         return;
     }
     cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);

@@ -1,11 +1,35 @@
 /* backend_common.c - shared machinery of the HTTP backends; see
  * backend_common.h. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend_common.h"
 
 /* ---- settings ---- */
+
+/* rate.limit.rpm: the store's shared bucket failed; requests go on under
+ * the client's own bucket (so the budget may be exceeded): one ERROR event
+ * per outage. */
+static void rate_note(void *opaque, int down, const char *msg) {
+    runlane_t *rl = opaque;
+    if (!down) return;
+    char m[700];
+    snprintf(m, sizeof(m),
+             "rate.limit.rpm: the shared bucket in the store failed (%s); this client keeps to "
+             "a bucket of its own until the store answers again",
+             msg && *msg ? msg : "store error");
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "{\"error\":");
+    rl_buf_json_str(&b, m);
+    rl_buf_printf(&b, ",\"code\":\"%s\"}", runlane_err2name(RUNLANE_ERR_STORE));
+    char *json = rl_buf_take(&b);
+    if (json)
+        rl_event_push(rl, rl_event_new(RUNLANE_EVENT_ERROR, NULL, NULL, 0, json, RUNLANE_ERR_STORE,
+                                       m));
+    free(json);
+}
 
 static char *conf_dup(const runlane_t *rl, const char *key) {
     const char *v = rl_conf_str(rl->conf, key);
@@ -27,6 +51,8 @@ rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistan
     bk->instructions = conf_dup(rl, "openai.instructions");
     bk->additional_instructions = conf_dup(rl, "openai.additional.instructions");
     bk->stream = rl_conf_bool(rl->conf, "openai.stream");
+    /* (rl->busy_interrupt is only set after the backend is made) */
+    bk->interrupt = strcmp(rl_conf_str(rl->conf, "busy.policy"), "interrupt") == 0;
     bk->joined = strcmp(rl_conf_str(rl->conf, "openai.input.mode"), "joined") == 0;
     bk->tool_timeout_ms = rl_conf_int(rl->conf, "tool.timeout.ms");
     bk->tool_cancel = strcmp(rl_conf_str(rl->conf, "tool.timeout.action"), "cancel") == 0;
@@ -67,6 +93,10 @@ rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistan
         goto fail;
     }
     if (!(bk->http = rl_http_new(rl->conf, rl->multi))) goto fail;
+    /* rate.limit.rpm: the queue's shared bucket, through the I/O thread's
+     * own store (this client's HTTP requests all run on that thread). */
+    rl_http_rate_t rate = {rl->io_store, NULL, rate_note, rl};
+    rl_http_set_rate(bk->http, &rate);
     return bk;
 fail:
     rl_bk_free(bk);
@@ -189,8 +219,12 @@ static void do_settle(rl_turn_t *t) {
         return;
     }
     f->turn = NULL;
-    runlane_err_t rc = rl_worker_settle(t->bk->rl, f, t->settle_how, t->settle_error,
-                                        t->settle_retriable, t->settle_delay_ms);
+    runlane_err_t rc =
+        t->settle_how == RL_SETTLE_FAIL
+            ? rl_worker_fail(t->bk->rl, f, t->settle_code ? t->settle_code : RUNLANE_ERR_PROVIDER,
+                             t->settle_error, t->settle_retriable)
+            : rl_worker_settle(t->bk->rl, f, t->settle_how, t->settle_error, t->settle_retriable,
+                               t->settle_delay_ms);
     if (rc == RUNLANE_ERR_STORE) {
         /* f is still ours: try again shortly. */
         f->turn = t;
@@ -200,6 +234,11 @@ static void do_settle(rl_turn_t *t) {
     }
     t->f = NULL;
     t->state = RL_TS_DEAD;
+}
+
+void rl_turn_fail(rl_turn_t *t, runlane_err_t code, const char *error, int retriable) {
+    t->settle_code = code;
+    rl_turn_settle(t, RL_SETTLE_FAIL, error, retriable, 0);
 }
 
 void rl_turn_settle(rl_turn_t *t, rl_settle_t how, const char *error, int retriable,
@@ -255,7 +294,7 @@ void rl_turn_complete(rl_turn_t *t, cJSON *json) {
     t->complete_json = json ? cJSON_PrintUnformatted(json) : NULL;
     cJSON_Delete(json);
     if (!t->complete_json) {
-        rl_turn_settle(t, RL_SETTLE_FAIL, "out of memory", 1, 0);
+        rl_turn_fail(t, RUNLANE_ERR_NOMEM, "out of memory", 1);
         return;
     }
     rl_http_scrub(t->bk->http, t->complete_json);
@@ -626,7 +665,11 @@ static runlane_err_t create_remote(char **id_out, runlane_t *rl, const char *met
     if (!b) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
     long status = 0;
     char *resp = NULL;
-    runlane_err_t rc = rl_http_sync(&status, &resp, rl->conf, "POST", path, b, RL_HTTP_UNSAFE | flags);
+    /* On the host's thread: the shared bucket through the host threads'
+     * store, under its mutex. */
+    rl_http_rate_t rate = {rl->api_store, &rl->api_mu, rate_note, rl};
+    runlane_err_t rc =
+        rl_http_sync(&status, &resp, rl->conf, "POST", path, b, RL_HTTP_UNSAFE | flags, &rate);
     free(b);
     if (rc == RUNLANE_OK) {
         cJSON *j = cJSON_Parse(resp);

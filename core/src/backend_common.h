@@ -29,6 +29,7 @@ struct rl_backend {
     cJSON *tools;    /* array (maybe empty) */
     cJSON *metadata; /* object of strings */
     int stream, joined;
+    int interrupt; /* busy.policy=interrupt (responses: create in background) */
     int64_t tool_timeout_ms;
     int tool_cancel;
     rl_turn_t *turns; /* every turn this backend holds */
@@ -69,6 +70,7 @@ struct rl_turn {
     rl_settle_t settle_how;
     char *settle_error;
     int settle_retriable;
+    runlane_err_t settle_code; /* carried by the FAILED/DEAD event */
     int64_t settle_delay_ms;
     /* Flow state the backends share. */
     int send_from;       /* first input text a create sends (earlier ones are there) */
@@ -104,6 +106,10 @@ void rl_turn_abandon(rl_turn_t *t);
 /* Ends the batch (rl_worker_settle); the turn is dead afterwards, except
  * that a store outage keeps it and retries the settle. Nothing may touch t's
  * flow after this call (the caller returns). */
+/* Fails the attempt with `code` in the FAILED/DEAD event (RUNLANE_ERR_HTTP
+ * for transport trouble, RUNLANE_ERR_PROVIDER for the provider's refusals,
+ * RUNLANE_ERR_NOMEM...). */
+void rl_turn_fail(rl_turn_t *t, runlane_err_t code, const char *error, int retriable);
 void rl_turn_settle(rl_turn_t *t, rl_settle_t how, const char *error, int retriable,
                     int64_t delay_ms);
 /* Completes the batch (rl_worker_complete: ack + stored reply + the

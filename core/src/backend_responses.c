@@ -9,8 +9,12 @@
  *   2. POST /responses {conversation, input: one user message per queued
  *      message (or one joined message), model|prompt, instructions, tools,
  *      metadata {runlane_batch_id, runlane_message_ids}, stream: true (or
- *      background: true, then polling GET /responses/{id})}. The response id
- *      is checkpointed as soon as it is known ({"state":"running",
+ *      background: true, then polling GET /responses/{id})}. With
+ *      busy.policy=interrupt every response is created with background:
+ *      true, streamed as well when openai.stream is true (the Responses API
+ *      streams background responses): only a background response can be
+ *      cancelled (POST /responses/{id}/cancel). The response id is
+ *      checkpointed as soon as it is known ({"state":"running",
  *      "response_id"}); text deltas become DELTA events.
  *   3. A completed response with function_call items: checkpoint
  *      "tool_calls", emit TOOL_CALLS and wait for runlane_submit_tool_outputs
@@ -73,7 +77,7 @@ static char *conv_path(const rl_turn_t *t, const char *suffix) {
 }
 
 static void fail_nomem(rl_turn_t *t) {
-    rl_turn_settle(t, RL_SETTLE_FAIL, "out of memory", 1, 0);
+    rl_turn_fail(t, RUNLANE_ERR_NOMEM, "out of memory", 1);
 }
 
 /* Text of a message item or a response's output message. */
@@ -111,11 +115,16 @@ static void note_response(rl_turn_t *t, const cJSON *resp) {
     if (t->interrupting) cancel_response(t);
 }
 
-/* busy.policy=interrupt: only background responses can be cancelled; a
- * streamed one runs to its end (and then completes, unless it asks for
- * tools: those are answered with a placeholder and the turn restarts). */
+/* 1 when the backend creates background responses: in polling mode, and
+ * with busy.policy=interrupt (streamed or not), since only a background
+ * response can be cancelled. */
+static int creates_background(const rl_backend_t *bk) { return !bk->stream || bk->interrupt; }
+
+/* busy.policy=interrupt: cancels the running response (a background one,
+ * see creates_background), once. Its stream (or poll) then ends with the
+ * response cancelled, and r_final restarts the turn with everything. */
 static void cancel_response(rl_turn_t *t) {
-    if (t->bk->stream || !t->turn_id[0] || t->interrupt_cancels++ > 0) return;
+    if (!creates_background(t->bk) || !t->turn_id[0] || t->interrupt_cancels++ > 0) return;
     char *id = rl_path_escape(t->turn_id);
     char *path = id ? rl_asprintf("/responses/%s/cancel", id) : NULL;
     if (path) rl_turn_aux(t, "POST", path);
@@ -154,7 +163,7 @@ static void r_start(rl_backend_t *bk, rl_inflight_t *f) {
 
 static void r_snapshot_done(rl_turn_t *t, const rl_http_result_t *res) {
     if (!res->ok) {
-        rl_turn_settle(t, RL_SETTLE_FAIL, res->error, res->status == 404 ? 0 : res->retriable, 0);
+        rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->status == 404 ? 0 : res->retriable);
         return;
     }
     cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
@@ -300,8 +309,10 @@ static void r_post(rl_turn_t *t) {
         cJSON_AddItemToObject(b, "tools", cJSON_Duplicate(bk->tools, 1));
     cJSON_AddItemToObject(b, "metadata",
                           rl_turn_metadata(t, t->posting_outputs ? n : t->send_from));
+    /* background: polling mode, and busy.policy=interrupt (cancellable,
+     * streamed too when openai.stream is true). */
+    if (creates_background(bk)) cJSON_AddBoolToObject(b, "background", 1);
     if (bk->stream) cJSON_AddBoolToObject(b, "stream", 1);
-    else cJSON_AddBoolToObject(b, "background", 1);
     int ok = rl_turn_request(t, "POST", "/responses", b,
                              RL_HTTP_UNSAFE | (bk->stream ? RL_HTTP_STREAM : 0), r_post_done,
                              r_stream_event);
@@ -476,7 +487,7 @@ static void r_tools_timeout(rl_turn_t *t) {
 static void r_recover_done(rl_turn_t *t, const rl_http_result_t *res) {
     if (!res->ok) {
         if (res->status == 404) r_reconcile(t);
-        else rl_turn_settle(t, RL_SETTLE_FAIL, res->error, res->retriable, 0);
+        else rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->retriable);
         return;
     }
     cJSON *resp = cJSON_ParseWithLength(res->body, res->body_len);
@@ -596,7 +607,7 @@ static void r_analyze(rl_turn_t *t) {
 
 static void r_items_done(rl_turn_t *t, const rl_http_result_t *res) {
     if (!res->ok) {
-        rl_turn_settle(t, RL_SETTLE_FAIL, res->error, res->status == 404 ? 0 : 1, 0);
+        rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->status == 404 ? 0 : 1);
         return;
     }
     cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
@@ -636,10 +647,14 @@ static void r_reconcile(rl_turn_t *t) {
 
 /* busy.policy=interrupt: new messages came while the turn runs. Waiting
  * for tools: the calls get a placeholder answer in the conversation and the
- * turn restarts with everything. A background response is cancelled; once
- * it is, the turn restarts. A streamed response cannot be cancelled: it
- * completes (the new messages make the next batch) unless it asks for
- * tools. Before a create is sent, the create takes the new messages. */
+ * turn restarts with everything. A running response (always a background
+ * one under this policy, streamed or polled) is cancelled; once it is
+ * cancelled (its stream ends or a poll sees "cancelled"), the turn restarts
+ * from what the conversation holds, with everything. A response that
+ * completes before the cancel takes just completes (the new messages make
+ * the next batch), unless it asks for tools: those get a placeholder answer
+ * and the turn restarts. Before a create is sent, the create takes the new
+ * messages. */
 static void r_interrupt(rl_backend_t *bk, rl_inflight_t *f) {
     (void)bk;
     rl_turn_t *t = f->turn;

@@ -57,7 +57,8 @@ const rl_prop_t rl_props[] = {
     {"backend", RL_T_ENUM, "custom", 0, 0, "custom|responses|assistants", 0,
      "Who runs a turn: `custom` (the host, through batch events), `responses` (OpenAI Responses API + Conversations) or `assistants` (Assistants API v2 threads and runs)."},
     {"busy.policy", RL_T_ENUM, "queue", 0, 0, "queue|interrupt", 0,
-     "Messages arriving while a turn runs: `queue` (sent in the next turn, right after) or `interrupt` (cancel the turn and start again with everything)."},
+     "Messages arriving while a turn runs: `queue` (sent in the next turn, right after) or `interrupt` (cancel the turn and start again with everything). "
+     "With `interrupt` the responses backend creates every response in background mode (streamed as well when openai.stream is true), since only a background response can be cancelled."},
     {"reply.redeliver.ms", RL_T_INT, "60000", 1000, DAY_MS, NULL, 0,
      "An unconfirmed reply (see runlane_reply_ack) is delivered again after this long, by any worker."},
     {"reply.ttl.ms", RL_T_INT, "604800000", 1000, 30 * DAY_MS, NULL, 0,
@@ -106,7 +107,9 @@ const rl_prop_t rl_props[] = {
     {"tool.timeout.action", RL_T_ENUM, "error", 0, 0, "error|cancel", 0,
      "When tool outputs are late: submit error outputs (`error`) or cancel the turn (`cancel`)."},
     {"rate.limit.rpm", RL_T_INT, "0", 0, 100000000, NULL, 0,
-     "Requests per minute shared by every worker of the queue (a Redis token bucket); 0 = no limit."},
+     "Requests per minute to the provider, shared by every client of the queue: one token bucket in the store (Redis: the key `<key.prefix>:{rate}:bucket`; memory: per store name) holds at most rpm/60 requests (at least 1) and refills at rpm per minute, so any minute sees at most rpm plus that burst. "
+     "Every HTTP request of the backends (retries too, and runlane_conversation_create/runlane_thread_create) takes a token first, or waits for one without blocking the worker. "
+     "While the store fails, each client keeps to a bucket of its own (an ERROR event says so) and asks the store again every second. Every client should use the same value; 0 = no limit."},
 };
 const int rl_props_count = (int)(sizeof(rl_props) / sizeof(rl_props[0]));
 

@@ -61,8 +61,12 @@ struct rl_http {
     long connect_ms, timeout_ms, idle_ms;
     int max_retries;
     int64_t retry_base_ms, retry_max_ms;
-    double rpm, tokens;
+    double rpm, tokens;       /* the local bucket (no store, or the store failed) */
     int64_t tokens_at;
+    rl_http_rate_t rate;      /* the shared bucket (rate.store NULL: none) */
+    int64_t rate_wait_until;  /* the store said: no token before then (mono ms) */
+    int64_t rate_store_at;    /* the store failed: local bucket until then */
+    int rate_down;            /* the last store call failed (note sent) */
     rl_http_req_t *head, *tail;
     int in_perform;
 };
@@ -438,9 +442,22 @@ static int setup_easy(rl_http_req_t *r) {
     return 1;
 }
 
-/* Takes a token of the rate limit; 0 when none is left. */
-static int take_token(rl_http_t *h, int64_t now) {
-    if (h->rpm <= 0) return 1;
+void rl_http_set_rate(rl_http_t *h, const rl_http_rate_t *rate) {
+    if (rate) h->rate = *rate;
+    else memset(&h->rate, 0, sizeof(h->rate));
+    h->rate_wait_until = h->rate_store_at = 0;
+    h->rate_down = 0;
+}
+
+/* 1 when the shared bucket is to be asked (there is one, and it did not
+ * fail just now). */
+static int use_store(const rl_http_t *h, int64_t now) {
+    return h->rate.store && now >= h->rate_store_at;
+}
+
+/* Takes a token of the local bucket: burst rpm/60 (at least 1), refilled
+ * at rpm per minute. 0 when none is left. */
+static int take_local_token(rl_http_t *h, int64_t now) {
     double cap = h->rpm / 60.0 < 1.0 ? 1.0 : h->rpm / 60.0;
     h->tokens += (double)(now - h->tokens_at) * h->rpm / 60000.0;
     if (h->tokens > cap) h->tokens = cap;
@@ -450,9 +467,47 @@ static int take_token(rl_http_t *h, int64_t now) {
     return 1;
 }
 
+/* Takes a token of the rate limit (the shared bucket, or the local one
+ * while the store fails); 0 when none is left: next_token_at() says when
+ * to try again. Never waits. */
+static int take_token(rl_http_t *h, int64_t now) {
+    if (h->rpm <= 0) return 1;
+    if (use_store(h, now)) {
+        if (now < h->rate_wait_until) return 0;
+        int64_t wait = 0;
+        if (h->rate.mu) pthread_mutex_lock(h->rate.mu);
+        int rc = h->rate.store->ops->rate_take(h->rate.store, (int64_t)h->rpm, &wait);
+        if (h->rate.mu) pthread_mutex_unlock(h->rate.mu);
+        if (rc == RUNLANE_OK) {
+            if (h->rate_down) {
+                h->rate_down = 0;
+                if (h->rate.note) h->rate.note(h->rate.opaque, 0, "");
+            }
+            if (wait <= 0) return 1;
+            h->rate_wait_until = now + wait;
+            return 0;
+        }
+        /* The store failed: do not stall on it. This client's own bucket
+         * stands in until the store is asked again. */
+        h->rate_store_at = now + RL_HTTP_RATE_STORE_RETRY_MS;
+        h->rate_wait_until = 0;
+        if (!h->rate_down) {
+            h->rate_down = 1;
+            if (h->rate.note)
+                h->rate.note(h->rate.opaque, 1, runlane_error_message(runlane_error_last()));
+        }
+    }
+    return take_local_token(h, now);
+}
+
+/* When a queued request may get a token (now: try at once). */
 static int64_t next_token_at(const rl_http_t *h, int64_t now) {
-    if (h->rpm <= 0 || h->tokens >= 1.0) return now;
+    if (h->rpm <= 0) return now;
+    if (use_store(h, now)) return h->rate_wait_until > now ? h->rate_wait_until : now;
+    if (h->tokens >= 1.0) return now;
     int64_t t = h->tokens_at + (int64_t)((1.0 - h->tokens) * 60000.0 / h->rpm) + 1;
+    /* the store is asked again at rate_store_at, if that is sooner */
+    if (h->rate.store && h->rate_store_at < t) t = h->rate_store_at;
     return t > now ? t : now;
 }
 
@@ -663,6 +718,7 @@ static void process_finished(rl_http_req_t *r) {
     res.retry_after_ms = r->retry_after_ms;
     res.poll_after_ms = r->poll_after_ms;
     res.ok = ok;
+    res.err = ok ? RUNLANE_OK : r->code != CURLE_OK ? RUNLANE_ERR_HTTP : RUNLANE_ERR_PROVIDER;
     res.retriable = !ok && retriable;
     res.ambiguous = !ok && retriable && !safe;
     res.streamed = r->streamed;
@@ -788,7 +844,8 @@ typedef struct sync_state {
     long status;
     char *body;
     char *error;
-    int ok, network;
+    int ok;
+    runlane_err_t err;
 } sync_state_t;
 
 static void sync_done(void *opaque, const rl_http_result_t *res) {
@@ -796,14 +853,14 @@ static void sync_done(void *opaque, const rl_http_result_t *res) {
     s->done = 1;
     s->status = res->status;
     s->ok = res->ok;
-    s->network = res->curl_code != 0;
+    s->err = res->err;
     s->body = rl_strndup(res->body, res->body_len);
     s->error = rl_strdup(res->error);
 }
 
 runlane_err_t rl_http_sync(long *status_out, char **body_out, const runlane_conf_t *conf,
                            const char *method, const char *path, const char *json_body,
-                           int flags) {
+                           int flags, const rl_http_rate_t *rate) {
     *status_out = 0;
     *body_out = NULL;
     CURLM *m = curl_multi_init();
@@ -813,6 +870,7 @@ runlane_err_t rl_http_sync(long *status_out, char **body_out, const runlane_conf
         curl_multi_cleanup(m);
         return runlane_error_code(runlane_error_last());
     }
+    rl_http_set_rate(h, rate);
     sync_state_t s;
     memset(&s, 0, sizeof(s));
     if (!rl_http_start(h, method, path, json_body, flags & ~RL_HTTP_STREAM, NULL, sync_done,
@@ -834,7 +892,7 @@ runlane_err_t rl_http_sync(long *status_out, char **body_out, const runlane_conf
     *status_out = s.status;
     runlane_err_t rc = RUNLANE_OK;
     if (!s.ok)
-        rc = rl_error_set(s.network ? RUNLANE_ERR_HTTP : RUNLANE_ERR_PROVIDER, s.network || s.status >= 500 || s.status == 429,
+        rc = rl_error_set(s.err, s.err == RUNLANE_ERR_HTTP || s.status >= 500 || s.status == 429,
                           "%s", s.error ? s.error : "HTTP request failed");
     *body_out = s.body;
     free(s.error);

@@ -28,12 +28,23 @@
  * Secrets (the API key, openai.headers values) never appear in an error
  * message: every message is scrubbed (rl_http_scrub). Nothing is logged.
  *
- * Rate limit: with rate.limit.rpm > 0, requests start at most that many
- * per minute from this client (a local token bucket; see the report on a
- * shared bucket in the store). */
+ * Rate limit (rate.limit.rpm > 0): every send (first attempts and
+ * retries alike) first takes a token of the queue's shared bucket, the
+ * store's rate_take (see store.h: burst rpm / 60 but at least 1, refilled
+ * at rpm per minute, shared by every client of the store), given with
+ * rl_http_set_rate(). When the store says to wait, the request stays
+ * queued (and every request after it, in order) and rl_http_drive()
+ * returns the time to try again: nothing sleeps. When the store fails
+ * (unreachable, timeout), requests are not held up: this client's own
+ * bucket of the same shape is used instead (so N clients may then send up
+ * to N times the budget), the `note` hook is told once (and again when the
+ * store answers), and the store is asked again after
+ * RL_HTTP_RATE_STORE_RETRY_MS. A client without a store only has its own
+ * bucket. */
 #ifndef RUNLANE_HTTP_H
 #define RUNLANE_HTTP_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,6 +52,7 @@
 
 #include "conf.h"
 #include "runlane.h"
+#include "store.h"
 
 typedef struct rl_http rl_http_t;
 typedef struct rl_http_req rl_http_req_t;
@@ -64,6 +76,10 @@ typedef struct rl_http_result {
     int64_t retry_after_ms; /* the server's retry hint, -1 when none */
     int64_t poll_after_ms;  /* openai-poll-after-ms, -1 when none */
     int ok;                 /* 2xx and no transport error */
+    runlane_err_t err;      /* RUNLANE_OK; RUNLANE_ERR_HTTP for a transport failure (no
+                               answer, timeout, stream idle timeout, aborted, body too
+                               large: curl_code != 0); RUNLANE_ERR_PROVIDER for a non-2xx
+                               answer */
     int retriable;          /* a failure a later attempt may not have */
     int ambiguous;          /* a failure after which the server may have acted */
     int streamed;           /* a 2xx stream delivered at least one byte to on_data */
@@ -82,6 +98,28 @@ typedef void (*rl_http_done_fn)(void *opaque, const rl_http_result_t *res);
 /* A client over `multi` with the HTTP settings of `conf` (copied). NULL
  * with the error set on failure (bad openai.headers, ...). */
 rl_http_t *rl_http_new(const runlane_conf_t *conf, CURLM *multi);
+
+/* How long the local bucket stands in for a failed store before the store
+ * is asked again. */
+#define RL_HTTP_RATE_STORE_RETRY_MS 1000
+
+/* The rate limiter's news: the store of the shared bucket failed (down 1;
+ * `msg` is the store's error, this client's own bucket is used until it
+ * answers again) or answers again (down 0, msg ""). Called on the thread
+ * that drives the client, once per change. */
+typedef void (*rl_http_rate_note_fn)(void *opaque, int down, const char *msg);
+
+/* Where the shared bucket of rate.limit.rpm lives. */
+typedef struct rl_http_rate {
+    rl_store_t *store;         /* its rate_take; NULL: this client's own bucket only */
+    pthread_mutex_t *mu;       /* held around each store call (NULL: none) */
+    rl_http_rate_note_fn note; /* may be NULL */
+    void *opaque;
+} rl_http_rate_t;
+
+/* Sets (copies) the shared bucket of the client (NULL: none). The store
+ * must outlive the client; it is used from the thread that drives it. */
+void rl_http_set_rate(rl_http_t *h, const rl_http_rate_t *rate);
 /* Cancels every request (no callbacks) and frees the client. */
 void rl_http_destroy(rl_http_t *h);
 
@@ -119,14 +157,15 @@ void rl_http_scrub(const rl_http_t *h, char *s);
 char *rl_http_scrub_dup(const rl_http_t *h, const char *s);
 
 /* A blocking request on the calling thread, with the same settings and
- * retries (it uses its own multi handle). On return (any code) *status_out
- * is the last HTTP status (0 when none) and *body_out the body (or NULL;
- * free with free()). Returns RUNLANE_OK for a 2xx; otherwise
- * RUNLANE_ERR_HTTP (network), RUNLANE_ERR_PROVIDER (non-2xx) or
- * RUNLANE_ERR_NOMEM with runlane_error_last() holding the scrubbed
- * message. Thread-safe. */
+ * retries (it uses its own multi handle), under the rate limit of `rate`
+ * (NULL: a bucket of its own; waiting for a token blocks the caller). On
+ * return (any code) *status_out is the last HTTP status (0 when none) and
+ * *body_out the body (or NULL; free with free()). Returns RUNLANE_OK for
+ * a 2xx; otherwise RUNLANE_ERR_HTTP (network), RUNLANE_ERR_PROVIDER
+ * (non-2xx) or RUNLANE_ERR_NOMEM with runlane_error_last() holding the
+ * scrubbed message. Thread-safe (given rate->mu for a shared store). */
 runlane_err_t rl_http_sync(long *status_out, char **body_out, const runlane_conf_t *conf,
                            const char *method, const char *path, const char *json_body,
-                           int flags);
+                           int flags, const rl_http_rate_t *rate);
 
 #endif

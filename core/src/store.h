@@ -22,6 +22,8 @@
  *   replies  unconfirmed replies (id = batch id): the COMPLETED event JSON,
  *            its next delivery time and its expiry (see ack_reply)
  *   counters
+ * per queue:
+ *   rate     the requests-per-minute token bucket (see rate_take)
  *
  * Batch ids look like "b<ms>-<p>-<seq>" where p is the partition (0 in the
  * memory store), so that an id alone finds its partition (reply_ack).
@@ -242,6 +244,21 @@ typedef struct rl_store_ops {
      * RUNLANE_ERR_NOT_FOUND when there is none: unknown id, already
      * confirmed, or expired. */
     int (*reply_ack)(rl_store_t *st, const char *batch_id);
+
+    /* The shared requests-per-minute budget (rate.limit.rpm): one token
+     * bucket per queue (every client of the store shares it), in one
+     * hash-tagged key <prefix>:{rate}:bucket (the memory store: in the
+     * shared state of its name). Capacity (the burst) is one second's worth
+     * of requests, rpm / 60, but at least 1; it refills continuously at
+     * rpm / 60000 tokens per ms, on the store's clock, and a bucket not
+     * seen before starts full. Atomically: a whole token is taken and
+     * *wait_ms_out = 0, or nothing is taken and *wait_ms_out (> 0) is how
+     * long until the next whole token (another client may take it first).
+     * Any 60 s window thus sees at most rpm + burst takes. rpm <= 0: no
+     * limit (*wait_ms_out = 0, nothing stored). Clients should agree on
+     * rpm: each call refills and caps with its own. The key expires once
+     * the bucket would be full again. */
+    int (*rate_take)(rl_store_t *st, int64_t rpm, int64_t *wait_ms_out);
 
     void (*destroy)(rl_store_t *st);
 } rl_store_ops_t;

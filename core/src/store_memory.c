@@ -164,6 +164,10 @@ typedef struct mstate {
     int64_t last_ms_issued; /* a clock that never runs backwards */
     int64_t pending_total;
     int64_t c_enqueued, c_acked, c_failed, c_dead, c_recovered;
+    /* The rate.limit.rpm bucket (rate_take): tokens as of rate_at. */
+    int rate_set;
+    double rate_tokens;
+    int64_t rate_at;
     struct mstate *next;
 } mstate_t;
 
@@ -1183,6 +1187,33 @@ static int m_reply_ack(rl_store_t *st, const char *batch_id) {
     return RUNLANE_OK;
 }
 
+/* The shared token bucket; the same arithmetic as lua/rate_take-1.lua. */
+static int m_rate_take(rl_store_t *st, int64_t rpm, int64_t *wait_ms_out) {
+    *wait_ms_out = 0;
+    if (rpm <= 0) return RUNLANE_OK;
+    mstate_t *s = S(st);
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    double cap = (double)rpm / 60.0;
+    if (cap < 1.0) cap = 1.0;
+    if (!s->rate_set) {
+        s->rate_set = 1;
+        s->rate_tokens = cap;
+        s->rate_at = now;
+    }
+    if (now > s->rate_at) {
+        s->rate_tokens += (double)(now - s->rate_at) * (double)rpm / 60000.0;
+        s->rate_at = now;
+    }
+    if (s->rate_tokens > cap) s->rate_tokens = cap;
+    if (s->rate_tokens >= 1.0)
+        s->rate_tokens -= 1.0;
+    else /* rounded up: after this long a whole token is there */
+        *wait_ms_out = (int64_t)((1.0 - s->rate_tokens) * 60000.0 / (double)rpm) + 1;
+    pthread_mutex_unlock(&s->mu);
+    return RUNLANE_OK;
+}
+
 static void m_destroy(rl_store_t *st) {
     mstore_t *ms = (mstore_t *)st;
     pthread_mutex_lock(&registry_mu);
@@ -1203,7 +1234,7 @@ static const rl_store_ops_t memory_ops = {
     "memory",      m_enqueue,      m_enqueue_many, m_touch,     m_next_due,   m_claim,
     m_renew,       m_extend_batch, m_checkpoint,   m_ack,       m_ack_reply,  m_fail,
     m_release,     m_defer,        m_recover,      m_status,    m_dead_list,  m_dead_retry,
-    m_dead_purge,  m_reply_claim,  m_reply_ack,    m_destroy,
+    m_dead_purge,  m_reply_claim,  m_reply_ack,    m_rate_take,  m_destroy,
 };
 
 rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {

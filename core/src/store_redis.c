@@ -14,6 +14,8 @@
  *   <prefix>:{p}:deadaux     hash  dead id -> cmsgpack {C, entries}
  *   <prefix>:{p}:replies     hash  batch id -> "<expires ms>:<reply JSON>"
  *   <prefix>:{p}:reply_due   zset  batch id -> next delivery ms
+ *   <prefix>:{rate}:bucket   hash  tokens at: the rate.limit.rpm token bucket
+ *                                  of the whole queue (PX: until full again)
  * The conversation id is always the last component of its keys (or
  * length-prefixed in the idempotency key), and the prefix may not contain
  * braces, so no id can change a key's structure or its hash tag: every key
@@ -69,6 +71,7 @@ enum {
     S_STATUS_CONV,
     S_REPLY_CLAIM,
     S_REPLY_ACK,
+    S_RATE_TAKE,
     S_COUNT
 };
 
@@ -76,7 +79,7 @@ static const char *const script_names[S_COUNT] = {
     "enqueue",     "touch",     "peek",    "claim",      "renew",
     "extend_batch", "checkpoint", "ack",    "ack_reply",  "fail",
     "release",     "recover",   "dead_retry", "dead_purge", "stats",
-    "status_conv", "reply_claim", "reply_ack",
+    "status_conv", "reply_claim", "reply_ack", "rate_take",
 };
 
 /* Per-conversation keys, in the order the scripts take them. */
@@ -1587,6 +1590,37 @@ static int r_reply_ack(rl_store_t *st, const char *batch_id) {
 }
 
 /* ------------------------------------------------------------------ */
+/* the shared requests-per-minute budget                              */
+/* ------------------------------------------------------------------ */
+
+static int r_rate_take(rl_store_t *st, int64_t rpm, int64_t *wait_ms_out) {
+    rstore_t *s = RS(st);
+    *wait_ms_out = 0;
+    if (rpm <= 0) return RUNLANE_OK;
+    rcmd_t c;
+    redisReply *r = NULL;
+    cmd_init(&c);
+    cmd_script(&c, s, S_RATE_TAKE);
+    /* <prefix>:{rate}:bucket: one slot of its own, whatever the partitions */
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_printf(&b, "%s:{rate}:bucket", s->prefix);
+    if (b.oom) c.oom = 1;
+    else cmd_addn(&c, b.data, b.len);
+    rl_buf_free(&b);
+    cmd_addll(&c, (long long)rpm);
+    int rc = rs_exec1(s, &c, &r, "rate_take");
+    if (rc != RUNLANE_OK) return rc;
+    if (r->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(r);
+        return bad_reply(s, "rate_take");
+    }
+    *wait_ms_out = r->integer > 0 ? (int64_t)r->integer : 0;
+    freeReplyObject(r);
+    return RUNLANE_OK;
+}
+
+/* ------------------------------------------------------------------ */
 /* open / destroy                                                     */
 /* ------------------------------------------------------------------ */
 
@@ -1612,7 +1646,7 @@ static const rl_store_ops_t redis_ops = {
     "redis",      r_enqueue,      r_enqueue_many, r_touch,     r_next_due,  r_claim,
     r_renew,      r_extend_batch, r_checkpoint,   r_ack,       r_ack_reply, r_fail,
     r_release,    r_defer,        r_recover,      r_status,    r_dead_list, r_dead_retry,
-    r_dead_purge, r_reply_claim,  r_reply_ack,    r_destroy,
+    r_dead_purge, r_reply_claim,  r_reply_ack,    r_rate_take, r_destroy,
 };
 
 static int hexval(int ch) {

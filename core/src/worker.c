@@ -427,6 +427,7 @@ static int redeliver_replies(runlane_t *rl) {
             json_set(j, "redelivered", cJSON_CreateTrue());
             json = cJSON_PrintUnformatted(j);
         }
+        RL_ADD(rl, replies_redelivered, 1); /* counted before the host can see it */
         rl_event_push(rl, rl_event_new(RUNLANE_EVENT_COMPLETED,
                                        cJSON_IsString(conv) ? conv->valuestring : NULL,
                                        v[i].batch_id, cJSON_IsNumber(att) ? att->valueint : 0,
@@ -434,7 +435,6 @@ static int redeliver_replies(runlane_t *rl) {
         free(json);
         cJSON_Delete(j);
     }
-    RL_ADD(rl, replies_redelivered, n);
     rl_replies_free(v, n);
     return n;
 }

@@ -2,8 +2,8 @@
  * the OpenAI emulator: one run per batch with additional_messages in
  * order, streaming deltas, tool calls (single, parallel, error output,
  * timeouts), active runs of others (defer) and our own (adopt), failures
- * and dead letters, polling, reconciliation after a crash, and the API key
- * never leaking. */
+ * and dead letters, polling, reconciliation after a crash, rate.limit.rpm
+ * through the queue's shared bucket, and the API key never leaking. */
 #include "rlbk.h"
 
 #define TIMEOUT 15000
@@ -457,6 +457,40 @@ static void test_assistants_joined_mode_reconciles_by_ids(void) {
     free(th);
 }
 
+/* rate.limit.rpm: runlane_thread_create takes its token from the queue's
+ * shared bucket (rpm=60: a burst of 1, left empty), and the runs of a
+ * batch keep to it too: the run of a second batch waits for the refill. */
+static void test_assistants_rate_limit_uses_the_shared_bucket(void) {
+    rlbk_need_emu();
+    rlbk_t c;
+    const char *kv[] = {"rate.limit.rpm", "60", NULL};
+    rlbk_new(&c, "assistants", kv);
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = c.store;
+    o.prefix = "runlane";
+    o.partitions = 1;
+    rl_store_t *st = rl_store_open(&o);
+    RL_CHECK(st != NULL);
+    char *id = NULL;
+    RL_CHECK_OK(runlane_thread_create(&id, c.rl, NULL));
+    int64_t wait = 0;
+    RL_CHECK_OK(st->ops->rate_take(st, 60, &wait));
+    RL_CHECK_MSG(wait > 0, "the create took no token of the shared bucket");
+    /* One run (1 request, streamed) per second at most. */
+    rlbk_enqueue(&c, id, "hello", NULL);
+    int64_t t0 = rl_mono_ms();
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK(strstr(rlbk_str(done->j, "reply"), "hello") != NULL);
+    /* the bucket was empty (two takes above): the run's create waited */
+    RL_CHECK_MSG(rl_mono_ms() - t0 >= 500, "the run came %lld ms after the start",
+                 (long long)(rl_mono_ms() - t0));
+    runlane_free(id);
+    st->ops->destroy(st);
+    rlbk_free(&c);
+}
+
 static void test_assistants_thread_create_helper_and_beta_header(void) {
     rlbk_need_emu();
     rlbk_t c;
@@ -516,6 +550,7 @@ int main(void) {
     RL_RUN(test_assistants_interrupt_cancels_and_restarts);
     RL_RUN(test_assistants_joined_mode_reconciles_by_ids);
     RL_RUN(test_assistants_thread_create_helper_and_beta_header);
+    RL_RUN(test_assistants_rate_limit_uses_the_shared_bucket);
     RL_RUN(test_assistants_api_key_in_no_event);
     if (rlbk_have_emu) rlemu_stop(&rlbk_emu);
     rl_buf_free(&rlbk_all_events);

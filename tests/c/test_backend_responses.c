@@ -2,7 +2,11 @@
  * the OpenAI emulator: batching into one turn, streaming deltas, tool calls
  * (single, parallel, error output, timeout), conversation_locked deferral,
  * failures and dead letters, polling mode, reconciliation after a crash,
- * and the API key never leaking into events or errors. */
+ * busy.policy=interrupt (polled and streamed), rate.limit.rpm shared by
+ * two clients of one queue, and the API key never leaking into events or
+ * errors. */
+#include <hiredis/hiredis.h>
+
 #include "rlbk.h"
 
 
@@ -617,6 +621,89 @@ static void test_responses_interrupt_cancels_and_restarts_with_everything(void) 
     free(conv);
 }
 
+/* busy.policy=interrupt with streaming: every response is created in
+ * background mode and streamed, so the running one can be cancelled; the
+ * turn restarts with everything, streamed again. */
+static void test_responses_interrupt_cancels_streamed_turn_and_restarts(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"latency_ms\":3000}");
+    rlbk_t c;
+    const char *kv[] = {"busy.policy", "interrupt", "openai.stream", "true", "lease.ms", "600",
+                        NULL};
+    rlbk_new(&c, "responses", kv);
+    char first[RUNLANE_ID_MAX], second[RUNLANE_ID_MAX];
+    rlbk_enqueue(&c, conv, "first", first);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *started = rlbk_wait(&c, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
+    char resp1[160];
+    snprintf(resp1, sizeof(resp1), "%s", rlbk_str(started->j, "response_id"));
+    rlbk_enqueue(&c, conv, "second", second);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(done->j, "message_ids");
+    RL_CHECK_INT(2, cJSON_GetArraySize(ids));
+    RL_CHECK_STR(first, cJSON_GetArrayItem(ids, 0)->valuestring);
+    RL_CHECK_STR(second, cJSON_GetArrayItem(ids, 1)->valuestring);
+    RL_CHECK_MSG(strstr(rlbk_str(done->j, "reply"), "second") != NULL, "reply: %s",
+                 rlbk_str(done->j, "reply"));
+    RL_CHECK(strcmp(rlbk_str(done->j, "response_id"), resp1) != 0);
+    RL_CHECK_INT(2, rlbk_count(&c, RUNLANE_EVENT_RUN_STARTED));
+    /* The restarted turn was streamed: its deltas came as events. */
+    RL_CHECK(rlbk_count(&c, RUNLANE_EVENT_DELTA) >= 1);
+    /* Both creates: background and stream; the second sends only "second". */
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    RL_CHECK_INT(2, cJSON_GetArraySize(bodies));
+    for (int i = 0; i < 2; i++) {
+        const cJSON *b = cJSON_GetArrayItem(bodies, i);
+        RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "background")));
+        RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "stream")));
+    }
+    const cJSON *in2 = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 1), "input");
+    RL_CHECK_INT(1, cJSON_GetArraySize(in2));
+    RL_CHECK_STR("second", rlbk_str(cJSON_GetArrayItem(in2, 0), "content"));
+    cJSON_Delete(bodies);
+    /* The first response was cancelled through the API. */
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/responses/%s/cancel", resp1);
+    RL_CHECK_INT(1, rlemu_count(&rlbk_emu, "POST", path));
+    snprintf(path, sizeof(path), "/v1/responses/%s", resp1);
+    cJSON *r1 = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
+    RL_CHECK_STR("cancelled", rlbk_str(r1, "status"));
+    cJSON_Delete(r1);
+    int turns = 0, dups = 0;
+    char *msgs = journal_messages(conv, &turns, &dups, NULL);
+    RL_CHECK_STR("first|second", msgs);
+    RL_CHECK_INT(2, turns);
+    RL_CHECK_INT(0, dups);
+    free(msgs);
+    char *st = NULL;
+    RL_CHECK_OK(runlane_status(&st, c.rl, conv));
+    cJSON *sj = cJSON_Parse(st);
+    RL_CHECK_INT(0, cJSON_GetObjectItemCaseSensitive(sj, "pending")->valueint);
+    cJSON_Delete(sj);
+    runlane_free(st);
+    rlbk_free(&c);
+    free(conv);
+}
+
+/* Without busy.policy=interrupt a streamed turn is not a background one. */
+static void test_responses_stream_without_interrupt_is_not_background(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    rlbk_new(&c, "responses", NULL);
+    rlbk_enqueue(&c, conv, "plain", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    const cJSON *b = cJSON_GetArrayItem(bodies, 0);
+    RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(b, "stream")));
+    RL_CHECK(cJSON_GetObjectItemCaseSensitive(b, "background") == NULL);
+    cJSON_Delete(bodies);
+    rlbk_free(&c);
+    free(conv);
+}
+
 static void test_responses_interrupt_while_waiting_for_tools(void) {
     rlbk_need_emu();
     char *conv = new_conv();
@@ -713,6 +800,168 @@ static void test_responses_bad_key_errors_never_show_it(void) {
     free(conv);
 }
 
+/* ---- rate.limit.rpm across clients ---- */
+
+static int emu_last_seq(void) {
+    cJSON *reqs = rlemu_requests(&rlbk_emu, 1);
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(reqs, 0), "seq");
+    int n = cJSON_IsNumber(seq) ? seq->valueint : 0;
+    cJSON_Delete(reqs);
+    return n;
+}
+
+/* API requests (paths under /v1/) the emulator logged after seq0. */
+static int emu_api_requests_since(int seq0) {
+    cJSON *reqs = rlemu_requests(&rlbk_emu, 2000);
+    int n = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, reqs) {
+        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(r, "seq");
+        if (cJSON_IsNumber(seq) && seq->valueint > seq0 &&
+            strncmp(rlbk_str(r, "path"), "/v1/", 4) == 0)
+            n++;
+    }
+    cJSON_Delete(reqs);
+    return n;
+}
+
+static long long metric(runlane_t *rl, const char *name) {
+    char *text = NULL;
+    RL_CHECK_OK(runlane_metrics(&text, rl));
+    char key[128];
+    snprintf(key, sizeof(key), "\n%s ", name);
+    const char *p = strstr(text, key);
+    long long v = p ? atoll(p + strlen(key)) : -1;
+    runlane_free(text);
+    return v;
+}
+
+#define RATE_CONVS 8
+
+/* Two clients of one queue, both with work (4 batches each), at
+ * rate.limit.rpm=120 (a burst of 2, then one every 500 ms): over a window
+ * of ~3 s the emulator sees at most burst + refill + 1 requests from both
+ * together. With a bucket per client it would be twice that (the work
+ * needs 2 requests per batch: 16). */
+static void shared_budget_clients(const char *store, const char *prefix) {
+    char *convs[RATE_CONVS];
+    for (int i = 0; i < RATE_CONVS; i++) convs[i] = new_conv();
+    const char *kv[] = {"rate.limit.rpm", "120", "worker.concurrency", "4", "store", store,
+                        "key.prefix", prefix, "batch.window.ms", "0", NULL};
+    rlbk_t a, b;
+    rlbk_new(&a, "responses", kv);
+    rlbk_new(&b, "responses", kv);
+    for (int i = 0; i < RATE_CONVS; i++) rlbk_enqueue(&a, convs[i], "budget", NULL);
+    int seq0 = emu_last_seq();
+    int64_t t0 = rl_mono_ms();
+    RL_CHECK_OK(runlane_start(a.rl));
+    RL_CHECK_OK(runlane_start(b.rl));
+    while (rl_mono_ms() - t0 < 3000) {
+        runlane_event_t *e = runlane_poll(a.rl, 20);
+        if (e) rlbk_take(&a, e);
+        e = runlane_poll(b.rl, 20);
+        if (e) rlbk_take(&b, e);
+    }
+    int sent = emu_api_requests_since(seq0);
+    int64_t el = rl_mono_ms() - t0;
+    int most = 2 + (int)(el * 120 / 60000) + 1;
+    long long ca = metric(a.rl, "runlane_batches_claimed_total");
+    long long cb = metric(b.rl, "runlane_batches_claimed_total");
+    rlbk_free(&a);
+    rlbk_free(&b);
+    for (int i = 0; i < RATE_CONVS; i++) free(convs[i]);
+    RL_CHECK_MSG(ca >= 1 && cb >= 1, "both clients should have work: claimed %lld and %lld", ca,
+                 cb);
+    RL_CHECK_MSG(sent <= most,
+                 "%s: two clients sent %d requests in %lld ms at rpm=120 (at most %d)", store,
+                 sent, (long long)el, most);
+    RL_CHECK_MSG(sent >= 3, "%s: only %d requests in %lld ms", store, sent, (long long)el);
+}
+
+/* runlane_conversation_create (a host thread's request) takes its token
+ * from the same bucket: at rpm=60 (a burst of 1) it leaves the queue's
+ * bucket empty. */
+static void test_responses_conversation_create_takes_a_shared_token(void) {
+    rlbk_need_emu();
+    rlbk_t c;
+    const char *kv[] = {"rate.limit.rpm", "60", NULL};
+    rlbk_new(&c, "responses", kv);
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = c.store;
+    o.prefix = "runlane";
+    o.partitions = 1;
+    rl_store_t *st = rl_store_open(&o);
+    RL_CHECK(st != NULL);
+    char *id = NULL;
+    RL_CHECK_OK(runlane_conversation_create(&id, c.rl, NULL));
+    runlane_free(id);
+    int64_t wait = 0;
+    RL_CHECK_OK(st->ops->rate_take(st, 60, &wait));
+    RL_CHECK_MSG(wait > 0, "the create took no token of the shared bucket");
+    st->ops->destroy(st);
+    rlbk_free(&c);
+}
+
+static void test_responses_rate_limit_shared_by_clients(void) {
+    rlbk_need_emu();
+    char store[64];
+    snprintf(store, sizeof(store), "memory://rlbk-rate-%d", (int)getpid());
+    shared_budget_clients(store, "runlane");
+}
+
+/* Deletes the keys of `prefix` from the Redis server at `url`
+ * (redis://[auth@]host[:port][/db]). */
+static void redis_unlink_prefix(const char *url, const char *prefix) {
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *end = p + strcspn(p, "/?");
+    for (const char *q = p; q < end; q++)
+        if (*q == '@') p = q + 1;
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    char host[128];
+    snprintf(host, sizeof(host), "%.*s", (int)((colon ? colon : end) - p), p);
+    int port = colon ? atoi(colon + 1) : 6379, db = *end == '/' ? atoi(end + 1) : 0;
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    if (!c || c->err) {
+        if (c) redisFree(c);
+        return;
+    }
+    if (db) freeReplyObject(redisCommand(c, "SELECT %d", db));
+    char pat[128], cursor[32] = "0";
+    snprintf(pat, sizeof(pat), "%s:*", prefix);
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pat);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            freeReplyObject(r);
+            break;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++)
+            freeReplyObject(redisCommand(c, "UNLINK %b", r->element[1]->element[i]->str,
+                                         r->element[1]->element[i]->len));
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    redisFree(c);
+}
+
+static void test_responses_rate_limit_shared_by_clients_redis(void) {
+    const char *url = rl_test_redis_url();
+    if (!url) {
+        const char *req = getenv("RUNLANE_REQUIRE_REDIS");
+        if (req && strcmp(req, "1") == 0)
+            RL_FAILF("RUNLANE_REQUIRE_REDIS=1 but RUNLANE_TEST_REDIS is not set");
+        RL_SKIP("RUNLANE_TEST_REDIS not set");
+    }
+    rlbk_need_emu();
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "rltest-rate-%d-%lld", (int)getpid(),
+             (long long)rl_now_ms());
+    shared_budget_clients(url, prefix);
+    redis_unlink_prefix(url, prefix);
+}
+
 /* Runs last: every event of every test above, scanned for the key. */
 static void test_responses_api_key_in_no_event(void) {
     if (!rlbk_have_emu) RL_SKIP("emulator not available");
@@ -745,10 +994,15 @@ int main(void) {
     RL_RUN(test_responses_lost_create_answer_is_reconciled);
     RL_RUN(test_responses_large_batch_metadata_fits);
     RL_RUN(test_responses_interrupt_cancels_and_restarts_with_everything);
+    RL_RUN(test_responses_interrupt_cancels_streamed_turn_and_restarts);
+    RL_RUN(test_responses_stream_without_interrupt_is_not_background);
     RL_RUN(test_responses_interrupt_while_waiting_for_tools);
     RL_RUN(test_responses_reply_is_redelivered_until_confirmed);
     RL_RUN(test_responses_conversation_create_helper);
     RL_RUN(test_responses_bad_key_errors_never_show_it);
+    RL_RUN(test_responses_conversation_create_takes_a_shared_token);
+    RL_RUN(test_responses_rate_limit_shared_by_clients);
+    RL_RUN(test_responses_rate_limit_shared_by_clients_redis);
     RL_RUN(test_responses_api_key_in_no_event);
     if (rlbk_have_emu) rlemu_stop(&rlbk_emu);
     rl_buf_free(&rlbk_all_events);

@@ -1,7 +1,10 @@
 /* test_http.c - the backends' HTTP client against the OpenAI emulator:
  * retries (429 with Retry-After, 500, connection reset), what is not
  * retried, errors keeping the request id and never the API key, streams
- * and their idle timeout, extra headers and query parameters. */
+ * and their idle timeout, extra headers and query parameters, and
+ * rate.limit.rpm: the local bucket, the store's shared bucket (two clients
+ * on one memory or Redis store stay within one budget), waiting without
+ * blocking, and the fallback when the store fails. */
 #include "rltest.h"
 
 #include "rlemu.h"
@@ -21,6 +24,7 @@ typedef struct {
     int done;
     long status;
     int ok, retriable, ambiguous, streamed, attempts;
+    runlane_err_t err;
     int64_t poll_after_ms;
     char *body;
     char *error;
@@ -34,6 +38,7 @@ static void on_done(void *opaque, const rl_http_result_t *res) {
     r->done = 1;
     r->status = res->status;
     r->ok = res->ok;
+    r->err = res->err;
     r->retriable = res->retriable;
     r->ambiguous = res->ambiguous;
     r->streamed = res->streamed;
@@ -125,6 +130,7 @@ static void test_http_get_ok_with_request_id(void) {
     result_t r;
     run(NULL, "GET", path, NULL, 0, &r);
     RL_CHECK_MSG(r.ok, "expected success, got %s", r.error);
+    RL_CHECK_INT(RUNLANE_OK, r.err);
     RL_CHECK_INT(200, r.status);
     RL_CHECK_INT(1, r.attempts);
     RL_CHECK(strstr(r.body, conv) != NULL);
@@ -262,6 +268,7 @@ static void test_http_4xx_not_retried_keeps_provider_error(void) {
     run(NULL, "GET", "/conversations/conv_missing", NULL, 0, &r);
     RL_CHECK(!r.ok);
     RL_CHECK_INT(404, r.status);
+    RL_CHECK_INT(RUNLANE_ERR_PROVIDER, r.err);
     RL_CHECK_INT(1, r.attempts);
     RL_CHECK_INT(0, r.retriable);
     RL_CHECK_MSG(strstr(r.error, "HTTP 404") && strstr(r.error, "conv_missing' not found") &&
@@ -280,6 +287,7 @@ static void test_http_network_error_is_retried_and_reported(void) {
     run(kv, "POST", "/responses", "{}", RL_HTTP_UNSAFE, &r);
     RL_CHECK(!r.ok);
     RL_CHECK_INT(0, (int)r.status);
+    RL_CHECK_INT(RUNLANE_ERR_HTTP, r.err);
     RL_CHECK_INT(3, r.attempts);
     RL_CHECK_INT(1, r.retriable);
     RL_CHECK_INT(0, r.ambiguous);
@@ -411,6 +419,7 @@ static void test_http_stream_idle_timeout(void) {
     RL_CHECK(!r.ok);
     RL_CHECK_INT(1, r.streamed);
     RL_CHECK_INT(1, r.ambiguous);
+    RL_CHECK_INT(RUNLANE_ERR_HTTP, r.err);
     RL_CHECK_INT(1, r.attempts);
     RL_CHECK_MSG(strstr(r.error, "sent nothing for 400 ms"), "unexpected error: %s", r.error);
     RL_CHECK_MSG(el < 2500, "idle timeout took %lld ms", (long long)el);
@@ -442,11 +451,11 @@ static void test_http_sync_request(void) {
     runlane_conf_t *c = make_conf(NULL);
     long status = 0;
     char *body = NULL;
-    RL_CHECK_OK(rl_http_sync(&status, &body, c, "POST", "/conversations", "{}", RL_HTTP_UNSAFE));
+    RL_CHECK_OK(rl_http_sync(&status, &body, c, "POST", "/conversations", "{}", RL_HTTP_UNSAFE, NULL));
     RL_CHECK_INT(200, status);
     RL_CHECK(body && strstr(body, "\"conv_") != NULL);
     free(body);
-    runlane_err_t rc = rl_http_sync(&status, &body, c, "GET", "/conversations/conv_nope", NULL, 0);
+    runlane_err_t rc = rl_http_sync(&status, &body, c, "GET", "/conversations/conv_nope", NULL, 0, NULL);
     RL_CHECK_INT(RUNLANE_ERR_PROVIDER, rc);
     RL_CHECK_INT(404, status);
     RL_CHECK(strstr(runlane_error_message(runlane_error_last()), "not found") != NULL);
@@ -519,6 +528,253 @@ static void test_http_rate_limit_spaces_requests(void) {
     runlane_conf_destroy(c);
 }
 
+/* ---- rate.limit.rpm: the shared bucket of the store ---- */
+
+/* The seq of the emulator's newest logged request (0 when none). */
+static int last_seq(void) {
+    cJSON *reqs = rlemu_requests(&emu, 1);
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(reqs, 0), "seq");
+    int n = cJSON_IsNumber(seq) ? seq->valueint : 0;
+    cJSON_Delete(reqs);
+    return n;
+}
+
+/* Requests the emulator logged after seq0 whose path starts with `path`. */
+static int count_since(int seq0, const char *path) {
+    cJSON *reqs = rlemu_requests(&emu, 2000);
+    int n = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, reqs) {
+        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(r, "seq");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(r, "path");
+        if (cJSON_IsNumber(seq) && seq->valueint > seq0 && cJSON_IsString(p) &&
+            strncmp(p->valuestring, path, strlen(path)) == 0)
+            n++;
+    }
+    cJSON_Delete(reqs);
+    return n;
+}
+
+static rl_store_t *open_store(const char *url, const char *prefix) {
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = url;
+    o.prefix = prefix;
+    o.partitions = 1;
+    o.connect_timeout_ms = 2000;
+    o.command_timeout_ms = 2000;
+    rl_store_t *st = rl_store_open(&o);
+    RL_CHECK_MSG(st != NULL, "opening %s: %s", url, runlane_error_message(runlane_error_last()));
+    return st;
+}
+
+#define SHARED_N 10 /* requests per client */
+
+/* Two clients (each with its own multi and its own handle on the store, as
+ * two processes would have) fire SHARED_N requests each at rpm=120: over a
+ * window of ~2.5 s the emulator must see at most burst (2) + what refills
+ * + 1 of them, together; with a bucket each they would send twice that. */
+static void shared_budget(const char *url, const char *prefix) {
+    const char *kv[] = {"rate.limit.rpm", "120", NULL};
+    runlane_conf_t *c = make_conf(kv);
+    CURLM *m[2];
+    rl_http_t *h[2];
+    rl_store_t *st[2];
+    for (int i = 0; i < 2; i++) {
+        m[i] = curl_multi_init();
+        h[i] = rl_http_new(c, m[i]);
+        st[i] = open_store(url, prefix);
+        rl_http_rate_t rate = {st[i], NULL, NULL, NULL};
+        rl_http_set_rate(h[i], &rate);
+    }
+    static result_t r[2][SHARED_N];
+    memset(r, 0, sizeof(r));
+    int seq0 = last_seq();
+    int64_t t0 = rl_mono_ms();
+    for (int k = 0; k < SHARED_N; k++)
+        for (int i = 0; i < 2; i++)
+            rl_http_start(h[i], "GET", "/conversations/conv_shared", NULL, 0, NULL, on_done,
+                          &r[i][k]);
+    while (rl_mono_ms() - t0 < 2500) {
+        int64_t wake = INT64_MAX;
+        for (int i = 0; i < 2; i++) {
+            int64_t w = rl_http_drive(h[i]);
+            if (w < wake) wake = w;
+        }
+        int64_t wait = wake == INT64_MAX ? 50 : wake - rl_mono_ms();
+        if (wait > 50) wait = 50; /* both multis need attention */
+        if (wait < 0) wait = 0;
+        curl_multi_poll(m[0], NULL, 0, (int)(wait / 2), NULL);
+        curl_multi_poll(m[1], NULL, 0, (int)(wait / 2), NULL);
+    }
+    int sent = count_since(seq0, "/v1/conversations/conv_shared");
+    int64_t el = rl_mono_ms() - t0;
+    int most = 2 + (int)(el * 120 / 60000) + 1;
+    int done[2] = {0, 0};
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < SHARED_N; k++) done[i] += r[i][k].done;
+    for (int i = 0; i < 2; i++) {
+        rl_http_destroy(h[i]); /* cancels what is still queued */
+        curl_multi_cleanup(m[i]);
+        st[i]->ops->destroy(st[i]);
+        for (int k = 0; k < SHARED_N; k++) result_free(&r[i][k]);
+    }
+    runlane_conf_destroy(c);
+    RL_CHECK_MSG(sent <= most, "%s: %d requests in %lld ms at rpm=120 from two clients (at most %d)",
+                 url, sent, (long long)el, most);
+    RL_CHECK_MSG(sent >= 3, "%s: only %d requests in %lld ms", url, sent, (long long)el);
+    RL_CHECK_MSG(done[0] + done[1] <= sent, "%d done, %d sent", done[0] + done[1], sent);
+}
+
+static void test_http_rate_limit_shared_memory_store(void) {
+    need_emu();
+    char url[64];
+    snprintf(url, sizeof(url), "memory://http-rate-%d", (int)getpid());
+    shared_budget(url, NULL);
+}
+
+static void test_http_rate_limit_shared_redis_store(void) {
+    const char *url = rl_test_redis_url();
+    if (!url) {
+        const char *req = getenv("RUNLANE_REQUIRE_REDIS");
+        if (req && strcmp(req, "1") == 0)
+            RL_FAILF("RUNLANE_REQUIRE_REDIS=1 but RUNLANE_TEST_REDIS is not set");
+        RL_SKIP("RUNLANE_TEST_REDIS not set");
+    }
+    need_emu();
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "rltest-http-%d-%lld", (int)getpid(), (long long)rl_now_ms());
+    shared_budget(url, prefix); /* the bucket's key expires by itself */
+}
+
+/* A store that fails on demand (only rate_take is ever called). */
+typedef struct {
+    rl_store_t base;
+    int down, calls;
+} fake_store_t;
+
+static int fake_rate_take(rl_store_t *st, int64_t rpm, int64_t *wait_ms_out) {
+    (void)rpm;
+    fake_store_t *f = (fake_store_t *)st;
+    f->calls++;
+    *wait_ms_out = 0;
+    if (f->down) return rl_error_set(RUNLANE_ERR_STORE, 1, "fake store: connection refused");
+    return RUNLANE_OK;
+}
+
+static const rl_store_ops_t fake_ops = {.name = "fake", .rate_take = fake_rate_take};
+
+typedef struct {
+    int downs, ups;
+    char msg[256];
+} notes_t;
+
+static void note(void *opaque, int down, const char *msg) {
+    notes_t *n = opaque;
+    if (down) {
+        n->downs++;
+        snprintf(n->msg, sizeof(n->msg), "%s", msg);
+    } else {
+        n->ups++;
+    }
+}
+
+/* Drives h until every result of r[0..n) is done (at most 10 s). */
+static int64_t drive_all(rl_http_t *h, CURLM *m, result_t *r, int n) {
+    int64_t t0 = rl_mono_ms();
+    for (;;) {
+        int all = 1;
+        for (int i = 0; i < n; i++) all = all && r[i].done;
+        if (all || rl_mono_ms() - t0 > 10000) break;
+        int64_t wake = rl_http_drive(h);
+        int64_t wait = wake == INT64_MAX ? 100 : wake - rl_mono_ms();
+        if (wait > 100) wait = 100;
+        if (wait < 0) wait = 0;
+        curl_multi_poll(m, NULL, 0, (int)wait, NULL);
+    }
+    return rl_mono_ms() - t0;
+}
+
+/* The store fails: requests go on under the client's own bucket (not
+ * stalled), the hook hears of it once, and of the store's return. */
+static void test_http_rate_limit_store_down_falls_back(void) {
+    need_emu();
+    const char *kv[] = {"rate.limit.rpm", "120", NULL};
+    runlane_conf_t *c = make_conf(kv);
+    CURLM *m = curl_multi_init();
+    rl_http_t *h = rl_http_new(c, m);
+    fake_store_t fake;
+    memset(&fake, 0, sizeof(fake));
+    fake.base.ops = &fake_ops;
+    fake.down = 1;
+    notes_t notes;
+    memset(&notes, 0, sizeof(notes));
+    rl_http_rate_t rate = {&fake.base, NULL, note, &notes};
+    rl_http_set_rate(h, &rate);
+    result_t r[3];
+    memset(r, 0, sizeof(r));
+    for (int i = 0; i < 3; i++)
+        rl_http_start(h, "GET", "/conversations/conv_fb", NULL, 0, NULL, on_done, &r[i]);
+    int64_t el = drive_all(h, m, r, 3);
+    for (int i = 0; i < 3; i++) RL_CHECK(r[i].done);
+    /* the local bucket: a burst of 2, the third 500 ms later */
+    RL_CHECK_MSG(el < 3000, "3 requests with the store down took %lld ms", (long long)el);
+    RL_CHECK_INT(1, notes.downs);
+    RL_CHECK_INT(0, notes.ups);
+    RL_CHECK_MSG(strstr(notes.msg, "connection refused") != NULL, "note: %s", notes.msg);
+    int calls = fake.calls;
+    RL_CHECK_MSG(calls >= 1 && calls <= 3, "store asked %d times", calls);
+    for (int i = 0; i < 3; i++) result_free(&r[i]);
+    /* back: asked again after RL_HTTP_RATE_STORE_RETRY_MS */
+    fake.down = 0;
+    usleep((RL_HTTP_RATE_STORE_RETRY_MS + 100) * 1000);
+    rl_http_start(h, "GET", "/conversations/conv_fb", NULL, 0, NULL, on_done, &r[0]);
+    drive_all(h, m, r, 1);
+    RL_CHECK(r[0].done);
+    RL_CHECK_MSG(fake.calls > calls, "the store was not asked again");
+    RL_CHECK_INT(1, notes.ups);
+    RL_CHECK_INT(1, notes.downs);
+    result_free(&r[0]);
+    rl_http_destroy(h);
+    curl_multi_cleanup(m);
+    runlane_conf_destroy(c);
+}
+
+/* The shared bucket says wait: the request waits without blocking the
+ * caller (rl_http_drive returns at once, with the time to come back). */
+static void test_http_rate_limit_waits_without_blocking(void) {
+    need_emu();
+    char url[64];
+    snprintf(url, sizeof(url), "memory://http-rate-wait-%d", (int)getpid());
+    const char *kv[] = {"rate.limit.rpm", "60", NULL}; /* burst 1, then one a second */
+    runlane_conf_t *c = make_conf(kv);
+    CURLM *m = curl_multi_init();
+    rl_http_t *h = rl_http_new(c, m);
+    rl_store_t *st = open_store(url, NULL);
+    rl_http_rate_t rate = {st, NULL, NULL, NULL};
+    rl_http_set_rate(h, &rate);
+    result_t r[2];
+    memset(r, 0, sizeof(r));
+    int64_t t0 = rl_mono_ms();
+    rl_http_start(h, "GET", "/conversations/conv_w", NULL, 0, NULL, on_done, &r[0]);
+    rl_http_start(h, "GET", "/conversations/conv_w", NULL, 0, NULL, on_done, &r[1]);
+    int64_t d0 = rl_mono_ms();
+    int64_t wake = rl_http_drive(h);
+    int64_t d1 = rl_mono_ms();
+    RL_CHECK_MSG(d1 - d0 < 300, "a drive took %lld ms", (long long)(d1 - d0));
+    RL_CHECK_MSG(wake != INT64_MAX && wake - d1 > 500, "the drive wants to be back in %lld ms",
+                 (long long)(wake - d1));
+    drive_all(h, m, r, 2);
+    RL_CHECK(r[0].done && r[1].done);
+    int64_t el = rl_mono_ms() - t0;
+    RL_CHECK_MSG(el >= 900, "the second request came after %lld ms (one a second)", (long long)el);
+    for (int i = 0; i < 2; i++) result_free(&r[i]);
+    rl_http_destroy(h);
+    curl_multi_cleanup(m);
+    st->ops->destroy(st);
+    runlane_conf_destroy(c);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     signal(SIGPIPE, SIG_IGN);
@@ -541,6 +797,10 @@ int main(void) {
     RL_RUN(test_http_stream_idle_timeout);
     RL_RUN(test_http_poll_after_header);
     RL_RUN(test_http_sync_request);
+    RL_RUN(test_http_rate_limit_shared_memory_store);
+    RL_RUN(test_http_rate_limit_shared_redis_store);
+    RL_RUN(test_http_rate_limit_store_down_falls_back);
+    RL_RUN(test_http_rate_limit_waits_without_blocking);
     if (have_emu) rlemu_stop(&emu);
     curl_global_cleanup();
     return rl_test_summary();

@@ -7,7 +7,8 @@
  * at the end). With RUNLANE_REQUIRE_REDIS=1 a missing RUNLANE_TEST_REDIS is
  * a failure, not a skip. Redis-only tests follow: NOSCRIPT recovery,
  * reconnect after the store's connection is killed, command timeout, URL
- * and AUTH errors (no password in messages), hash-tagged key layout. They
+ * and AUTH errors (no password in messages), hash-tagged key layout (the
+ * rate bucket's {rate} included). They
  * touch no other client of the server (SCRIPT FLUSH aside, which every
  * runlane store survives), so other tests may share it.
  *
@@ -53,20 +54,33 @@ static rl_store_t *g_open[MAX_OPEN];
 static int g_nopen;
 static rl_policy_t g_pol;
 
+/* Sanitizer and valgrind runs are several times slower: the test command
+ * sets RUNLANE_TEST_TIME_SCALE so that every window, backoff and sleep of
+ * the suite stretches together and the margins between them keep. */
+static int time_scale(void) {
+    static int scale;
+    if (!scale) {
+        const char *v = getenv("RUNLANE_TEST_TIME_SCALE");
+        scale = v && atoi(v) > 0 ? atoi(v) : 1;
+    }
+    return scale;
+}
+#define TS(ms) ((ms) * time_scale())
+
 static void reset_policy(void) {
     memset(&g_pol, 0, sizeof(g_pol));
-    g_pol.window_ms = 0;
-    g_pol.max_wait_ms = 60000;
+    g_pol.window_ms = TS(0);
+    g_pol.max_wait_ms = TS(60000);
     g_pol.max_messages = 100;
     g_pol.max_bytes = 1 << 20;
-    g_pol.lease_ms = 30000;
+    g_pol.lease_ms = TS(30000);
     g_pol.max_attempts = 3;
-    g_pol.backoff_base_ms = 300;
-    g_pol.backoff_max_ms = 2000;
+    g_pol.backoff_base_ms = TS(300);
+    g_pol.backoff_max_ms = TS(2000);
     g_pol.backoff_jitter = 0;
     g_pol.idem_ttl_ms = 60000;
-    g_pol.reply_redeliver_ms = 400;
-    g_pol.reply_ttl_ms = 60000;
+    g_pol.reply_redeliver_ms = TS(400);
+    g_pol.reply_ttl_ms = TS(60000);
 }
 
 static void redis_prefix(char *buf, size_t size, int ns) {
@@ -123,7 +137,9 @@ static void close_all(void) {
 /* helpers                                                            */
 /* ------------------------------------------------------------------ */
 
+
 static void sleep_ms(int ms) {
+    ms = TS(ms);
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
@@ -189,7 +205,7 @@ static int claimable_now(rl_store_t *st) {
 
 /* Claims exactly one conversation, polling until `timeout_ms`. */
 static rl_claim_t wait_claim(rl_store_t *st, const char *owner, int timeout_ms) {
-    int64_t end = rl_mono_ms() + timeout_ms;
+    int64_t end = rl_mono_ms() + TS(timeout_ms);
     for (;;) {
         int n;
         rl_claim_t *cl = claim_n(st, owner, 1, &n);
@@ -414,12 +430,12 @@ static void test_idempotency_key_stores_once(void) {
 
 static void test_quiet_window_delays_due(void) {
     rl_store_t *st = fresh();
-    g_pol.window_ms = 400;
+    g_pol.window_ms = TS(400);
     enq(st, "c1", "hello");
     RL_CHECK_INT(0, claimable_now(st));
     int64_t due = 0, now = 0;
     RL_CHECK_OK(st->ops->next_due(st, &due, &now));
-    RL_CHECK_MSG(due > now && due <= now + 400, "next_due %lld should be in (now, now+400], now %lld",
+    RL_CHECK_MSG(due > now && due <= now + TS(400), "next_due %lld should be in (now, now+window], now %lld",
                  (long long)due, (long long)now);
     RL_CHECK_MSG(llabs((long long)(now - rl_now_ms())) < 5000, "store time %lld far from %lld",
                  (long long)now, (long long)rl_now_ms());
@@ -431,7 +447,7 @@ static void test_quiet_window_delays_due(void) {
 
 static void test_message_in_window_extends_it(void) {
     rl_store_t *st = fresh();
-    g_pol.window_ms = 400;
+    g_pol.window_ms = TS(400);
     enq(st, "c1", "a");
     sleep_ms(250);
     enq(st, "c1", "b"); /* window restarts: due at ~650 */
@@ -444,7 +460,7 @@ static void test_message_in_window_extends_it(void) {
 
 static void test_touch_extends_window(void) {
     rl_store_t *st = fresh();
-    g_pol.window_ms = 400;
+    g_pol.window_ms = TS(400);
     enq(st, "c1", "a");
     sleep_ms(250);
     RL_CHECK_OK(st->ops->touch(st, &g_pol, "c1"));
@@ -462,8 +478,8 @@ static void test_touch_extends_window(void) {
 
 static void test_max_wait_caps_touch(void) {
     rl_store_t *st = fresh();
-    g_pol.window_ms = 300;
-    g_pol.max_wait_ms = 800;
+    g_pol.window_ms = TS(300);
+    g_pol.max_wait_ms = TS(800);
     enq(st, "c1", "a");
     int64_t start = rl_mono_ms();
     int claimed = 0, first_probe = -1;
@@ -483,8 +499,8 @@ static void test_max_wait_caps_touch(void) {
 
 static void test_max_messages_due_at_once(void) {
     rl_store_t *st = fresh();
-    g_pol.window_ms = 20000;
-    g_pol.max_wait_ms = 20000;
+    g_pol.window_ms = TS(20000);
+    g_pol.max_wait_ms = TS(20000);
     g_pol.max_messages = 3;
     enq(st, "c1", "a");
     enq(st, "c1", "b");
@@ -510,8 +526,8 @@ static void test_max_messages_due_at_once(void) {
 
 static void test_max_bytes_due_at_once(void) {
     rl_store_t *st = fresh();
-    g_pol.window_ms = 20000;
-    g_pol.max_wait_ms = 20000;
+    g_pol.window_ms = TS(20000);
+    g_pol.max_wait_ms = TS(20000);
     g_pol.max_bytes = 10;
     enq(st, "c1", "aaaa");
     enq(st, "c1", "bbbb");
@@ -579,7 +595,7 @@ static void test_concurrent_claimers_split_work(void) {
 
 static void test_renew_extends_or_reports_stale(void) {
     rl_store_t *st = fresh();
-    g_pol.lease_ms = 1000;
+    g_pol.lease_ms = TS(1000);
     enq(st, "c1", "a");
     rl_claim_t c = claim1(st, "w");
     int64_t first = c.lease_until_ms;
@@ -633,7 +649,7 @@ static void test_stale_token_changes_nothing(void) {
 static void test_fail_retries_with_backoff_then_dead(void) {
     rl_store_t *st = fresh();
     g_pol.max_attempts = 3;
-    g_pol.backoff_base_ms = 400;
+    g_pol.backoff_base_ms = TS(400);
     enq(st, "c1", "a");
     enq(st, "c1", "b");
     rl_claim_t c = claim1(st, "w");
@@ -706,7 +722,7 @@ static void test_fail_not_retriable_is_dead_at_once(void) {
 
 static void test_recover_expired_lease(void) {
     rl_store_t *st = fresh();
-    g_pol.lease_ms = 300;
+    g_pol.lease_ms = TS(300);
     enq(st, "c1", "a");
     rl_claim_t c = claim1(st, "w1");
     int rec = -1, dead = -1;
@@ -737,7 +753,7 @@ static void test_recover_expired_lease(void) {
 
 static void test_recover_dead_letters_at_max_attempts(void) {
     rl_store_t *st = fresh();
-    g_pol.lease_ms = 200;
+    g_pol.lease_ms = TS(200);
     g_pol.max_attempts = 2;
     enq(st, "c1", "a");
     int rec, dead;
@@ -817,7 +833,7 @@ static void test_checkpoint_survives_reclaim(void) {
  * retry must stay scheduled. */
 static void test_touch_during_backoff_keeps_batch(void) {
     rl_store_t *st = fresh();
-    g_pol.backoff_base_ms = 500;
+    g_pol.backoff_base_ms = TS(500);
     enq(st, "c1", "a");
     rl_claim_t c = claim1(st, "w");
     fail_claim(st, &c, "x", 1, RL_FAIL_RETRY);
@@ -834,7 +850,7 @@ static void test_touch_during_backoff_keeps_batch(void) {
  * message neither cuts the backoff short nor joins the retried batch. */
 static void test_message_during_backoff_waits_for_retry(void) {
     rl_store_t *st = fresh();
-    g_pol.backoff_base_ms = 600;
+    g_pol.backoff_base_ms = TS(600);
     enq(st, "c1", "a");
     rl_claim_t c = claim1(st, "w");
     fail_claim(st, &c, "x", 1, RL_FAIL_RETRY);
@@ -973,8 +989,8 @@ static void test_dead_purge_one_and_all(void) {
 
 static void test_status_totals_and_conversation(void) {
     rl_store_t *st = fresh();
-    g_pol.window_ms = 20000;
-    g_pol.max_wait_ms = 20000;
+    g_pol.window_ms = TS(20000);
+    g_pol.max_wait_ms = TS(20000);
     g_pol.max_messages = 2;
     {
         cJSON *j = status_of(st, NULL);
@@ -1134,12 +1150,12 @@ static void test_next_due_reports_earliest(void) {
     RL_CHECK_OK(st->ops->next_due(st, &due, &now));
     RL_CHECK_MSG(due == INT64_MAX, "empty store: next_due %lld", (long long)due);
     RL_CHECK(now > 0);
-    g_pol.window_ms = 5000;
+    g_pol.window_ms = TS(5000);
     enq(st, "late", "x");
-    g_pol.window_ms = 300;
+    g_pol.window_ms = TS(300);
     enq(st, "early", "y");
     RL_CHECK_OK(st->ops->next_due(st, &due, &now));
-    RL_CHECK_MSG(due > now && due <= now + 300, "next_due %lld should be within 300 ms of %lld",
+    RL_CHECK_MSG(due > now && due <= now + TS(300), "next_due %lld should be within the short window of %lld",
                  (long long)due, (long long)now);
 }
 
@@ -1315,7 +1331,7 @@ static int replies_now(rl_store_t *st) {
 /* Claims replies until `want` came (or fails after timeout_ms); returns
  * them (exactly `want`). */
 static rl_reply_t *wait_replies(rl_store_t *st, int want, int timeout_ms) {
-    int64_t end = rl_mono_ms() + timeout_ms;
+    int64_t end = rl_mono_ms() + TS(timeout_ms);
     rl_reply_t *all = calloc((size_t)want + 1, sizeof(*all));
     int have = 0;
     RL_CHECK(all != NULL);
@@ -1349,7 +1365,7 @@ static void ack_with_reply(rl_store_t *st, const char *conv, char *bid_out) {
 
 static void test_ack_reply_acks_and_keeps_reply(void) {
     rl_store_t *st = fresh();
-    g_pol.reply_redeliver_ms = 300;
+    g_pol.reply_redeliver_ms = TS(300);
     enq(st, "c1", "a");
     rl_claim_t c = claim1(st, "w");
     /* the batch id names the conversation's partition */
@@ -1390,7 +1406,7 @@ static void test_ack_reply_acks_and_keeps_reply(void) {
 
 static void test_ack_reply_stale_stores_nothing(void) {
     rl_store_t *st = fresh();
-    g_pol.reply_redeliver_ms = 100;
+    g_pol.reply_redeliver_ms = TS(100);
     enq(st, "c1", "a");
     rl_claim_t c = claim1(st, "w");
     RL_CHECK_INT(RUNLANE_ERR_STALE,
@@ -1409,7 +1425,7 @@ static void test_ack_reply_stale_stores_nothing(void) {
     RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, c.batch_id));
     RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, st->ops->reply_ack(st, "b1-0-999999"));
     /* a lease lost to recovery: the old owner's reply is refused */
-    g_pol.lease_ms = 100;
+    g_pol.lease_ms = TS(100);
     RL_CHECK_OK(st->ops->release(st, &g_pol, "c1", c.token));
     rl_claim_free(&c);
     c = claim1(st, "w1");
@@ -1432,7 +1448,7 @@ static void test_ack_reply_stale_stores_nothing(void) {
 
 static void test_reply_claim_takes_due_up_to_max(void) {
     rl_store_t *st = fresh();
-    g_pol.reply_redeliver_ms = 200;
+    g_pol.reply_redeliver_ms = TS(200);
     char bids[6][RUNLANE_ID_MAX];
     const char *convs[6] = {"r0", "r1", "r2", "r3", "r4", "r5"};
     for (int i = 0; i < 6; i++) ack_with_reply(st, convs[i], bids[i]);
@@ -1482,8 +1498,8 @@ static void test_reply_claim_takes_due_up_to_max(void) {
 
 static void test_reply_expires_after_ttl(void) {
     rl_store_t *st = fresh();
-    g_pol.reply_redeliver_ms = 100;
-    g_pol.reply_ttl_ms = 500;
+    g_pol.reply_redeliver_ms = TS(100);
+    g_pol.reply_ttl_ms = TS(500);
     char bid[RUNLANE_ID_MAX], bid2[RUNLANE_ID_MAX];
     ack_with_reply(st, "t1", bid);
     ack_with_reply(st, "t2", bid2);
@@ -1509,6 +1525,95 @@ static void test_reply_ack_unknown_ids(void) {
     RL_CHECK_INT(-1, rl_batch_partition("b1-0-", 1));
     RL_CHECK_INT(-1, rl_batch_partition("m1-0-1", 1));
     RL_CHECK_INT(-1, rl_batch_partition(NULL, 1));
+}
+
+/* ------------------------------------------------------------------ */
+/* the shared requests-per-minute bucket (rate_take)                  */
+/* ------------------------------------------------------------------ */
+
+static int64_t take(rl_store_t *st, int64_t rpm) {
+    int64_t wait = -1;
+    RL_CHECK_MSG(st->ops->rate_take(st, rpm, &wait) == RUNLANE_OK, "rate_take: %s", errmsg());
+    RL_CHECK_MSG(wait >= 0, "rate_take gave wait %lld", (long long)wait);
+    return wait;
+}
+
+/* Takes until the bucket asks to wait (alternating over n handles);
+ * returns how many were taken, *wait_out the wait asked, *elapsed_out how
+ * long it took (refills meanwhile are allowed for). */
+static int take_until_wait(rl_store_t **sts, int n, int64_t rpm, int64_t *wait_out,
+                           int64_t *elapsed_out) {
+    int64_t t0 = rl_mono_ms();
+    int taken = 0;
+    for (;;) {
+        int64_t w = take(sts[taken % n], rpm);
+        if (w > 0) {
+            *wait_out = w;
+            break;
+        }
+        taken++;
+        RL_CHECK_MSG(taken < 100000, "the bucket never asks to wait");
+    }
+    *elapsed_out = rl_mono_ms() - t0;
+    return taken;
+}
+
+/* The burst of rpm is rpm/60 (at least 1): rpm=60 gives 1 take, then asks
+ * to wait ~1000 ms; once that has passed, one more take. */
+static void test_rate_bucket_rpm60_waits_a_second_and_refills(void) {
+    rl_store_t *st = fresh();
+    RL_CHECK_INT(0, take(st, 60));
+    int64_t w = take(st, 60);
+    RL_CHECK_MSG(w >= 900 && w <= 1001, "rpm=60 after the burst: wait %lld ms, want ~1000",
+                 (long long)w);
+    /* asking again takes nothing: the wait only shrinks */
+    int64_t w2 = take(st, 60);
+    RL_CHECK_MSG(w2 > 0 && w2 <= w, "asked again: wait %lld ms after %lld", (long long)w2,
+                 (long long)w);
+    /* The store's own wait, not a test duration: not time-scaled. */
+    struct timespec ts = {(time_t)((w2 + 20) / 1000), (long)((w2 + 20) % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    RL_CHECK_INT(0, take(st, 60)); /* refilled */
+    w = take(st, 60);
+    RL_CHECK_MSG(w >= 900 && w <= 1001, "after the refill: wait %lld ms", (long long)w);
+}
+
+/* rpm=3600: a burst of 60, then a token every ~17 ms. */
+static void test_rate_bucket_burst_is_one_second_of_rpm(void) {
+    rl_store_t *st = fresh();
+    int64_t w = 0, el = 0;
+    int n = take_until_wait(&st, 1, 3600, &w, &el);
+    int most = 60 + (int)(el * 3600 / 60000) + 1;
+    RL_CHECK_MSG(n >= 60 && n <= most, "rpm=3600: %d takes in %lld ms (want 60..%d)", n,
+                 (long long)el, most);
+    RL_CHECK_MSG(w >= 1 && w <= 18, "rpm=3600: wait %lld ms, want <= 17", (long long)w);
+    /* a small rpm still allows one request */
+    rl_store_t *st2 = fresh();
+    RL_CHECK_INT(0, take(st2, 1));
+    w = take(st2, 1);
+    RL_CHECK_MSG(w > 59000 && w <= 60001, "rpm=1: wait %lld ms, want ~60000", (long long)w);
+    /* no limit */
+    RL_CHECK_INT(0, take(st2, 0));
+    RL_CHECK_INT(0, take(st2, -5));
+}
+
+/* Two handles on one queue ("processes") share one bucket; another queue
+ * has its own. */
+static void test_rate_bucket_is_shared_by_handles(void) {
+    rl_store_t *st[2];
+    st[0] = fresh();
+    st[1] = same();
+    int64_t w = 0, el = 0;
+    int n = take_until_wait(st, 2, 600, &w, &el); /* burst 10, a token per 100 ms */
+    int most = 10 + (int)(el * 600 / 60000) + 1;
+    RL_CHECK_MSG(n >= 10 && n <= most, "two handles at rpm=600: %d takes in %lld ms (want 10..%d)",
+                 n, (long long)el, most);
+    RL_CHECK_MSG(w >= 1 && w <= 101, "rpm=600: wait %lld ms", (long long)w);
+    /* both see the empty bucket */
+    RL_CHECK(take(st[0], 600) > 0 || take(st[1], 600) > 0);
+    /* another queue is not affected */
+    rl_store_t *other = fresh();
+    RL_CHECK_INT(0, take(other, 600));
 }
 
 /* ------------------------------------------------------------------ */
@@ -1740,9 +1845,11 @@ static void test_redis_url_and_auth_errors(void) {
 }
 
 /* Every key carries {partition} right after the prefix, and a
- * conversation's keys all live in its partition's slot. */
+ * conversation's keys all live in its partition's slot; the one key that
+ * is per queue, the rate bucket, is <prefix>:{rate}:bucket and expires. */
 static void test_redis_keys_are_hash_tagged(void) {
     rl_store_t *st = fresh();
+    RL_CHECK_INT(0, take(st, 60));
     enq(st, "other", "b");
     make_dead(st, "other", "e");
     ack_with_reply(st, "tag{x}:y", NULL); /* replies, reply_due */
@@ -1755,10 +1862,15 @@ static void test_redis_keys_are_hash_tagged(void) {
     redisReply *r = redisCommand(c, "KEYS %s", pat);
     int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 6;
     char bad[300] = "";
+    int nrate = 0;
     for (size_t i = 0; ok && i < r->elements; i++) {
         const char *k = r->element[i]->str;
         size_t pl = strlen(prefix);
         int part = -1;
+        if (strncmp(k, prefix, pl) == 0 && strcmp(k + pl, ":{rate}:bucket") == 0) {
+            nrate++;
+            continue;
+        }
         if (strncmp(k, prefix, pl) != 0 || strncmp(k + pl, ":{", 2) != 0 ||
             sscanf(k + pl + 2, "%d}", &part) != 1 || part < 0 || part >= g_partitions) {
             snprintf(bad, sizeof(bad), "%s", k);
@@ -1771,8 +1883,16 @@ static void test_redis_keys_are_hash_tagged(void) {
     }
     size_t nkeys = r && r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
     freeReplyObject(r);
+    char rkey[200];
+    snprintf(rkey, sizeof(rkey), "%s:{rate}:bucket", prefix);
+    redisReply *ttl = redisCommand(c, "PTTL %s", rkey);
+    long long pttl = ttl && ttl->type == REDIS_REPLY_INTEGER ? ttl->integer : -100;
+    freeReplyObject(ttl);
     redisFree(c);
     RL_CHECK_MSG(ok, "key layout: %zu keys, bad key \"%s\"", nkeys, bad);
+    RL_CHECK_INT(1, nrate);
+    RL_CHECK_MSG(pttl > 0 && pttl <= 2000, "%s: PTTL %lld, want <= 2000 (full again in 1 s)",
+                 rkey, pttl);
 }
 
 static void test_redis_required(void) {
@@ -1856,6 +1976,9 @@ static void run_conformance(void) {
     RUN(test_reply_claim_takes_due_up_to_max);
     RUN(test_reply_expires_after_ttl);
     RUN(test_reply_ack_unknown_ids);
+    RUN(test_rate_bucket_rpm60_waits_a_second_and_refills);
+    RUN(test_rate_bucket_burst_is_one_second_of_rpm);
+    RUN(test_rate_bucket_is_shared_by_handles);
 }
 
 int main(void) {

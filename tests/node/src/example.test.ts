@@ -27,7 +27,7 @@ describe('NestJS example app', { skip: MAIN ? false : 'RUNLANE_EXAMPLE_MAIN is n
   test('webhooks in, one reply per burst, drained on SIGTERM', async () => {
     const port = await freePort();
     const child = spawn(process.execPath, [MAIN!], {
-      env: { ...process.env, PORT: String(port), BATCH_WINDOW_MS: '50', REDIS_URL: '', NO_COLOR: '1' },
+      env: { ...process.env, PORT: String(port), BATCH_WINDOW_MS: '1500', REDIS_URL: '', NO_COLOR: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -48,7 +48,7 @@ describe('NestJS example app', { skip: MAIN ? false : 'RUNLANE_EXAMPLE_MAIN is n
       assert.equal(again.id, first.id);
       assert.equal((await post('/webhooks/typing', { conversationId: 'conv-1' })).status, 204);
       await post('/webhooks/chat', { conversationId: 'conv-1', messageId: 'p-2', text: 'where is order A17?' });
-      await waitFor('the reply in the log', () => /reply to conv-1 .*You said: hi \/ where is order A17\? — order A17: shipped/.test(out), 10000);
+      await waitFor('the reply in the log', () => /reply to conv-1 .*You said: hi \/ where is order A17\? — order A17: shipped/.test(out), 30000);
       const status = (await (await fetch(`${url}/queue/status`)).json()) as { pending: number; acked: number };
       assert.equal(status.pending, 0);
       assert.equal(status.acked, 1);
