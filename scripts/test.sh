@@ -71,6 +71,10 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   step "fuzz (libFuzzer, 15 s per target)" tests/fuzz/run.sh 15
 fi
 if [ -x python/run_tests.sh ]; then step "Python package" python/run_tests.sh; fi
+if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
+  step "Python flow under valgrind" tests/memcheck/run_python.sh
+  export RUNLANE_NODE_MEMCHECK=1   # tests/node/run.sh ends with a Node flow under valgrind
+fi
 if [ -x tests/node/run.sh ]; then step "Node package" tests/node/run.sh; fi
 
 echo; echo "== summary"

@@ -92,3 +92,14 @@ export RUNLANE_EXAMPLE_MAIN="$APP/example/dist/main.js"
 log "node --test"
 export RUNLANE_TEST_EMULATOR="${RUNLANE_TEST_EMULATOR:-$REPO/tests/emulator/emulator.py}"
 node --test --test-timeout=180000 dist/*.test.js dist/*.test.mjs
+
+# ---- 5. one Node flow of the installed package under valgrind --------------------
+# (RUNLANE_NODE_MEMCHECK=1; only reports whose stack passes through runlane
+# count: V8's own are not ours.)
+if [[ "${RUNLANE_NODE_MEMCHECK:-0}" == "1" ]]; then
+  log "valgrind: a Node flow (tests/memcheck/flow.cjs)"
+  RUNLANE_NODE_PKG="$APP/node_modules/runlane" valgrind -q --error-exitcode=0 --leak-check=no \
+    --child-silent-after-fork=yes node "$REPO/tests/memcheck/flow.cjs" >"$WORK/valgrind-node.log" 2>&1 || true
+  grep -q "^1 passed, 0 failed" "$WORK/valgrind-node.log" || { cat "$WORK/valgrind-node.log"; exit 1; }
+  python3 "$REPO/tests/memcheck/vgfilter.py" "$WORK/valgrind-node.log"
+fi
