@@ -7,6 +7,7 @@
  * stdout, then confirms it (runlane_reply_ack) so it is not delivered
  * again. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,16 +39,29 @@ static int run_tool(const char *cmd, const char *input, const char *name, const 
                     char **out) {
     int in[2], outp[2];
     *out = NULL;
-    if (pipe(in) || pipe(outp)) return -1;
+    /* O_CLOEXEC: tools run from concurrent threads; without it one tool's
+     * child inherits another's pipe ends (and the worker's Redis and HTTP
+     * sockets), so a stdin never reaches EOF and both tools hang. */
+    if (pipe2(in, O_CLOEXEC)) return -1;
+    if (pipe2(outp, O_CLOEXEC)) {
+        close(in[0]);
+        close(in[1]);
+        return -1;
+    }
     pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        dup2(in[0], 0);
-        dup2(outp[1], 1);
+    if (pid < 0) {
         close(in[0]);
         close(in[1]);
         close(outp[0]);
         close(outp[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        /* dup2 clears close-on-exec on 0 and 1 only; the library's own
+         * sockets (Redis, HTTP) may lack it, so close everything else. */
+        dup2(in[0], 0);
+        dup2(outp[1], 1);
+        closefrom(3);
         setenv("RUNLANE_TOOL_NAME", name, 1);
         setenv("RUNLANE_TOOL_CALL_ID", call_id, 1);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
@@ -208,7 +222,8 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
                         runlane_error_message(runlane_error_last()));
             fprintf(stderr, "runlane worker: %s batch %s attempt %d: completed\n", conv, bid,
                     runlane_event_attempt(ev));
-            if (max_replies && ++replies >= max_replies) limit_reached = 1;
+            replies++;
+            if (max_replies && replies >= max_replies) limit_reached = 1;
         } else if (t == RUNLANE_EVENT_TOOL_CALLS) {
             tool_job_t *job = calloc(1, sizeof(*job));
             pthread_t th;
