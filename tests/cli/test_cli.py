@@ -631,7 +631,10 @@ def test_conversation_create_and_http_worker_with_tools(store, emulator, tmp_pat
 
 
 def test_http_worker_max_batches_prints_exactly_n_replies(store, emulator):
-    base = ["-X", f"openai.base.url={emulator.base_url}", "-X", "openai.model=gpt-4o-mini"]
+    # A turn that completed after the limit was reached is acked with its
+    # reply kept unconfirmed: the next worker gets it by redelivery.
+    base = ["-X", f"openai.base.url={emulator.base_url}", "-X", "openai.model=gpt-4o-mini",
+            "-X", "reply.redeliver.ms=1000"]
     convs = [run(*store, *base, "conversation", "create", check=0).stdout.strip() for _ in range(3)]
     for c in convs:
         run(*store, *base, "enqueue", c, f"hello from {c}", check=0)
