@@ -170,6 +170,11 @@ static int active_run_id(const char *msg, char *out, size_t size) {
     return 1;
 }
 
+static void a_dangling_cancel_done(rl_turn_t *t, const rl_http_result_t *res) {
+    (void)res; /* cancelled or not, the next try looks again */
+    rl_turn_defer(t);
+}
+
 static void a_active_done(rl_turn_t *t, const rl_http_result_t *res) {
     cJSON *run = res->ok ? cJSON_ParseWithLength(res->body, res->body_len) : NULL;
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(run, "metadata");
@@ -184,6 +189,16 @@ static void a_active_done(rl_turn_t *t, const rl_http_result_t *res) {
         }
         rl_turn_emit_started(t, ID_KEY, 1);
         a_handle(t, run);
+    } else if (run && strcmp(rl_json_str(run, "status"), "requires_action") == 0 &&
+               *rl_json_str(md, "runlane_batch_id")) {
+        /* Another runlane batch's run waits for tool outputs: that batch is
+         * dead (the lease gives the conversation to one batch at a time,
+         * and it is ours now), and its run would block the thread until it
+         * expires (10 min). Cancel it, then come back (no attempt spent). */
+        char *path = thread_path(t, "/runs/%s/cancel", rl_json_str(run, "id"));
+        if (!path || !rl_turn_request(t, "POST", path, NULL, 0, a_dangling_cancel_done, NULL))
+            fail_nomem(t);
+        free(path);
     } else {
         rl_turn_defer(t);
     }
@@ -313,7 +328,8 @@ static void a_post(rl_turn_t *t) {
             cJSON_AddItemToArray(add, m);
         }
     }
-    if (cJSON_GetArraySize(add) > 0) cJSON_AddItemToObject(b, "additional_messages", add);
+    int adds = cJSON_GetArraySize(add) > 0;
+    if (adds) cJSON_AddItemToObject(b, "additional_messages", add);
     else cJSON_Delete(add);
     const char *ins = rl_turn_instructions(t);
     if (ins) cJSON_AddStringToObject(b, "instructions", ins);
@@ -323,10 +339,18 @@ static void a_post(rl_turn_t *t) {
         cJSON_AddItemToObject(b, "tools", cJSON_Duplicate(bk->tools, 1));
     cJSON_AddItemToObject(b, "metadata", rl_turn_metadata(t, 0));
     if (bk->stream) cJSON_AddBoolToObject(b, "stream", 1);
+    /* A run that adds messages goes out only with a safe lease margin
+     * (else the batch is released; see rl_turn_lease_ok). */
+    if (adds && !rl_turn_lease_ok(t)) {
+        cJSON_Delete(b);
+        return;
+    }
     char *path = thread_path(t, "/runs", NULL);
-    int ok = path && rl_turn_request(t, "POST", path, b,
-                                     RL_HTTP_UNSAFE | (bk->stream ? RL_HTTP_STREAM : 0),
-                                     a_post_done, a_stream_event);
+    int flags = RL_HTTP_UNSAFE | (bk->stream ? RL_HTTP_STREAM : 0);
+    int ok = path && (adds ? rl_turn_request_guarded(t, "POST", path, b, flags, a_post_done,
+                                                     a_stream_event)
+                           : rl_turn_request(t, "POST", path, b, flags, a_post_done,
+                                             a_stream_event));
     free(path);
     cJSON_Delete(b);
     if (!ok) fail_nomem(t);
@@ -489,6 +513,10 @@ static void a_submit(rl_turn_t *t) {
         cJSON_AddItemToArray(outs, o);
     }
     if (t->bk->stream) cJSON_AddBoolToObject(b, "stream", 1);
+    if (!rl_turn_lease_ok(t)) {
+        cJSON_Delete(b);
+        return;
+    }
     char *path = thread_path(t, "/runs/%s/submit_tool_outputs", t->turn_id);
     int ok = path && rl_turn_request(t, "POST", path, b,
                                      RL_HTTP_UNSAFE | (t->bk->stream ? RL_HTTP_STREAM : 0),

@@ -43,6 +43,8 @@ rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistan
         return NULL;
     }
     bk->rl = rl;
+    bk->last_drive_ms = rl_mono_ms();
+    bk->renews_seen = __atomic_load_n(&rl->m.leases_renewed, __ATOMIC_RELAXED);
     bk->ops = ops;
     bk->assistants = assistants;
     bk->model = conf_dup(rl, "openai.model");
@@ -126,9 +128,40 @@ void rl_bk_free(rl_backend_t *bk) {
     free(bk);
 }
 
+/* Lease estimate: a renew round ran since the last drive (the worker
+ * renews before driving, all leases in one round trip; a claim whose renew
+ * was refused is dropped, its turn abandoned), so every lease held was
+ * extended to at least that drive's time + lease.ms. */
+static void lease_note_drive(rl_backend_t *bk, int64_t now) {
+    int64_t renewed = __atomic_load_n(&bk->rl->m.leases_renewed, __ATOMIC_RELAXED);
+    if (renewed != bk->renews_seen) {
+        bk->renews_seen = renewed;
+        bk->lease_base_ms = bk->last_drive_ms;
+    }
+    bk->last_drive_ms = now;
+}
+
+static int64_t lease_left(const rl_turn_t *t, int64_t now) {
+    int64_t base = t->lease_base_ms > t->bk->lease_base_ms ? t->lease_base_ms : t->bk->lease_base_ms;
+    return base + t->bk->rl->pol.lease_ms - now;
+}
+
+static int64_t lease_margin(const rl_turn_t *t) { return t->bk->rl->pol.lease_ms / 4; }
+
 int64_t rl_bk_drive(rl_backend_t *bk) {
     int64_t wake = rl_http_drive(bk->http);
     int64_t now = rl_mono_ms();
+    lease_note_drive(bk, now);
+    /* Watchdog: a guarded request (it adds input) still unanswered, with
+     * nothing of it confirmed (no response/run id), once the lease margin
+     * is gone: stop it (an HTTP retry must not go out late) and release
+     * the batch; the next owner reconciles. See rl_turn_lease_ok. */
+    for (rl_turn_t *t = bk->turns; t; t = t->next) {
+        if (t->state == RL_TS_DEAD || !t->f || !t->guarded || !t->req || t->turn_id[0]) continue;
+        if (lease_left(t, now) > lease_margin(t)) continue;
+        t->guarded = 0;
+        rl_turn_settle(t, RL_SETTLE_RELEASE, NULL, 1, 0);
+    }
     for (rl_turn_t *t = bk->turns; t; t = t->next) {
         if (t->state != RL_TS_DEAD && t->timer_fn && t->timer_at <= now) {
             rl_turn_fn fn = t->timer_fn;
@@ -175,6 +208,9 @@ rl_turn_t *rl_turn_new(rl_backend_t *bk, rl_inflight_t *f) {
         t->f = f;
         t->timer_at = INT64_MAX;
         t->state = RL_TS_BUSY;
+        /* The claim was made after the last drive (the worker claims after
+         * driving): its lease lasts at least until then + lease.ms. */
+        t->lease_base_ms = bk->last_drive_ms;
         t->msgs = cJSON_Parse(f->claim.messages_json);
         t->ckpt = f->claim.ckpt_json && *f->claim.ckpt_json ? cJSON_Parse(f->claim.ckpt_json) : NULL;
         if (!cJSON_IsObject(t->ckpt)) {
@@ -391,6 +427,7 @@ int rl_turn_checkpoint(rl_turn_t *t, rl_turn_fn retry) {
 static void turn_http_done(void *opaque, const rl_http_result_t *res) {
     rl_turn_t *t = opaque;
     t->req = NULL;
+    t->guarded = 0;
     rl_sse_finish(&t->sse);
     rl_turn_done_fn fn = t->req_done;
     t->req_done = NULL;
@@ -429,6 +466,26 @@ int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJ
                            (flags & RL_HTTP_STREAM) ? turn_http_data : NULL, turn_http_done, t);
     free(b);
     return t->req != NULL;
+}
+
+int rl_turn_lease_ok(rl_turn_t *t) {
+    if (!t->f) return 0;
+    int64_t left = lease_left(t, rl_mono_ms());
+    if (left > lease_margin(t)) return 1;
+    char msg[160];
+    snprintf(msg, sizeof(msg),
+             "lease too close to expiry (%lld ms left): batch released before sending input",
+             (long long)left);
+    rl_turn_settle(t, RL_SETTLE_RELEASE, msg, 1, 0);
+    return 0;
+}
+
+int rl_turn_request_guarded(rl_turn_t *t, const char *method, const char *path,
+                            const cJSON *body, int flags, rl_turn_done_fn done,
+                            rl_turn_event_fn on_event) {
+    int ok = rl_turn_request(t, method, path, body, flags, done, on_event);
+    t->guarded = ok;
+    return ok;
 }
 
 /* ---- events ---- */

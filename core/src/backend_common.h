@@ -18,6 +18,8 @@
 
 typedef struct rl_turn rl_turn_t;
 typedef void (*rl_turn_fn)(rl_turn_t *t);
+typedef void (*rl_turn_done_fn)(rl_turn_t *t, const rl_http_result_t *res);
+typedef void (*rl_turn_event_fn)(rl_turn_t *t, const char *event, cJSON *data);
 
 struct rl_backend {
     runlane_t *rl;
@@ -33,6 +35,10 @@ struct rl_backend {
     int64_t tool_timeout_ms;
     int tool_cancel;
     rl_turn_t *turns; /* every turn this backend holds */
+    /* Lease estimate (see rl_turn_lease_ok): monotonic time of the last
+     * drive, the leases_renewed count last seen, and a drive time known to
+     * precede the last renew round. */
+    int64_t last_drive_ms, lease_base_ms, renews_seen;
 };
 
 typedef enum rl_turn_state {
@@ -81,8 +87,17 @@ struct rl_turn {
     rl_http_req_t *aux;  /* a side request (a cancel), no flow attached */
     char *complete_json; /* the COMPLETED payload while the store is retried */
     cJSON *scratch;      /* items gathered while reconciling */
-    char cursor[160];    /* paging cursor while reconciling */
+    char cursor[160];    /* paging cursor while reconciling (only while paging) */
     int pages;
+    /* Function calls a dead turn left unanswered at the end of the
+     * conversation (responses): rounds of answering them so far, and
+     * whether the flow goes on with a create (1) or a snapshot (0). */
+    int dangling_rounds;
+    int dangling_then_post;
+    /* Lease guard: a drive time known to precede this batch's claim; 1
+     * while a request that adds input (guarded) is pending. */
+    int64_t lease_base_ms;
+    int guarded;
 };
 
 /* The two backends (backend_responses.c, backend_assistants.c). */
@@ -137,10 +152,34 @@ int rl_turn_checkpoint(rl_turn_t *t, rl_turn_fn retry);
 void rl_turn_ckpt_set(rl_turn_t *t, const char *key, const char *value);
 const char *rl_turn_ckpt_get(const rl_turn_t *t, const char *key); /* NULL when absent */
 
+/* Lease guard for requests that add input to the provider (a create with
+ * input items, tool outputs, conversation items). 1 when the batch's lease
+ * has a safe margin left (more than lease.ms/4), by a conservative local
+ * estimate: the lease was set (claim) or extended (renew) after a drive of
+ * the I/O thread we know the monotonic time of, so it lasts at least until
+ * that time + lease.ms (store and local clocks only need the same rate, not
+ * the same origin). Otherwise the batch is released (RL_SETTLE_RELEASE, no
+ * attempt spent: the next owner reconciles from the checkpoint), nothing is
+ * sent, the turn is dead and 0 is returned. Call it right before sending
+ * (after the checkpoint write), then send with rl_turn_request_guarded.
+ *
+ * What remains possible: a request already sent (or being sent) when the
+ * worker stalls (SIGSTOP, a machine stall, a congested network or provider
+ * holding it) can take effect after the lease expired and another owner
+ * reconciled and sent the same input: a duplicate the provider cannot
+ * fence. The guard only narrows the window to requests that left with at
+ * least lease.ms/4 of lease left; the drive watchdog (rl_bk_drive) cancels
+ * and releases a guarded request still unanswered when the margin is gone,
+ * which stops an HTTP-layer retry (after a connect failure, 408, 409, 429)
+ * from going out late, but cannot recall bytes already on the wire. */
+int rl_turn_lease_ok(rl_turn_t *t);
+/* rl_turn_request for a request the lease guard cleared. */
+int rl_turn_request_guarded(rl_turn_t *t, const char *method, const char *path,
+                            const cJSON *body, int flags, rl_turn_done_fn done,
+                            rl_turn_event_fn on_event);
+
 /* Starts a request whose completion calls done(t, res); t->req tracks it.
  * Streams feed t->sse, whose events go to on_event(t, event, data_json). */
-typedef void (*rl_turn_done_fn)(rl_turn_t *t, const rl_http_result_t *res);
-typedef void (*rl_turn_event_fn)(rl_turn_t *t, const char *event, cJSON *data);
 int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJSON *body,
                     int flags, rl_turn_done_fn done, rl_turn_event_fn on_event);
 

@@ -3,9 +3,13 @@
  * provider's conversation id, conv_...).
  *
  * Flow of a batch:
- *   1. Snapshot: GET /conversations/{c}/items?order=desc&limit=1 gives the
+ *   1. Snapshot: GET /conversations/{c}/items?order=desc&limit=50 gives the
  *      newest item id X before anything of this batch is sent. Checkpoint
- *      {"v":1,"state":"posting","after":X}.
+ *      {"v":1,"state":"posting","after":X}. Function calls a dead turn left
+ *      unanswered at the end of the conversation are answered first (an
+ *      error output, POST /conversations/{c}/items), then the snapshot is
+ *      taken again; a create refused with 400 "No tool output found" does
+ *      the same and creates again (see dangling_calls).
  *   2. POST /responses {conversation, input: one user message per queued
  *      message (or one joined message), model|prompt, instructions, tools,
  *      metadata {runlane_batch_id, runlane_message_ids}, stream: true (or
@@ -60,6 +64,7 @@
 #define ID_KEY "response_id"
 
 static void r_snapshot(rl_turn_t *t);
+static void r_dangling_list(rl_turn_t *t);
 static void r_reconcile(rl_turn_t *t);
 static void r_post(rl_turn_t *t);
 static void r_poll(rl_turn_t *t);
@@ -161,13 +166,121 @@ static void r_start(rl_backend_t *bk, rl_inflight_t *f) {
 
 /* ---- 1. snapshot ---- */
 
+/* Dangling function calls: a batch that died (dead-lettered on recovery,
+ * lease lost, crash with the attempts spent...) while its response's
+ * function calls were unanswered leaves them pending in the conversation,
+ * and the provider then refuses every later create on it with HTTP 400 "No
+ * tool output found for function call ...". The newest items (desc order)
+ * up to the last message tell: function_call items without a
+ * function_call_output. They are answered with an error output in the
+ * conversation itself (POST /conversations/{c}/items, no response asked),
+ * before this batch's snapshot (or, reactively, after such a 400) - never
+ * calls of a live turn: the lease gives the conversation to one batch, and
+ * this one has not created anything yet (no checkpoint) or got the 400. */
+#define DANGLING_OUTPUT "error: this tool call was abandoned (its turn failed)"
+#define DANGLING_LIST "/items?order=desc&limit=50"
+#define DANGLING_MAX_ROUNDS 5
+
+/* The call ids of dangling function calls among `data` (newest first);
+ * an array of strings (at most 20: the items endpoint's limit). */
+static cJSON *dangling_calls(const cJSON *data) {
+    cJSON *answered = cJSON_CreateObject();
+    cJSON *ids = cJSON_CreateArray();
+    const cJSON *it;
+    cJSON_ArrayForEach(it, data) {
+        const char *type = rl_json_str(it, "type");
+        if (!*type || strcmp(type, "message") == 0) break;
+        const char *id = rl_json_str(it, "call_id");
+        if (!*id) continue;
+        if (strcmp(type, "function_call_output") == 0) {
+            cJSON_AddTrueToObject(answered, id);
+        } else if (strcmp(type, "function_call") == 0 &&
+                   !cJSON_GetObjectItemCaseSensitive(answered, id) &&
+                   cJSON_GetArraySize(ids) < 20) {
+            cJSON_AddItemToArray(ids, cJSON_CreateString(id));
+        }
+    }
+    cJSON_Delete(answered);
+    return ids;
+}
+
+static void r_dangling_list(rl_turn_t *t);
+
+static void r_dangling_answered(rl_turn_t *t, const rl_http_result_t *res) {
+    (void)res; /* whatever happened, the next listing tells */
+    if (t->dangling_then_post) r_dangling_list(t);
+    else r_snapshot(t);
+}
+
+/* Answers `ids` in the conversation; takes `ids`. */
+static void answer_dangling(rl_turn_t *t, cJSON *ids) {
+    t->dangling_rounds++;
+    cJSON *b = cJSON_CreateObject();
+    cJSON *items = cJSON_AddArrayToObject(b, "items");
+    const cJSON *id;
+    cJSON_ArrayForEach(id, ids) {
+        cJSON *it = cJSON_CreateObject();
+        cJSON_AddStringToObject(it, "type", "function_call_output");
+        cJSON_AddStringToObject(it, "call_id", id->valuestring);
+        cJSON_AddStringToObject(it, "output", DANGLING_OUTPUT);
+        cJSON_AddItemToArray(items, it);
+    }
+    cJSON_Delete(ids);
+    if (!rl_turn_lease_ok(t)) {
+        cJSON_Delete(b);
+        return;
+    }
+    char *path = conv_path(t, "/items");
+    int ok = path && rl_turn_request_guarded(t, "POST", path, b, RL_HTTP_UNSAFE,
+                                             r_dangling_answered, NULL);
+    free(path);
+    cJSON_Delete(b);
+    if (!ok) fail_nomem(t);
+}
+
+/* Reactive: a create got 400 "No tool output found": answer the dangling
+ * calls, then create again (no attempt spent). */
+static void r_dangling_list_done(rl_turn_t *t, const rl_http_result_t *res) {
+    if (!res->ok) {
+        rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->status == 404 ? 0 : res->retriable);
+        return;
+    }
+    cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
+    cJSON *ids = dangling_calls(cJSON_GetObjectItemCaseSensitive(j, "data"));
+    cJSON_Delete(j);
+    if (cJSON_GetArraySize(ids) > 0 && t->dangling_rounds < DANGLING_MAX_ROUNDS) {
+        answer_dangling(t, ids);
+        return;
+    }
+    cJSON_Delete(ids);
+    r_post(t);
+}
+
+static void r_dangling_list(rl_turn_t *t) {
+    t->dangling_then_post = 1;
+    char *path = conv_path(t, DANGLING_LIST);
+    if (!path || !rl_turn_request(t, "GET", path, NULL, 0, r_dangling_list_done, NULL)) fail_nomem(t);
+    free(path);
+}
+
 static void r_snapshot_done(rl_turn_t *t, const rl_http_result_t *res) {
     if (!res->ok) {
         rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->status == 404 ? 0 : res->retriable);
         return;
     }
     cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
-    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "data"), 0);
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    cJSON *ids = dangling_calls(data);
+    if (cJSON_GetArraySize(ids) > 0 && t->dangling_rounds < DANGLING_MAX_ROUNDS) {
+        /* Answer them first, then snapshot again (the outputs come before
+         * the snapshot's newest item). */
+        cJSON_Delete(j);
+        t->dangling_then_post = 0;
+        answer_dangling(t, ids);
+        return;
+    }
+    cJSON_Delete(ids);
+    const cJSON *first = cJSON_GetArrayItem(data, 0);
     rl_turn_ckpt_set(t, "after", rl_json_str(first, "id"));
     cJSON_Delete(j);
     cJSON_DeleteItemFromObjectCaseSensitive(t->ckpt, "v");
@@ -178,7 +291,9 @@ static void r_snapshot_done(rl_turn_t *t, const rl_http_result_t *res) {
 }
 
 static void r_snapshot(rl_turn_t *t) {
-    char *path = conv_path(t, "/items?order=desc&limit=1");
+    /* The newest items: the first is the snapshot; the ones up to the last
+     * message show dangling function calls (see dangling_calls). */
+    char *path = conv_path(t, DANGLING_LIST);
     if (!path || !rl_turn_request(t, "GET", path, NULL, 0, r_snapshot_done, NULL)) fail_nomem(t);
     free(path);
 }
@@ -242,6 +357,14 @@ static void r_post_done(rl_turn_t *t, const rl_http_result_t *res) {
         rl_turn_defer(t);
         return;
     }
+    if (res->status == 400 && !t->posting_outputs && strstr(res->error, "No tool output found") &&
+        t->dangling_rounds < DANGLING_MAX_ROUNDS) {
+        /* Function calls of an earlier (dead) turn are pending in the
+         * conversation: answer them, then create again. No attempt spent;
+         * nothing of this create was taken (a 400 adds nothing). */
+        r_dangling_list(t);
+        return;
+    }
     if (res->streamed || res->ambiguous) {
         /* The response may exist. With its id, follow it; otherwise look at
          * the conversation before sending anything again. */
@@ -301,7 +424,8 @@ static void r_post(rl_turn_t *t) {
         }
         cJSON_Delete(texts);
     }
-    if (cJSON_GetArraySize(input) > 0) cJSON_AddItemToObject(b, "input", input);
+    int adds = cJSON_GetArraySize(input) > 0;
+    if (adds) cJSON_AddItemToObject(b, "input", input);
     else cJSON_Delete(input);
     const char *ins = rl_turn_instructions(t);
     if (ins) cJSON_AddStringToObject(b, "instructions", ins);
@@ -313,9 +437,19 @@ static void r_post(rl_turn_t *t) {
      * streamed too when openai.stream is true). */
     if (creates_background(bk)) cJSON_AddBoolToObject(b, "background", 1);
     if (bk->stream) cJSON_AddBoolToObject(b, "stream", 1);
-    int ok = rl_turn_request(t, "POST", "/responses", b,
-                             RL_HTTP_UNSAFE | (bk->stream ? RL_HTTP_STREAM : 0), r_post_done,
-                             r_stream_event);
+    /* A create that adds input goes out only with a safe lease margin
+     * (else the batch is released; see rl_turn_lease_ok). One without
+     * input only asks for a turn: at worst a second reply, no message
+     * twice. */
+    if (adds && !rl_turn_lease_ok(t)) {
+        cJSON_Delete(b);
+        return;
+    }
+    int flags = RL_HTTP_UNSAFE | (bk->stream ? RL_HTTP_STREAM : 0);
+    int ok = adds ? rl_turn_request_guarded(t, "POST", "/responses", b, flags, r_post_done,
+                                            r_stream_event)
+                  : rl_turn_request(t, "POST", "/responses", b, flags, r_post_done,
+                                    r_stream_event);
     cJSON_Delete(b);
     if (!ok) fail_nomem(t);
 }
@@ -459,8 +593,12 @@ static void answer_calls_then(rl_turn_t *t, const char *output, rl_turn_done_fn 
         cJSON_AddStringToObject(it, "output", rl_json_str(t->outputs, id));
         cJSON_AddItemToArray(items, it);
     }
+    if (!rl_turn_lease_ok(t)) {
+        cJSON_Delete(b);
+        return;
+    }
     char *path = conv_path(t, "/items");
-    int ok = path && rl_turn_request(t, "POST", path, b, RL_HTTP_UNSAFE, done, NULL);
+    int ok = path && rl_turn_request_guarded(t, "POST", path, b, RL_HTTP_UNSAFE, done, NULL);
     free(path);
     cJSON_Delete(b);
     if (!ok) fail_nomem(t);
@@ -623,6 +761,12 @@ static void r_items_done(rl_turn_t *t, const rl_http_result_t *res) {
         r_reconcile(t);
         return;
     }
+    /* The cursor only serves the paging of this listing: a later reconcile
+     * of the same attempt (after an ambiguous create, say) must list again
+     * from the checkpointed snapshot, not from this listing's last item
+     * (it would not see the batch's messages and would post them again). */
+    t->cursor[0] = '\0';
+    t->pages = 0;
     r_analyze(t);
 }
 

@@ -180,6 +180,45 @@ static void test_assistants_active_run_of_others_defers(void) {
     free(th);
 }
 
+/* A run of a dead runlane batch left waiting for tool outputs
+ * (requires_action) would block the thread until it expires (10 min): the
+ * next batch cancels it and goes on. */
+static void test_assistants_dead_batch_run_waiting_for_tools_is_cancelled(void) {
+    rlbk_need_emu();
+    char *th = new_thread();
+    char *rp = runs_path(th);
+    cJSON *run = rlemu_call(&rlbk_emu, "POST", rp,
+                            "{\"assistant_id\":\"asst_test\",\"metadata\":{\"runlane_batch_id\":"
+                            "\"b_dead\"},\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+                            "\"lookup\"}}],\"additional_messages\":[{\"role\":\"user\",\"content\":"
+                            "\"check [[tool:lookup {}]]\"}]}",
+                            NULL, NULL);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", rp, rlbk_str(run, "id"));
+    cJSON_Delete(run);
+    int waiting = 0;
+    for (int i = 0; i < 100 && !waiting; i++) {
+        cJSON *r = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
+        waiting = strcmp(rlbk_str(r, "status"), "requires_action") == 0;
+        cJSON_Delete(r);
+        if (!waiting) usleep(50000);
+    }
+    RL_CHECK_MSG(waiting, "the dead batch's run never asked for tools");
+    rlbk_t c;
+    rlbk_new(&c, "assistants", NULL);
+    rlbk_enqueue(&c, th, "ours", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_INT(1, done->attempt);
+    RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_FAILED));
+    cJSON *r = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
+    RL_CHECK_STR("cancelled", rlbk_str(r, "status"));
+    cJSON_Delete(r);
+    free(rp);
+    rlbk_free(&c);
+    free(th);
+}
+
 static void test_assistants_adopts_own_active_run(void) {
     rlbk_need_emu();
     char *th = new_thread();
@@ -540,6 +579,7 @@ int main(void) {
     RL_RUN(test_assistants_tool_calls_single_and_parallel);
     RL_RUN(test_assistants_tool_timeouts);
     RL_RUN(test_assistants_active_run_of_others_defers);
+    RL_RUN(test_assistants_dead_batch_run_waiting_for_tools_is_cancelled);
     RL_RUN(test_assistants_adopts_own_active_run);
     RL_RUN(test_assistants_reconcile_skips_messages_in_thread);
     RL_RUN(test_assistants_failed_run_retried_then_dead);

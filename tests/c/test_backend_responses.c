@@ -318,6 +318,113 @@ static void test_responses_failed_turn_is_retried_without_resending(void) {
     free(conv);
 }
 
+/* Regression (tests/chaos/repro_reconcile_dup.py): one attempt reconciles
+ * twice (a retried batch reconciles, then its create gets a 500 and it
+ * reconciles again). The second listing must start from the checkpointed
+ * snapshot, not from the first listing's last item, or it does not see the
+ * batch's messages and posts them again. */
+static void test_responses_second_reconcile_of_an_attempt_sends_nothing_twice(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"backoff.base.ms", "1000", "backoff.max.ms", "1000", "backoff.jitter",
+                        "0", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "hello", NULL);
+    rlbk_enqueue(&c, conv, "boom [[fail]]", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_wait(&c, RUNLANE_EVENT_FAILED, 1, TIMEOUT);
+    /* Attempt 2 reconciles, finds both messages and asks for a reply with
+     * a create without input: that create gets a 500. */
+    rlemu_fault(&rlbk_emu, "500", 1, "POST", "/v1/responses");
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_INT(2, done->attempt);
+    int dups = 0;
+    char *msgs = journal_messages(conv, NULL, &dups, NULL);
+    RL_CHECK_STR("hello|boom [[fail]]", msgs);
+    RL_CHECK_INT(0, dups);
+    free(msgs);
+    cJSON *bodies = rlbk_bodies("POST", "/v1/responses");
+    const cJSON *b;
+    int i = 0;
+    cJSON_ArrayForEach(b, bodies) {
+        if (i++ > 0)
+            RL_CHECK_MSG(cJSON_GetObjectItemCaseSensitive(b, "input") == NULL,
+                         "create %d re-sent input", i);
+    }
+    cJSON_Delete(bodies);
+    rlbk_free(&c);
+    free(conv);
+}
+
+/* Regression (tests/chaos/repro_dead_tool_call.py): a turn that died with
+ * its function calls unanswered leaves them pending in the conversation;
+ * the provider refuses every later create there with HTTP 400 "No tool
+ * output found". The next batch answers them (an error output) first. */
+static void test_responses_dangling_calls_of_a_dead_turn_do_not_poison(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"gpt-4o\",\"conversation\":\"%s\",\"input\":\"check "
+             "[[tool:lookup {}]]\",\"tools\":[{\"type\":\"function\",\"name\":\"lookup\"}]}",
+             conv);
+    cJSON *r = rlemu_call(&rlbk_emu, "POST", "/v1/responses", body, NULL, NULL);
+    const cJSON *out0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "output"), 0);
+    RL_CHECK_STR("function_call", rlbk_str(out0, "type"));
+    char call_id[128];
+    snprintf(call_id, sizeof(call_id), "%s", rlbk_str(out0, "call_id"));
+    cJSON_Delete(r);
+    rlbk_t c;
+    const char *kv[] = {"max.attempts", "1", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "hello again", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_INT(1, done->attempt);
+    RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_DEAD));
+    /* The dangling call got an error output through the items endpoint. */
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/conversations/%s/items", conv);
+    cJSON *posts = rlbk_bodies("POST", path);
+    RL_CHECK_INT(1, cJSON_GetArraySize(posts));
+    const cJSON *it = cJSON_GetArrayItem(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(posts, 0), "items"), 0);
+    RL_CHECK_STR("function_call_output", rlbk_str(it, "type"));
+    RL_CHECK_STR(call_id, rlbk_str(it, "call_id"));
+    cJSON_Delete(posts);
+    int dups = 0;
+    free(journal_messages(conv, NULL, &dups, NULL));
+    RL_CHECK_INT(0, dups);
+    rlbk_free(&c);
+    free(conv);
+}
+
+/* The lease guard (a create that adds input needs lease.ms/4 of lease
+ * left) follows the renewals: a turn that waits for tools much longer than
+ * lease.ms still posts its outputs, once, and is not released. */
+static void test_responses_lease_guard_follows_renewals(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t c;
+    const char *kv[] = {"lease.ms", "1000", NULL};
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "weather? [[tool:get_weather {}]]", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *tc = rlbk_wait(&c, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+    usleep(2500 * 1000);
+    char *outs = rlbk_outputs_for(tc, "sunny");
+    RL_CHECK_OK(rlbk_submit_from_thread(c.rl, tc->batch_id, outs));
+    free(outs);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_INT(1, done->attempt);
+    RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_LEASE_LOST));
+    RL_CHECK_INT(1, rlbk_count(&c, RUNLANE_EVENT_TOOL_CALLS));
+    RL_CHECK_INT(2, rlemu_count(&rlbk_emu, "POST", "/v1/responses"));
+    rlbk_free(&c);
+    free(conv);
+}
+
 static void test_responses_http_errors_retry_then_dead(void) {
     rlbk_need_emu();
     char *conv = new_conv();
@@ -987,6 +1094,9 @@ int main(void) {
     RL_RUN(test_responses_tool_timeout_cancel_dead_letters);
     RL_RUN(test_responses_conversation_locked_defers_then_succeeds);
     RL_RUN(test_responses_failed_turn_is_retried_without_resending);
+    RL_RUN(test_responses_second_reconcile_of_an_attempt_sends_nothing_twice);
+    RL_RUN(test_responses_dangling_calls_of_a_dead_turn_do_not_poison);
+    RL_RUN(test_responses_lease_guard_follows_renewals);
     RL_RUN(test_responses_http_errors_retry_then_dead);
     RL_RUN(test_responses_invalid_request_is_dead_at_once);
     RL_RUN(test_responses_background_polling_mode);
