@@ -70,6 +70,11 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   # of fuzzing each (clang, ASan+UBSan).
   step "fuzz (libFuzzer, 15 s per target)" tests/fuzz/run.sh 15
 fi
+if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
+  # Producers and CLI workers with kill -9, SIGSTOP past the lease, Redis
+  # restarts and 5% provider faults; checks exactly-once and order at the end.
+  step "chaos (small)" env RUNLANE_BIN="$ROOT/build/default/core/cli/runlane" tests/chaos/run.sh --size small
+fi
 if [ -x python/run_tests.sh ]; then step "Python package" python/run_tests.sh; fi
 if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   step "Python flow under valgrind" tests/memcheck/run_python.sh

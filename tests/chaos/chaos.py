@@ -1,0 +1,1165 @@
+#!/usr/bin/env python3
+"""runlane chaos suite: producers, workers, Redis and the OpenAI emulator,
+with kill -9, SIGSTOP/SIGCONT, Redis restarts and API faults along the way;
+then checks from the emulator's journal and the store that every message was
+delivered once, in order, one turn per conversation at a time, and that
+every reply reached a worker's stdout. See README.md beside this file.
+
+    chaos.py [--size small|large] [--seconds N] [--seed N] [--bin PATH]
+             [--workdir DIR] [--keep]
+
+Exit status: 0 when every check passed, 1 when one failed, 2 on a setup
+error. The last line is "N passed, M failed".
+"""
+import argparse
+import collections
+import concurrent.futures
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+EMULATOR = os.path.join(ROOT, "tests", "emulator", "emulator.py")
+REDIS_SCRIPT = os.path.join(ROOT, "scripts", "redis-server.sh")
+TOOL_SH = os.path.join(HERE, "tool.sh")
+
+SIZES = {
+    # CI size: about 2 minutes on 2 cores (the limit is 4).
+    "small": dict(conversations=200, seconds=90, producers=4, cli_workers=3, bursts=[2, 5],
+                  kills=4, pauses=3, restarts=2, fails=6, drain_s=90, create_jobs=6),
+    # A longer run: thousands of conversations, more of everything.
+    "large": dict(conversations=2000, seconds=300, producers=6, cli_workers=5, bursts=[2, 5],
+                  kills=12, pauses=6, restarts=2, fails=10, drain_s=240, create_jobs=8),
+}
+
+TOOLS_JSON = json.dumps([
+    {"type": "function", "name": n, "description": "chaos tool " + n,
+     "parameters": {"type": "object", "properties": {"q": {"type": "string"},
+                                                     "n": {"type": "integer"}}}}
+    for n in ("lookup_order", "get_weather", "check_stock")], separators=(",", ":"))
+
+API_KEY = "sk-chaos-not-a-secret"
+
+
+def log(msg):
+    sys.stdout.write("[chaos %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stdout.flush()
+
+
+class SetupError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes: every one in its own session (process group), all ended on exit.
+
+class Children:
+    def __init__(self):
+        self.procs = []
+        self.lock = threading.Lock()
+
+    def spawn(self, args, **kw):
+        p = subprocess.Popen(args, start_new_session=True, **kw)
+        with self.lock:
+            self.procs.append(p)
+        return p
+
+    @staticmethod
+    def signal_group(p, sig):
+        try:
+            os.killpg(p.pid, sig)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    def kill_all(self):
+        with self.lock:
+            procs = list(self.procs)
+        for p in procs:
+            # A stopped group first gets SIGCONT, so it can die at once.
+            self.signal_group(p, signal.SIGCONT)
+            self.signal_group(p, signal.SIGKILL)
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+CHILDREN = Children()
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis
+
+class Redis:
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "redis")
+        self.port = None
+        self.up = False
+
+    def start(self):
+        if not self.port:
+            p = subprocess.run([REDIS_SCRIPT, "start", self.dir, "--appendonly", "yes"],
+                               capture_output=True, text=True, timeout=60)
+            if p.returncode != 0:
+                raise SetupError("redis-server did not start: %s" % p.stderr.strip())
+            self.port = int(p.stdout.strip())
+        else:
+            # Again on the same port and dir (the script picks a new port), with the
+            # script's options: the AOF in DIR brings the data back.
+            subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                            "--dir", self.dir, "--save", "", "--appendonly", "yes",
+                            "--daemonize", "yes", "--pidfile", os.path.join(self.dir, "redis.pid"),
+                            "--logfile", os.path.join(self.dir, "redis.log")],
+                           capture_output=True, timeout=30)
+            deadline = time.monotonic() + 30
+            while True:
+                p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "ping"],
+                                   capture_output=True, text=True, timeout=10)
+                if p.stdout.strip() == "PONG":
+                    break
+                if time.monotonic() > deadline:
+                    raise SetupError("redis-server did not come back on port %d (see %s/redis.log)"
+                                     % (self.port, self.dir))
+                time.sleep(0.05)
+        self.up = True
+        return self.port
+
+    def pid(self):
+        try:
+            return int(open(os.path.join(self.dir, "redis.pid")).read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def shutdown(self):
+        """A clean shutdown (the AOF is flushed); returns when the server is gone."""
+        pid = self.pid()
+        subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "shutdown"],
+                       capture_output=True, timeout=30)
+        self.up = False
+        deadline = time.monotonic() + 20
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+
+    def stop(self):
+        subprocess.run([REDIS_SCRIPT, "stop", self.dir], capture_output=True, timeout=30)
+        self.up = False
+
+
+# ---------------------------------------------------------------------------------------------
+# The OpenAI emulator (its own process; driven through its control endpoints)
+
+class Emulator:
+    def __init__(self, workdir, seed, latency_ms, fault_rate, fault_kinds):
+        self.workdir = workdir
+        self.args = [sys.executable, EMULATOR, "--port", "0", "--api-key", API_KEY,
+                     "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate),
+                     "--fault-kinds", fault_kinds, "--seed", str(seed),
+                     "--journal", os.path.join(workdir, "journal-final.json")]
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        err = open(os.path.join(self.workdir, "emulator.err"), "w")
+        self.proc = CHILDREN.spawn(self.args, stdout=subprocess.PIPE, stderr=err, text=True)
+        line = self.proc.stdout.readline()
+        m = re.match(r"EMULATOR_PORT=(\d+)", line or "")
+        if not m:
+            raise SetupError("the emulator did not start (see %s/emulator.err)" % self.workdir)
+        self.port = int(m.group(1))
+        return self.port
+
+    @property
+    def base_url(self):
+        return "http://127.0.0.1:%d/v1" % self.port
+
+    def control(self, path, body=None):
+        url = "http://127.0.0.1:%d/_emulator/%s" % (self.port, path)
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                CHILDREN.signal_group(self.proc, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: their stdout is read line by line and time-stamped here.
+
+class Worker:
+    def __init__(self, name, kind, args, env, workdir, sink):
+        self.name, self.kind = name, kind
+        self.out_path = os.path.join(workdir, "workers", name + ".out")
+        self.err_path = os.path.join(workdir, "workers", name + ".err")
+        self.proc = CHILDREN.spawn(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL)
+        self.state = "running"  # running | paused | killed | stopped | crashed
+        self.started = time.time()
+        self.sink = sink
+        self.reader = threading.Thread(target=self._read, name="read-" + name, daemon=True)
+        self.reader.start()
+        self.err_reader = threading.Thread(target=self._read_err, name="err-" + name, daemon=True)
+        self.err_reader.start()
+
+    def _read_err(self):
+        # The worker's log, each line prefixed with the time it was read.
+        with open(self.err_path, "w") as f:
+            for raw in self.proc.stderr:
+                f.write("%.6f %s" % (time.time(), raw.decode("utf-8", "replace")))
+                f.flush()
+
+    def _read(self):
+        with open(self.out_path, "w") as f:
+            for raw in self.proc.stdout:
+                t = time.time()
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                f.write("%.6f\t%s\n" % (t, line))
+                f.flush()
+                self.sink(t, self.name, line)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+
+class RequestLog:
+    """Keeps the emulator's whole request log (it holds the last 2000 only) by
+    polling it; written to requests.jsonl for the post-mortem of a failed check."""
+
+    def __init__(self, emulator, path):
+        self.emulator, self.path = emulator, path
+        self.last = 0
+        self.stop = threading.Event()
+        self.f = open(path, "w")
+        self.thread = threading.Thread(target=self._run, name="requests", daemon=True)
+        self.thread.start()
+
+    def poll(self):
+        try:
+            entries = self.emulator.control("requests?limit=800")
+        except (OSError, ValueError):
+            return
+        for e in sorted(entries, key=lambda e: e.get("seq", 0)):
+            if e.get("seq", 0) <= self.last:
+                continue
+            if e.get("status") is None:
+                break  # still running: taken at the next poll
+            self.f.write(json.dumps(e) + "\n")
+            self.last = e["seq"]
+        self.f.flush()
+
+    def _run(self):
+        while not self.stop.wait(2.0):
+            self.poll()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.poll()
+        self.f.close()
+
+
+class Replies:
+    """Every reply line of every worker, as they come."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.lines = []          # (t, worker, obj)
+        self.bad_lines = []      # (worker, line) that are not JSON
+        self.first_seen = {}     # message id -> first time a reply naming it was printed
+
+    def add(self, t, worker, line):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            with self.lock:
+                self.bad_lines.append((worker, line))
+            return
+        with self.lock:
+            self.lines.append((t, worker, obj))
+            for mid in obj.get("message_ids") or []:
+                self.first_seen.setdefault(mid, t)
+
+    def seen_ids(self):
+        with self.lock:
+            return set(self.first_seen)
+
+
+# ---------------------------------------------------------------------------------------------
+
+class Chaos:
+    def __init__(self, opts):
+        self.opts = opts
+        self.size = dict(SIZES[opts.size])
+        if opts.seconds:
+            self.size["seconds"] = opts.seconds
+        if opts.conversations:
+            self.size["conversations"] = opts.conversations
+        for kv in opts.set or []:
+            k, _, v = kv.partition("=")
+            if k not in self.size:
+                raise SystemExit("chaos: --set: unknown key %r (known: %s)"
+                                 % (k, ", ".join(sorted(self.size))))
+            self.size[k] = json.loads(v)
+        self.seed = opts.seed
+        self.rng = random.Random(self.seed)
+        self.bin = opts.bin
+        self.workdir = opts.workdir
+        self.redis = Redis(self.workdir)
+        self.emulator = None
+        self.workers = []
+        self.worker_seq = 0
+        self.replies = Replies()
+        self.producers = []
+        self.counts = collections.Counter()
+        self.events = []       # (t, what) of the chaos done
+        self.unexpected_exits = []
+        self.times = {}
+        self.py = None
+        self.checks = []       # (name, ok, detail)
+
+    # -- configuration shared by every client of the queue --
+
+    def queue_config(self):
+        return {
+            "batch.window.ms": "400",
+            "batch.max.wait.ms": "2500",
+            "lease.ms": "2000",
+            "max.attempts": "5",
+            "backoff.base.ms": "300",
+            "backoff.max.ms": "3000",
+            "redis.connect.timeout.ms": "1000",
+            "redis.command.timeout.ms": "3000",
+        }
+
+    def worker_config(self):
+        c = self.queue_config()
+        c.update({
+            "worker.recover.ms": "500",
+            "reply.redeliver.ms": "3000",
+            "openai.base.url": self.emulator.base_url,
+            "openai.api.key": API_KEY,
+            "openai.model": "gpt-chaos",
+            "openai.tools": TOOLS_JSON,
+            "http.retry.base.ms": "100",
+            "http.retry.max.ms": "2000",
+            "http.stream.idle.timeout.ms": "15000",
+            "http.timeout.ms": "20000",
+        })
+        return c
+
+    @property
+    def store(self):
+        return "redis://127.0.0.1:%d/0" % self.redis.port
+
+    def cli(self, *args, config=None, timeout=60):
+        cmd = [self.bin, "--store", self.store]
+        for k, v in sorted((config or self.queue_config()).items()):
+            cmd += ["-X", "%s=%s" % (k, v)]
+        return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout)
+
+    # -- setup --
+
+    def find_python(self):
+        py = os.environ.get("RUNLANE_PY")
+        if not py:
+            log("RUNLANE_PY is not set: no Python producer, no Python worker")
+            return None
+        p = subprocess.run([py, "-c", "import runlane"], capture_output=True, text=True)
+        if p.returncode != 0:
+            log("RUNLANE_PY=%s cannot import runlane: Python producer and worker skipped (%s)"
+                % (py, p.stderr.strip().splitlines()[-1:] or ""))
+            return None
+        return py
+
+    def create_conversations(self, n):
+        cfg = self.worker_config()
+
+        def one(_):
+            last = ""
+            for attempt in range(8):
+                p = self.cli("conversation", "create", config=cfg)
+                if p.returncode == 0 and p.stdout.strip().startswith("conv_"):
+                    return p.stdout.strip()
+                last = p.stderr.strip()
+                self.counts["create_retries"] += 1
+                time.sleep(0.2 * (attempt + 1))
+            raise SetupError("conversation create keeps failing: %s" % last)
+
+        with concurrent.futures.ThreadPoolExecutor(self.size["create_jobs"]) as ex:
+            return list(ex.map(one, range(n)))
+
+    def start_worker(self, kind):
+        self.worker_seq += 1
+        name = "w%02d-%s" % (self.worker_seq, kind)
+        env = dict(os.environ, CHAOS_TOOL_LOG=os.path.join(self.workdir, "tools.log"))
+        cfg = self.worker_config()
+        if kind == "cli":
+            args = [self.bin, "--store", self.store]
+            for k, v in sorted(cfg.items()):
+                args += ["-X", "%s=%s" % (k, v)]
+            args += ["worker", "--backend", "responses", "--tool-exec", TOOL_SH]
+        else:
+            args = [self.py, os.path.join(HERE, "py_worker.py"), self.store, json.dumps(cfg)]
+        w = Worker(name, kind, args, env, self.workdir, self.replies.add)
+        self.workers.append(w)
+        return w
+
+    def start_producers(self, convs, fail_slots):
+        n = self.size["producers"]
+        kinds = (["py"] if self.py else []) + ["cli"] * (n - (1 if self.py else 0))
+        t0 = time.time() + 1.0
+        for i, kind in enumerate(kinds):
+            mine = convs[i::n]
+            plan = {"name": "p%d-%s" % (i, kind), "kind": kind, "bin": self.bin,
+                    "store": self.store, "config": self.queue_config(), "conversations": mine,
+                    "seed": self.seed, "seconds": self.size["seconds"], "t0": t0,
+                    "fail_slots": [s for s in fail_slots if s[0] in set(mine)],
+                    "tool_rate": 0.15, "bursts": self.size["bursts"],
+                    "out": os.path.join(self.workdir, "producers", "p%d.jsonl" % i)}
+            path = os.path.join(self.workdir, "producers", "p%d.plan.json" % i)
+            with open(path, "w") as f:
+                json.dump(plan, f)
+            exe = self.py if kind == "py" else sys.executable
+            err = open(os.path.join(self.workdir, "producers", "p%d.err" % i), "w")
+            p = CHILDREN.spawn([exe, os.path.join(HERE, "producer.py"), path],
+                               stdout=err, stderr=err, stdin=subprocess.DEVNULL)
+            self.producers.append((plan, p))
+        return t0
+
+    # -- chaos --
+
+    def live_workers(self):
+        return [w for w in self.workers if w.state == "running" and w.alive()]
+
+    def plan_chaos(self, t0, seconds):
+        """Seeded moments of kill -9, SIGSTOP and Redis restarts within the run."""
+        r = random.Random("%s/chaos" % self.seed)
+        ev = []
+        lo, hi = 4.0, max(6.0, seconds - 3.0)
+        # Redis restarts: spread out, at least 10 s apart.
+        nr = self.size["restarts"]
+        for k in range(nr):
+            span = (hi - lo) / nr
+            ev.append((t0 + lo + span * k + r.uniform(0.2, 0.8) * span, "redis_restart"))
+        for _ in range(self.size["kills"]):
+            ev.append((t0 + r.uniform(lo, hi), "kill"))
+        for _ in range(self.size["pauses"]):
+            ev.append((t0 + r.uniform(lo, hi), "pause"))
+        t = t0
+        while t < t0 + seconds:
+            ev.append((t, "latency"))
+            t += r.uniform(1.5, 4.0)
+        ev.sort()
+        return ev, r
+
+    def do_event(self, kind, r, pending):
+        now = time.time()
+        if kind == "latency":
+            ms = r.randint(50, 200)
+            try:
+                self.emulator.control("config", {"latency_ms": ms})
+            except OSError as e:
+                log("latency change failed: %s" % e)
+            return
+        if kind == "kill":
+            live = self.live_workers()
+            if not live:
+                return
+            w = r.choice(live)
+            Children.signal_group(w.proc, signal.SIGKILL)
+            w.proc.wait()
+            w.state = "killed"
+            self.counts["kills"] += 1
+            self.events.append((now, "kill -9 %s" % w.name))
+            log("kill -9 %s (pid %d)" % (w.name, w.proc.pid))
+            pending.append((now + r.uniform(0.3, 1.5), "replace", w.kind))
+        elif kind == "pause":
+            live = self.live_workers()
+            if not live:
+                return
+            w = r.choice(live)
+            pause_s = r.uniform(2.8, 3.5)  # longer than lease.ms = 2000
+            Children.signal_group(w.proc, signal.SIGSTOP)
+            w.state = "paused"
+            self.counts["pauses"] += 1
+            self.events.append((now, "SIGSTOP %s for %.1fs" % (w.name, pause_s)))
+            log("SIGSTOP %s for %.1fs" % (w.name, pause_s))
+            pending.append((now + pause_s, "resume", w))
+        elif kind == "redis_restart":
+            if not self.redis.up:
+                return
+            log("redis restart: shutdown")
+            self.redis.shutdown()
+            self.redis_down_at = time.monotonic()
+            pending.append((time.time() + r.uniform(1.0, 2.5), "redis_up", None))
+
+    def do_pending(self, item):
+        _, what, arg = item
+        if what == "replace":
+            w = self.start_worker(arg)
+            self.events.append((time.time(), "started %s" % w.name))
+            log("started replacement %s" % w.name)
+        elif what == "redis_up":
+            self.redis.start()
+            down = time.monotonic() - self.redis_down_at
+            self.counts["redis_restarts"] += 1
+            self.events.append((time.time(), "redis restart (down %.1fs)" % down))
+            log("redis restart: up again on port %d after %.1fs" % (self.redis.port, down))
+        elif what == "resume":
+            Children.signal_group(arg.proc, signal.SIGCONT)
+            if arg.state == "paused":
+                arg.state = "running"
+            log("SIGCONT %s" % arg.name)
+
+    def watch_workers(self, pending=None):
+        """A worker that exits on its own is a finding, except one that could not
+        start because Redis was down (documented: exit 1): like a supervisor, the
+        suite starts it again a second later."""
+        for w in self.workers:
+            if w.state in ("running", "paused") and not w.alive():
+                w.err_reader.join(timeout=2)
+                try:
+                    err = open(w.err_path, errors="replace").read()
+                except OSError:
+                    err = ""
+                if w.proc.returncode == 1 and "cannot open the store" in err \
+                        and time.time() - w.started < 10:
+                    w.state = "refused"
+                    self.counts["start_refused"] += 1
+                    if pending is not None:
+                        pending.append((time.time() + 1.0, "replace", w.kind))
+                    else:
+                        self.start_worker(w.kind)
+                    continue
+                w.state = "crashed"
+                self.unexpected_exits.append((w.name, w.proc.returncode))
+                log("worker %s exited on its own with %s; starting a replacement"
+                    % (w.name, w.proc.returncode))
+                self.start_worker(w.kind)
+
+    # -- reading the store --
+
+    def status(self):
+        p = self.cli("status", "--json", timeout=30)
+        if p.returncode != 0:
+            return None
+        try:
+            return json.loads(p.stdout)
+        except ValueError:
+            return None
+
+    def dead_list(self):
+        out = []
+        offset = 0
+        while True:
+            p = self.cli("dead", "list", "--json", "--limit", "1000", "--offset", str(offset),
+                         timeout=60)
+            if p.returncode != 0:
+                raise RuntimeError("dead list: %s" % p.stderr.strip())
+            page = json.loads(p.stdout or "[]")
+            out += page
+            if len(page) < 1000:
+                return out
+            offset += 1000
+
+    # -- the run --
+
+    def run(self):
+        S = self.size
+        T = {}
+        T["start"] = time.time()
+        os.makedirs(os.path.join(self.workdir, "workers"), exist_ok=True)
+        os.makedirs(os.path.join(self.workdir, "producers"), exist_ok=True)
+        self.py = self.find_python()
+        port = self.redis.start()
+        log("redis on 127.0.0.1:%d (appendonly yes, dir %s)" % (port, self.redis.dir))
+        self.emulator = Emulator(self.workdir, self.opts.emulator_seed, 120, 0.05,
+                                 "429,500,reset,slow")
+        eport = self.emulator.start()
+        log("emulator on 127.0.0.1:%d (seed %d, faults 5%% of 429,500,reset,slow)"
+            % (eport, self.opts.emulator_seed))
+        self.reqlog = RequestLog(self.emulator, os.path.join(self.workdir, "requests.jsonl"))
+        convs = self.create_conversations(S["conversations"])
+        T["created"] = time.time()
+        log("%d conversations created in %.1fs" % (len(convs), T["created"] - T["start"]))
+        self.convs = convs
+        with open(os.path.join(self.workdir, "conversations.txt"), "w") as f:
+            f.write("\n".join(convs) + "\n")
+
+        for _ in range(S["cli_workers"]):
+            self.start_worker("cli")
+        if self.py:
+            self.start_worker("py")
+        frng = random.Random("%s/fails" % self.seed)
+        fail_slots = [[c, frng.randint(0, S["bursts"][0] - 1)]
+                      for c in frng.sample(convs, S["fails"])]
+        t0 = self.start_producers(convs, fail_slots)
+        log("%d workers, %d producers; producing for %ds"
+            % (len(self.workers), len(self.producers), S["seconds"]))
+
+        # -- producing, with chaos --
+        events, r = self.plan_chaos(t0, S["seconds"])
+        pending = []
+        last_progress = 0
+        while True:
+            now = time.time()
+            while events and events[0][0] <= now:
+                _, kind = events.pop(0)
+                self.do_event(kind, r, pending)
+            pending.sort(key=lambda x: x[0])
+            while pending and pending[0][0] <= time.time():
+                self.do_pending(pending.pop(0))
+            self.watch_workers(pending)
+            producing = any(p.poll() is None for _, p in self.producers)
+            if not producing and not events and not pending:
+                break
+            if not producing and now > t0 + S["seconds"] + 5:
+                events = [e for e in events if e[1] != "latency"]
+                if not events and not pending:
+                    break
+            if now - last_progress >= 10:
+                last_progress = now
+                log("t=%3.0fs replies=%d workers=%d live, events left %d"
+                    % (now - t0, len(self.replies.lines), len(self.live_workers()), len(events)))
+            time.sleep(0.05)
+        T["produced"] = time.time()
+        for plan, p in self.producers:
+            if p.returncode != 0:
+                log("producer %s exited with %s" % (plan["name"], p.returncode))
+        log("producers done after %.1fs" % (T["produced"] - t0))
+
+        # -- drain --
+        sent = self.load_sent()
+        expected = {m["id"] for msgs in sent.values() for m in msgs}
+        deadline = time.time() + S["drain_s"]
+        drained = False
+        dead = []
+        last_progress = 0
+        st = None
+        while time.time() < deadline:
+            self.watch_workers()
+            st = self.status()
+            try:
+                dead = self.dead_list()
+            except (RuntimeError, ValueError):
+                dead = []
+            dead_ids = {m["id"] for d in dead for m in d.get("messages", [])}
+            missing = expected - self.replies.seen_ids() - dead_ids
+            empty = st is not None and st.get("pending") == 0 and st.get("inflight") == 0 \
+                and st.get("ready") == 0
+            if empty and not missing:
+                drained = True
+                break
+            if time.time() - last_progress >= 5:
+                last_progress = time.time()
+                log("draining: status %s, %d messages without a reply yet"
+                    % (json.dumps(st) if st else "?", len(missing)))
+            time.sleep(1.0)
+        T["drained"] = time.time()
+        self.final_status = st
+        log("drain %s after %.1fs" % ("complete" if drained else "NOT complete",
+                                       T["drained"] - T["produced"]))
+
+        # -- stop the workers (graceful), read what is left --
+        stop_codes = {}
+        for w in self.workers:
+            if w.alive():
+                Children.signal_group(w.proc, signal.SIGCONT)
+                w.proc.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            if w.state in ("running", "paused"):
+                try:
+                    w.proc.wait(timeout=45)
+                    stop_codes[w.name] = w.proc.returncode
+                except subprocess.TimeoutExpired:
+                    Children.signal_group(w.proc, signal.SIGKILL)
+                    w.proc.wait()
+                    stop_codes[w.name] = "did not stop within 45s"
+                w.state = "stopped"
+            w.reader.join(timeout=5)
+            w.err_reader.join(timeout=5)
+        T["stopped"] = time.time()
+        self.stop_codes = stop_codes
+
+        self.reqlog.close()
+        journal = self.emulator.control("journal")
+        with open(os.path.join(self.workdir, "journal.json"), "w") as f:
+            json.dump(journal, f)
+        dead = self.dead_list()
+        with open(os.path.join(self.workdir, "dead.json"), "w") as f:
+            json.dump(dead, f)
+        conv_status = self.conversation_statuses(convs)
+        self.times = T
+        self.t0 = t0
+        return self.check(sent, journal, dead, conv_status, drained)
+
+    def conversation_statuses(self, convs):
+        def one(c):
+            p = self.cli("status", c, "--json", timeout=30)
+            if p.returncode != 0:
+                return c, {"error": p.stderr.strip()}
+            return c, json.loads(p.stdout)
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            return dict(ex.map(one, convs))
+
+    def load_sent(self):
+        """conversation -> its messages in enqueue order (one producer per conversation)."""
+        sent = collections.OrderedDict()
+        self.producer_stats = []
+        for plan, _ in self.producers:
+            try:
+                lines = open(plan["out"]).read().splitlines()
+            except OSError:
+                lines = []
+            for line in lines:
+                rec = json.loads(line)
+                if rec.get("done"):
+                    self.producer_stats.append(rec)
+                    continue
+                sent.setdefault(rec["conv"], []).append(rec)
+        return sent
+
+    # -- checks --
+
+    def add_check(self, name, ok, detail=""):
+        self.checks.append((name, bool(ok), detail))
+
+    def check(self, sent, journal, dead, conv_status, drained):
+        C = self.counts
+        jconvs = journal.get("conversations", {})
+        by_id = {m["id"]: m for msgs in sent.values() for m in msgs}
+        fail_ids = {mid for mid, m in by_id.items() if m["fail"]}
+        n_msgs = len(by_id)
+
+        # producers
+        bad_producers = [s for s in self.producer_stats if s.get("rc") != 0]
+        missing_stats = len(self.producers) - len(self.producer_stats)
+        self.add_check("producers sent everything", not bad_producers and not missing_stats
+                       and n_msgs > 0,
+                       "%d messages; %d producers failed, %d did not finish"
+                       % (n_msgs, len(bad_producers), missing_stats))
+        dup_ids = n_msgs != sum(len(v) for v in sent.values())
+        self.add_check("message ids unique", not dup_ids,
+                       "the CLI/package printed one id for two messages" if dup_ids else "")
+
+        # dead letters: only batches with a made-to-fail message
+        dead_batches = {}
+        for d in dead:
+            ids = [m.get("id") for m in d.get("messages", [])]
+            dead_batches[d.get("id") or d.get("batch_id")] = ids
+        dead_ids = {i for ids in dead_batches.values() for i in ids}
+        wrongly_dead = [b for b, ids in dead_batches.items() if not (set(ids) & fail_ids)]
+        self.add_check("dead letters only for made-to-fail batches", not wrongly_dead,
+                       "%d dead letters, %d without a made-to-fail message%s"
+                       % (len(dead_batches), len(wrongly_dead),
+                          (": " + ", ".join(wrongly_dead[:5])) if wrongly_dead else ""))
+
+        # exactly once, in order (journal vs. what the producers sent)
+        lost, dups, unknown, order_bad, dup_by_id, dup_convs = [], 0, 0, [], 0, []
+        for conv in self.convs:
+            msgs = sent.get(conv, [])
+            j = jconvs.get(conv, {"messages": [], "turns": [], "duplicates": 0})
+            got = j["messages"]
+            dup_by_id += j.get("duplicates", 0)
+            contents = {m["content"]: m for m in msgs}
+            counts = collections.Counter(got)
+            d = sum(c - 1 for c in counts.values() if c > 1)
+            if d or j.get("duplicates", 0):
+                dup_convs.append(conv)
+            dups += d
+            unknown += sum(1 for g in counts if g not in contents)
+            got_set = set(got)
+            for m in msgs:
+                if m["content"] not in got_set and m["id"] not in dead_ids:
+                    lost.append((conv, m["id"]))
+            first = []
+            seen = set()
+            for g in got:
+                if g in contents and g not in seen:
+                    seen.add(g)
+                    first.append(g)
+            want = [m["content"] for m in msgs if m["content"] in got_set]
+            if first != want:
+                order_bad.append(conv)
+        C["lost"] = len(lost)
+        C["duplicates"] = dups + dup_by_id
+        self.add_check("no message lost (journal)", not lost,
+                       "%d lost%s" % (len(lost), (": " + repr(lost[:3])) if lost else ""))
+        self.add_check("no message delivered twice (journal)", dups == 0 and dup_by_id == 0,
+                       "%d repeated texts, %d repeated runlane message ids%s" % (
+                           dups, dup_by_id, (" in " + ", ".join(dup_convs[:5])) if dup_convs else ""))
+        self.add_check("no message the producers did not send", unknown == 0,
+                       "%d unknown texts" % unknown)
+        self.add_check("enqueue order kept per conversation", not order_bad,
+                       "%d conversations out of order%s" % (
+                           len(order_bad), (": " + ", ".join(order_bad[:3])) if order_bad else ""))
+
+        # turns: never two at once in one conversation, none left open
+        overlaps, open_turns, n_turns, rejected = [], [], 0, 0
+        for conv, j in jconvs.items():
+            turns = sorted(j.get("turns", []), key=lambda t: t["started"])
+            n_turns += len(turns)
+            rejected += j.get("rejected", 0)
+            for a, b in zip(turns, turns[1:]):
+                if a["ended"] is None or a["ended"] > b["started"] + 1e-6:
+                    overlaps.append((conv, a["id"], b["id"]))
+            open_turns += [(conv, t["id"]) for t in turns if t["ended"] is None]
+        C["turns"] = n_turns
+        C["rejected"] = rejected
+        self.add_check("no overlapping turns in a conversation", not overlaps,
+                       "%d overlaps%s; %d creates refused as conversation_locked" % (
+                           len(overlaps), (": " + repr(overlaps[:3])) if overlaps else "", rejected))
+        self.add_check("no turn left running", not open_turns,
+                       "%d turns without an end%s" % (len(open_turns),
+                                                      (": " + repr(open_turns[:3])) if open_turns else ""))
+
+        # the same at runlane's side: the creates (POST /responses) that took effect,
+        # per conversation, must come batch after batch, never A, B, A.
+        interleaved, seqs = [], []
+        posts = collections.defaultdict(list)
+        try:
+            for line in open(os.path.join(self.workdir, "requests.jsonl")):
+                r = json.loads(line)
+                seqs.append(r.get("seq", 0))
+                body = r.get("body") if isinstance(r.get("body"), dict) else {}
+                if r.get("method") != "POST" or not r.get("path", "").endswith("/responses"):
+                    continue
+                if r.get("status") != 200 or r.get("fault") not in (None, "slow"):
+                    continue
+                bid = (body.get("metadata") or {}).get("runlane_batch_id")
+                if body.get("conversation") and bid:
+                    posts[body["conversation"]].append((r["time"], r["seq"], bid))
+        except OSError:
+            pass
+        for conv, ps in posts.items():
+            ps.sort()
+            done, prev = set(), None
+            for _, _, bid in ps:
+                if bid != prev:
+                    if bid in done:
+                        interleaved.append(conv)
+                        break
+                    if prev:
+                        done.add(prev)
+                    prev = bid
+        seqs.sort()
+        gaps = sum(b - a - 1 for a, b in zip(seqs, seqs[1:]) if b > a + 1)
+        C["api_creates"] = sum(len(v) for v in posts.values())
+        self.add_check("batches of a conversation never interleave at the API", not interleaved,
+                       "%d conversations%s; %d creates seen, %d requests missing from the log"
+                       % (len(interleaved), (": " + ", ".join(interleaved[:3])) if interleaved
+                          else "", C["api_creates"], gaps))
+
+        # store: drained, no conversation stuck
+        self.add_check("queue drained before the deadline", drained,
+                       "final status %s" % json.dumps(self.final_status))
+        stuck = [c for c, s in conv_status.items()
+                 if s.get("error") or s.get("pending") or s.get("inflight")
+                 or s.get("state") != "idle"]
+        self.add_check("no conversation stuck", not stuck,
+                       "%d not idle%s" % (len(stuck), (": " + "; ".join(
+                           "%s %s" % (c, json.dumps(conv_status[c])) for c in stuck[:3])) if stuck else ""))
+
+        # replies: every batch's reply printed at least once
+        with self.replies.lock:
+            lines = list(self.replies.lines)
+            bad_lines = list(self.replies.bad_lines)
+        batches = {}
+        conflicts = []
+        for t, wname, obj in lines:
+            bid = obj.get("batch_id")
+            b = batches.get(bid)
+            ids = tuple(obj.get("message_ids") or [])
+            if b is None:
+                batches[bid] = b = {"t": t, "ids": ids, "conv": obj.get("conversation_id"),
+                                    "replies": set(), "prints": 0, "workers": set()}
+            elif b["ids"] != ids:
+                conflicts.append(bid)
+            b["replies"].add(obj.get("reply"))
+            b["prints"] += 1
+            b["workers"].add(wname)
+            C["redelivered"] += 1 if obj.get("redelivered") else 0
+            C["reconciled"] += 1 if obj.get("reconciled") else 0
+        C["reply_lines"] = len(lines)
+        C["batches"] = len(batches)
+        C["replies_printed_twice"] = sum(1 for b in batches.values() if b["prints"] > 1)
+        msg_batch = {}
+        in_two = []
+        for bid, b in batches.items():
+            for mid in b["ids"]:
+                if mid in msg_batch and msg_batch[mid] != bid:
+                    in_two.append(mid)
+                msg_batch[mid] = bid
+        no_reply = [mid for mid in by_id if mid not in msg_batch and mid not in dead_ids]
+        # Batches named in the workers' logs must have a reply or be dead.
+        logged = self.logged_batches()
+        silent = [b for b in logged if b not in batches and b not in dead_batches]
+        self.add_check("every batch's reply printed", not no_reply and not silent and not bad_lines,
+                       "%d messages in no reply, %d logged batches without a reply, "
+                       "%d non-JSON stdout lines%s" % (
+                           len(no_reply), len(silent), len(bad_lines),
+                           (": " + repr((no_reply + silent)[:3])) if no_reply or silent else ""))
+        self.add_check("one batch per message, same ids when printed again",
+                       not in_two and not conflicts,
+                       "%d messages in two batches, %d batches printed with other ids"
+                       % (len(in_two), len(conflicts)))
+        unknown_ids = [mid for mid in msg_batch if mid not in by_id]
+        self.add_check("replies name only sent messages", not unknown_ids,
+                       "%d unknown ids" % len(unknown_ids))
+
+        # batches: contiguous runs of their conversation's messages, in order
+        noncontig = []
+        for conv, msgs in sent.items():
+            order = [msg_batch.get(m["id"]) for m in msgs if m["id"] in msg_batch]
+            seen_b, prev = set(), None
+            for b in order:
+                if b != prev and b in seen_b:
+                    noncontig.append(conv)
+                    break
+                seen_b.add(b)
+                prev = b
+            pos = {m["id"]: k for k, m in enumerate(msgs)}
+            for bid in set(order):
+                ids = batches[bid]["ids"]
+                if [pos[i] for i in ids if i in pos] != sorted(pos[i] for i in ids if i in pos):
+                    noncontig.append(conv)
+                    break
+        self.add_check("batches are contiguous, in enqueue order", not noncontig,
+                       "%d conversations%s" % (len(noncontig),
+                                               (": " + ", ".join(noncontig[:3])) if noncontig else ""))
+
+        # reply text: "echo: <texts>" and the tools' deterministic outputs
+        wrong = []
+        tool_markers = 0
+        for bid, b in batches.items():
+            msgs = [by_id.get(i) for i in b["ids"]]
+            if any(m is None for m in msgs) or any(m["fail"] for m in msgs):
+                continue
+            want = "echo: " + "\n".join(m["content"] for m in msgs)
+            tools = [t for m in msgs for t in m["tools"]]
+            tool_markers += len(tools)
+            if tools:
+                want += " | tools: " + ",".join(
+                    "%s=%s:%s" % (n, n, hashlib.sha256(a.encode()).hexdigest()[:12])
+                    for n, a in tools)
+            if b["replies"] != {want}:
+                wrong.append((bid, sorted(b["replies"], key=str)[:2], want))
+        C["tool_markers"] = tool_markers
+        self.add_check("replies echo their batch and its tool outputs", not wrong,
+                       "%d batches with another reply%s" % (
+                           len(wrong), (": " + json.dumps(wrong[:2])) if wrong else ""))
+
+        # workers: none died on its own; each stopped on SIGTERM
+        self.add_check("no worker exited on its own", not self.unexpected_exits,
+                       repr(self.unexpected_exits))
+        bad_stop = {k: v for k, v in self.stop_codes.items() if v not in (0, 4)}
+        self.add_check("workers stop cleanly on SIGTERM", not bad_stop,
+                       "exit codes %s" % json.dumps(self.stop_codes))
+
+        # the chaos happened
+        C["faults"] = journal.get("faults", 0)
+        C["requests"] = journal.get("requests", 0)
+        ok = C["kills"] >= 1 and C["pauses"] >= 1 and C["redis_restarts"] >= 1 and C["faults"] > 0
+        self.add_check("chaos happened (kills, pauses, Redis restarts, faults)", ok,
+                       "%d kills, %d pauses, %d restarts, %d faults" % (
+                           C["kills"], C["pauses"], C["redis_restarts"], C["faults"]))
+
+        # counters for the table
+        self.count_logs()
+        self.count_tools()
+        C["messages"] = n_msgs
+        C["made_to_fail"] = len(fail_ids)
+        C["dead"] = len(dead_batches)
+        lat = sorted(self.replies.first_seen[mid] - by_id[mid]["t"]
+                     for mid in by_id if mid in self.replies.first_seen)
+        self.latency = lat
+        return all(ok for _, ok, _ in self.checks)
+
+    def logged_batches(self):
+        pat = re.compile(r" batch (\S+) attempt \d+: (completed|retry|dead)")
+        out = set()
+        for w in self.workers:
+            try:
+                for line in open(w.err_path, errors="replace"):
+                    m = pat.search(line)
+                    if m:
+                        out.add(m.group(1))
+            except OSError:
+                pass
+        return out
+
+    def count_logs(self):
+        C = self.counts
+        for w in self.workers:
+            try:
+                text = open(w.err_path, errors="replace").read()
+            except OSError:
+                continue
+            C["retries"] += len(re.findall(r" attempt \d+: retry: ", text))
+            C["lease_lost"] += len(re.findall(r"lease lost", text))
+        C["producer_retries"] = sum(s.get("retries", 0) for s in self.producer_stats)
+        C["touches"] = sum(s.get("touches", 0) for s in self.producer_stats)
+
+    def count_tools(self):
+        path = os.path.join(self.workdir, "tools.log")
+        ids = []
+        try:
+            for line in open(path):
+                try:
+                    ids.append(json.loads(line)["id"])
+                except (ValueError, KeyError):
+                    pass
+        except OSError:
+            pass
+        self.counts["tool_runs"] = len(ids)
+        self.counts["tool_calls"] = len(set(ids))
+
+    # -- report --
+
+    def report(self):
+        C, T = self.counts, self.times
+        lat = self.latency
+
+        def pct(p):
+            if not lat:
+                return "n/a"
+            return "%.2f s" % lat[min(len(lat) - 1, int(p / 100.0 * len(lat)))]
+        rows = [
+            ("messages", C["messages"]),
+            ("conversations", len(self.convs)),
+            ("typing signals", C["touches"]),
+            ("batches (distinct replies)", C["batches"]),
+            ("turns (emulator responses)", C["turns"]),
+            ("tool calls (distinct / runs)", "%d / %d" % (C["tool_calls"], C["tool_runs"])),
+            ("workers started (refused while Redis was down)",
+             "%d (%d)" % (len(self.workers), C["start_refused"])),
+            ("kills (kill -9)", C["kills"]),
+            ("pauses (SIGSTOP > lease)", C["pauses"]),
+            ("redis restarts", C["redis_restarts"]),
+            ("faults injected", C["faults"]),
+            ("API requests", C["requests"]),
+            ("retries seen (failed attempts)", C["retries"]),
+            ("leases lost", C["lease_lost"]),
+            ("locked creates rejected (emulator)", C["rejected"]),
+            ("producer call retries", C["producer_retries"]),
+            ("replies printed again (redelivered / reconciled)",
+             "%d (%d / %d)" % (C["replies_printed_twice"], C["redelivered"], C["reconciled"])),
+            ("made-to-fail messages", C["made_to_fail"]),
+            ("dead letters", C["dead"]),
+            ("duplicates (must be 0)", C["duplicates"]),
+            ("lost (must be 0)", C["lost"]),
+            ("enqueue -> reply p50", pct(50)),
+            ("enqueue -> reply p95", pct(95)),
+            ("setup (redis, emulator, conversations)", "%.1f s" % (T["created"] - T["start"])),
+            ("producing", "%.1f s" % (T["produced"] - self.t0)),
+            ("draining", "%.1f s" % (T["drained"] - T["produced"])),
+            ("total", "%.1f s" % (time.time() - T["start"])),
+        ]
+        print()
+        print("| %s | %s |" % ("what", "count"))
+        print("|---|---:|")
+        for k, v in rows:
+            print("| %s | %s |" % (k, v))
+        print()
+        print("| check | result | detail |")
+        print("|---|---|---|")
+        for name, ok, detail in self.checks:
+            print("| %s | %s | %s |" % (name, "ok" if ok else "**FAILED**",
+                                        detail.replace("|", "\\|")[:400]))
+        print()
+        with open(os.path.join(self.workdir, "events.txt"), "w") as f:
+            for t, what in self.events:
+                f.write("%.3f %s\n" % (t - self.t0, what))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--seconds", type=int, default=None, help="how long the producers send")
+    ap.add_argument("--conversations", type=int, default=None)
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a size parameter, e.g. --set kills=6 --set fails=20 "
+                         "(keys: %s)" % ", ".join(sorted(SIZES["small"])))
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", "20261125")))
+    ap.add_argument("--emulator-seed", type=int, default=None,
+                    help="seed of the emulator's faults (default: --seed)")
+    ap.add_argument("--bin", default=os.environ.get("RUNLANE_BIN"))
+    ap.add_argument("--workdir", default=None, help="where logs go (default: a new temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory when all passed")
+    opts = ap.parse_args()
+    if opts.emulator_seed is None:
+        opts.emulator_seed = opts.seed
+    if not opts.bin or not os.access(opts.bin, os.X_OK):
+        print("chaos: give the runlane program with --bin or RUNLANE_BIN", file=sys.stderr)
+        return 2
+    opts.bin = os.path.abspath(opts.bin)
+    made_dir = opts.workdir is None
+    opts.workdir = os.path.abspath(opts.workdir or tempfile.mkdtemp(prefix="runlane-chaos-"))
+    os.makedirs(opts.workdir, exist_ok=True)
+
+    def on_signal(sig, _frame):
+        raise SystemExit(128 + sig)
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+
+    log("size %s, seed %d, bin %s, logs in %s" % (opts.size, opts.seed, opts.bin, opts.workdir))
+    chaos = Chaos(opts)
+    rc = 2
+    try:
+        ok = chaos.run()
+        chaos.report()
+        rc = 0 if ok else 1
+    except SetupError as e:
+        log("setup error: %s" % e)
+        chaos.add_check("setup", False, str(e))
+    except (SystemExit, KeyboardInterrupt) as e:
+        code = e.code if isinstance(e, SystemExit) else 130
+        log("interrupted (exit %s): cleaning up" % code)
+        chaos.add_check("run completed", False, "interrupted by a signal")
+        rc = code if isinstance(code, int) else 1
+    finally:
+        try:
+            if chaos.emulator:
+                chaos.emulator.stop()
+        finally:
+            CHILDREN.kill_all()
+            chaos.redis.stop()
+    passed = sum(1 for _, ok, _ in chaos.checks if ok)
+    failed = len(chaos.checks) - passed
+    for name, ok, detail in chaos.checks:
+        if not ok:
+            log("FAILED: %s: %s" % (name, detail[:1000]))
+    if rc == 0 and made_dir and not opts.keep:
+        shutil.rmtree(opts.workdir, ignore_errors=True)
+    else:
+        log("logs kept in %s" % opts.workdir)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.stdout.flush()
+    return rc if failed == 0 or rc != 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Repro of a hang the chaos suite found in `runlane worker --backend
+responses --tool-exec CMD` (core/cli/cmd_http.c, run_tool).
+
+run_tool() creates its stdin/stdout pipes with pipe(), not O_CLOEXEC, and
+forks from one detached thread per TOOL_CALLS event. So a tool command
+inherits every descriptor of the worker: the Redis and HTTP sockets, and
+the pipe ends of the other tool calls running at the same time. Two
+concurrent tool commands that read their stdin to EOF (like `jq`, or
+`input=$(cat)`) can then wait for each other forever. Each one holds the
+write end of the other's stdin. The turns stay in "tool_calls" with their
+leases renewed, and the conversations are stuck until tool.timeout.ms
+(10 min by default). The large chaos run left two conversations stuck this
+way, and /proc/PID/fd of the two hung `sh -c tool.sh` showed each holding
+the other's stdin pipe.
+
+    RUNLANE_BIN=build/core/cli/runlane python3 tests/chaos/repro_tool_fd_leak.py
+
+Part 1 (deterministic): one tool call lists its own descriptors. Anything
+above 2 is leaked. Part 2 (a race, nearly always hit): 100 conversations each
+ask for a tool at the same moment, with a tool that reads stdin to EOF, then
+the turns get 20 s to finish. Exit 1 (and "BUG") when descriptors leak or
+turns hang. Needs redis-server.
+"""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "emulator"))
+from emulator import Emulator  # noqa: E402
+
+BIN = os.environ.get("RUNLANE_BIN") or os.path.join(ROOT, "build", "chaos", "core", "cli", "runlane")
+N = 100
+
+
+def main():
+    d = tempfile.mkdtemp(prefix="runlane-repro-")
+    port = subprocess.check_output([os.path.join(ROOT, "scripts", "redis-server.sh"), "start",
+                                    os.path.join(d, "redis")], text=True).strip()
+    emu = Emulator(latency_ms=20, seed=1).start()
+    store = "redis://127.0.0.1:%s/0" % port
+    x = []
+    for kv in {"openai.base.url": emu.base_url, "openai.model": "m",
+               "openai.api.key": "sk-repro-key", "batch.window.ms": "300",
+               "openai.tools": '[{"type":"function","name":"probe"}]'}.items():
+        x += ["-X", "%s=%s" % kv]
+    base = [BIN, "--store", store] + x
+    procs = []
+    fdlist = os.path.join(d, "fds.txt")
+
+    def worker(tool):
+        p = subprocess.Popen(base + ["worker", "--backend", "responses", "--tool-exec", tool],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        procs.append(p)
+        return p
+
+    try:
+        bug = False
+        # Part 1: what a tool command holds open.
+        conv = subprocess.check_output(base + ["conversation", "create"], text=True).strip()
+        subprocess.check_call(base + ["enqueue", conv, "one [[tool:probe {}]]"],
+                              stdout=subprocess.DEVNULL)
+        w = worker("cat >/dev/null; ls -l /proc/$$/fd > %s; echo ok" % fdlist)
+        deadline = time.time() + 15
+        while time.time() < deadline and not os.path.exists(fdlist):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.killpg(w.pid, signal.SIGKILL)
+        w.wait()
+        leaked = []
+        for line in open(fdlist).read().splitlines():
+            parts = line.split()
+            if len(parts) >= 11 and parts[8].isdigit() and int(parts[8]) > 2:
+                leaked.append("%s -> %s" % (parts[8], parts[10]))
+        print("part 1: descriptors above 2 open in the tool command: %d%s" % (
+            len(leaked), (" (" + ", ".join(leaked[:8]) + ")") if leaked else ""))
+        bug |= bool(leaked)
+
+        # Part 2: concurrent tool calls that read stdin to EOF.
+        convs = [subprocess.check_output(base + ["conversation", "create"], text=True).strip()
+                 for _ in range(N)]
+        for c in convs:
+            subprocess.check_call(base + ["enqueue", c, "go [[tool:probe {}]]"],
+                                  stdout=subprocess.DEVNULL)
+        w = worker("input=$(cat); sleep 0.2; echo ok")
+        time.sleep(20)
+        st = subprocess.run(base + ["status", "--json"], capture_output=True, text=True).stdout
+        hung = [p for p in subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(w.pid)],
+                                          capture_output=True, text=True).stdout.splitlines()]
+        os.killpg(w.pid, signal.SIGKILL)
+        _, err = w.communicate(timeout=10)
+        done = err.count(": completed")
+        print("part 2: %d of %d turns completed in 20 s; tool commands still running: %d; "
+              "status %s" % (done, N, len(hung), st.strip()))
+        bug |= done < N
+        print("BUG: tool commands inherit the worker's descriptors%s" % (
+            " and concurrent ones deadlock" if done < N else "") if bug else "ok")
+        return 1 if bug else 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        emu.stop()
+        subprocess.call([os.path.join(ROOT, "scripts", "redis-server.sh"), "stop",
+                         os.path.join(d, "redis")])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
