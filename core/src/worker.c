@@ -481,18 +481,9 @@ void *rl_worker_main(void *arg) {
             if (mode == RUNLANE_STOP_RELEASE || n == 0 || now >= deadline) break;
         }
         int failed = 0;
-        if (now >= next_recover) {
-            int rec = 0, dead = 0;
-            if (rl->io_store->ops->recover(rl->io_store, &rl->pol, &rec, &dead)) {
-                failed = 1;
-                /* One event per outage (and every 100 failed rounds). */
-                if (store_failures % 100 == 0)
-                    emit_error(rl, runlane_error_code(runlane_error_last()), "recover");
-            }
-            RL_ADD(rl, leases_recovered, rec);
-            next_recover = now + rl->recover_ms;
-        }
-        if (!failed && now >= next_renew) {
+        /* Renew before recovering: after a slow pass the recovery must not
+         * take back this worker's own, still running, batches. */
+        if (now >= next_renew) {
             if (renew_all(rl)) {
                 failed = 1;
                 /* One event per outage (and every 100 failed rounds). */
@@ -502,6 +493,17 @@ void *rl_worker_main(void *arg) {
             } else {
                 next_renew = now + rl->renew_ms;
             }
+        }
+        if (!failed && now >= next_recover) {
+            int rec = 0, dead = 0;
+            if (rl->io_store->ops->recover(rl->io_store, &rl->pol, &rec, &dead)) {
+                failed = 1;
+                /* One event per outage (and every 100 failed rounds). */
+                if (store_failures % 100 == 0)
+                    emit_error(rl, runlane_error_code(runlane_error_last()), "recover");
+            }
+            RL_ADD(rl, leases_recovered, rec);
+            next_recover = now + rl->recover_ms;
         }
         if (!failed && !stopping && now >= next_reply) {
             int got = redeliver_replies(rl);
