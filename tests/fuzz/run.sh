@@ -61,7 +61,7 @@ for t in "${TARGETS[@]}"; do
   [ "$JOBS" -gt 1 ] && jobargs=(-jobs="$JOBS" -workers="$JOBS")
   # (in $BUILD: with -jobs libFuzzer writes fuzz-N.log to the current directory)
   (cd "$BUILD" && rm -f fuzz-*.log && \
-   "$bin" -max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=4096 -max_len=4096 \
+   "$bin" -seed="${RUNLANE_FUZZ_SEED:-1}" -max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=4096 -max_len=4096 \
           -print_final_stats=1 -artifact_prefix="$arts/" "${jobargs[@]}" \
           ${RUNLANE_FUZZ_ARGS:-} "$work" "$seeds") >"$log" 2>&1
   rc=$?
