@@ -810,14 +810,9 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
 
   private settleError(batch: Batch | null, e: unknown): void {
     if (e instanceof ClosedError) return;
-    if (batch && (e instanceof LeaseLostError || e instanceof NotFoundError)) {
-      if (this.isClosed) return; // released by close(): another worker has it
-      this.publish('lease_lost', {
-        type: 'lease_lost', conversationId: batch.conversationId, threadId: batch.conversationId,
-        batchId: batch.batchId, attempt: batch.attempt, error: (e as Error).message, raw: {},
-      });
-      return;
-    }
+    // The batch is no longer ours: the core already raised LEASE_LOST for it
+    // (a stale settle, a failed renew, or a release at stop); not again here.
+    if (batch && (e instanceof LeaseLostError || e instanceof NotFoundError)) return;
     this.emitError(e as Error);
   }
 
