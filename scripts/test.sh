@@ -66,9 +66,9 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
   step "C suite under TSan" c_suite build/tsan -DRUNLANE_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
   unset TSAN_OPTIONS RUNLANE_TEST_TIME_SCALE
-  # libFuzzer targets (tests/fuzz): regressions and seeds replayed, then 15 s
-  # of fuzzing each (clang, ASan+UBSan).
-  step "fuzz (libFuzzer, 15 s per target)" tests/fuzz/run.sh 15
+  # libFuzzer targets (tests/fuzz): regressions and seeds replayed, then a
+  # fixed number of inputs from a fixed seed each (clang, ASan+UBSan).
+  step "fuzz (libFuzzer, fixed inputs per target)" tests/fuzz/run.sh ci
 fi
 if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   # Producers and CLI workers with kill -9, SIGSTOP past the lease, Redis

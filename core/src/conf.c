@@ -321,19 +321,16 @@ runlane_conf_set(runlane_conf_t *conf, const char *key, const char *value, char 
     return RUNLANE_OK;
 }
 
-/* The store URL with its password (redis://user:PASSWORD@host) masked. */
+/* The store URL with its password (redis://user:PASSWORD@host) masked,
+ * where the store itself would read it (rl_store_url_userinfo). */
 static const char *masked_store(const char *v) {
     static _Thread_local char buf[2200];
-    const char *scheme = strstr(v, "://");
-    const char *at = scheme ? strrchr(scheme + 3, '@') : NULL;
-    if (!at) return v;
-    const char *colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
-    if (!colon) {
-        /* redis://secret@host: whatever stands there may be a password. */
-        snprintf(buf, sizeof(buf), "%.*s***%s", (int)(scheme + 3 - v), v, at);
-        return buf;
-    }
-    snprintf(buf, sizeof(buf), "%.*s:***%s", (int)(colon - v), v, at);
+    size_t begin, end;
+    if (!rl_store_url_userinfo(v, &begin, &end) || begin == end) return v;
+    const char *colon = memchr(v + begin, ':', end - begin);
+    /* Without a colon the whole user info is a password (as in redis-cli). */
+    size_t keep = colon ? (size_t)(colon + 1 - v) : begin;
+    snprintf(buf, sizeof(buf), "%.*s***%s", (int)keep, v, v + end);
     return buf;
 }
 

@@ -58,6 +58,14 @@ int rl_utf8_valid(const char *s, size_t n);
 /* RUNLANE_OK or RUNLANE_ERR_INVALID_ARG with a message naming `what`. */
 runlane_err_t rl_check_conversation_id(const char *conv);
 
+/* The user info of a store URL, exactly as the Redis store reads it:
+ * "[user:]password" of redis://, rediss:// (up to the last '@' before the
+ * first '/', '?' or '#') and unix:// (ending in "@/"). Sets *begin and *end
+ * (offsets into url, end at the '@') and returns 1, or returns 0 when the URL
+ * has none. One function for the parser and the masking, so what is masked
+ * is always what is sent as the password. */
+int rl_store_url_userinfo(const char *url, size_t *begin, size_t *end);
+
 /* Random double in [0,1) (thread-safe, not for crypto). */
 double rl_random(void);
 

@@ -1720,11 +1720,11 @@ static int parse_url(rstore_t *s, const char *url) {
     long v;
     if (strncmp(url, "unix://", 7) == 0) {
         p = url + 7;
-        const char *slash = strchr(p, '/');
-        if (slash && slash > p && slash[-1] == '@') {
-            int rc = parse_userinfo(s, p, slash - 1);
+        size_t ub, ue;
+        if (rl_store_url_userinfo(url, &ub, &ue)) {
+            int rc = parse_userinfo(s, url + ub, url + ue);
             if (rc != RUNLANE_OK) return rc;
-            p = slash;
+            p = url + ue + 1;
         }
         const char *q = strchr(p, '?');
         size_t plen = q ? (size_t)(q - p) : strlen(p);
@@ -1757,16 +1757,13 @@ static int parse_url(rstore_t *s, const char *url) {
         return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
                             "store.url: expected redis://, rediss:// or unix://");
     }
-    size_t alen = strcspn(p, "/?#");
-    const char *auth_end = p + alen;
-    const char *at = NULL;
-    for (const char *q = p; q < auth_end; q++)
-        if (*q == '@') at = q;
+    const char *auth_end = p + strcspn(p, "/?#");
     const char *hp = p;
-    if (at) {
-        int rc = parse_userinfo(s, p, at);
+    size_t ub, ue;
+    if (rl_store_url_userinfo(url, &ub, &ue)) {
+        int rc = parse_userinfo(s, url + ub, url + ue);
         if (rc != RUNLANE_OK) return rc;
-        hp = at + 1;
+        hp = url + ue + 1;
     }
     const char *hend, *port = NULL;
     size_t portlen = 0;

@@ -213,3 +213,24 @@ uint32_t rl_fnv1a32(const char *s, size_t n) {
 }
 
 RUNLANE_EXTERN(void) runlane_free(void *ptr) { free(ptr); }
+
+int rl_store_url_userinfo(const char *url, size_t *begin, size_t *end) {
+    const char *p, *at = NULL;
+    if (strncmp(url, "unix://", 7) == 0) {
+        p = url + 7;
+        const char *slash = strchr(p, '/');
+        if (!slash || slash == p || slash[-1] != '@') return 0;
+        at = slash - 1;
+    } else {
+        if (strncmp(url, "redis://", 8) == 0) p = url + 8;
+        else if (strncmp(url, "rediss://", 9) == 0) p = url + 9;
+        else return 0;
+        const char *auth_end = p + strcspn(p, "/?#");
+        for (const char *q = p; q < auth_end; q++)
+            if (*q == '@') at = q;
+        if (!at) return 0;
+    }
+    *begin = (size_t)(p - url);
+    *end = (size_t)(at - url);
+    return 1;
+}

@@ -7,6 +7,10 @@
 # replayed from then on, here and by ctest) and the script fails.
 #
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]     targets: sse provider conf store
+#   tests/fuzz/run.sh ci [TARGET...]            what CI runs: a fixed number of
+#       inputs per target from a fixed seed (about 15 s each here), so a
+#       CI run is repeatable and cannot fail on a finding that depends on
+#       how fast the machine happened to be; discovery is the timed runs'.
 #   RUNLANE_FUZZ_BUILD=dir   build directory (default build/fuzz)
 #   RUNLANE_FUZZ_JOBS=n      parallel fuzzing jobs per target (default 1)
 #   RUNLANE_FUZZ_ARGS=...    extra libFuzzer flags (e.g. -max_len=8192)
@@ -14,6 +18,10 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 SECONDS_EACH=${1:-20}
+CI_MODE=0
+[ "$SECONDS_EACH" = ci ] && CI_MODE=1
+# Inputs per target in ci mode (~15 s each at this machine's rates).
+declare -A CI_RUNS=([sse]=100000 [conf]=8000 [store]=15000 [provider]=500)
 shift $(( $# > 0 ? 1 : 0 ))
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(sse conf store provider)
@@ -54,14 +62,20 @@ for t in "${TARGETS[@]}"; do
     echo "fuzz $t: a regression or seed input fails (log: $log.replay)"
     summary+=("FAIL  $t (replay)"); failed=$((failed + 1)); continue
   fi
-  echo "== fuzz $t: ${SECONDS_EACH}s"
+  if [ $CI_MODE = 1 ]; then
+    budget=(-runs="${CI_RUNS[$t]}")
+    echo "== fuzz $t: ${CI_RUNS[$t]} inputs from seed ${RUNLANE_FUZZ_SEED:-1}"
+  else
+    budget=(-max_total_time="$SECONDS_EACH")
+    echo "== fuzz $t: ${SECONDS_EACH}s"
+  fi
   # -timeout: one input taking longer is a hang (the provider target's
   # turns take tens of ms).
   jobargs=()
   [ "$JOBS" -gt 1 ] && jobargs=(-jobs="$JOBS" -workers="$JOBS")
   # (in $BUILD: with -jobs libFuzzer writes fuzz-N.log to the current directory)
   (cd "$BUILD" && rm -f fuzz-*.log && \
-   "$bin" -seed="${RUNLANE_FUZZ_SEED:-1}" -max_total_time="$SECONDS_EACH" -timeout=25 -rss_limit_mb=4096 -max_len=4096 \
+   "$bin" -seed="${RUNLANE_FUZZ_SEED:-1}" "${budget[@]}" -timeout=25 -rss_limit_mb=4096 -max_len=4096 \
           -print_final_stats=1 -artifact_prefix="$arts/" "${jobargs[@]}" \
           ${RUNLANE_FUZZ_ARGS:-} "$work" "$seeds") >"$log" 2>&1
   rc=$?
