@@ -95,6 +95,7 @@ rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistan
         goto fail;
     }
     if (!(bk->http = rl_http_new(rl->conf, rl->multi))) goto fail;
+    rl_http_use_loop(bk->http, rl->loop);
     /* rate.limit.rpm: the queue's shared bucket, through the I/O thread's
      * own store (this client's HTTP requests all run on that thread). */
     rl_http_rate_t rate = {rl->io_store, NULL, rate_note, rl};
@@ -480,10 +481,20 @@ int rl_turn_lease_ok(rl_turn_t *t) {
     return 0;
 }
 
+/* The lease guard once more at the last moment, each attempt: the
+ * connection is up and the bytes go out next (see rl_http_set_gate). A
+ * worker that stalled between the first check and the send (SIGSTOP, a
+ * machine stall, a slow connect) stops here, releasing the batch. */
+static int turn_send_gate(void *opaque) {
+    rl_turn_t *t = opaque;
+    return t->state != RL_TS_DEAD && rl_turn_lease_ok(t);
+}
+
 int rl_turn_request_guarded(rl_turn_t *t, const char *method, const char *path,
                             const cJSON *body, int flags, rl_turn_done_fn done,
                             rl_turn_event_fn on_event) {
     int ok = rl_turn_request(t, method, path, body, flags, done, on_event);
+    if (ok) rl_http_set_gate(t->req, turn_send_gate);
     t->guarded = ok;
     return ok;
 }

@@ -9,6 +9,7 @@
 
 #include "client.h"
 #include "internal.h"
+#include "ioloop.h"
 
 runlane_event_t *rl_event_pop(runlane_t *rl, int timeout_ms);
 
@@ -209,6 +210,7 @@ RUNLANE_EXTERN(void) runlane_destroy(runlane_t *rl) {
     }
     if (rl->io_store) rl->io_store->ops->destroy(rl->io_store);
     if (rl->api_store) rl->api_store->ops->destroy(rl->api_store);
+    rl_ioloop_destroy(rl->loop);
     if (rl->multi) curl_multi_cleanup(rl->multi);
     rl_events_destroy(rl);
     pthread_cond_destroy(&rl->settle_cond);
@@ -586,9 +588,12 @@ RUNLANE_EXTERN(runlane_err_t) runlane_start(runlane_t *rl) {
         pthread_mutex_unlock(&rl->mu);
         return rl_error_set(RUNLANE_ERR_INTERNAL, 0, "curl_multi_init failed");
     }
-    if (rl->backend && !(rl->bk = rl->backend->create(rl))) {
+    if (!(rl->loop = rl_ioloop_new(rl->multi)) ||
+        (rl->backend && !(rl->bk = rl->backend->create(rl)))) {
         rl->io_store->ops->destroy(rl->io_store);
         rl->io_store = NULL;
+        rl_ioloop_destroy(rl->loop);
+        rl->loop = NULL;
         curl_multi_cleanup(rl->multi);
         rl->multi = NULL;
         pthread_mutex_unlock(&rl->mu);

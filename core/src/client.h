@@ -132,7 +132,9 @@ struct runlane_s {
     rl_inflight_t *inflight;
     int ninflight;
     rl_store_t *io_store; /* used by the I/O thread only */
-    CURLM *multi;         /* sleeps the I/O thread; woken by curl_multi_wakeup */
+    CURLM *multi;         /* every HTTP transfer of the I/O thread */
+    struct rl_ioloop *loop; /* the I/O thread's wait: multi's sockets + wakes */
+    int claim_now;          /* a wake asked the I/O thread to look for due work (mu) */
     const rl_backend_ops_t *backend; /* NULL: custom backend */
     rl_backend_t *bk;
     rl_cmd_t *cmds;       /* tool outputs from host threads, under mu */

@@ -11,6 +11,7 @@
 
 #include "http.h"
 #include "internal.h"
+#include "ioloop.h"
 
 #define RL_HTTP_MAX_BODY (64u * 1024u * 1024u)
 
@@ -32,13 +33,14 @@ struct rl_http_req {
     int flags;
     rl_http_data_fn on_data;
     rl_http_done_fn on_done;
+    rl_http_gate_fn gate;
     void *opaque;
     int attempts;
     int64_t retry_at;
     int64_t last_activity;
     /* Outcome of the current attempt. */
     CURLcode code;
-    int idle_timeout, aborted;
+    int idle_timeout, aborted, gated; /* gated: the gate stopped it unsent */
     long status;
     int sse;
     int streamed;
@@ -69,7 +71,16 @@ struct rl_http {
     int rate_down;            /* the last store call failed (note sent) */
     rl_http_req_t *head, *tail;
     int in_perform;
+    rl_ioloop_t *loop; /* NULL: driven by curl_multi_perform in rl_http_drive */
 };
+
+/* 1 inside curl's transfer callbacks, where multi functions must not be
+ * called (add and remove are deferred to the drive). */
+static int in_curl(const rl_http_t *h) {
+    return h->in_perform || (h->loop && rl_ioloop_acting(h->loop));
+}
+
+void rl_http_use_loop(rl_http_t *h, rl_ioloop_t *loop) { h->loop = loop; }
 
 /* ---- secrets ---- */
 
@@ -281,7 +292,7 @@ static void req_free(rl_http_req_t *r) {
 
 static void reset_attempt(rl_http_req_t *r) {
     r->code = CURLE_OK;
-    r->idle_timeout = r->aborted = 0;
+    r->idle_timeout = r->aborted = r->gated = 0;
     r->status = 0;
     r->sse = 0;
     r->request_id[0] = '\0';
@@ -515,7 +526,7 @@ static int64_t next_token_at(const rl_http_t *h, int64_t now) {
 static void launch(rl_http_req_t *r) {
     rl_http_t *h = r->h;
     r->state = RQ_QUEUED;
-    if (h->in_perform) return;
+    if (in_curl(h)) return;
     /* Keep FIFO order: nothing jumps ahead of an older queued request. */
     for (rl_http_req_t *o = h->head; o && o != r; o = o->next)
         if (o->state == RQ_QUEUED) return;
@@ -566,6 +577,37 @@ rl_http_req_t *rl_http_start(rl_http_t *h, const char *method, const char *path,
     return r;
 }
 
+#if LIBCURL_VERSION_NUM >= 0x075000
+/* curl: connected, about to send the request (every attempt). */
+static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port) {
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    rl_http_req_t *r = ud;
+    if (r->state == RQ_DEAD) return CURL_PREREQFUNC_ABORT;
+    if (r->gate && !r->gate(r->opaque)) {
+        r->gated = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+#endif
+
+int rl_http_set_gate(rl_http_req_t *r, rl_http_gate_fn gate) {
+#if LIBCURL_VERSION_NUM >= 0x075000
+    r->gate = gate;
+    curl_easy_setopt(r->easy, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(r->easy, CURLOPT_PREREQDATA, (void *)r);
+    return 1;
+#else
+    (void)r;
+    (void)gate;
+    return 0;
+#endif
+}
+
 void rl_http_cancel(rl_http_req_t *r) {
     if (!r || r->state == RQ_DEAD) return;
     rl_http_t *h = r->h;
@@ -573,7 +615,7 @@ void rl_http_cancel(rl_http_req_t *r) {
     r->on_data = NULL;
     /* In perform, the write callback aborts it and the drive removes it
      * from the multi afterwards. */
-    if (r->in_multi && !h->in_perform) {
+    if (r->in_multi && !in_curl(h)) {
         curl_multi_remove_handle(h->multi, r->easy);
         r->in_multi = 0;
     }
@@ -625,6 +667,8 @@ static void describe_error(rl_http_req_t *r, rl_buf_t *b, cJSON *err_obj) {
             rl_buf_printf(b, "network error: the stream sent nothing for %ld ms", r->h->idle_ms);
         else if (r->aborted)
             rl_buf_puts(b, "aborted");
+        else if (r->gated)
+            rl_buf_puts(b, "not sent: stopped by its gate before going out");
         else if (r->body_too_large)
             rl_buf_printf(b, "response body over %u bytes", RL_HTTP_MAX_BODY);
         else {
@@ -670,7 +714,7 @@ static void process_finished(rl_http_req_t *r) {
         if (r->code != CURLE_OK) {
             if (r->streamed) {
                 retriable = 1;
-            } else if (r->aborted || r->body_too_large) {
+            } else if (r->aborted || r->body_too_large || r->gated) {
                 retriable = 0;
             } else {
                 retriable = 1;
@@ -746,10 +790,13 @@ int64_t rl_http_drive(rl_http_t *h) {
                 if (r->state == RQ_QUEUED) break; /* rate limited: keep the order */
             }
         }
-        int running = 0;
-        h->in_perform = 1;
-        curl_multi_perform(h->multi, &running);
-        h->in_perform = 0;
+        if (!h->loop) {
+            /* (With a loop, curl acted on the ready sockets in its wait.) */
+            int running = 0;
+            h->in_perform = 1;
+            curl_multi_perform(h->multi, &running);
+            h->in_perform = 0;
+        }
         int msgs;
         CURLMsg *m;
         while ((m = curl_multi_info_read(h->multi, &msgs)) != NULL) {

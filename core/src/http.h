@@ -1,8 +1,9 @@
 /* http.h - the HTTP client of the backends (internal).
  *
  * Requests are libcurl easy handles on one multi handle: the client's
- * rl->multi, which the I/O thread sleeps on (curl_multi_poll), so one
- * thread drives every transfer and connections are kept alive and reused.
+ * rl->multi, whose sockets the I/O thread waits on (rl->loop, see
+ * ioloop.h), so one thread drives every transfer and connections are kept
+ * alive and reused.
  * Everything here runs on the thread that owns the multi handle; only
  * rl_http_sync() is meant for other threads (it makes its own multi).
  *
@@ -99,6 +100,13 @@ typedef void (*rl_http_done_fn)(void *opaque, const rl_http_result_t *res);
  * with the error set on failure (bad openai.headers, ...). */
 rl_http_t *rl_http_new(const runlane_conf_t *conf, CURLM *multi);
 
+typedef struct rl_ioloop rl_ioloop_t;
+/* Drives the client's multi through `loop` (see ioloop.h: curl acts on
+ * ready sockets inside rl_ioloop_wait, and rl_http_drive no longer calls
+ * curl_multi_perform). Call before the first request. Without it the
+ * client drives its multi with curl_multi_perform (rl_http_sync does). */
+void rl_http_use_loop(rl_http_t *h, rl_ioloop_t *loop);
+
 /* How long the local bucket stands in for a failed store before the store
  * is asked again. */
 #define RL_HTTP_RATE_STORE_RETRY_MS 1000
@@ -129,6 +137,16 @@ void rl_http_destroy(rl_http_t *h);
 rl_http_req_t *rl_http_start(rl_http_t *h, const char *method, const char *path,
                              const char *json_body, int flags, rl_http_data_fn on_data,
                              rl_http_done_fn on_done, void *opaque);
+/* Asked right before each attempt of a request goes on the wire (the
+ * connection is up; curl's CURLOPT_PREREQFUNCTION). Return 1 to send, 0 to
+ * stop: the attempt is then aborted unsent (CURLE_ABORTED_BY_CALLBACK, not
+ * ambiguous). It may cancel the request (rl_http_cancel) and settle its
+ * owner's state; it must not start requests. */
+typedef int (*rl_http_gate_fn)(void *opaque);
+/* Installs the gate of a request just started (same opaque as on_done).
+ * Returns 0 when this libcurl (< 7.80) cannot call it. */
+int rl_http_set_gate(rl_http_req_t *r, rl_http_gate_fn gate);
+
 /* Cancels a request: no callback is called for it any more. Safe from
  * on_data and on_done. NULL is ignored. */
 void rl_http_cancel(rl_http_req_t *r);

@@ -3,8 +3,8 @@
  * One thread per client: it claims due conversations up to
  * worker.concurrency, renews every lease it holds in one pipelined round
  * trip, recovers expired leases of dead workers, and hands batches to the
- * backend. It sleeps in curl_multi_poll so that HTTP transfers and wake-ups
- * from other threads (curl_multi_wakeup) share one wait. Host code never
+ * backend. It sleeps in rl_ioloop_wait (ioloop.h) so that HTTP transfers
+ * and wake-ups from other threads share one wait. Host code never
  * runs here: everything reaches the host as events.
  *
  * With an HTTP backend it also delivers unconfirmed replies again: a
@@ -20,6 +20,7 @@
 
 #include "client.h"
 #include "internal.h"
+#include "ioloop.h"
 
 /* How often unconfirmed replies are looked for, and how many one look
  * takes (a full look is followed by another at once). */
@@ -28,7 +29,10 @@
 
 void rl_worker_wake(runlane_t *rl) {
     pthread_mutex_lock(&rl->mu);
-    if (rl->started && rl->multi && rl->finished == 0) curl_multi_wakeup(rl->multi);
+    if (rl->started && rl->loop && rl->finished == 0) {
+        rl->claim_now = 1;
+        rl_ioloop_wake(rl->loop);
+    }
     pthread_mutex_unlock(&rl->mu);
 }
 
@@ -469,9 +473,18 @@ void *rl_worker_main(void *arg) {
     int64_t next_reply = rl->backend ? now + RL_REPLY_CLAIM_MS / 2 : INT64_MAX;
     int store_failures = 0;
     int drained = 0;
+    /* Claims are looked for when due (the store's next due time, at most
+     * worker.poll.ms later), when a wake asks (enqueue, settle, stop) or
+     * when a turn ended here and made room; not on every socket event,
+     * which with thousands of streams would be thousands of store round
+     * trips a second. */
+    int64_t next_claim = now;
+    int inflight_after_claim = 0;
     for (;;) {
         pthread_mutex_lock(&rl->mu);
         int stopping = rl->stopping, n = rl->ninflight;
+        int claim_now = rl->claim_now || n < inflight_after_claim;
+        rl->claim_now = 0;
         runlane_stop_mode_t mode = rl->stop_mode;
         int64_t deadline = rl->stop_deadline;
         pthread_mutex_unlock(&rl->mu);
@@ -520,8 +533,9 @@ void *rl_worker_main(void *arg) {
             run_commands(rl);
             backend_wake = rl->backend->drive(rl->bk);
         }
-        int claimed = 0;
-        if (!failed && !stopping) {
+        int claimed = 0, looked = 0;
+        if (!failed && !stopping && (claim_now || rl_mono_ms() >= next_claim)) {
+            looked = 1;
             claimed = claim_some(rl);
             if (claimed < 0) {
                 failed = 1;
@@ -540,21 +554,26 @@ void *rl_worker_main(void *arg) {
             store_failures = 0;
             if (claimed > 0) {
                 wait = 0; /* more may be due */
-            } else if (!stopping) {
-                int64_t due = INT64_MAX, snow = 0;
-                if (rl->io_store->ops->next_due(rl->io_store, &due, &snow) == RUNLANE_OK &&
-                    due != INT64_MAX) {
-                    int64_t d = due - snow;
-                    if (d < 0) d = 0;
-                    pthread_mutex_lock(&rl->mu);
-                    int full = rl->ninflight >= rl->concurrency;
-                    pthread_mutex_unlock(&rl->mu);
-                    /* When full, only a settle (which wakes us) makes room. */
-                    if (!full && d < wait) wait = d;
-                }
+                next_claim = 0;
+            } else if (looked) {
+                int64_t due = INT64_MAX, snow = 0, d = rl->poll_ms;
+                pthread_mutex_lock(&rl->mu);
+                int full = rl->ninflight >= rl->concurrency;
+                pthread_mutex_unlock(&rl->mu);
+                /* When full, only a settle (which wakes us) makes room. */
+                if (!full && rl->io_store->ops->next_due(rl->io_store, &due, &snow) == RUNLANE_OK &&
+                    due != INT64_MAX && due - snow < d)
+                    d = due - snow < 0 ? 0 : due - snow;
+                next_claim = rl_mono_ms() + d;
+            }
+            if (looked) {
+                pthread_mutex_lock(&rl->mu);
+                inflight_after_claim = rl->ninflight;
+                pthread_mutex_unlock(&rl->mu);
             }
         }
         now = rl_mono_ms();
+        if (!failed && !stopping && next_claim - now < wait) wait = next_claim - now;
         if (next_renew - now < wait) wait = next_renew - now;
         if (next_recover - now < wait) wait = next_recover - now;
         if (!stopping && next_reply != INT64_MAX && next_reply - now < wait)
@@ -562,7 +581,8 @@ void *rl_worker_main(void *arg) {
         if (stopping && deadline - now < wait) wait = deadline - now;
         if (backend_wake != INT64_MAX && backend_wake - now < wait) wait = backend_wake - now;
         if (wait < 0) wait = 0;
-        if (wait > 0) curl_multi_poll(rl->multi, NULL, 0, (int)wait, NULL);
+        /* Also with wait 0: curl acts on ready sockets only in the wait. */
+        rl_ioloop_wait(rl->loop, wait);
     }
     release_all(rl);
     pthread_mutex_lock(&rl->mu);

@@ -11,6 +11,7 @@
 
 #include "conf.h"
 #include "http.h"
+#include "ioloop.h"
 #include "internal.h"
 #include "runlane.h"
 #include "sse.h"
@@ -80,12 +81,55 @@ static runlane_conf_t *make_conf(const char *const *kv) {
     return c;
 }
 
+/* Every HTTP test runs twice: with the multi driven by curl_multi_perform
+ * inside rl_http_drive (as rl_http_sync does), and through an ioloop (as
+ * the worker does: curl acts on ready sockets in rl_ioloop_wait). */
+static int use_loop;
+static struct {
+    CURLM *m;
+    rl_ioloop_t *l;
+} loops[4];
+
+static rl_http_t *http_new(const runlane_conf_t *c, CURLM *m) {
+    rl_http_t *h = rl_http_new(c, m);
+    if (!h || !use_loop) return h;
+    rl_ioloop_t *l = rl_ioloop_new(m);
+    RL_CHECK(l != NULL);
+    for (int i = 0; i < 4; i++)
+        if (!loops[i].m) {
+            loops[i].m = m;
+            loops[i].l = l;
+            break;
+        }
+    rl_http_use_loop(h, l);
+    return h;
+}
+
+static void io_wait(CURLM *m, int64_t ms) {
+    for (int i = 0; i < 4; i++)
+        if (loops[i].m == m) {
+            rl_ioloop_wait(loops[i].l, ms);
+            return;
+        }
+    curl_multi_poll(m, NULL, 0, (int)ms, NULL);
+}
+
+static void multi_cleanup(CURLM *m) {
+    for (int i = 0; i < 4; i++)
+        if (loops[i].m == m) {
+            rl_ioloop_destroy(loops[i].l);
+            loops[i].m = NULL;
+            loops[i].l = NULL;
+        }
+    curl_multi_cleanup(m);
+}
+
 /* Runs one request to its end; returns the elapsed ms. */
 static int64_t run(const char *const *kv, const char *method, const char *path, const char *body,
                    int flags, result_t *out) {
     runlane_conf_t *c = make_conf(kv);
     CURLM *m = curl_multi_init();
-    rl_http_t *h = rl_http_new(c, m);
+    rl_http_t *h = http_new(c, m);
     if (!h) {
         fprintf(stderr, "rl_http_new: %s\n", runlane_error_message(runlane_error_last()));
         abort();
@@ -100,13 +144,13 @@ static int64_t run(const char *const *kv, const char *method, const char *path, 
         int64_t wait = wake == INT64_MAX ? 500 : wake - rl_mono_ms();
         if (wait > 500) wait = 500;
         if (wait < 0) wait = 0;
-        curl_multi_poll(m, NULL, 0, (int)wait, NULL);
+        io_wait(m, wait);
     }
     int64_t el = rl_mono_ms() - t0;
     rl_buf_puts(&out->stream, "");
     RL_CHECK_INT(0, rl_http_pending(h));
     rl_http_destroy(h);
-    curl_multi_cleanup(m);
+    multi_cleanup(m);
     runlane_conf_destroy(c);
     return el;
 }
@@ -238,19 +282,19 @@ static void test_http_unsafe_never_resent_by_libcurl(void) {
     rlemu_fault(&emu, "drop", 1, "POST", "/v1/conversations");
     runlane_conf_t *c = make_conf(NULL);
     CURLM *m = curl_multi_init();
-    rl_http_t *h = rl_http_new(c, m);
+    rl_http_t *h = http_new(c, m);
     result_t a, b;
     memset(&a, 0, sizeof(a));
     memset(&b, 0, sizeof(b));
     rl_http_start(h, "GET", "/conversations/conv_warm", NULL, 0, NULL, on_done, &a);
     while (!a.done) {
         rl_http_drive(h);
-        if (!a.done) curl_multi_poll(m, NULL, 0, 100, NULL);
+        if (!a.done) io_wait(m, 100);
     }
     rl_http_start(h, "POST", "/conversations", "{}", RL_HTTP_UNSAFE, NULL, on_done, &b);
     while (!b.done) {
         rl_http_drive(h);
-        if (!b.done) curl_multi_poll(m, NULL, 0, 100, NULL);
+        if (!b.done) io_wait(m, 100);
     }
     RL_CHECK(!b.ok);
     RL_CHECK_INT(1, b.ambiguous);
@@ -258,7 +302,7 @@ static void test_http_unsafe_never_resent_by_libcurl(void) {
     result_free(&a);
     result_free(&b);
     rl_http_destroy(h);
-    curl_multi_cleanup(m);
+    multi_cleanup(m);
     runlane_conf_destroy(c);
 }
 
@@ -318,12 +362,12 @@ static void test_http_api_key_never_in_errors(void) {
     const char *kv[] = {"openai.headers", "{\"api-key\":\"azure-secret-value\"}", NULL};
     runlane_conf_t *c = make_conf(kv);
     CURLM *m = curl_multi_init();
-    rl_http_t *hh = rl_http_new(c, m);
+    rl_http_t *hh = http_new(c, m);
     char *s = rl_http_scrub_dup(hh, "x " API_KEY " y azure-secret-value z" API_KEY);
     RL_CHECK_STR("x *** y *** z***", s);
     free(s);
     rl_http_destroy(hh);
-    curl_multi_cleanup(m);
+    multi_cleanup(m);
     runlane_conf_destroy(c);
 }
 
@@ -469,7 +513,7 @@ static void test_http_backoff_bounds(void) {
     runlane_conf_set(c, "http.retry.base.ms", "100", err, sizeof(err));
     runlane_conf_set(c, "http.retry.max.ms", "1000", err, sizeof(err));
     CURLM *m = curl_multi_init();
-    rl_http_t *h = rl_http_new(c, m);
+    rl_http_t *h = http_new(c, m);
     for (int i = 0; i < 200; i++) {
         int64_t d1 = rl_http_backoff_ms(h, 1, -1), d3 = rl_http_backoff_ms(h, 3, -1);
         int64_t d9 = rl_http_backoff_ms(h, 9, -1);
@@ -480,7 +524,7 @@ static void test_http_backoff_bounds(void) {
     RL_CHECK_INT(5000, rl_http_backoff_ms(h, 1, 5000));
     RL_CHECK_INT(0, rl_http_backoff_ms(h, 4, 0));
     rl_http_destroy(h);
-    curl_multi_cleanup(m);
+    multi_cleanup(m);
     runlane_conf_destroy(c);
 }
 
@@ -506,7 +550,7 @@ static void test_http_rate_limit_spaces_requests(void) {
     const char *kv[] = {"rate.limit.rpm", "120", NULL};
     runlane_conf_t *c = make_conf(kv);
     CURLM *m = curl_multi_init();
-    rl_http_t *h = rl_http_new(c, m);
+    rl_http_t *h = http_new(c, m);
     result_t r[4];
     memset(r, 0, sizeof(r));
     int64_t t0 = rl_mono_ms();
@@ -517,14 +561,14 @@ static void test_http_rate_limit_spaces_requests(void) {
         int64_t wait = wake == INT64_MAX ? 200 : wake - rl_mono_ms();
         if (wait > 200) wait = 200;
         if (wait < 0) wait = 0;
-        curl_multi_poll(m, NULL, 0, (int)wait, NULL);
+        io_wait(m, wait);
     }
     int64_t el = rl_mono_ms() - t0;
     RL_CHECK(r[3].done);
     RL_CHECK_MSG(el >= 900 && el < 3000, "4 requests at 120 rpm took %lld ms", (long long)el);
     for (int i = 0; i < 4; i++) result_free(&r[i]);
     rl_http_destroy(h);
-    curl_multi_cleanup(m);
+    multi_cleanup(m);
     runlane_conf_destroy(c);
 }
 
@@ -582,7 +626,7 @@ static void shared_budget(const char *url, const char *prefix) {
     rl_store_t *st[2];
     for (int i = 0; i < 2; i++) {
         m[i] = curl_multi_init();
-        h[i] = rl_http_new(c, m[i]);
+        h[i] = http_new(c, m[i]);
         st[i] = open_store(url, prefix);
         rl_http_rate_t rate = {st[i], NULL, NULL, NULL};
         rl_http_set_rate(h[i], &rate);
@@ -604,8 +648,8 @@ static void shared_budget(const char *url, const char *prefix) {
         int64_t wait = wake == INT64_MAX ? 50 : wake - rl_mono_ms();
         if (wait > 50) wait = 50; /* both multis need attention */
         if (wait < 0) wait = 0;
-        curl_multi_poll(m[0], NULL, 0, (int)(wait / 2), NULL);
-        curl_multi_poll(m[1], NULL, 0, (int)(wait / 2), NULL);
+        io_wait(m[0], wait / 2);
+        io_wait(m[1], wait / 2);
     }
     int sent = count_since(seq0, "/v1/conversations/conv_shared");
     int64_t el = rl_mono_ms() - t0;
@@ -615,7 +659,7 @@ static void shared_budget(const char *url, const char *prefix) {
         for (int k = 0; k < SHARED_N; k++) done[i] += r[i][k].done;
     for (int i = 0; i < 2; i++) {
         rl_http_destroy(h[i]); /* cancels what is still queued */
-        curl_multi_cleanup(m[i]);
+        multi_cleanup(m[i]);
         st[i]->ops->destroy(st[i]);
         for (int k = 0; k < SHARED_N; k++) result_free(&r[i][k]);
     }
@@ -690,7 +734,7 @@ static int64_t drive_all(rl_http_t *h, CURLM *m, result_t *r, int n) {
         int64_t wait = wake == INT64_MAX ? 100 : wake - rl_mono_ms();
         if (wait > 100) wait = 100;
         if (wait < 0) wait = 0;
-        curl_multi_poll(m, NULL, 0, (int)wait, NULL);
+        io_wait(m, wait);
     }
     return rl_mono_ms() - t0;
 }
@@ -702,7 +746,7 @@ static void test_http_rate_limit_store_down_falls_back(void) {
     const char *kv[] = {"rate.limit.rpm", "120", NULL};
     runlane_conf_t *c = make_conf(kv);
     CURLM *m = curl_multi_init();
-    rl_http_t *h = rl_http_new(c, m);
+    rl_http_t *h = http_new(c, m);
     fake_store_t fake;
     memset(&fake, 0, sizeof(fake));
     fake.base.ops = &fake_ops;
@@ -736,7 +780,7 @@ static void test_http_rate_limit_store_down_falls_back(void) {
     RL_CHECK_INT(1, notes.downs);
     result_free(&r[0]);
     rl_http_destroy(h);
-    curl_multi_cleanup(m);
+    multi_cleanup(m);
     runlane_conf_destroy(c);
 }
 
@@ -749,7 +793,7 @@ static void test_http_rate_limit_waits_without_blocking(void) {
     const char *kv[] = {"rate.limit.rpm", "60", NULL}; /* burst 1, then one a second */
     runlane_conf_t *c = make_conf(kv);
     CURLM *m = curl_multi_init();
-    rl_http_t *h = rl_http_new(c, m);
+    rl_http_t *h = http_new(c, m);
     rl_store_t *st = open_store(url, NULL);
     rl_http_rate_t rate = {st, NULL, NULL, NULL};
     rl_http_set_rate(h, &rate);
@@ -770,8 +814,66 @@ static void test_http_rate_limit_waits_without_blocking(void) {
     RL_CHECK_MSG(el >= 900, "the second request came after %lld ms (one a second)", (long long)el);
     for (int i = 0; i < 2; i++) result_free(&r[i]);
     rl_http_destroy(h);
-    curl_multi_cleanup(m);
+    multi_cleanup(m);
     st->ops->destroy(st);
+    runlane_conf_destroy(c);
+}
+
+/* The send gate: asked right before each attempt goes out, with the
+ * connection up; "no" stops the attempt unsent (not ambiguous, not
+ * retried), "yes" sends it. */
+static int gate_calls;
+static int gate_no(void *opaque) {
+    (void)opaque;
+    gate_calls++;
+    return 0;
+}
+static int gate_yes(void *opaque) {
+    (void)opaque;
+    gate_calls++;
+    return 1;
+}
+
+static void test_http_send_gate(void) {
+    need_emu();
+    runlane_conf_t *c = make_conf(NULL);
+    CURLM *m = curl_multi_init();
+    rl_http_t *h = http_new(c, m);
+    for (int pass = 0; pass < 2; pass++) {
+        int before = rlemu_count(&emu, "POST", "/v1/conversations");
+        result_t r;
+        memset(&r, 0, sizeof(r));
+        gate_calls = 0;
+        rl_http_req_t *q = rl_http_start(h, "POST", "/conversations", "{}", RL_HTTP_UNSAFE, NULL,
+                                         on_done, &r);
+        RL_CHECK(q != NULL);
+        if (!rl_http_set_gate(q, pass == 0 ? gate_no : gate_yes)) {
+            fprintf(stderr, "libcurl < 7.80: no send gate\n");
+            result_free(&r);
+            break;
+        }
+        int64_t t0 = rl_mono_ms();
+        while (!r.done && rl_mono_ms() - t0 < 10000) {
+            rl_http_drive(h);
+            if (!r.done) io_wait(m, 50);
+        }
+        RL_CHECK_INT(1, r.done);
+        RL_CHECK_INT(1, gate_calls);
+        if (pass == 0) {
+            RL_CHECK_INT(0, r.ok);
+            RL_CHECK_INT(0, r.ambiguous);
+            RL_CHECK_INT(1, r.attempts);
+            RL_CHECK(r.error && strstr(r.error, "not sent") != NULL);
+            RL_CHECK_INT(before, rlemu_count(&emu, "POST", "/v1/conversations"));
+        } else {
+            RL_CHECK_INT(1, r.ok);
+            RL_CHECK_INT(before + 1, rlemu_count(&emu, "POST", "/v1/conversations"));
+        }
+        result_free(&r);
+    }
+    RL_CHECK_INT(0, rl_http_pending(h));
+    rl_http_destroy(h);
+    multi_cleanup(m);
     runlane_conf_destroy(c);
 }
 
@@ -783,24 +885,28 @@ int main(void) {
     RL_RUN(test_http_backoff_bounds);
     RL_RUN(test_http_retry_after_formats);
     RL_RUN(test_http_rate_limit_spaces_requests);
-    RL_RUN(test_http_get_ok_with_request_id);
-    RL_RUN(test_http_429_retry_after_is_honoured);
-    RL_RUN(test_http_500_and_reset_are_retried);
-    RL_RUN(test_http_retries_are_bounded);
-    RL_RUN(test_http_unsafe_post_not_retried_on_500);
-    RL_RUN(test_http_unsafe_never_resent_by_libcurl);
-    RL_RUN(test_http_4xx_not_retried_keeps_provider_error);
-    RL_RUN(test_http_network_error_is_retried_and_reported);
-    RL_RUN(test_http_api_key_never_in_errors);
-    RL_RUN(test_http_extra_headers_and_query);
-    RL_RUN(test_http_stream_delivers_sse);
-    RL_RUN(test_http_stream_idle_timeout);
-    RL_RUN(test_http_poll_after_header);
-    RL_RUN(test_http_sync_request);
-    RL_RUN(test_http_rate_limit_shared_memory_store);
-    RL_RUN(test_http_rate_limit_shared_redis_store);
-    RL_RUN(test_http_rate_limit_store_down_falls_back);
-    RL_RUN(test_http_rate_limit_waits_without_blocking);
+    for (use_loop = 0; use_loop <= 1; use_loop++) {
+        fprintf(stderr, "== HTTP driven by %s\n", use_loop ? "an ioloop (socket actions)" : "curl_multi_perform");
+        RL_RUN(test_http_get_ok_with_request_id);
+        RL_RUN(test_http_429_retry_after_is_honoured);
+        RL_RUN(test_http_500_and_reset_are_retried);
+        RL_RUN(test_http_retries_are_bounded);
+        RL_RUN(test_http_unsafe_post_not_retried_on_500);
+        RL_RUN(test_http_unsafe_never_resent_by_libcurl);
+        RL_RUN(test_http_send_gate);
+        RL_RUN(test_http_4xx_not_retried_keeps_provider_error);
+        RL_RUN(test_http_network_error_is_retried_and_reported);
+        RL_RUN(test_http_api_key_never_in_errors);
+        RL_RUN(test_http_extra_headers_and_query);
+        RL_RUN(test_http_stream_delivers_sse);
+        RL_RUN(test_http_stream_idle_timeout);
+        RL_RUN(test_http_poll_after_header);
+        RL_RUN(test_http_sync_request);
+        RL_RUN(test_http_rate_limit_shared_memory_store);
+        RL_RUN(test_http_rate_limit_shared_redis_store);
+        RL_RUN(test_http_rate_limit_store_down_falls_back);
+        RL_RUN(test_http_rate_limit_waits_without_blocking);
+    }
     if (have_emu) rlemu_stop(&emu);
     curl_global_cleanup();
     return rl_test_summary();
