@@ -163,15 +163,20 @@ const char *rl_turn_ckpt_get(const rl_turn_t *t, const char *key); /* NULL when 
  * sent, the turn is dead and 0 is returned. Call it right before sending
  * (after the checkpoint write), then send with rl_turn_request_guarded.
  *
- * What remains possible: a request already sent (or being sent) when the
- * worker stalls (SIGSTOP, a machine stall, a congested network or provider
- * holding it) can take effect after the lease expired and another owner
+ * The check is made again for every attempt right before its bytes go out
+ * (the connection is up: rl_http_set_gate), so a worker that stalled
+ * between the first check and the send (SIGSTOP, a machine stall, a slow
+ * connect, a queue behind the rate limit) releases instead of sending late.
+ *
+ * What remains possible: a request already on the wire when the worker
+ * stalls, or held by a congested network or provider for longer than the
+ * margin, can take effect after the lease expired and another owner
  * reconciled and sent the same input: a duplicate the provider cannot
- * fence. The guard only narrows the window to requests that left with at
- * least lease.ms/4 of lease left; the drive watchdog (rl_bk_drive) cancels
- * and releases a guarded request still unanswered when the margin is gone,
- * which stops an HTTP-layer retry (after a connect failure, 408, 409, 429)
- * from going out late, but cannot recall bytes already on the wire. */
+ * fence. The guard narrows the window to requests that left with at least
+ * lease.ms/4 of lease left and took longer than that to take effect; the
+ * drive watchdog (rl_bk_drive) cancels and releases a guarded request still
+ * unanswered when the margin is gone, but cannot recall bytes already on
+ * the wire. */
 int rl_turn_lease_ok(rl_turn_t *t);
 /* rl_turn_request for a request the lease guard cleared. */
 int rl_turn_request_guarded(rl_turn_t *t, const char *method, const char *path,
