@@ -742,6 +742,23 @@ static void end_settle(runlane_t *rl, const char *batch_id, int remove) {
     rl_worker_wake(rl);
 }
 
+/* The common end of a host settle (ack, fail, release) once the store
+ * answered `rc`: a refused stale token becomes a lease_lost event, the
+ * batch leaves (settled or lost) or stays (store trouble: the host may
+ * try again). Frees conv. */
+static runlane_err_t finish_settle(runlane_t *rl, runlane_err_t rc, char *conv,
+                                   const char *batch_id) {
+    if (rc == RUNLANE_ERR_STALE) {
+        RL_ADD(rl, leases_lost, 1);
+        push_lease_lost(rl, conv, batch_id);
+    }
+    if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
+    end_settle(rl, batch_id, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
+    free(conv);
+    if (rc == RUNLANE_OK) rl_error_clear();
+    return rc;
+}
+
 RUNLANE_EXTERN(runlane_err_t)
 runlane_batch_ack(runlane_t *rl, const char *batch_id, const char *result_json) {
     runlane_err_t rc;
@@ -753,15 +770,7 @@ runlane_batch_ack(runlane_t *rl, const char *batch_id, const char *result_json) 
     rc = rl->api_store->ops->ack(rl->api_store, &rl->pol, conv, token);
     pthread_mutex_unlock(&rl->api_mu);
     if (rc == RUNLANE_OK) RL_ADD(rl, batches_acked, 1);
-    if (rc == RUNLANE_ERR_STALE) {
-        RL_ADD(rl, leases_lost, 1);
-        push_lease_lost(rl, conv, batch_id);
-    }
-    if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
-    end_settle(rl, batch_id, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
-    free(conv);
-    if (rc == RUNLANE_OK) rl_error_clear();
-    return rc;
+    return finish_settle(rl, rc, conv, batch_id);
 }
 
 RUNLANE_EXTERN(runlane_err_t)
@@ -800,15 +809,7 @@ runlane_batch_fail(runlane_t *rl, const char *batch_id, const char *error_messag
                                        conv, batch_id, attempt, json, RUNLANE_ERR_PROVIDER, err));
         free(json);
     }
-    if (rc == RUNLANE_ERR_STALE) {
-        RL_ADD(rl, leases_lost, 1);
-        push_lease_lost(rl, conv, batch_id);
-    }
-    if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
-    end_settle(rl, batch_id, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
-    free(conv);
-    if (rc == RUNLANE_OK) rl_error_clear();
-    return rc;
+    return finish_settle(rl, rc, conv, batch_id);
 }
 
 RUNLANE_EXTERN(runlane_err_t) runlane_batch_release(runlane_t *rl, const char *batch_id) {
@@ -820,15 +821,7 @@ RUNLANE_EXTERN(runlane_err_t) runlane_batch_release(runlane_t *rl, const char *b
     rc = rl->api_store->ops->release(rl->api_store, &rl->pol, conv, token);
     pthread_mutex_unlock(&rl->api_mu);
     if (rc == RUNLANE_OK) RL_ADD(rl, leases_released, 1);
-    if (rc == RUNLANE_ERR_STALE) {
-        RL_ADD(rl, leases_lost, 1);
-        push_lease_lost(rl, conv, batch_id);
-    }
-    if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
-    end_settle(rl, batch_id, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
-    free(conv);
-    if (rc == RUNLANE_OK) rl_error_clear();
-    return rc;
+    return finish_settle(rl, rc, conv, batch_id);
 }
 
 RUNLANE_EXTERN(runlane_err_t)
