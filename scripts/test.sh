@@ -70,17 +70,22 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   # fixed number of inputs from a fixed seed each (clang, ASan+UBSan).
   step "fuzz (libFuzzer, fixed inputs per target)" tests/fuzz/run.sh ci
 fi
-if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
-  # Producers and CLI workers with kill -9, SIGSTOP past the lease, Redis
-  # restarts and 5% provider faults; checks exactly-once and order at the end.
-  step "chaos (small)" env RUNLANE_BIN="$ROOT/build/default/core/cli/runlane" tests/chaos/run.sh --size small
-fi
 if [ -x python/run_tests.sh ]; then step "Python package" python/run_tests.sh; fi
 if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   step "Python flow under valgrind" tests/memcheck/run_python.sh
   export RUNLANE_NODE_MEMCHECK=1   # tests/node/run.sh ends with a Node flow under valgrind
 fi
+# The Node step keeps its installed app for the chaos run below.
+export RUNLANE_NODE_KEEP_APP="$ROOT/build/node-app"
 if [ -x tests/node/run.sh ]; then step "Node package" tests/node/run.sh; fi
+if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
+  # Producers and workers (CLI, plus the Python and Node packages as
+  # installed by the steps above) with kill -9, SIGSTOP past the lease, Redis
+  # restarts and 5% provider faults; checks exactly-once and order at the end.
+  step "chaos (small)" env RUNLANE_BIN="$ROOT/build/default/core/cli/runlane" \
+    RUNLANE_PY="$ROOT/build/pyvenv/bin/python" RUNLANE_NODE_PKG="$RUNLANE_NODE_KEEP_APP/node_modules/runlane" \
+    tests/chaos/run.sh --size small
+fi
 
 echo; echo "== summary"
 printf '%s\n' "${results[@]}"

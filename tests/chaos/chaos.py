@@ -338,6 +338,7 @@ class Chaos:
         self.unexpected_exits = []
         self.times = {}
         self.py = None
+        self.node_pkg = None
         self.checks = []       # (name, ok, detail)
 
     # -- configuration shared by every client of the queue --
@@ -394,6 +395,19 @@ class Chaos:
             return None
         return py
 
+    def find_node(self):
+        pkg = os.environ.get("RUNLANE_NODE_PKG")
+        if not pkg:
+            log("RUNLANE_NODE_PKG is not set: no Node worker")
+            return None
+        p = subprocess.run(["node", "-e", "require(process.argv[1])", pkg],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            log("RUNLANE_NODE_PKG=%s cannot be loaded: Node worker skipped (%s)"
+                % (pkg, p.stderr.strip().splitlines()[-1:] or ""))
+            return None
+        return pkg
+
     def create_conversations(self, n):
         cfg = self.worker_config()
 
@@ -421,6 +435,9 @@ class Chaos:
             for k, v in sorted(cfg.items()):
                 args += ["-X", "%s=%s" % (k, v)]
             args += ["worker", "--backend", "responses", "--tool-exec", TOOL_SH]
+        elif kind == "node":
+            env["RUNLANE_NODE_PKG"] = self.node_pkg
+            args = ["node", os.path.join(HERE, "node_worker.cjs"), self.store, json.dumps(cfg)]
         else:
             args = [self.py, os.path.join(HERE, "py_worker.py"), self.store, json.dumps(cfg)]
         w = Worker(name, kind, args, env, self.workdir, self.replies.add)
@@ -594,6 +611,7 @@ class Chaos:
         os.makedirs(os.path.join(self.workdir, "workers"), exist_ok=True)
         os.makedirs(os.path.join(self.workdir, "producers"), exist_ok=True)
         self.py = self.find_python()
+        self.node_pkg = self.find_node()
         port = self.redis.start()
         log("redis on 127.0.0.1:%d (appendonly yes, dir %s)" % (port, self.redis.dir))
         self.emulator = Emulator(self.workdir, self.opts.emulator_seed, 120, 0.05,
@@ -613,6 +631,8 @@ class Chaos:
             self.start_worker("cli")
         if self.py:
             self.start_worker("py")
+        if self.node_pkg:
+            self.start_worker("node")
         frng = random.Random("%s/fails" % self.seed)
         fail_slots = [[c, frng.randint(0, S["bursts"][0] - 1)]
                       for c in frng.sample(convs, S["fails"])]
@@ -975,6 +995,17 @@ class Chaos:
         # workers: none died on its own; each stopped on SIGTERM
         self.add_check("no worker exited on its own", not self.unexpected_exits,
                        repr(self.unexpected_exits))
+        # every kind of worker started (CLI, Python, Node) answered turns
+        by_kind = {}
+        for w in self.workers:
+            try:
+                with open(w.out_path) as f:
+                    n = sum(1 for _ in f)
+            except OSError:
+                n = 0
+            by_kind[w.kind] = by_kind.get(w.kind, 0) + n
+        self.add_check("every kind of worker answered turns", all(by_kind.values()),
+                       "replies by kind %s" % json.dumps(by_kind, sort_keys=True))
         bad_stop = {k: v for k, v in self.stop_codes.items() if v not in (0, 4)}
         self.add_check("workers stop cleanly on SIGTERM", not bad_stop,
                        "exit codes %s" % json.dumps(self.stop_codes))

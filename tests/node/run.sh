@@ -7,7 +7,9 @@
 #      cmake-js, offline) plus the test deps;
 #   4. tsc, then `node --test`.
 # Exits non-zero on any failure. KEEP=1 keeps the temp dir.
-# Env: RUNLANE_TEST_REDIS=redis://127.0.0.1:PORT/0 to use a running Redis;
+# Env: RUNLANE_NODE_KEEP_APP=DIR keeps the installed app there (its
+#      node_modules/runlane is the package as a user gets it);
+#      RUNLANE_TEST_REDIS=redis://127.0.0.1:PORT/0 to use a running Redis;
 #      RUNLANE_REQUIRE_REDIS=1 makes Redis tests fail (not skip) without one.
 set -euo pipefail
 
@@ -102,4 +104,12 @@ if [[ "${RUNLANE_NODE_MEMCHECK:-0}" == "1" ]]; then
     --child-silent-after-fork=yes node "$REPO/tests/memcheck/flow.cjs" >"$WORK/valgrind-node.log" 2>&1 || true
   grep -q "^1 passed, 0 failed" "$WORK/valgrind-node.log" || { cat "$WORK/valgrind-node.log"; exit 1; }
   python3 "$REPO/tests/memcheck/vgfilter.py" "$WORK/valgrind-node.log"
+fi
+
+# ---- 6. keep the installed app for later steps (the chaos suite's Node worker) ----
+if [[ -n "${RUNLANE_NODE_KEEP_APP:-}" ]]; then
+  rm -rf "$RUNLANE_NODE_KEEP_APP"
+  mkdir -p "$(dirname "$RUNLANE_NODE_KEEP_APP")"
+  mv "$APP" "$RUNLANE_NODE_KEEP_APP"
+  log "installed app kept in $RUNLANE_NODE_KEEP_APP"
 fi
