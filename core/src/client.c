@@ -683,8 +683,16 @@ static runlane_err_t begin_settle(runlane_t *rl, const char *batch_id, char **co
                             "%s: batches of the %s backend are settled by runlane itself", fn,
                             rl->backend->name);
     pthread_mutex_lock(&rl->mu);
-    rl_inflight_t *f = rl->inflight;
-    while (f && strcmp(f->claim.batch_id, batch_id) != 0) f = f->next;
+    /* A batch released here may be claimed again (same batch id, a new
+     * token) before its release returned: the entry to settle is the one
+     * delivered and not settling yet. */
+    rl_inflight_t *f = NULL, *settling = NULL;
+    for (rl_inflight_t *it = rl->inflight; it && !f; it = it->next) {
+        if (strcmp(it->claim.batch_id, batch_id) != 0) continue;
+        if (it->state == RL_IF_DELIVERED) f = it;
+        else settling = it;
+    }
+    if (!f) f = settling;
     runlane_err_t rc = RUNLANE_OK;
     if (!f) {
         rc = rl_error_set(RUNLANE_ERR_NOT_FOUND, 0,
@@ -721,11 +729,14 @@ static void push_lease_lost(runlane_t *rl, const char *conv, const char *batch_i
     free(json);
 }
 
-/* Removes the batch (settled or lost) or puts it back (store trouble). */
-static void end_settle(runlane_t *rl, const char *batch_id, int remove) {
+/* Removes the batch (settled or lost) or puts it back (store trouble):
+ * the entry of this lease (batch id and token), not a later claim of it. */
+static void end_settle(runlane_t *rl, const char *batch_id, const char *token, int remove) {
     pthread_mutex_lock(&rl->mu);
     rl_inflight_t **pp = &rl->inflight;
-    while (*pp && strcmp((*pp)->claim.batch_id, batch_id) != 0) pp = &(*pp)->next;
+    while (*pp && (strcmp((*pp)->claim.batch_id, batch_id) != 0 ||
+                   strcmp((*pp)->claim.token, token) != 0))
+        pp = &(*pp)->next;
     if (*pp) {
         if (remove) {
             rl_inflight_t *f = *pp;
@@ -747,13 +758,13 @@ static void end_settle(runlane_t *rl, const char *batch_id, int remove) {
  * batch leaves (settled or lost) or stays (store trouble: the host may
  * try again). Frees conv. */
 static runlane_err_t finish_settle(runlane_t *rl, runlane_err_t rc, char *conv,
-                                   const char *batch_id) {
+                                   const char *batch_id, const char *token) {
     if (rc == RUNLANE_ERR_STALE) {
         RL_ADD(rl, leases_lost, 1);
         push_lease_lost(rl, conv, batch_id);
     }
     if (rc == RUNLANE_ERR_STORE) RL_ADD(rl, store_errors, 1);
-    end_settle(rl, batch_id, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
+    end_settle(rl, batch_id, token, rc == RUNLANE_OK || rc == RUNLANE_ERR_STALE);
     free(conv);
     if (rc == RUNLANE_OK) rl_error_clear();
     return rc;
@@ -770,7 +781,7 @@ runlane_batch_ack(runlane_t *rl, const char *batch_id, const char *result_json) 
     rc = rl->api_store->ops->ack(rl->api_store, &rl->pol, conv, token);
     pthread_mutex_unlock(&rl->api_mu);
     if (rc == RUNLANE_OK) RL_ADD(rl, batches_acked, 1);
-    return finish_settle(rl, rc, conv, batch_id);
+    return finish_settle(rl, rc, conv, batch_id, token);
 }
 
 RUNLANE_EXTERN(runlane_err_t)
@@ -784,7 +795,8 @@ runlane_batch_fail(runlane_t *rl, const char *batch_id, const char *error_messag
     int attempt = 0;
     pthread_mutex_lock(&rl->mu);
     for (rl_inflight_t *f = rl->inflight; f; f = f->next)
-        if (strcmp(f->claim.batch_id, batch_id) == 0) attempt = f->claim.attempt;
+        if (strcmp(f->claim.batch_id, batch_id) == 0 && strcmp(f->claim.token, token) == 0)
+            attempt = f->claim.attempt;
     pthread_mutex_unlock(&rl->mu);
     const char *err = error_message ? error_message : "failed by the host";
     rl_fail_outcome_t outcome = RL_FAIL_RETRY;
@@ -809,7 +821,7 @@ runlane_batch_fail(runlane_t *rl, const char *batch_id, const char *error_messag
                                        conv, batch_id, attempt, json, RUNLANE_ERR_PROVIDER, err));
         free(json);
     }
-    return finish_settle(rl, rc, conv, batch_id);
+    return finish_settle(rl, rc, conv, batch_id, token);
 }
 
 RUNLANE_EXTERN(runlane_err_t) runlane_batch_release(runlane_t *rl, const char *batch_id) {
@@ -821,7 +833,7 @@ RUNLANE_EXTERN(runlane_err_t) runlane_batch_release(runlane_t *rl, const char *b
     rc = rl->api_store->ops->release(rl->api_store, &rl->pol, conv, token);
     pthread_mutex_unlock(&rl->api_mu);
     if (rc == RUNLANE_OK) RL_ADD(rl, leases_released, 1);
-    return finish_settle(rl, rc, conv, batch_id);
+    return finish_settle(rl, rc, conv, batch_id, token);
 }
 
 RUNLANE_EXTERN(runlane_err_t)

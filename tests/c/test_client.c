@@ -596,6 +596,42 @@ static void test_fork_child_cannot_use_parent_handle(void) {
     runlane_destroy(rl);
 }
 
+/* A released batch can be claimed again (same batch id, new token) before
+ * runlane_batch_release returned; settling must then touch the entry of
+ * its own lease only: every release and the final ack succeed. */
+static void test_release_reclaim_race(void) {
+    const char *kv[] = {"batch.window.ms", "0", "worker.poll.ms", "1", NULL};
+    runlane_t *rl = client(kv);
+    RL_CHECK_OK(runlane_start(rl));
+    enqueue(rl, "c", "x");
+    char batch[RUNLANE_ID_MAX] = "";
+    int cycles = 0, ok = 1;
+    for (; cycles < 300 && ok; cycles++) {
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+        if (!ev) {
+            RL_FAILF("cycle %d: the released batch did not come back", cycles);
+            ok = 0;
+            break;
+        }
+        snprintf(batch, sizeof(batch), "%s", runlane_event_batch_id(ev));
+        runlane_event_destroy(ev);
+        if (runlane_batch_release(rl, batch) != RUNLANE_OK) {
+            RL_FAILF("cycle %d: release: %s", cycles, runlane_error_message(runlane_error_last()));
+            ok = 0;
+        }
+    }
+    if (ok) {
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+        RL_CHECK(ev != NULL);
+        if (ev) {
+            RL_CHECK_INT(1, runlane_event_attempt(ev));
+            RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+            runlane_event_destroy(ev);
+        }
+    }
+    runlane_destroy(rl);
+}
+
 static void run_all(const char *url) {
     snprintf(store_url, sizeof(store_url), "%s", url);
     fprintf(stderr, "== store %s\n", strncmp(url, "redis", 5) == 0 ? "redis" : url);
@@ -613,6 +649,7 @@ static void run_all(const char *url) {
     RL_RUN(test_non_retriable_fail_is_dead_at_once_and_purged);
     RL_RUN(test_stop_release_gives_batches_back);
     RL_RUN(test_batch_release_spends_no_attempt);
+    RL_RUN(test_release_reclaim_race);
     RL_RUN(test_released_batch_event_not_delivered);
     RL_RUN(test_stop_drain_times_out_and_releases);
     RL_RUN(test_event_fd_readable_while_pending);
