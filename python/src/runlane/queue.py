@@ -37,10 +37,9 @@ from ._base import (
     log_event,
     make_event,
     message_options,
-    redact_store,
     settle_error_is_expected,
 )
-from .config import normalize_config
+from .config import normalize_config, shown_store
 from .errors import (
     ArgumentTypeError,
     ClosedError,
@@ -204,9 +203,10 @@ class AssistantMessageQueue:
         self._warned_unhandled = False
         self._h = _base._Handle(values)
         self.config: Dict[str, str] = dict(values)
+        self._store_shown = shown_store(values)  # password masked by the core
         _open_queues.add(self)
         _install_exit_hook()
-        log.debug("queue created on store %s", redact_store(values.get("store", "memory")))
+        log.debug("queue created on store %s", self._store_shown)
 
     # ------------------------------------------------------------ producer
 
@@ -290,6 +290,13 @@ class AssistantMessageQueue:
     def fail(self, batch_id: str, error: str = "failed by the host", retriable: bool = True) -> None:
         """Fails a batch attempt by id (when not using a handler)."""
         self._h.fail(batch_id, error, retriable)
+
+    def release_batch(self, batch_id: str) -> None:
+        """Gives a batch back by id without spending an attempt (when not
+        using a handler): it is due at once for any worker and delivered
+        again with the same batch id. Raises NotFoundError for a batch not
+        held here."""
+        self._h.batch_release(batch_id)
 
     def reply_ack(self, batch_id: str) -> None:
         """Confirms that the reply of a "completed" event reached the user
@@ -679,7 +686,7 @@ class AssistantMessageQueue:
         state = "closed" if self.closed else ("running" if self._started and not self._stopped else "idle")
         return "<runlane.AssistantMessageQueue %s store=%s>" % (
             state,
-            redact_store(self.config.get("store", "memory")),
+            self._store_shown,
         )
 
 
