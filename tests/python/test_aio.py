@@ -266,7 +266,7 @@ def test_several_async_queues_share_the_load(store):
     run(main())
 
 
-def test_async_batch_release_redelivers_without_spending_an_attempt(store):
+def test_async_batch_release_redelivers_without_spending_an_attempt(memory_store):
     async def main():
         seen = []
         failed = []
@@ -276,7 +276,7 @@ def test_async_batch_release_redelivers_without_spending_an_attempt(store):
             if len(seen) == 1:
                 await batch.release()
 
-        q = AssistantMessageQueue(handler, **FAST, **store)
+        q = AssistantMessageQueue(handler, **FAST, **memory_store)
         q.on("failed", failed.append)
         await q.enqueue("c", "x")
         await q.start_worker()

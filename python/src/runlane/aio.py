@@ -139,7 +139,6 @@ class AssistantMessageQueue:
         self._fd: Optional[int] = None
         self._started = False
         self._stopped = False
-        self._core_stopped = False
         self._closing = False
         self._closed = False
         self._closed_evt: Optional[asyncio.Event] = None
@@ -369,16 +368,15 @@ class AssistantMessageQueue:
     async def _stop_core(self, h: _base._Handle, drain: bool, timeout: float) -> None:
         in_handler = asyncio.current_task() in self._tasks
         ms = max(0, int(timeout * 1000))
-        try:
-            if drain and not in_handler:
-                # Blocks until every in-flight batch is settled: the loop must
-                # keep running the handlers meanwhile.
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, h.stop, STOP_DRAIN, ms)
-            else:
-                await self._blocking(h.stop, STOP_RELEASE, 0)
-        finally:
-            self._core_stopped = True
+        if drain and not in_handler:
+            # Blocks until every in-flight batch is settled: the loop must
+            # keep running the handlers meanwhile.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, h.stop, STOP_DRAIN, ms)
+        else:
+            # runlane_stop drops the unpolled events of the leases it
+            # releases: no batch of them reaches a handler afterwards.
+            await self._blocking(h.stop, STOP_RELEASE, 0)
         # STOPPED is queued now; let the reader dispatch it.
         if self._stopped_evt is not None and self._fd is not None:
             try:
@@ -428,9 +426,6 @@ class AssistantMessageQueue:
         return task
 
     def _dispatch(self, ev: Event) -> None:
-        if ev.type == "batch" and self._core_stopped:
-            log.debug("batch %s dropped: its lease was released at stop", ev.batch_id)
-            return
         log_event(ev)
         if ev.type == "stopped":
             self._stopped = True

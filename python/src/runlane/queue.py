@@ -195,7 +195,6 @@ class AssistantMessageQueue:
         self._closed_evt = threading.Event()
         self._deferred_destroy = False
         self._close_deadline: Optional[float] = None  # time.monotonic() by which close() ends
-        self._core_stopped = False  # runlane_stop returned: every lease is settled or released
         self._dispatcher: Optional[threading.Thread] = None
         self._pool: Optional[_HandlerPool] = None
         self._local = threading.local()
@@ -424,10 +423,7 @@ class AssistantMessageQueue:
                 raise StateError("the worker is %s" % ("stopped" if self._stopped else "not started"))
             self._stopped = True
         mode = STOP_DRAIN if drain and self._can_drain() else STOP_RELEASE
-        try:
-            self._h.stop(mode, max(0, int(timeout * 1000)))
-        finally:
-            self._core_stopped = True
+        self._h.stop(mode, max(0, int(timeout * 1000)))
 
     def process_events(self, timeout: float = 0.0) -> int:
         """Manual dispatch: waits up to ``timeout`` seconds for an event,
@@ -525,11 +521,8 @@ class AssistantMessageQueue:
             s.put(item)
 
     def _dispatch(self, ev: Event, inline: bool) -> None:
-        if ev.type == "batch" and self._core_stopped:
-            # Delivered before the stop, polled after it: its lease was
-            # released and another worker will run it. Not here.
-            log.debug("batch %s dropped: its lease was released at stop", ev.batch_id)
-            return
+        # No batch event of a batch released at stop arrives here: runlane_stop
+        # drops the unpolled events of the leases it releases.
         log_event(ev)
         if ev.type == "stopped":
             self._stopped = True
@@ -643,8 +636,6 @@ class AssistantMessageQueue:
             except RunlaneError as e:
                 if not isinstance(e, ClosedError):
                     log.warning("stop: %s", e.message)
-            finally:
-                self._core_stopped = True
         if in_dispatch:
             self._deferred_destroy = True
             if self._dispatcher is None and not getattr(self._local, "dispatching", False):
