@@ -264,3 +264,57 @@ def test_several_async_queues_share_the_load(store):
             await q.close()
 
     run(main())
+
+
+def test_async_batch_release_redelivers_without_spending_an_attempt(memory_store):
+    async def main():
+        seen = []
+        failed = []
+
+        async def handler(batch):
+            seen.append((batch.batch_id, batch.attempt, [m.content for m in batch.messages]))
+            if len(seen) == 1:
+                await batch.release()
+
+        q = AssistantMessageQueue(handler, **FAST, **memory_store)
+        q.on("failed", failed.append)
+        await q.enqueue("c", "x")
+        await q.start_worker()
+        await until(lambda: len(seen) == 2, what="the released batch delivered again")
+        assert seen[1] == seen[0] and seen[0][1] == 1, seen
+        assert failed == [], [e.type for e in failed]
+        await q.close()
+
+    run(main())
+
+
+def test_async_release_batch_by_id_and_no_batch_after_a_release_stop(memory_store):
+    async def main():
+        q = AssistantMessageQueue(**FAST, **memory_store)
+        types = []
+        q.on("*", lambda ev: types.append(ev.type))
+        await q.enqueue("c", "x")
+        await q.start_worker()
+        batches = []
+        async for ev in q.events():
+            if ev.type == "batch":
+                batches.append(ev.batch)
+                if len(batches) == 1:
+                    await q.release_batch(ev.batch.batch_id)
+                else:
+                    await q.ack(ev.batch.batch_id)
+                    break
+        assert [(b.batch_id, b.attempt) for b in batches] == [(batches[0].batch_id, 1)] * 2
+        # A batch claimed while the loop is blocked stays unpolled: a stop in
+        # release mode gives it back and no batch event may follow.
+        await q.enqueue("d", "y")
+        deadline = time.monotonic() + 5
+        while (await q.status("d"))["owner"] is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # blocks the loop: the batch event stays unpolled
+        n = len(types)
+        await q.stop_worker(drain=False)
+        await until(lambda: "stopped" in types, what="stopped")
+        assert "batch" not in types[n:], "a released batch reached the host: %r" % types[n:]
+        await q.close(drain=False)
+
+    run(main())

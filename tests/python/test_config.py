@@ -111,3 +111,40 @@ def test_aio_queue_validates_config_in_the_constructor():
         runlane.aio.AssistantMessageQueue(batch_window_ms=-5)
     with pytest.raises(runlane.UnknownKeyError):
         runlane.aio.AssistantMessageQueue(nope=1)
+
+
+# The store URL is shown (logs, repr) as the core masks it: one masking
+# implementation, where the Redis store reads its password. A Python copy
+# split at the first '@' and showed part of a password holding an '@'.
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://user:hunter2@127.0.0.1:1/0", "redis://user:***@127.0.0.1:1/0"),
+        ("redis://:p@ss@127.0.0.1:1/0", "redis://:***@127.0.0.1:1/0"),
+        ("redis://hunter2@127.0.0.1:1/0", "redis://***@127.0.0.1:1/0"),
+        ("redis://127.0.0.1:1/0", "redis://127.0.0.1:1/0"),
+    ],
+)
+def test_store_url_is_shown_as_the_core_masks_it(url, shown, caplog):
+    from runlane.aio import AssistantMessageQueue as AioQueue
+    from runlane.config import build_conf, dump_conf, shown_store
+
+    assert dump_conf(build_conf({"store": url}))["store"] == shown, "the core's own mask changed"
+    assert shown_store({"store": url}) == shown
+    q = AioQueue(store=url)  # connects on first use only
+    assert shown in repr(q), "expected %r in %r" % (shown, repr(q))
+    for secret in ("hunter2", "p@ss", "ss@"):
+        if secret in url:
+            assert secret not in repr(q), "password part %r in %r" % (secret, repr(q))
+
+
+def test_sync_queue_logs_and_shows_the_core_store_value(memory_store, caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="runlane"):
+        q = runlane.AssistantMessageQueue(**memory_store)
+    try:
+        assert memory_store["store"] in repr(q)
+        assert "queue created on store %s" % memory_store["store"] in caplog.text
+    finally:
+        q.close()

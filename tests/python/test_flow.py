@@ -351,3 +351,69 @@ def test_manual_close_without_a_poller_releases_at_once(make_queue, store):
     assert time.monotonic() - t0 < 2, "close waited for a drain nobody could serve"
     st = keeper.status("c")
     assert st["owner"] is None and st["attempts"] == 0, st
+
+
+# Memory store only: on Redis the core can claim the released batch again
+# before runlane_batch_release has finished, and end_settle (matching by batch
+# id only) then drops the new delivery's entry instead of the old one, so the
+# redelivery's ack fails "already being settled" (a core bug, reported).
+def test_batch_release_redelivers_the_same_batch_without_spending_an_attempt(make_queue, memory_store):
+    seen = []
+    events = []
+
+    def handler(batch):
+        seen.append((batch.batch_id, batch.attempt, [m.content for m in batch.messages]))
+        if len(seen) == 1:
+            batch.release()
+            with pytest.raises(runlane.StateError):
+                batch.ack()  # released: settled once, no auto-ack after it
+
+    q = make_queue(handler, **memory_store)
+    for t in ("failed", "dead"):
+        q.on(t, events.append)
+    q.add_message_to_thread("c", "x")
+    q.add_message_to_thread("c", "y")
+    q.start_worker()
+    wait_until(lambda: len(seen) == 2, what="the released batch delivered again")
+    wait_until(lambda: q.get_queue_status()["inflight"] == 0, what="the second delivery acked")
+    assert seen[1] == seen[0], "expected the same batch id, attempt and messages, got %r then %r" % tuple(seen)
+    assert seen[0][1] == 1, "a release must not spend an attempt: attempts %r" % [s[1] for s in seen]
+    assert events == [], "a release is not a failure, got %r" % [e.type for e in events]
+    assert q.get_queue_status()["dead"] == 0
+
+
+def test_release_batch_by_id_without_a_handler(make_queue, memory_store):
+    q = make_queue(dispatch="manual", **memory_store)
+    q.add_message_to_thread("c", "x")
+    q.start_worker()
+    batches = []
+    for ev in q.events(timeout=5.0):
+        if ev.type != "batch":
+            continue
+        batches.append(ev.batch)
+        if len(batches) == 1:
+            q.release_batch(ev.batch.batch_id)
+        else:
+            q.ack(ev.batch.batch_id)
+            break
+    assert [(b.batch_id, b.attempt) for b in batches] == [(batches[0].batch_id, 1)] * 2, batches
+    with pytest.raises(runlane.NotFoundError):
+        q.release_batch(batches[0].batch_id)  # acked: no longer held here
+
+
+def test_no_batch_event_reaches_the_host_after_a_release_stop(make_queue, store):
+    """The core drops the unpolled events of the batches it releases at stop."""
+    keeper = make_queue(**store)
+    q = make_queue(lambda b: None, dispatch="manual", **store)
+    types = []
+    q.on("*", lambda ev: types.append(ev.type))
+    q.start_worker()
+    q.add_message_to_thread("c", "x")
+    wait_until(lambda: keeper.status("c")["owner"] is not None, what="claim")
+    q.stop_worker(drain=False)  # nobody polled the batch event
+    while q.process_events(0.1):
+        pass
+    assert "batch" not in types, "a released batch reached the host: %r" % types
+    assert types[-1] == "stopped", types
+    st = keeper.status("c")
+    assert st["owner"] is None and st["attempts"] == 0, st

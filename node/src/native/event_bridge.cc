@@ -217,7 +217,7 @@ double req_number(const Napi::CallbackInfo &info, size_t i) {
 // ---- operations ------------------------------------------------------
 
 enum class OpKind {
-    Enqueue, EnqueueMany, Touch, Status, DeadList, DeadRetry, DeadPurge, Ack, Fail,
+    Enqueue, EnqueueMany, Touch, Status, DeadList, DeadRetry, DeadPurge, Ack, Fail, Release,
     SubmitToolOutputs, ReplyAck, Start, Stop, Destroy, ConversationCreate, ThreadCreate
 };
 
@@ -283,6 +283,9 @@ void run_op(runlane_t *rl, const OpArgs &a, OpResult *r) {
         break;
     case OpKind::Fail:
         rc = runlane_batch_fail(rl, a.s1.c_str(), a.has2 ? a.s2.c_str() : nullptr, a.n1 != 0);
+        break;
+    case OpKind::Release:
+        rc = runlane_batch_release(rl, a.s1.c_str());
         break;
     case OpKind::SubmitToolOutputs:
         rc = runlane_submit_tool_outputs(rl, a.s1.c_str(), a.s2.c_str());
@@ -600,6 +603,9 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
         a.s1 = req_string(info, 2);
         a.has2 = opt_string(info, 3, &a.s2);
         a.n1 = info.Length() > 4 && info[4].ToBoolean().Value() ? 1 : 0;
+    } else if (op == "release") {
+        a.kind = OpKind::Release;
+        a.s1 = req_string(info, 2);
     } else if (op == "submit_tool_outputs") {
         a.kind = OpKind::SubmitToolOutputs;
         a.s1 = req_string(info, 2);

@@ -4,12 +4,14 @@ import type { BatchMessage } from './types';
 export interface BatchSettler {
   settleAck(batch: Batch, result: unknown): Promise<void>;
   settleFail(batch: Batch, error: unknown, retriable: boolean | undefined): Promise<void>;
+  settleRelease(batch: Batch): Promise<void>;
 }
 
 /**
  * A batch of a conversation delivered by the worker (custom backend): every
  * message of its quiet window, in order. Run the turn, then ack() or fail()
- * it exactly once (a handler's promise does this for you).
+ * it exactly once (a handler's promise does this for you), or release() it
+ * to give it back without running it.
  */
 export class Batch {
   readonly type = 'batch' as const;
@@ -69,6 +71,17 @@ export class Batch {
    */
   fail(error?: unknown, options?: { retriable?: boolean }): Promise<void> {
     return this.settler.settleFail(this, error, options?.retriable);
+  }
+
+  /**
+   * Gives the batch back without spending an attempt (e.g. this process is
+   * shutting down and will not run it): it is due at once for any worker and
+   * delivered again with the same batch id, messages and attempt number.
+   * Settles the batch here (a handler's return no longer acks it). Rejects
+   * with NotFoundError for a batch no longer held by this client.
+   */
+  release(): Promise<void> {
+    return this.settler.settleRelease(this);
   }
 
   toJSON(): Record<string, unknown> {

@@ -78,6 +78,7 @@ export interface RawAddon {
   bridge_call(bridge: BridgeHandle, op: 'dead_retry' | 'dead_purge', id: string | null): Promise<number>;
   bridge_call(bridge: BridgeHandle, op: 'ack', batchId: string, result: string | null): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'fail', batchId: string, message: string | null, retriable: boolean): Promise<void>;
+  bridge_call(bridge: BridgeHandle, op: 'release', batchId: string): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'submit_tool_outputs', batchId: string, json: string): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'reply_ack', batchId: string): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'start' | 'destroy'): Promise<void>;

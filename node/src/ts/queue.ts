@@ -491,6 +491,18 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
     await this.call((br) => raw().bridge_call(br, 'fail', batchId, errorText(error ?? 'failed by the host'), options?.retriable ?? true), true);
   }
 
+  /**
+   * Gives a batch back by id without spending an attempt (for batches taken
+   * from events): due at once for any worker, delivered again with the same
+   * batch id. Rejects with NotFoundError for a batch not held here.
+   */
+  async release(batchId: string): Promise<void> {
+    const b = this.inflight.get(batchId);
+    if (b) return this.settleRelease(b);
+    requireString('batchId', batchId);
+    await this.call((br) => raw().bridge_call(br, 'release', batchId), true);
+  }
+
   /** @internal */
   async settleAck(batch: Batch, result: unknown): Promise<void> {
     if (batch.settled) throw new StateError(`runlane: batch ${batch.batchId} is already settled`, -11);
@@ -537,6 +549,17 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
     }
   }
 
+  /** @internal */
+  async settleRelease(batch: Batch): Promise<void> {
+    if (batch.settled) throw new StateError(`runlane: batch ${batch.batchId} is already settled`, -11);
+    batch.settled = true;
+    try {
+      await this.withRetry(() => this.call((b) => raw().bridge_call(b, 'release', batch.batchId), true));
+    } finally {
+      this.forget(batch);
+    }
+  }
+
   /** Store trouble is retriable: try a settle a few times before giving up. */
   private async withRetry(fn: () => Promise<void>): Promise<void> {
     for (let i = 0; ; i++) {
@@ -550,7 +573,9 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
   }
 
   private forget(batch: Batch): void {
-    this.inflight.delete(batch.batchId);
+    // A released batch may be delivered again (same id) before its settle
+    // resolves: forget only this delivery.
+    if (this.inflight.get(batch.batchId) === batch) this.inflight.delete(batch.batchId);
     this.updateRef();
   }
 

@@ -156,7 +156,8 @@ class _BatchBase:
     """A batch of messages of one conversation (RUNLANE_EVENT_BATCH).
 
     ``batch_id`` is stable across attempts; ``attempt`` is 1 for the first
-    delivery. A batch is settled once: acked (done) or failed.
+    delivery. A batch is settled once: acked (done), failed, or released
+    (given back without spending an attempt).
     """
 
     __slots__ = ("conversation_id", "batch_id", "attempt", "messages", "data", "_owner", "_settled")
@@ -206,8 +207,8 @@ class _BatchBase:
 
 
 class Batch(_BatchBase):
-    """A batch handed to a sync handler. ``ack()``/``fail()`` settle it
-    explicitly; otherwise the handler's return acks it and its exception
+    """A batch handed to a sync handler. ``ack()``/``fail()``/``release()``
+    settle it explicitly; otherwise the handler's return acks it and its exception
     fails it."""
 
     __slots__ = ()
@@ -223,6 +224,14 @@ class Batch(_BatchBase):
         then dead-lettered), or dead-lettered at once when not retriable."""
         self._mark_settled()
         self._owner._h.fail(self.batch_id, error, retriable)
+
+    def release(self) -> None:
+        """Gives the batch back without spending an attempt (e.g. this host
+        is shutting down and will not run it): it is due at once for any
+        worker, delivered again with the same batch id, messages and attempt
+        number. Raises NotFoundError for a batch not held here."""
+        self._mark_settled()
+        self._owner._h.batch_release(self.batch_id)
 
 
 @dataclass
@@ -517,6 +526,9 @@ class _Handle:
         msg = cstr(str(error) if not isinstance(error, str) else error, "error")
         self._call(lib.runlane_batch_fail, bid, msg, 1 if retriable else 0)
 
+    def batch_release(self, batch_id: Any) -> None:
+        self._call(lib.runlane_batch_release, cstr(batch_id, "batch_id"))
+
     def reply_ack(self, batch_id: Any) -> None:
         self._call(lib.runlane_reply_ack, cstr(batch_id, "batch_id"))
 
@@ -666,14 +678,6 @@ def log_event(ev: Event) -> None:
         log.info("worker stopped (drained: %s)", ev.data.get("drained"))
     elif log.isEnabledFor(logging.DEBUG):
         log.debug("event %s %s %s", ev.type, ev.conversation_id, ev.batch_id)
-
-
-def redact_store(url: str) -> str:
-    """The store URL without its password, for logs."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return "%s://***@%s" % (scheme, rest.split("@", 1)[1])
-    return url
 
 
 def settle_error_is_expected(err: RunlaneError) -> bool:

@@ -46,10 +46,9 @@ from ._base import (
     log_event,
     make_event,
     message_options,
-    redact_store,
     settle_error_is_expected,
 )
-from .config import build_conf, normalize_config
+from .config import build_conf, conf_get, normalize_config
 from .errors import (
     ArgumentTypeError,
     ClosedError,
@@ -82,6 +81,13 @@ class AsyncBatch(_BatchBase):
         self._mark_settled()
         await self._owner._blocking(self._owner._handle().fail, self.batch_id, error, retriable)
 
+    async def release(self) -> None:
+        """Gives the batch back without spending an attempt: due at once for
+        any worker, delivered again with the same batch id, messages and
+        attempt number. Raises NotFoundError for a batch not held here."""
+        self._mark_settled()
+        await self._owner._blocking(self._owner._handle().batch_release, self.batch_id)
+
 
 AsyncHandler = Callable[[AsyncBatch], Any]
 
@@ -113,7 +119,9 @@ class AssistantMessageQueue:
         if handle_requires_action is not None and not callable(handle_requires_action):
             raise ArgumentTypeError("handle_requires_action must be callable")
         values = normalize_config(config, **options)
-        build_conf(values)  # validates every value now
+        # Validates every value now; the store URL is shown (logs, repr) with
+        # its password masked by the core.
+        self._store_shown = conf_get(build_conf(values), "store")
         self.handler = handler
         self.handle_requires_action = handle_requires_action
         self.config: Dict[str, str] = dict(values)
@@ -131,7 +139,6 @@ class AssistantMessageQueue:
         self._fd: Optional[int] = None
         self._started = False
         self._stopped = False
-        self._core_stopped = False
         self._closing = False
         self._closed = False
         self._closed_evt: Optional[asyncio.Event] = None
@@ -169,7 +176,7 @@ class AssistantMessageQueue:
                 from .queue import _install_exit_hook
 
                 _install_exit_hook()
-                log.debug("queue opened on store %s", redact_store(self.config.get("store", "memory")))
+                log.debug("queue opened on store %s", self._store_shown)
         return self
 
     async def _ready(self) -> _base._Handle:
@@ -257,6 +264,12 @@ class AssistantMessageQueue:
     async def fail(self, batch_id: str, error: str = "failed by the host", retriable: bool = True) -> None:
         h = await self._ready()
         await self._blocking(h.fail, batch_id, error, retriable)
+
+    async def release_batch(self, batch_id: str) -> None:
+        """Gives a batch back by id without spending an attempt (see the
+        sync class)."""
+        h = await self._ready()
+        await self._blocking(h.batch_release, batch_id)
 
     async def reply_ack(self, batch_id: str) -> None:
         h = await self._ready()
@@ -355,16 +368,15 @@ class AssistantMessageQueue:
     async def _stop_core(self, h: _base._Handle, drain: bool, timeout: float) -> None:
         in_handler = asyncio.current_task() in self._tasks
         ms = max(0, int(timeout * 1000))
-        try:
-            if drain and not in_handler:
-                # Blocks until every in-flight batch is settled: the loop must
-                # keep running the handlers meanwhile.
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, h.stop, STOP_DRAIN, ms)
-            else:
-                await self._blocking(h.stop, STOP_RELEASE, 0)
-        finally:
-            self._core_stopped = True
+        if drain and not in_handler:
+            # Blocks until every in-flight batch is settled: the loop must
+            # keep running the handlers meanwhile.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, h.stop, STOP_DRAIN, ms)
+        else:
+            # runlane_stop drops the unpolled events of the leases it
+            # releases: no batch of them reaches a handler afterwards.
+            await self._blocking(h.stop, STOP_RELEASE, 0)
         # STOPPED is queued now; let the reader dispatch it.
         if self._stopped_evt is not None and self._fd is not None:
             try:
@@ -414,9 +426,6 @@ class AssistantMessageQueue:
         return task
 
     def _dispatch(self, ev: Event) -> None:
-        if ev.type == "batch" and self._core_stopped:
-            log.debug("batch %s dropped: its lease was released at stop", ev.batch_id)
-            return
         log_event(ev)
         if ev.type == "stopped":
             self._stopped = True
@@ -576,7 +585,7 @@ class AssistantMessageQueue:
         state = "closed" if self._closed else ("running" if self._started and not self._stopped else "idle")
         return "<runlane.aio.AssistantMessageQueue %s store=%s>" % (
             state,
-            redact_store(self.config.get("store", "memory")),
+            self._store_shown,
         )
 
 

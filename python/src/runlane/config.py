@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from ._native import ffi, lib
 from .errors import ConfigTypeError, UnknownKeyError, check, last_error
 
-__all__ = ["Property", "properties", "property_names", "normalize_config", "build_conf"]
+__all__ = ["Property", "properties", "property_names", "normalize_config", "build_conf", "conf_get", "shown_store"]
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,25 @@ def build_conf(values: Mapping[str, str]) -> Any:
                 err.message = err.args[0]
             raise err
     return conf
+
+
+def conf_get(conf: Any, key: str) -> str:
+    """The value of ``key`` as the core shows it (``runlane_conf_get``):
+    secrets read back masked, the store URL with its password masked."""
+    bkey = key.encode("utf-8")
+    size = ffi.new("size_t *", 0)
+    check(lib.runlane_conf_get(conf, bkey, ffi.NULL, size))
+    buf = ffi.new("char[]", size[0])
+    check(lib.runlane_conf_get(conf, bkey, buf, size))
+    return ffi.string(buf).decode("utf-8")
+
+
+def shown_store(values: Mapping[str, str]) -> str:
+    """The store URL of ``values`` for logs and reprs, with its password
+    masked by the core (the one masking implementation, the same place the
+    Redis store reads the password from)."""
+    conf = build_conf({"store": values["store"]} if "store" in values else {})
+    return conf_get(conf, "store")
 
 
 def dump_conf(conf: Any) -> Dict[str, str]:

@@ -37,10 +37,9 @@ from ._base import (
     log_event,
     make_event,
     message_options,
-    redact_store,
     settle_error_is_expected,
 )
-from .config import normalize_config
+from .config import normalize_config, shown_store
 from .errors import (
     ArgumentTypeError,
     ClosedError,
@@ -196,7 +195,6 @@ class AssistantMessageQueue:
         self._closed_evt = threading.Event()
         self._deferred_destroy = False
         self._close_deadline: Optional[float] = None  # time.monotonic() by which close() ends
-        self._core_stopped = False  # runlane_stop returned: every lease is settled or released
         self._dispatcher: Optional[threading.Thread] = None
         self._pool: Optional[_HandlerPool] = None
         self._local = threading.local()
@@ -204,9 +202,10 @@ class AssistantMessageQueue:
         self._warned_unhandled = False
         self._h = _base._Handle(values)
         self.config: Dict[str, str] = dict(values)
+        self._store_shown = shown_store(values)  # password masked by the core
         _open_queues.add(self)
         _install_exit_hook()
-        log.debug("queue created on store %s", redact_store(values.get("store", "memory")))
+        log.debug("queue created on store %s", self._store_shown)
 
     # ------------------------------------------------------------ producer
 
@@ -290,6 +289,13 @@ class AssistantMessageQueue:
     def fail(self, batch_id: str, error: str = "failed by the host", retriable: bool = True) -> None:
         """Fails a batch attempt by id (when not using a handler)."""
         self._h.fail(batch_id, error, retriable)
+
+    def release_batch(self, batch_id: str) -> None:
+        """Gives a batch back by id without spending an attempt (when not
+        using a handler): it is due at once for any worker and delivered
+        again with the same batch id. Raises NotFoundError for a batch not
+        held here."""
+        self._h.batch_release(batch_id)
 
     def reply_ack(self, batch_id: str) -> None:
         """Confirms that the reply of a "completed" event reached the user
@@ -417,10 +423,7 @@ class AssistantMessageQueue:
                 raise StateError("the worker is %s" % ("stopped" if self._stopped else "not started"))
             self._stopped = True
         mode = STOP_DRAIN if drain and self._can_drain() else STOP_RELEASE
-        try:
-            self._h.stop(mode, max(0, int(timeout * 1000)))
-        finally:
-            self._core_stopped = True
+        self._h.stop(mode, max(0, int(timeout * 1000)))
 
     def process_events(self, timeout: float = 0.0) -> int:
         """Manual dispatch: waits up to ``timeout`` seconds for an event,
@@ -518,11 +521,8 @@ class AssistantMessageQueue:
             s.put(item)
 
     def _dispatch(self, ev: Event, inline: bool) -> None:
-        if ev.type == "batch" and self._core_stopped:
-            # Delivered before the stop, polled after it: its lease was
-            # released and another worker will run it. Not here.
-            log.debug("batch %s dropped: its lease was released at stop", ev.batch_id)
-            return
+        # No batch event of a batch released at stop arrives here: runlane_stop
+        # drops the unpolled events of the leases it releases.
         log_event(ev)
         if ev.type == "stopped":
             self._stopped = True
@@ -636,8 +636,6 @@ class AssistantMessageQueue:
             except RunlaneError as e:
                 if not isinstance(e, ClosedError):
                     log.warning("stop: %s", e.message)
-            finally:
-                self._core_stopped = True
         if in_dispatch:
             self._deferred_destroy = True
             if self._dispatcher is None and not getattr(self._local, "dispatching", False):
@@ -679,7 +677,7 @@ class AssistantMessageQueue:
         state = "closed" if self.closed else ("running" if self._started and not self._stopped else "idle")
         return "<runlane.AssistantMessageQueue %s store=%s>" % (
             state,
-            redact_store(self.config.get("store", "memory")),
+            self._store_shown,
         )
 
 

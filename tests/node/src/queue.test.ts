@@ -256,6 +256,67 @@ describe('AssistantMessageQueue (memory store)', () => {
     assert.equal(types[types.length - 1], 'stopped', 'stopped is the last event');
   });
 
+  test('batch.release() gives the batch back: same id, messages and attempt, no failure', async () => {
+    const seen: Array<{ id: string; attempt: number; contents: string[] }> = [];
+    const failed: FailedEvent[] = [];
+    const q = new AssistantMessageQueue({
+      store: memoryStore('release'),
+      batchWindowMs: 20,
+      handler: async (b) => {
+        seen.push({ id: b.batchId, attempt: b.attempt, contents: b.messages.map((m) => m.content) });
+        if (seen.length === 1) {
+          await b.release();
+          await assert.rejects(b.ack(), { name: 'StateError' }); // released: settled here
+        }
+      },
+    });
+    q.on('failed', (e) => failed.push(e));
+    try {
+      await q.enqueue('c', 'x');
+      await q.enqueue('c', 'y');
+      await q.startWorker();
+      await waitFor('the released batch delivered again', () => seen.length >= 2);
+      await waitFor('the redelivery acked', async () => (await q.getQueueStatus()).completedCount === 1);
+      assert.deepEqual(seen[1], seen[0], 'expected the same batch id, attempt and messages');
+      assert.equal(seen[0].attempt, 1, 'a release spends no attempt');
+      assert.deepEqual(failed, [], 'a release is not a failure');
+      const st = await q.getQueueStatus();
+      assert.equal(st.failedCount, 0, 'no failed attempt counted');
+      assert.equal(st.deadCount, 0);
+    } finally {
+      await q.close();
+    }
+  });
+
+  test('q.release(batchId) gives back a batch taken from batches(); unknown ids reject', async () => {
+    const q = new AssistantMessageQueue({ store: memoryStore('release-id'), batchWindowMs: 10 });
+    try {
+      await q.startWorker();
+      const it = q.batches();
+      await q.enqueue('c', 'x');
+      const { value: first } = await it.next();
+      await q.release(first.batchId);
+      const { value: again } = await it.next();
+      assert.equal(again.batchId, first.batchId);
+      assert.equal(again.attempt, first.attempt);
+      await again.ack();
+      await assert.rejects(q.release(first.batchId), { name: 'NotFoundError' });
+      await it.return?.();
+    } finally {
+      await q.close();
+    }
+  });
+
+  test('the store URL is shown as the core masks its password', async () => {
+    // Port 1: nothing listens; the config is read before any connection.
+    const q = new AssistantMessageQueue({ store: 'redis://user:p@ss@127.0.0.1:1/0' });
+    try {
+      assert.equal(q.config['store'], 'redis://user:***@127.0.0.1:1/0');
+    } finally {
+      await q.close().catch(() => undefined);
+    }
+  });
+
   test('a batch settles once', async () => {
     const q = new AssistantMessageQueue({ store: memoryStore('once'), batchWindowMs: 10 });
     try {
