@@ -266,7 +266,7 @@ def test_several_async_queues_share_the_load(store):
     run(main())
 
 
-def test_async_batch_release_redelivers_without_spending_an_attempt(memory_store):
+def test_async_batch_release_redelivers_without_spending_an_attempt(store):
     async def main():
         seen = []
         failed = []
@@ -276,7 +276,7 @@ def test_async_batch_release_redelivers_without_spending_an_attempt(memory_store
             if len(seen) == 1:
                 await batch.release()
 
-        q = AssistantMessageQueue(handler, **FAST, **memory_store)
+        q = AssistantMessageQueue(handler, **FAST, **store)
         q.on("failed", failed.append)
         await q.enqueue("c", "x")
         await q.start_worker()
@@ -288,9 +288,9 @@ def test_async_batch_release_redelivers_without_spending_an_attempt(memory_store
     run(main())
 
 
-def test_async_release_batch_by_id_and_no_batch_after_a_release_stop(memory_store):
+def test_async_release_batch_by_id_and_no_batch_after_a_release_stop(store):
     async def main():
-        q = AssistantMessageQueue(**FAST, **memory_store)
+        q = AssistantMessageQueue(**FAST, **store)
         types = []
         q.on("*", lambda ev: types.append(ev.type))
         await q.enqueue("c", "x")
