@@ -663,9 +663,10 @@ class Emulator:
 
     def _at(self, delay_s, fn, *args):
         """Run fn(*args) under the lock after delay_s.  Called with the lock held."""
-        heapq.heappush(self._sched_heap,
-                       (time.monotonic() + delay_s, next(self._sched_seq), fn, args))
-        self._sched_cond.notify()
+        item = (time.monotonic() + delay_s, next(self._sched_seq), fn, args)
+        heapq.heappush(self._sched_heap, item)
+        if self._sched_heap[0] is item:  # only an earlier deadline needs the scheduler awake
+            self._sched_cond.notify()
 
     def _scheduler_loop(self):
         with self._lock:
@@ -1677,6 +1678,9 @@ class _ConnectionGone(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streaming
+    # Answers go out in one write each (head and body together), but a client's delayed ACK
+    # must never hold back a small SSE chunk: no Nagle.
+    disable_nagle_algorithm = True
 
     def version_string(self):
         return "runlane-openai-emulator"
@@ -1869,10 +1873,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
-            self.end_headers()
+            # end_headers() without its flush: the head and the body go out in one write.
+            self._headers_buffer.append(b"\r\n")
         except OSError:
             raise _ConnectionGone()
-        self._write(data)
+        self._write(self._take_head() + data)
+
+    def _take_head(self):
+        head = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        return head
 
     def _send(self, reply):
         em = self.server.emulator
@@ -1881,8 +1891,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(reply, _Wait):
             resp = reply.turn
             with em._lock:
+                # Every status change notifies resp.cond, and so does stop(): no polling.
                 while resp.status not in RESPONSE_TERMINAL and not em._stopping:
-                    resp.cond.wait(1.0)
+                    resp.cond.wait()
                 obj = resp.public()
             self._write_json(200, obj)
         else:
@@ -1896,14 +1907,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self._headers_buffer.append(b"\r\n")
         except OSError:
             raise _ConnectionGone()
+        # Events waiting together go out in one write (the head with the first of them, the
+        # last chunk with the final ones): one send per wakeup, not one per event.
+        out = [self._take_head()]
         index, sent, ended = reply.start, 0, False
         while not ended:
+            if out:
+                self._write(b"".join(out))
+                out = []
             with em._lock:
+                # Every new event notifies turn.cond, and so do stop() and reset(): a stream
+                # sleeps until its turn moves, without periodic wakeups.
                 while index >= len(turn.events) and not em._stopping:
-                    turn.cond.wait(1.0)
+                    turn.cond.wait()
                 if em._stopping:
                     break
                 batch = turn.events[index:]
@@ -1911,19 +1930,23 @@ class _Handler(BaseHTTPRequestHandler):
                 index += 1
                 if name is not None:
                     if self._drop and sent >= 2:  # the "drop" fault: cut mid-stream
+                        if out:
+                            self._write(b"".join(out))
                         self._cut_connection()
-                    self._chunk("event: %s\ndata: %s\n\n" % (name, data))
+                    out.append(self._chunk_bytes("event: %s\ndata: %s\n\n" % (name, data)))
                     sent += 1
                 if ends:
                     ended = True
                     break
         if ended and reply.assistants:
-            self._chunk("event: done\ndata: [DONE]\n\n")
-        self._write(b"0\r\n\r\n")
+            out.append(self._chunk_bytes("event: done\ndata: [DONE]\n\n"))
+        out.append(b"0\r\n\r\n")
+        self._write(b"".join(out))
 
-    def _chunk(self, text):
+    @staticmethod
+    def _chunk_bytes(text):
         data = text.encode()
-        self._write(b"%x\r\n%s\r\n" % (len(data), data))
+        return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 # ---------------------------------------------------------------------------------------------
