@@ -109,8 +109,11 @@ def _new_id(prefix):
     return "%s_%s" % (prefix, uuid.uuid4().hex)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps(obj, separators=...) less its setup
+
+
 def _dumps(obj):
-    return json.dumps(obj, separators=(",", ":"))
+    return _ENCODER.encode(obj)
 
 
 def _default(value, default):
@@ -1104,6 +1107,8 @@ class Emulator:
             ids = [metadata["runlane_message_id"]]
         return (ids + [None] * count)[:count]
 
+    # An event's data is serialized at once, under the lock: the state objects it names need no
+    # copy (later changes cannot reach an event already in the log).
     def _emit_response(self, resp, event_type, **fields):
         data = {"type": event_type, "sequence_number": resp.seq}
         data.update(fields)
@@ -1130,11 +1135,11 @@ class Emulator:
                 "role": "assistant", "content": []}
         resp.output.append(item)
         self._emit_response(resp, "response.output_item.added", output_index=0,
-                            item=copy.deepcopy(item))
+                            item=item)
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         item["content"].append(part)
         self._emit_response(resp, "response.content_part.added", item_id=item["id"],
-                            output_index=0, content_index=0, part=copy.deepcopy(part))
+                            output_index=0, content_index=0, part=part)
         chunks = _chunks(plan.reply, self._config["delta_count"])
 
         def delta(chunk):
@@ -1147,10 +1152,10 @@ class Emulator:
             self._emit_response(resp, "response.output_text.done", item_id=item["id"],
                                 output_index=0, content_index=0, text=plan.reply, logprobs=[])
             self._emit_response(resp, "response.content_part.done", item_id=item["id"],
-                                output_index=0, content_index=0, part=copy.deepcopy(part))
+                                output_index=0, content_index=0, part=part)
             item["status"] = "completed"
             self._emit_response(resp, "response.output_item.done", output_index=0,
-                                item=copy.deepcopy(item))
+                                item=item)
             resp.dialog.close_turn()
             self._response_complete(resp, plan.reply)
 
@@ -1165,7 +1170,7 @@ class Emulator:
                     "call_id": _new_id("call"), "name": name, "arguments": ""}
             resp.output.append(item)
             self._emit_response(resp, "response.output_item.added", output_index=index,
-                                item=copy.deepcopy(item))
+                                item=item)
             self._emit_response(resp, "response.function_call_arguments.delta",
                                 item_id=item["id"], output_index=index, delta=arguments)
             item["arguments"] = arguments
@@ -1174,7 +1179,7 @@ class Emulator:
                                 arguments=arguments)
             item["status"] = "completed"
             self._emit_response(resp, "response.output_item.done", output_index=index,
-                                item=copy.deepcopy(item))
+                                item=item)
             resp.dialog.pending_calls[item["call_id"]] = (name, arguments)
         # A response that asks for tool calls is complete: the conversation is free, and the
         # next request must carry a function_call_output for each call.
@@ -1445,8 +1450,8 @@ class Emulator:
                     "step_details": details, "last_error": None, "expired_at": None,
                     "cancelled_at": None, "failed_at": None, "completed_at": None,
                     "metadata": {}, "usage": None}
-        self._emit_run(run, "thread.run.step.created", copy.deepcopy(run.step))
-        self._emit_run(run, "thread.run.step.in_progress", copy.deepcopy(run.step))
+        self._emit_run(run, "thread.run.step.created", run.step)
+        self._emit_run(run, "thread.run.step.in_progress", run.step)
 
     def _end_step(self, run, status):
         if run.step is None or run.step["status"] != "in_progress":
@@ -1456,7 +1461,7 @@ class Emulator:
                   "failed": "failed_at", "expired": "expired_at"}[status]] = _now()
         if status == "completed":
             run.step["usage"] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-        self._emit_run(run, "thread.run.step.%s" % status, copy.deepcopy(run.step))
+        self._emit_run(run, "thread.run.step.%s" % status, run.step)
 
     def _run_start(self, run):
         self._set_run_status(run, "in_progress")
@@ -1483,8 +1488,8 @@ class Emulator:
         run.thread.consumed = len(run.thread.messages)
         self._new_step(run, "message_creation",
                        {"type": "message_creation", "message_creation": {"message_id": msg["id"]}})
-        self._emit_run(run, "thread.message.created", copy.deepcopy(msg))
-        self._emit_run(run, "thread.message.in_progress", copy.deepcopy(msg))
+        self._emit_run(run, "thread.message.created", msg)
+        self._emit_run(run, "thread.message.in_progress", msg)
         chunks = _chunks(plan.reply, self._config["delta_count"])
 
         def delta(chunk):
@@ -1500,7 +1505,7 @@ class Emulator:
             msg["content"] = [{"type": "text", "text": {"value": plan.reply, "annotations": []}}]
             msg["status"] = "completed"
             msg["completed_at"] = _now()
-            self._emit_run(run, "thread.message.completed", copy.deepcopy(msg))
+            self._emit_run(run, "thread.message.completed", msg)
             self._end_step(run, "completed")
             run.completed_at = _now()
             prompt, completion = _words(run.texts), _words([plan.reply])
