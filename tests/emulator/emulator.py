@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import heapq
 import itertools
 import json
 import math
+import queue
 import random
 import re
 import signal
@@ -87,6 +89,28 @@ RUN_SEGMENT_END = frozenset(("thread.run.requires_action", "thread.run.completed
 RESPONSE_STREAM_END = frozenset(("response.completed", "response.failed", "response.incomplete"))
 
 
+# The cyclic garbage collector, at Python's default thresholds, spent a third of the emulator's
+# CPU walking the objects of thousands of open connections and turns (perf, 10,000 streams).
+# The emulator makes little cyclic garbage, so while one runs, collections are rarer.  The
+# previous thresholds come back when the last running emulator stops.
+GC_THRESHOLDS = (100000, 50, 100)
+_gc_state = {"running": 0, "saved": None}
+_gc_lock = threading.Lock()
+
+
+def _gc_hold(starting):
+    with _gc_lock:
+        if starting:
+            _gc_state["running"] += 1
+            if _gc_state["running"] == 1:
+                _gc_state["saved"] = gc.get_threshold()
+                gc.set_threshold(*(max(a, b) for a, b in zip(GC_THRESHOLDS, gc.get_threshold())))
+        else:
+            _gc_state["running"] -= 1
+            if _gc_state["running"] == 0 and _gc_state["saved"]:
+                gc.set_threshold(*_gc_state["saved"])
+
+
 class ApiError(Exception):
     """An error answered as OpenAI does: {"error": {"message", "type", "param", "code"}}."""
 
@@ -109,8 +133,11 @@ def _new_id(prefix):
     return "%s_%s" % (prefix, uuid.uuid4().hex)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # json.dumps(obj, separators=...) less its setup
+
+
 def _dumps(obj):
-    return json.dumps(obj, separators=(",", ":"))
+    return _ENCODER.encode(obj)
 
 
 def _default(value, default):
@@ -488,6 +515,7 @@ class Emulator:
         return "http://%s:%d/v1" % (self._host, self.port)
 
     def start(self):
+        _gc_hold(True)
         self._server = _Server((self._host, self._port), _Handler, self)
         for target, name in ((self._server.serve_forever, "emulator-http"),
                              (self._scheduler_loop, "emulator-scheduler")):
@@ -517,6 +545,7 @@ class Emulator:
         for t in self._threads:
             t.join(timeout=2)
         self._server = None
+        _gc_hold(False)
         self.write_journal()
 
     def write_journal(self, path=None):
@@ -663,9 +692,10 @@ class Emulator:
 
     def _at(self, delay_s, fn, *args):
         """Run fn(*args) under the lock after delay_s.  Called with the lock held."""
-        heapq.heappush(self._sched_heap,
-                       (time.monotonic() + delay_s, next(self._sched_seq), fn, args))
-        self._sched_cond.notify()
+        item = (time.monotonic() + delay_s, next(self._sched_seq), fn, args)
+        heapq.heappush(self._sched_heap, item)
+        if self._sched_heap[0] is item:  # only an earlier deadline needs the scheduler awake
+            self._sched_cond.notify()
 
     def _scheduler_loop(self):
         with self._lock:
@@ -1103,6 +1133,8 @@ class Emulator:
             ids = [metadata["runlane_message_id"]]
         return (ids + [None] * count)[:count]
 
+    # An event's data is serialized at once, under the lock: the state objects it names need no
+    # copy (later changes cannot reach an event already in the log).
     def _emit_response(self, resp, event_type, **fields):
         data = {"type": event_type, "sequence_number": resp.seq}
         data.update(fields)
@@ -1129,11 +1161,11 @@ class Emulator:
                 "role": "assistant", "content": []}
         resp.output.append(item)
         self._emit_response(resp, "response.output_item.added", output_index=0,
-                            item=copy.deepcopy(item))
+                            item=item)
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         item["content"].append(part)
         self._emit_response(resp, "response.content_part.added", item_id=item["id"],
-                            output_index=0, content_index=0, part=copy.deepcopy(part))
+                            output_index=0, content_index=0, part=part)
         chunks = _chunks(plan.reply, self._config["delta_count"])
 
         def delta(chunk):
@@ -1146,10 +1178,10 @@ class Emulator:
             self._emit_response(resp, "response.output_text.done", item_id=item["id"],
                                 output_index=0, content_index=0, text=plan.reply, logprobs=[])
             self._emit_response(resp, "response.content_part.done", item_id=item["id"],
-                                output_index=0, content_index=0, part=copy.deepcopy(part))
+                                output_index=0, content_index=0, part=part)
             item["status"] = "completed"
             self._emit_response(resp, "response.output_item.done", output_index=0,
-                                item=copy.deepcopy(item))
+                                item=item)
             resp.dialog.close_turn()
             self._response_complete(resp, plan.reply)
 
@@ -1164,7 +1196,7 @@ class Emulator:
                     "call_id": _new_id("call"), "name": name, "arguments": ""}
             resp.output.append(item)
             self._emit_response(resp, "response.output_item.added", output_index=index,
-                                item=copy.deepcopy(item))
+                                item=item)
             self._emit_response(resp, "response.function_call_arguments.delta",
                                 item_id=item["id"], output_index=index, delta=arguments)
             item["arguments"] = arguments
@@ -1173,7 +1205,7 @@ class Emulator:
                                 arguments=arguments)
             item["status"] = "completed"
             self._emit_response(resp, "response.output_item.done", output_index=index,
-                                item=copy.deepcopy(item))
+                                item=item)
             resp.dialog.pending_calls[item["call_id"]] = (name, arguments)
         # A response that asks for tool calls is complete: the conversation is free, and the
         # next request must carry a function_call_output for each call.
@@ -1444,8 +1476,8 @@ class Emulator:
                     "step_details": details, "last_error": None, "expired_at": None,
                     "cancelled_at": None, "failed_at": None, "completed_at": None,
                     "metadata": {}, "usage": None}
-        self._emit_run(run, "thread.run.step.created", copy.deepcopy(run.step))
-        self._emit_run(run, "thread.run.step.in_progress", copy.deepcopy(run.step))
+        self._emit_run(run, "thread.run.step.created", run.step)
+        self._emit_run(run, "thread.run.step.in_progress", run.step)
 
     def _end_step(self, run, status):
         if run.step is None or run.step["status"] != "in_progress":
@@ -1455,7 +1487,7 @@ class Emulator:
                   "failed": "failed_at", "expired": "expired_at"}[status]] = _now()
         if status == "completed":
             run.step["usage"] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-        self._emit_run(run, "thread.run.step.%s" % status, copy.deepcopy(run.step))
+        self._emit_run(run, "thread.run.step.%s" % status, run.step)
 
     def _run_start(self, run):
         self._set_run_status(run, "in_progress")
@@ -1482,8 +1514,8 @@ class Emulator:
         run.thread.consumed = len(run.thread.messages)
         self._new_step(run, "message_creation",
                        {"type": "message_creation", "message_creation": {"message_id": msg["id"]}})
-        self._emit_run(run, "thread.message.created", copy.deepcopy(msg))
-        self._emit_run(run, "thread.message.in_progress", copy.deepcopy(msg))
+        self._emit_run(run, "thread.message.created", msg)
+        self._emit_run(run, "thread.message.in_progress", msg)
         chunks = _chunks(plan.reply, self._config["delta_count"])
 
         def delta(chunk):
@@ -1499,7 +1531,7 @@ class Emulator:
             msg["content"] = [{"type": "text", "text": {"value": plan.reply, "annotations": []}}]
             msg["status"] = "completed"
             msg["completed_at"] = _now()
-            self._emit_run(run, "thread.message.completed", copy.deepcopy(msg))
+            self._emit_run(run, "thread.message.completed", msg)
             self._end_step(run, "completed")
             run.completed_at = _now()
             prompt, completion = _words(run.texts), _words([plan.reply])
@@ -1662,13 +1694,54 @@ class _Request:
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, as ThreadingHTTPServer, but the threads are kept and reused,
+    and the accepting thread never waits for one to start: it queues the connection for an idle
+    thread and starts a new one only when none is idle.  (Thread.start() waits until the new
+    thread runs; with thousands of busy threads that wait is what bounded the accept rate.)"""
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 1024  # benchmarks open many connections at once
+    request_queue_size = 4096  # benchmarks open many connections at once
+    idle_thread_s = 60.0       # an idle connection thread exits after this
 
     def __init__(self, address, handler, emulator):
         self.emulator = emulator
+        self._jobs = queue.SimpleQueue()
+        self._idle = 0  # threads waiting on _jobs, not yet claimed by a queued connection
+        self._idle_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        with self._idle_lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put((request, client_address))
+        if spawn:
+            threading.Thread(target=self._connection_thread, name="emulator-conn",
+                             daemon=True).start()
+
+    def _connection_thread(self):
+        while True:
+            try:
+                job = self._jobs.get(timeout=self.idle_thread_s)
+            except queue.Empty:
+                with self._idle_lock:
+                    if self._idle > 0:  # still unclaimed: retire
+                        self._idle -= 1
+                        return
+                continue  # claimed by a connection being queued right now
+            if job is None:
+                return
+            self.process_request_thread(*job)
+            with self._idle_lock:
+                self._idle += 1
+
+    def server_close(self):
+        super().server_close()
+        with self._idle_lock:
+            n, self._idle = self._idle, 0
+        for _ in range(n):
+            self._jobs.put(None)
 
 
 class _ConnectionGone(Exception):
@@ -1677,6 +1750,9 @@ class _ConnectionGone(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streaming
+    # Answers go out in one write each (head and body together), but a client's delayed ACK
+    # must never hold back a small SSE chunk: no Nagle.
+    disable_nagle_algorithm = True
 
     def version_string(self):
         return "runlane-openai-emulator"
@@ -1869,10 +1945,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
-            self.end_headers()
+            # end_headers() without its flush: the head and the body go out in one write.
+            self._headers_buffer.append(b"\r\n")
         except OSError:
             raise _ConnectionGone()
-        self._write(data)
+        self._write(self._take_head() + data)
+
+    def _take_head(self):
+        head = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        return head
 
     def _send(self, reply):
         em = self.server.emulator
@@ -1881,8 +1963,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(reply, _Wait):
             resp = reply.turn
             with em._lock:
+                # Every status change notifies resp.cond, and so does stop(): no polling.
                 while resp.status not in RESPONSE_TERMINAL and not em._stopping:
-                    resp.cond.wait(1.0)
+                    resp.cond.wait()
                 obj = resp.public()
             self._write_json(200, obj)
         else:
@@ -1896,14 +1979,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-cache")
             self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self._headers_buffer.append(b"\r\n")
         except OSError:
             raise _ConnectionGone()
+        # Events waiting together go out in one write (the head with the first of them, the
+        # last chunk with the final ones): one send per wakeup, not one per event.
+        out = [self._take_head()]
         index, sent, ended = reply.start, 0, False
         while not ended:
+            if out:
+                self._write(b"".join(out))
+                out = []
             with em._lock:
+                # Every new event notifies turn.cond, and so do stop() and reset(): a stream
+                # sleeps until its turn moves, without periodic wakeups.
                 while index >= len(turn.events) and not em._stopping:
-                    turn.cond.wait(1.0)
+                    turn.cond.wait()
                 if em._stopping:
                     break
                 batch = turn.events[index:]
@@ -1911,19 +2002,23 @@ class _Handler(BaseHTTPRequestHandler):
                 index += 1
                 if name is not None:
                     if self._drop and sent >= 2:  # the "drop" fault: cut mid-stream
+                        if out:
+                            self._write(b"".join(out))
                         self._cut_connection()
-                    self._chunk("event: %s\ndata: %s\n\n" % (name, data))
+                    out.append(self._chunk_bytes("event: %s\ndata: %s\n\n" % (name, data)))
                     sent += 1
                 if ends:
                     ended = True
                     break
         if ended and reply.assistants:
-            self._chunk("event: done\ndata: [DONE]\n\n")
-        self._write(b"0\r\n\r\n")
+            out.append(self._chunk_bytes("event: done\ndata: [DONE]\n\n"))
+        out.append(b"0\r\n\r\n")
+        self._write(b"".join(out))
 
-    def _chunk(self, text):
+    @staticmethod
+    def _chunk_bytes(text):
         data = text.encode()
-        self._write(b"%x\r\n%s\r\n" % (len(data), data))
+        return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1946,6 +2041,7 @@ def main(argv=None):
                       seed=args.seed, journal_path=args.journal, host=args.host, port=args.port)
     except ValueError as e:
         parser.error(str(e))
+    threading.stack_size(512 * 1024)  # thousands of streaming connections, one thread each
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
