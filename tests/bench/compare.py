@@ -1248,7 +1248,7 @@ def main(argv=None):
     ap.add_argument("--phase-timeout-s", type=int, default=240)
     ap.add_argument("--alone", default=None,
                     help="runs of 'runlane alone', comma-separated N[@LATENCY_S] (default "
-                         "2000@20,10000@20; quick 1000@10,2000@10; 0 skips)")
+                         "2000@20,10000@60; quick 1000@10,2000@10; 0 skips)")
     ap.add_argument("--alone-latency-ms", type=int, default=20000,
                     help="turn latency of an --alone run without @LATENCY_S")
     ap.add_argument("--alone-timeout-s", type=int, default=120)
@@ -1271,7 +1271,7 @@ def main(argv=None):
     if a.fallback_s is None:
         a.fallback_s = 30.0 if a.quick else 60.0
     if a.alone is None:
-        a.alone = "1000@10,2000@10" if a.quick else "2000@20,10000@20"
+        a.alone = "1000@10,2000@10" if a.quick else "2000@20,10000@60"
 
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.time()
