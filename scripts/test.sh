@@ -83,7 +83,7 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   # installed by the steps above) with kill -9, SIGSTOP past the lease, Redis
   # restarts and 5% provider faults; checks exactly-once and order at the end.
   step "chaos (small)" env RUNLANE_BIN="$ROOT/build/default/core/cli/runlane" \
-    RUNLANE_PY="$ROOT/build/pyvenv/bin/python" RUNLANE_NODE_PKG="$RUNLANE_NODE_KEEP_APP/node_modules/runlane" \
+    RUNLANE_PY="$VPY" RUNLANE_NODE_PKG="$RUNLANE_NODE_KEEP_APP/node_modules/runlane" CHAOS_REQUIRE_BINDINGS=1 \
     tests/chaos/run.sh --size small
 fi
 

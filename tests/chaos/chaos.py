@@ -388,10 +388,16 @@ class Chaos:
         if not py:
             log("RUNLANE_PY is not set: no Python producer, no Python worker")
             return None
-        p = subprocess.run([py, "-c", "import runlane"], capture_output=True, text=True)
-        if p.returncode != 0:
-            log("RUNLANE_PY=%s cannot import runlane: Python producer and worker skipped (%s)"
-                % (py, p.stderr.strip().splitlines()[-1:] or ""))
+        try:
+            p = subprocess.run([py, "-c", "import runlane"], capture_output=True, text=True)
+            why = p.stderr.strip().splitlines()[-1:] if p.returncode else None
+        except OSError as e:
+            why = str(e)
+        if why is not None:
+            msg = "RUNLANE_PY=%s cannot import runlane (%s)" % (py, why)
+            if os.environ.get("CHAOS_REQUIRE_BINDINGS") == "1":
+                raise SetupError(msg)
+            log(msg + ": Python producer and worker skipped")
             return None
         return py
 
@@ -400,11 +406,17 @@ class Chaos:
         if not pkg:
             log("RUNLANE_NODE_PKG is not set: no Node worker")
             return None
-        p = subprocess.run(["node", "-e", "require(process.argv[1])", pkg],
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            log("RUNLANE_NODE_PKG=%s cannot be loaded: Node worker skipped (%s)"
-                % (pkg, p.stderr.strip().splitlines()[-1:] or ""))
+        try:
+            p = subprocess.run(["node", "-e", "require(process.argv[1])", pkg],
+                               capture_output=True, text=True)
+            why = p.stderr.strip().splitlines()[-1:] if p.returncode else None
+        except OSError as e:
+            why = str(e)
+        if why is not None:
+            msg = "RUNLANE_NODE_PKG=%s cannot be loaded (%s)" % (pkg, why)
+            if os.environ.get("CHAOS_REQUIRE_BINDINGS") == "1":
+                raise SetupError(msg)
+            log(msg + ": Node worker skipped")
             return None
         return pkg
 
