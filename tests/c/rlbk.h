@@ -224,6 +224,76 @@ static inline void rlbk_need_emu(void) {
     rlemu_control(&rlbk_emu, "POST", "/_emulator/reset", "{}");
 }
 
+/* A conversation ("/v1/conversations") or thread ("/v1/threads") created
+ * in the emulator (free it). */
+static inline char *rlbk_new_lane(const char *create_path) {
+    char *id = rlemu_create(&rlbk_emu, create_path, NULL);
+    if (!id) RL_FAILF("could not create %s in the emulator", create_path);
+    return id;
+}
+
+/* The journal's messages of a conversation or thread joined with '|' (free
+ * it); its turns, duplicates and rejected overlapping attempts when asked. */
+static inline char *rlbk_journal_messages(const char *lane, int *turns, int *duplicates,
+                                          int *rejected) {
+    cJSON *j = rlemu_journal(&rlbk_emu);
+    cJSON *c = rlemu_journal_conv(j, lane);
+    if (!c) RL_FAILF("no journal entry for %s", lane);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(c, "messages")) {
+        if (b.len) rl_buf_puts(&b, "|");
+        rl_buf_puts(&b, m->valuestring);
+    }
+    rl_buf_puts(&b, "");
+    if (turns) *turns = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(c, "turns"));
+    if (duplicates) *duplicates = cJSON_GetObjectItemCaseSensitive(c, "duplicates")->valueint;
+    if (rejected) *rejected = cJSON_GetObjectItemCaseSensitive(c, "rejected")->valueint;
+    cJSON_Delete(j);
+    return rl_buf_take(&b);
+}
+
+/* The id of the first call of a TOOL_CALLS event ("" when none). */
+static inline const char *rlbk_first_call_id(const rlbk_ev_t *tc) {
+    return rlbk_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tc->j, "tool_calls"), 0),
+                    "id");
+}
+
+/* A worker crashes (stops releasing) while its turn waits for tool outputs
+ * of `marker` ("[[tool:NAME]]"): the next worker adopts the turn and raises
+ * the same call again; its outputs complete it with `expect_in_reply` in
+ * the reply, every message once, `expect_turns` turns in the journal. */
+static inline void rlbk_check_tool_calls_raised_again_after_crash(const char *backend,
+                                                                 const char *lane,
+                                                                 const char *marker,
+                                                                 const char *expect_in_reply,
+                                                                 int expect_turns, int timeout_ms) {
+    rlbk_t a, b;
+    rlbk_new(&a, backend, NULL);
+    rlbk_enqueue(&a, lane, marker, NULL);
+    RL_CHECK_OK(runlane_start(a.rl));
+    rlbk_ev_t *tc1 = rlbk_wait(&a, RUNLANE_EVENT_TOOL_CALLS, 1, timeout_ms);
+    char call[128];
+    snprintf(call, sizeof(call), "%s", rlbk_first_call_id(tc1));
+    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
+    rlbk_new_same_store(&b, &a, backend, NULL);
+    RL_CHECK_OK(runlane_start(b.rl));
+    rlbk_ev_t *tc2 = rlbk_wait(&b, RUNLANE_EVENT_TOOL_CALLS, 1, timeout_ms);
+    RL_CHECK_STR(call, rlbk_first_call_id(tc2));
+    char *outs = rlbk_outputs_for(tc2, NULL);
+    RL_CHECK_OK(rlbk_submit_from_thread(b.rl, tc2->batch_id, outs));
+    free(outs);
+    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, timeout_ms);
+    RL_CHECK(strstr(rlbk_str(done->j, "reply"), expect_in_reply) != NULL);
+    int turns = 0, dups = 0;
+    free(rlbk_journal_messages(lane, &turns, &dups, NULL));
+    RL_CHECK_INT(expect_turns, turns);
+    RL_CHECK_INT(0, dups);
+    rlbk_free(&b);
+    rlbk_free(&a);
+}
+
 /* The bodies of the requests the emulator received with method and path,
  * in order (a new JSON array). */
 static inline cJSON *rlbk_bodies(const char *method, const char *path) {

@@ -8,30 +8,7 @@
 
 #define TIMEOUT 15000
 
-static char *new_thread(void) {
-    char *id = rlemu_create(&rlbk_emu, "/v1/threads", NULL);
-    if (!id) RL_FAILF("could not create a thread in the emulator");
-    return id;
-}
-
-static char *journal_messages(const char *thread, int *turns, int *duplicates, int *rejected) {
-    cJSON *j = rlemu_journal(&rlbk_emu);
-    cJSON *c = rlemu_journal_conv(j, thread);
-    if (!c) RL_FAILF("no journal entry for %s", thread);
-    rl_buf_t b;
-    rl_buf_init(&b);
-    const cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(c, "messages")) {
-        if (b.len) rl_buf_puts(&b, "|");
-        rl_buf_puts(&b, m->valuestring);
-    }
-    rl_buf_puts(&b, "");
-    if (turns) *turns = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(c, "turns"));
-    if (duplicates) *duplicates = cJSON_GetObjectItemCaseSensitive(c, "duplicates")->valueint;
-    if (rejected) *rejected = cJSON_GetObjectItemCaseSensitive(c, "rejected")->valueint;
-    cJSON_Delete(j);
-    return rl_buf_take(&b);
-}
+static char *new_thread(void) { return rlbk_new_lane("/v1/threads"); }
 
 static char *runs_path(const char *thread) {
     char *p = malloc(256);
@@ -87,7 +64,7 @@ static void test_assistants_batch_is_one_run_with_messages_in_order(void) {
     cJSON_Delete(bodies);
     free(rp);
     int turns = 0, dups = 0;
-    char *msgs = journal_messages(th, &turns, &dups, NULL);
+    char *msgs = rlbk_journal_messages(th, &turns, &dups, NULL);
     RL_CHECK_STR("one|two|three", msgs);
     RL_CHECK_INT(1, turns);
     RL_CHECK_INT(0, dups);
@@ -122,7 +99,7 @@ static void test_assistants_tool_calls_single_and_parallel(void) {
     RL_CHECK_MSG(strstr(reply, "alpha=A") && strstr(reply, "beta={\"error\":\"nope\"}"), "reply: %s",
                  reply);
     int turns = 0, dups = 0;
-    free(journal_messages(th, &turns, &dups, NULL));
+    free(rlbk_journal_messages(th, &turns, &dups, NULL));
     RL_CHECK_INT(1, turns);
     RL_CHECK_INT(0, dups);
     rlbk_free(&c);
@@ -170,7 +147,7 @@ static void test_assistants_active_run_of_others_defers(void) {
     RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_FAILED));
     RL_CHECK_STR("echo: ours", rlbk_str(done->j, "reply"));
     int rejected = 0, dups = 0;
-    char *msgs = journal_messages(th, NULL, &dups, &rejected);
+    char *msgs = rlbk_journal_messages(th, NULL, &dups, &rejected);
     RL_CHECK(rejected >= 1);
     RL_CHECK_STR("theirs [[slow:2000]]|ours", msgs);
     RL_CHECK_INT(0, dups);
@@ -243,7 +220,7 @@ static void test_assistants_adopts_own_active_run(void) {
     rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
     RL_CHECK_STR("echo: adopt me [[slow:2000]]", rlbk_str(done->j, "reply"));
     int turns = 0, dups = 0;
-    char *msgs = journal_messages(th, &turns, &dups, NULL);
+    char *msgs = rlbk_journal_messages(th, &turns, &dups, NULL);
     RL_CHECK_STR("adopt me [[slow:2000]]", msgs);
     RL_CHECK_INT(1, turns);
     RL_CHECK_INT(0, dups);
@@ -282,7 +259,7 @@ static void test_assistants_reconcile_skips_messages_in_thread(void) {
     cJSON_Delete(bodies);
     free(rp);
     int dups = 0;
-    char *msgs = journal_messages(th, NULL, &dups, NULL);
+    char *msgs = rlbk_journal_messages(th, NULL, &dups, NULL);
     RL_CHECK_STR("kept|missing", msgs);
     RL_CHECK_INT(0, dups);
     free(msgs);
@@ -302,7 +279,7 @@ static void test_assistants_failed_run_retried_then_dead(void) {
     rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
     RL_CHECK_INT(2, done->attempt);
     int turns = 0, dups = 0;
-    char *msgs = journal_messages(th, &turns, &dups, NULL);
+    char *msgs = rlbk_journal_messages(th, &turns, &dups, NULL);
     RL_CHECK_STR("bad [[fail]]", msgs);
     RL_CHECK_INT(2, turns);
     RL_CHECK_INT(0, dups);
@@ -349,35 +326,8 @@ static void test_assistants_polling_mode(void) {
 static void test_assistants_crash_adopts_and_reraises_tools(void) {
     rlbk_need_emu();
     char *th = new_thread();
-    rlbk_t a;
-    rlbk_new(&a, "assistants", NULL);
-    rlbk_enqueue(&a, th, "[[tool:k]]", NULL);
-    RL_CHECK_OK(runlane_start(a.rl));
-    rlbk_ev_t *tc1 = rlbk_wait(&a, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
-    char call[128];
-    snprintf(call, sizeof(call), "%s",
-             rlbk_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tc1->j, "tool_calls"), 0),
-                      "id"));
-    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
-    rlbk_t b;
-    rlbk_new_same_store(&b, &a, "assistants", NULL);
-    RL_CHECK_OK(runlane_start(b.rl));
-    rlbk_ev_t *tc2 = rlbk_wait(&b, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
-    RL_CHECK_STR(call, rlbk_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tc2->j,
-                                                                                    "tool_calls"),
-                                                   0),
-                                "id"));
-    char *outs = rlbk_outputs_for(tc2, NULL);
-    RL_CHECK_OK(rlbk_submit_from_thread(b.rl, tc2->batch_id, outs));
-    free(outs);
-    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
-    RL_CHECK(strstr(rlbk_str(done->j, "reply"), "k=ok-k") != NULL);
-    int turns = 0, dups = 0;
-    free(journal_messages(th, &turns, &dups, NULL));
-    RL_CHECK_INT(1, turns);
-    RL_CHECK_INT(0, dups);
-    rlbk_free(&b);
-    rlbk_free(&a);
+    rlbk_check_tool_calls_raised_again_after_crash("assistants", th, "[[tool:k]]", "k=ok-k", 1,
+                                                   TIMEOUT);
     free(th);
 }
 
@@ -398,7 +348,7 @@ static void test_assistants_adopts_running_run_after_crash(void) {
     rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
     RL_CHECK_STR("echo: slow [[slow:3000]]", rlbk_str(done->j, "reply"));
     int turns = 0;
-    free(journal_messages(th, &turns, NULL, NULL));
+    free(rlbk_journal_messages(th, &turns, NULL, NULL));
     RL_CHECK_INT(1, turns);
     rlbk_free(&b);
     rlbk_free(&a);
@@ -420,7 +370,7 @@ static void test_assistants_lost_create_answer_adopts_the_run(void) {
     RL_CHECK_STR("echo: lost answer", rlbk_str(done->j, "reply"));
     RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_FAILED));
     int turns = 0, dups = 0;
-    char *msgs = journal_messages(th, &turns, &dups, NULL);
+    char *msgs = rlbk_journal_messages(th, &turns, &dups, NULL);
     RL_CHECK_STR("lost answer", msgs);
     RL_CHECK_INT(1, turns);
     RL_CHECK_INT(0, dups);
@@ -455,7 +405,7 @@ static void test_assistants_interrupt_cancels_and_restarts(void) {
     cJSON_Delete(bodies);
     free(rp);
     int turns = 0, dups = 0;
-    char *msgs = journal_messages(th, &turns, &dups, NULL);
+    char *msgs = rlbk_journal_messages(th, &turns, &dups, NULL);
     RL_CHECK_STR("long [[slow:3000]]|and another thing", msgs);
     RL_CHECK_INT(2, turns);
     RL_CHECK_INT(0, dups);

@@ -12,36 +12,7 @@
 
 #define TIMEOUT 15000
 
-static char *new_conv(void) {
-    char *id = rlemu_create(&rlbk_emu, "/v1/conversations", NULL);
-    if (!id) RL_FAILF("could not create a conversation in the emulator");
-    return id;
-}
-
-static cJSON *journal_conv(cJSON *journal, const char *conv) {
-    cJSON *c = rlemu_journal_conv(journal, conv);
-    if (!c) RL_FAILF("no journal entry for %s", conv);
-    return c;
-}
-
-/* The journal's messages of a conversation joined with '|'. */
-static char *journal_messages(const char *conv, int *turns, int *duplicates, int *rejected) {
-    cJSON *j = rlemu_journal(&rlbk_emu);
-    cJSON *c = journal_conv(j, conv);
-    rl_buf_t b;
-    rl_buf_init(&b);
-    const cJSON *m;
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(c, "messages")) {
-        if (b.len) rl_buf_puts(&b, "|");
-        rl_buf_puts(&b, m->valuestring);
-    }
-    rl_buf_puts(&b, "");
-    if (turns) *turns = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(c, "turns"));
-    if (duplicates) *duplicates = cJSON_GetObjectItemCaseSensitive(c, "duplicates")->valueint;
-    if (rejected) *rejected = cJSON_GetObjectItemCaseSensitive(c, "rejected")->valueint;
-    cJSON_Delete(j);
-    return rl_buf_take(&b);
-}
+static char *new_conv(void) { return rlbk_new_lane("/v1/conversations"); }
 
 static void test_responses_batch_is_one_turn_with_items_in_order(void) {
     rlbk_need_emu();
@@ -89,7 +60,7 @@ static void test_responses_batch_is_one_turn_with_items_in_order(void) {
     RL_CHECK_STR(want, rlbk_str(md, "runlane_message_ids"));
     cJSON_Delete(bodies);
     int turns = 0, dups = 0;
-    char *msgs = journal_messages(conv, &turns, &dups, NULL);
+    char *msgs = rlbk_journal_messages(conv, &turns, &dups, NULL);
     RL_CHECK_STR("first|second|third", msgs);
     RL_CHECK_INT(1, turns);
     RL_CHECK_INT(0, dups);
@@ -172,7 +143,7 @@ static void test_responses_single_tool_call(void) {
                                               "total_tokens")
                  ->valueint > 2);
     int turns = 0, dups = 0;
-    free(journal_messages(conv, &turns, &dups, NULL));
+    free(rlbk_journal_messages(conv, &turns, &dups, NULL));
     RL_CHECK_INT(2, turns);
     RL_CHECK_INT(0, dups);
     rlbk_free(&c);
@@ -282,7 +253,7 @@ static void test_responses_conversation_locked_defers_then_succeeds(void) {
     RL_CHECK_INT(1, done->attempt);
     RL_CHECK(strstr(rlbk_str(done->j, "reply"), "mine") != NULL);
     int rejected = 0, dups = 0;
-    char *msgs = journal_messages(conv, NULL, &dups, &rejected);
+    char *msgs = rlbk_journal_messages(conv, NULL, &dups, &rejected);
     RL_CHECK_MSG(rejected >= 1, "expected a conversation_locked rejection, got %d", rejected);
     RL_CHECK_STR("other [[slow:2000]]|mine", msgs);
     RL_CHECK_INT(0, dups);
@@ -305,7 +276,7 @@ static void test_responses_failed_turn_is_retried_without_resending(void) {
     RL_CHECK_INT(2, done->attempt);
     /* The retry asked for a new response without adding the message again. */
     int turns = 0, dups = 0;
-    char *msgs = journal_messages(conv, &turns, &dups, NULL);
+    char *msgs = rlbk_journal_messages(conv, &turns, &dups, NULL);
     RL_CHECK_STR("x [[fail]]", msgs);
     RL_CHECK_INT(2, turns);
     RL_CHECK_INT(0, dups);
@@ -340,7 +311,7 @@ static void test_responses_second_reconcile_of_an_attempt_sends_nothing_twice(vo
     rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
     RL_CHECK_INT(2, done->attempt);
     int dups = 0;
-    char *msgs = journal_messages(conv, NULL, &dups, NULL);
+    char *msgs = rlbk_journal_messages(conv, NULL, &dups, NULL);
     RL_CHECK_STR("hello|boom [[fail]]", msgs);
     RL_CHECK_INT(0, dups);
     free(msgs);
@@ -394,7 +365,7 @@ static void test_responses_dangling_calls_of_a_dead_turn_do_not_poison(void) {
     RL_CHECK_STR(call_id, rlbk_str(it, "call_id"));
     cJSON_Delete(posts);
     int dups = 0;
-    free(journal_messages(conv, NULL, &dups, NULL));
+    free(rlbk_journal_messages(conv, NULL, &dups, NULL));
     RL_CHECK_INT(0, dups);
     rlbk_free(&c);
     free(conv);
@@ -446,7 +417,7 @@ static void test_responses_http_errors_retry_then_dead(void) {
     /* A 5xx on a create is ambiguous: each was followed by a look at the
      * conversation before sending again, and nothing got in twice. */
     int dups = 0;
-    free(journal_messages(conv, NULL, &dups, NULL));
+    free(rlbk_journal_messages(conv, NULL, &dups, NULL));
     RL_CHECK_INT(0, dups);
     rlbk_free(&c);
     free(conv);
@@ -503,7 +474,7 @@ static void test_responses_adopts_running_response_after_crash(void) {
     rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
     RL_CHECK_STR("echo: long one [[slow:3000]]", rlbk_str(done->j, "reply"));
     int turns = 0, dups = 0;
-    free(journal_messages(conv, &turns, &dups, NULL));
+    free(rlbk_journal_messages(conv, &turns, &dups, NULL));
     RL_CHECK_INT(1, turns);
     RL_CHECK_INT(0, dups);
     rlbk_free(&b);
@@ -514,35 +485,8 @@ static void test_responses_adopts_running_response_after_crash(void) {
 static void test_responses_tool_calls_raised_again_after_crash(void) {
     rlbk_need_emu();
     char *conv = new_conv();
-    rlbk_t a;
-    rlbk_new(&a, "responses", NULL);
-    rlbk_enqueue(&a, conv, "[[tool:t1]]", NULL);
-    RL_CHECK_OK(runlane_start(a.rl));
-    rlbk_ev_t *tc1 = rlbk_wait(&a, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
-    char call1[128];
-    snprintf(call1, sizeof(call1), "%s",
-             rlbk_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tc1->j, "tool_calls"), 0),
-                      "id"));
-    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
-    rlbk_t b;
-    rlbk_new_same_store(&b, &a, "responses", NULL);
-    RL_CHECK_OK(runlane_start(b.rl));
-    rlbk_ev_t *tc2 = rlbk_wait(&b, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
-    RL_CHECK_STR(call1, rlbk_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tc2->j,
-                                                                                     "tool_calls"),
-                                                    0),
-                                 "id"));
-    char *outs = rlbk_outputs_for(tc2, NULL);
-    RL_CHECK_OK(rlbk_submit_from_thread(b.rl, tc2->batch_id, outs));
-    free(outs);
-    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
-    RL_CHECK(strstr(rlbk_str(done->j, "reply"), "t1=ok-t1") != NULL);
-    int turns = 0, dups = 0;
-    free(journal_messages(conv, &turns, &dups, NULL));
-    RL_CHECK_INT(2, turns);
-    RL_CHECK_INT(0, dups);
-    rlbk_free(&b);
-    rlbk_free(&a);
+    rlbk_check_tool_calls_raised_again_after_crash("responses", conv, "[[tool:t1]]", "t1=ok-t1", 2,
+                                                   TIMEOUT);
     free(conv);
 }
 
@@ -569,7 +513,7 @@ static void test_responses_reconciles_messages_already_sent(void) {
     RL_CHECK_INT(1, cJSON_GetArraySize(bodies));
     RL_CHECK(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 0), "input") == NULL);
     cJSON_Delete(bodies);
-    char *msgs = journal_messages(conv, NULL, NULL, NULL);
+    char *msgs = rlbk_journal_messages(conv, NULL, NULL, NULL);
     RL_CHECK_STR("alpha|beta", msgs);
     free(msgs);
     rlbk_free(&c);
@@ -629,7 +573,7 @@ static void test_responses_stream_cut_falls_back_to_polling(void) {
     done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 2, TIMEOUT);
     RL_CHECK(strstr(rlbk_str(done->j, "reply"), "cut") != NULL);
     int turns = 0, dups = 0;
-    free(journal_messages(conv, &turns, &dups, NULL));
+    free(rlbk_journal_messages(conv, &turns, &dups, NULL));
     RL_CHECK_INT(2, turns);
     RL_CHECK_INT(0, dups);
     rlbk_free(&c);
@@ -653,7 +597,7 @@ static void test_responses_lost_create_answer_is_reconciled(void) {
     RL_CHECK_STR("echo: once\nonly", rlbk_str(done->j, "reply"));
     RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_FAILED));
     int dups = 0;
-    char *msgs = journal_messages(conv, NULL, &dups, NULL);
+    char *msgs = rlbk_journal_messages(conv, NULL, &dups, NULL);
     RL_CHECK_STR("once|only", msgs);
     RL_CHECK_INT(0, dups);
     free(msgs);
@@ -712,7 +656,7 @@ static void test_responses_interrupt_cancels_and_restarts_with_everything(void) 
     RL_CHECK_STR("second", rlbk_str(cJSON_GetArrayItem(in2, 0), "content"));
     cJSON_Delete(bodies);
     int turns = 0, dups = 0;
-    char *msgs = journal_messages(conv, &turns, &dups, NULL);
+    char *msgs = rlbk_journal_messages(conv, &turns, &dups, NULL);
     RL_CHECK_STR("first|second", msgs);
     RL_CHECK_INT(2, turns);
     RL_CHECK_INT(0, dups);
@@ -778,7 +722,7 @@ static void test_responses_interrupt_cancels_streamed_turn_and_restarts(void) {
     RL_CHECK_STR("cancelled", rlbk_str(r1, "status"));
     cJSON_Delete(r1);
     int turns = 0, dups = 0;
-    char *msgs = journal_messages(conv, &turns, &dups, NULL);
+    char *msgs = rlbk_journal_messages(conv, &turns, &dups, NULL);
     RL_CHECK_STR("first|second", msgs);
     RL_CHECK_INT(2, turns);
     RL_CHECK_INT(0, dups);
@@ -828,7 +772,7 @@ static void test_responses_interrupt_while_waiting_for_tools(void) {
     /* Answering the stale calls now is reported, not used. */
     RL_CHECK_INT(1, rlbk_count(&c, RUNLANE_EVENT_TOOL_CALLS));
     int dups = 0;
-    char *msgs = journal_messages(conv, NULL, &dups, NULL);
+    char *msgs = rlbk_journal_messages(conv, NULL, &dups, NULL);
     RL_CHECK_STR("[[tool:slowpoke]]|never mind", msgs);
     RL_CHECK_INT(0, dups);
     free(msgs);
