@@ -260,6 +260,34 @@ static inline const char *rlbk_first_call_id(const rlbk_ev_t *tc) {
                     "id");
 }
 
+/* A worker crashes (stops releasing) while the turn for `text` runs at the
+ * provider: the next worker adopts that turn (RUN_STARTED "adopted") and
+ * completes it: an echo of `text`, one turn, every message once. */
+static inline void rlbk_check_adopts_running_turn_after_crash(const char *backend,
+                                                             const char *lane, const char *text,
+                                                             int timeout_ms) {
+    rlbk_t a, b;
+    rlbk_new(&a, backend, NULL);
+    rlbk_enqueue(&a, lane, text, NULL);
+    RL_CHECK_OK(runlane_start(a.rl));
+    rlbk_wait(&a, RUNLANE_EVENT_RUN_STARTED, 1, timeout_ms);
+    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
+    rlbk_new_same_store(&b, &a, backend, NULL);
+    RL_CHECK_OK(runlane_start(b.rl));
+    rlbk_ev_t *started = rlbk_wait(&b, RUNLANE_EVENT_RUN_STARTED, 1, timeout_ms);
+    RL_CHECK(started && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(started->j, "adopted")));
+    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, timeout_ms);
+    char want[512];
+    snprintf(want, sizeof(want), "echo: %s", text);
+    RL_CHECK_STR(want, rlbk_str(done->j, "reply"));
+    int turns = 0, dups = 0;
+    free(rlbk_journal_messages(lane, &turns, &dups, NULL));
+    RL_CHECK_INT(1, turns);
+    RL_CHECK_INT(0, dups);
+    rlbk_free(&b);
+    rlbk_free(&a);
+}
+
 /* A worker crashes (stops releasing) while its turn waits for tool outputs
  * of `marker` ("[[tool:NAME]]"): the next worker adopts the turn and raises
  * the same call again; its outputs complete it with `expect_in_reply` in

@@ -334,24 +334,7 @@ static void test_assistants_crash_adopts_and_reraises_tools(void) {
 static void test_assistants_adopts_running_run_after_crash(void) {
     rlbk_need_emu();
     char *th = new_thread();
-    rlbk_t a;
-    rlbk_new(&a, "assistants", NULL);
-    rlbk_enqueue(&a, th, "slow [[slow:3000]]", NULL);
-    RL_CHECK_OK(runlane_start(a.rl));
-    rlbk_wait(&a, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
-    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
-    rlbk_t b;
-    rlbk_new_same_store(&b, &a, "assistants", NULL);
-    RL_CHECK_OK(runlane_start(b.rl));
-    rlbk_ev_t *st = rlbk_wait(&b, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
-    RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(st->j, "adopted")));
-    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
-    RL_CHECK_STR("echo: slow [[slow:3000]]", rlbk_str(done->j, "reply"));
-    int turns = 0;
-    free(rlbk_journal_messages(th, &turns, NULL, NULL));
-    RL_CHECK_INT(1, turns);
-    rlbk_free(&b);
-    rlbk_free(&a);
+    rlbk_check_adopts_running_turn_after_crash("assistants", th, "slow [[slow:3000]]", TIMEOUT);
     free(th);
 }
 

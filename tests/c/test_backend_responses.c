@@ -459,26 +459,9 @@ static void test_responses_background_polling_mode(void) {
 static void test_responses_adopts_running_response_after_crash(void) {
     rlbk_need_emu();
     char *conv = new_conv();
-    rlbk_t a;
-    rlbk_new(&a, "responses", NULL);
-    rlbk_enqueue(&a, conv, "long one [[slow:3000]]", NULL);
-    RL_CHECK_OK(runlane_start(a.rl));
-    rlbk_wait(&a, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
     /* The worker goes away mid-turn (its lease is given back). */
-    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
-    rlbk_t b;
-    rlbk_new_same_store(&b, &a, "responses", NULL);
-    RL_CHECK_OK(runlane_start(b.rl));
-    rlbk_ev_t *started = rlbk_wait(&b, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
-    RL_CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(started->j, "adopted")));
-    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
-    RL_CHECK_STR("echo: long one [[slow:3000]]", rlbk_str(done->j, "reply"));
-    int turns = 0, dups = 0;
-    free(rlbk_journal_messages(conv, &turns, &dups, NULL));
-    RL_CHECK_INT(1, turns);
-    RL_CHECK_INT(0, dups);
-    rlbk_free(&b);
-    rlbk_free(&a);
+    rlbk_check_adopts_running_turn_after_crash("responses", conv, "long one [[slow:3000]]",
+                                               TIMEOUT);
     free(conv);
 }
 
