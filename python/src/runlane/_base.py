@@ -634,6 +634,18 @@ class Listeners:
         with self._lock:
             self._by_type.setdefault(event_type, []).append(fn)
 
+    def register(self, event_type: str, fn: Optional[Listener] = None) -> Any:
+        """``queue.on``: adds ``fn`` and returns it, or, without ``fn``, a
+        decorator that adds the function it decorates."""
+        if fn is None:
+            def deco(f: Listener) -> Listener:
+                self.add(event_type, f)
+                return f
+
+            return deco
+        self.add(event_type, fn)
+        return fn
+
     def remove(self, event_type: str, fn: Optional[Listener] = None) -> None:
         with self._lock:
             if fn is None:

@@ -298,14 +298,7 @@ class AssistantMessageQueue:
         """Registers ``fn(event)`` (plain or ``async def``) for an event type
         or "*". Runs on the loop; exceptions are logged. Usable as a
         decorator."""
-        if fn is None:
-            def deco(f: Listener) -> Listener:
-                self._listeners.add(event_type, f)
-                return f
-
-            return deco
-        self._listeners.add(event_type, fn)
-        return fn
+        return self._listeners.register(event_type, fn)
 
     def off(self, event_type: str, fn: Optional[Listener] = None) -> None:
         self._listeners.remove(event_type, fn)

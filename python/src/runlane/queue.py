@@ -324,14 +324,7 @@ class AssistantMessageQueue:
         "failed", "dead", "error", "lease_lost", "stopped", "delta", ... or
         "*" for all). Usable as a decorator: ``@queue.on("dead")``. Listeners
         run on the dispatching thread; an exception is logged, never fatal."""
-        if fn is None:
-            def deco(f: Listener) -> Listener:
-                self._listeners.add(event_type, f)
-                return f
-
-            return deco
-        self._listeners.add(event_type, fn)
-        return fn
+        return self._listeners.register(event_type, fn)
 
     def off(self, event_type: str, fn: Optional[Listener] = None) -> None:
         """Removes a listener (all of the type when ``fn`` is None)."""
