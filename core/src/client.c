@@ -673,9 +673,10 @@ RUNLANE_EXTERN(runlane_err_t) runlane_set_wake_cb(runlane_t *rl, runlane_wake_cb
 
 /* ---- settling batches (any thread) ---- */
 
-/* Marks the in-flight batch as settling and copies what the store needs. */
+/* Marks the in-flight batch as settling and copies what the store needs
+ * (and, when asked, its attempt). */
 static runlane_err_t begin_settle(runlane_t *rl, const char *batch_id, char **conv, char *token,
-                                  const char *fn) {
+                                  int *attempt, const char *fn) {
     if (!batch_id || !*batch_id)
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "%s: batch_id is NULL or empty", fn);
     if (rl->backend)
@@ -707,6 +708,7 @@ static runlane_err_t begin_settle(runlane_t *rl, const char *batch_id, char **co
     } else {
         f->state = RL_IF_SETTLING;
         rl_strlcpy(token, f->claim.token, 32);
+        if (attempt) *attempt = f->claim.attempt;
     }
     pthread_mutex_unlock(&rl->mu);
     return rc;
@@ -776,7 +778,7 @@ runlane_batch_ack(runlane_t *rl, const char *batch_id, const char *result_json) 
     (void)result_json;
     if ((rc = check_rl(rl, "runlane_batch_ack"))) return rc;
     char *conv = NULL, token[32];
-    if ((rc = begin_settle(rl, batch_id, &conv, token, "runlane_batch_ack"))) return rc;
+    if ((rc = begin_settle(rl, batch_id, &conv, token, NULL, "runlane_batch_ack"))) return rc;
     pthread_mutex_lock(&rl->api_mu);
     rc = rl->api_store->ops->ack(rl->api_store, &rl->pol, conv, token);
     pthread_mutex_unlock(&rl->api_mu);
@@ -791,13 +793,8 @@ runlane_batch_fail(runlane_t *rl, const char *batch_id, const char *error_messag
     if (error_message && !rl_utf8_valid(error_message, strlen(error_message)))
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "error_message is not valid UTF-8");
     char *conv = NULL, token[32];
-    if ((rc = begin_settle(rl, batch_id, &conv, token, "runlane_batch_fail"))) return rc;
     int attempt = 0;
-    pthread_mutex_lock(&rl->mu);
-    for (rl_inflight_t *f = rl->inflight; f; f = f->next)
-        if (strcmp(f->claim.batch_id, batch_id) == 0 && strcmp(f->claim.token, token) == 0)
-            attempt = f->claim.attempt;
-    pthread_mutex_unlock(&rl->mu);
+    if ((rc = begin_settle(rl, batch_id, &conv, token, &attempt, "runlane_batch_fail"))) return rc;
     const char *err = error_message ? error_message : "failed by the host";
     rl_fail_outcome_t outcome = RL_FAIL_RETRY;
     pthread_mutex_lock(&rl->api_mu);
@@ -828,7 +825,7 @@ RUNLANE_EXTERN(runlane_err_t) runlane_batch_release(runlane_t *rl, const char *b
     runlane_err_t rc;
     if ((rc = check_rl(rl, "runlane_batch_release"))) return rc;
     char *conv = NULL, token[32];
-    if ((rc = begin_settle(rl, batch_id, &conv, token, "runlane_batch_release"))) return rc;
+    if ((rc = begin_settle(rl, batch_id, &conv, token, NULL, "runlane_batch_release"))) return rc;
     pthread_mutex_lock(&rl->api_mu);
     rc = rl->api_store->ops->release(rl->api_store, &rl->pol, conv, token);
     pthread_mutex_unlock(&rl->api_mu);

@@ -552,24 +552,20 @@ void *rl_worker_main(void *arg) {
             if (backoff < wait) wait = backoff;
         } else {
             store_failures = 0;
-            if (claimed > 0) {
-                wait = 0; /* more may be due */
-                next_claim = 0;
-            } else if (looked) {
-                int64_t due = INT64_MAX, snow = 0, d = rl->poll_ms;
-                pthread_mutex_lock(&rl->mu);
-                int full = rl->ninflight >= rl->concurrency;
-                pthread_mutex_unlock(&rl->mu);
-                /* When full, only a settle (which wakes us) makes room. */
-                if (!full && rl->io_store->ops->next_due(rl->io_store, &due, &snow) == RUNLANE_OK &&
-                    due != INT64_MAX && due - snow < d)
-                    d = due - snow < 0 ? 0 : due - snow;
-                next_claim = rl_mono_ms() + d;
-            }
             if (looked) {
                 pthread_mutex_lock(&rl->mu);
                 inflight_after_claim = rl->ninflight;
                 pthread_mutex_unlock(&rl->mu);
+                int64_t due = INT64_MAX, snow = 0, d = rl->poll_ms;
+                if (claimed > 0) {
+                    d = 0; /* more may be due */
+                } else if (inflight_after_claim < rl->concurrency &&
+                           rl->io_store->ops->next_due(rl->io_store, &due, &snow) == RUNLANE_OK &&
+                           due != INT64_MAX && due - snow < d) {
+                    /* (When full, only a settle, which wakes us, makes room.) */
+                    d = due - snow < 0 ? 0 : due - snow;
+                }
+                next_claim = rl_mono_ms() + d;
             }
         }
         now = rl_mono_ms();
