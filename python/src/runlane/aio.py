@@ -48,7 +48,7 @@ from ._base import (
     message_options,
     settle_error_is_expected,
 )
-from .config import build_conf, conf_get, normalize_config
+from .config import build_conf, normalize_config, shown_store
 from .errors import (
     ArgumentTypeError,
     ClosedError,
@@ -119,9 +119,8 @@ class AssistantMessageQueue:
         if handle_requires_action is not None and not callable(handle_requires_action):
             raise ArgumentTypeError("handle_requires_action must be callable")
         values = normalize_config(config, **options)
-        # Validates every value now; the store URL is shown (logs, repr) with
-        # its password masked by the core.
-        self._store_shown = conf_get(build_conf(values), "store")
+        build_conf(values)  # validates every value now
+        self._store_shown = shown_store(values)  # password masked by the core
         self.handler = handler
         self.handle_requires_action = handle_requires_action
         self.config: Dict[str, str] = dict(values)
