@@ -383,42 +383,35 @@ class Chaos:
 
     # -- setup --
 
-    def find_python(self):
-        py = os.environ.get("RUNLANE_PY")
-        if not py:
-            log("RUNLANE_PY is not set: no Python producer, no Python worker")
+    def find_binding(self, var, probe, skipped):
+        """The value of $var when the command probe(value) succeeds (the binding loads),
+        else None: logged as `skipped`, or a setup error with
+        CHAOS_REQUIRE_BINDINGS=1."""
+        value = os.environ.get(var)
+        if not value:
+            log("%s is not set: %s" % (var, skipped))
             return None
         try:
-            p = subprocess.run([py, "-c", "import runlane"], capture_output=True, text=True)
+            p = subprocess.run(probe(value), capture_output=True, text=True)
             why = p.stderr.strip().splitlines()[-1:] if p.returncode else None
         except OSError as e:
             why = str(e)
-        if why is not None:
-            msg = "RUNLANE_PY=%s cannot import runlane (%s)" % (py, why)
-            if os.environ.get("CHAOS_REQUIRE_BINDINGS") == "1":
-                raise SetupError(msg)
-            log(msg + ": Python producer and worker skipped")
-            return None
-        return py
+        if why is None:
+            return value
+        msg = "%s=%s cannot be loaded (%s)" % (var, value, why)
+        if os.environ.get("CHAOS_REQUIRE_BINDINGS") == "1":
+            raise SetupError(msg)
+        log("%s: %s" % (msg, skipped))
+        return None
+
+    def find_python(self):
+        return self.find_binding("RUNLANE_PY", lambda py: [py, "-c", "import runlane"],
+                                 "no Python producer, no Python worker")
 
     def find_node(self):
-        pkg = os.environ.get("RUNLANE_NODE_PKG")
-        if not pkg:
-            log("RUNLANE_NODE_PKG is not set: no Node worker")
-            return None
-        try:
-            p = subprocess.run(["node", "-e", "require(process.argv[1])", pkg],
-                               capture_output=True, text=True)
-            why = p.stderr.strip().splitlines()[-1:] if p.returncode else None
-        except OSError as e:
-            why = str(e)
-        if why is not None:
-            msg = "RUNLANE_NODE_PKG=%s cannot be loaded (%s)" % (pkg, why)
-            if os.environ.get("CHAOS_REQUIRE_BINDINGS") == "1":
-                raise SetupError(msg)
-            log(msg + ": Node worker skipped")
-            return None
-        return pkg
+        return self.find_binding("RUNLANE_NODE_PKG",
+                                 lambda pkg: ["node", "-e", "require(process.argv[1])", pkg],
+                                 "no Node worker")
 
     def create_conversations(self, n):
         cfg = self.worker_config()

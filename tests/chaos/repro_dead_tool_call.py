@@ -27,46 +27,20 @@ Exit 1 (and "BUG") when the second batch is dead too. Needs redis-server.
 import json
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "emulator"))
-from emulator import Emulator  # noqa: E402
-
-BIN = os.environ.get("RUNLANE_BIN") or os.path.join(ROOT, "build", "chaos", "core", "cli", "runlane")
+from repro_env import ReproEnv
 
 
 def main():
-    d = tempfile.mkdtemp(prefix="runlane-repro-")
-    port = subprocess.check_output([os.path.join(ROOT, "scripts", "redis-server.sh"), "start",
-                                    os.path.join(d, "redis")], text=True).strip()
-    emu = Emulator(latency_ms=50, seed=1).start()
-    store = "redis://127.0.0.1:%s/0" % port
-    x = []
-    for kv in {"openai.base.url": emu.base_url, "openai.model": "m",
-               "openai.api.key": "sk-repro-key", "batch.window.ms": "100",
-               "max.attempts": "1", "lease.ms": "1000", "worker.recover.ms": "200",
-               "openai.tools": '[{"type":"function","name":"lookup"}]'}.items():
-        x += ["-X", "%s=%s" % kv]
-    base = [BIN, "--store", store] + x
-    procs = []
-
-    def worker(tool):
-        p = subprocess.Popen(base + ["worker", "--backend", "responses", "--tool-exec", tool],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
-        procs.append(p)
-        return p
-
-    try:
-        conv = subprocess.check_output(base + ["conversation", "create"], text=True).strip()
-        subprocess.check_call(base + ["enqueue", conv, "check [[tool:lookup {}]]"],
-                              stdout=subprocess.DEVNULL)
-        w1 = worker("sleep 60; echo late")
+    config = {"batch.window.ms": "100", "max.attempts": "1", "lease.ms": "1000",
+              "worker.recover.ms": "200", "openai.tools": '[{"type":"function","name":"lookup"}]'}
+    with ReproEnv(config, latency_ms=50, seed=1) as env:
+        emu = env.emu
+        conv = env.cli("conversation", "create")
+        env.cli("enqueue", conv, "check [[tool:lookup {}]]")
+        w1 = env.worker("--tool-exec", "sleep 60; echo late")
         deadline = time.time() + 10
         while time.time() < deadline:  # the response asked for the call
             turns = emu.journal()["conversations"].get(conv, {}).get("turns", [])
@@ -76,13 +50,13 @@ def main():
         time.sleep(0.3)
         os.killpg(w1.pid, signal.SIGKILL)
         w1.wait()
-        w2 = worker("echo ok")
+        w2 = env.worker("--tool-exec", "echo ok")
         time.sleep(3)  # lease expires, w2 recovers it: attempts spent -> dead letter
-        subprocess.check_call(base + ["enqueue", conv, "hello again"], stdout=subprocess.DEVNULL)
+        env.cli("enqueue", conv, "hello again")
         time.sleep(3)
         w2.terminate()
         _, err = w2.communicate(timeout=40)
-        dead = json.loads(subprocess.check_output(base + ["dead", "list", "--json"], text=True))
+        dead = json.loads(env.cli("dead", "list", "--json"))
         for dl in dead:
             print("dead letter %s: messages %s, error: %s"
                   % (dl["id"], [m["content"] for m in dl["messages"]], dl["error"]))
@@ -91,14 +65,6 @@ def main():
         print("BUG: the batch after the dead one died too (HTTP 400 No tool output found)"
               if poisoned else "ok: the conversation took new messages")
         return 1 if poisoned else 0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        emu.stop()
-        subprocess.call([os.path.join(ROOT, "scripts", "redis-server.sh"), "stop",
-                         os.path.join(d, "redis")])
 
 
 if __name__ == "__main__":

@@ -17,39 +17,20 @@ made to answer that create with a 500. Attempt 2 then reconciles again and
 posts both messages a second time. Exit 1 (and "BUG") when the journal holds
 a message twice, 0 otherwise. Needs redis-server.
 """
-import os
-import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "emulator"))
-from emulator import Emulator  # noqa: E402
-
-BIN = os.environ.get("RUNLANE_BIN") or os.path.join(ROOT, "build", "chaos", "core", "cli", "runlane")
+from repro_env import ReproEnv
 
 
 def main():
-    d = tempfile.mkdtemp(prefix="runlane-repro-")
-    port = subprocess.check_output([os.path.join(ROOT, "scripts", "redis-server.sh"), "start",
-                                    os.path.join(d, "redis")], text=True).strip()
-    emu = Emulator(latency_ms=50, seed=1).start()
-    store = "redis://127.0.0.1:%s/0" % port
-    x = []
-    for kv in {"openai.base.url": emu.base_url, "openai.model": "m",
-               "openai.api.key": "sk-repro-key", "batch.window.ms": "100",
-               "backoff.base.ms": "1500", "backoff.jitter": "0"}.items():
-        x += ["-X", "%s=%s" % kv]
-    base = [BIN, "--store", store] + x
-    w = None
-    try:
-        conv = subprocess.check_output(base + ["conversation", "create"], text=True).strip()
-        subprocess.check_call(base + ["enqueue", conv, "hello"], stdout=subprocess.DEVNULL)
-        subprocess.check_call(base + ["enqueue", conv, "boom [[fail]]"], stdout=subprocess.DEVNULL)
-        w = subprocess.Popen(base + ["worker", "--backend", "responses"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    config = {"batch.window.ms": "100", "backoff.base.ms": "1500", "backoff.jitter": "0"}
+    with ReproEnv(config, latency_ms=50, seed=1) as env:
+        emu = env.emu
+        conv = env.cli("conversation", "create")
+        env.cli("enqueue", conv, "hello")
+        env.cli("enqueue", conv, "boom [[fail]]")
+        w = env.worker()
         # Attempt 1: its response fails ([[fail]]). Then make the next create fail with a 500.
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -74,12 +55,6 @@ def main():
         dup = len(j["messages"]) != len(set(j["messages"])) or j["duplicates"]
         print("BUG: the batch's messages were posted twice" if dup else "ok: no duplicate")
         return 1 if dup else 0
-    finally:
-        if w and w.poll() is None:
-            w.kill()
-        emu.stop()
-        subprocess.call([os.path.join(ROOT, "scripts", "redis-server.sh"), "stop",
-                         os.path.join(d, "redis")])
 
 
 if __name__ == "__main__":

@@ -23,44 +23,20 @@ Exit 1 (and "BUG") when the journal holds the message twice. Needs redis-server.
 """
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "emulator"))
-from emulator import Emulator  # noqa: E402
-
-BIN = os.environ.get("RUNLANE_BIN") or os.path.join(ROOT, "build", "chaos", "core", "cli", "runlane")
+from repro_env import ReproEnv
 
 
 def main():
-    d = tempfile.mkdtemp(prefix="runlane-repro-")
-    port = subprocess.check_output([os.path.join(ROOT, "scripts", "redis-server.sh"), "start",
-                                    os.path.join(d, "redis")], text=True).strip()
-    emu = Emulator(latency_ms=50, seed=1, fault_slow_ms=5000).start()
-    store = "redis://127.0.0.1:%s/0" % port
-    x = []
-    for kv in {"openai.base.url": emu.base_url, "openai.model": "m",
-               "openai.api.key": "sk-repro-key", "batch.window.ms": "100",
-               "lease.ms": "1000", "worker.recover.ms": "200"}.items():
-        x += ["-X", "%s=%s" % kv]
-    base = [BIN, "--store", store] + x
-    procs = []
-
-    def worker():
-        p = subprocess.Popen(base + ["worker", "--backend", "responses"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-        procs.append(p)
-        return p
-
-    try:
-        conv = subprocess.check_output(base + ["conversation", "create"], text=True).strip()
+    config = {"batch.window.ms": "100", "lease.ms": "1000", "worker.recover.ms": "200"}
+    with ReproEnv(config, latency_ms=50, seed=1, fault_slow_ms=5000) as env:
+        emu = env.emu
+        conv = env.cli("conversation", "create")
         emu.force_fault("slow", count=1, method="POST", path="/responses")
-        subprocess.check_call(base + ["enqueue", conv, "hello"], stdout=subprocess.DEVNULL)
-        a = worker()
+        env.cli("enqueue", conv, "hello")
+        a = env.worker()
         deadline = time.time() + 10
         while time.time() < deadline:  # A's create reached the emulator and is held there
             if any(r["method"] == "POST" and r["path"].endswith("/responses")
@@ -68,7 +44,7 @@ def main():
                 break
             time.sleep(0.01)
         os.killpg(a.pid, signal.SIGSTOP)
-        b = worker()
+        b = env.worker()
         time.sleep(6)  # B takes the batch over; then A's held create takes effect
         os.killpg(a.pid, signal.SIGCONT)
         time.sleep(2)
@@ -86,15 +62,6 @@ def main():
         print("BUG: a create sent before the lease expired took effect after another worker "
               "posted the batch" if dup else "ok: no duplicate")
         return 1 if dup else 0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGCONT)
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        emu.stop()
-        subprocess.call([os.path.join(ROOT, "scripts", "redis-server.sh"), "stop",
-                         os.path.join(d, "redis")])
 
 
 if __name__ == "__main__":

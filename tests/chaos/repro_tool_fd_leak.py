@@ -26,13 +26,9 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "emulator"))
-from emulator import Emulator  # noqa: E402
+from repro_env import ReproEnv
 
 # The tool command of part 1: reads its input, then writes one line per
 # descriptor above 2 it holds ("N -> target") to argv[1], and answers "ok".
@@ -48,46 +44,24 @@ for n in sorted(int(x) for x in os.listdir("/proc/self/fd")):
 open(sys.argv[1], "w").write("\\n".join(out) + "\\n")
 print("ok")
 """
-
-BIN = os.environ.get("RUNLANE_BIN") or os.path.join(ROOT, "build", "chaos", "core", "cli", "runlane")
 N = 100
 
 
 def main():
-    d = tempfile.mkdtemp(prefix="runlane-repro-")
-    port = subprocess.check_output([os.path.join(ROOT, "scripts", "redis-server.sh"), "start",
-                                    os.path.join(d, "redis")], text=True).strip()
-    emu = Emulator(latency_ms=20, seed=1).start()
-    store = "redis://127.0.0.1:%s/0" % port
-    x = []
-    for kv in {"openai.base.url": emu.base_url, "openai.model": "m",
-               "openai.api.key": "sk-repro-key", "batch.window.ms": "300",
-               "openai.tools": '[{"type":"function","name":"probe"}]'}.items():
-        x += ["-X", "%s=%s" % kv]
-    base = [BIN, "--store", store] + x
-    procs = []
-    fdlist = os.path.join(d, "fds.txt")
-
-    def worker(tool):
-        p = subprocess.Popen(base + ["worker", "--backend", "responses", "--tool-exec", tool],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
-        procs.append(p)
-        return p
-
-    try:
+    config = {"batch.window.ms": "300", "openai.tools": '[{"type":"function","name":"probe"}]'}
+    with ReproEnv(config, latency_ms=20, seed=1) as env:
+        fdlist = os.path.join(env.dir, "fds.txt")
         bug = False
         # Part 1: what a tool command holds open.
-        conv = subprocess.check_output(base + ["conversation", "create"], text=True).strip()
-        subprocess.check_call(base + ["enqueue", conv, "one [[tool:probe {}]]"],
-                              stdout=subprocess.DEVNULL)
+        conv = env.cli("conversation", "create")
+        env.cli("enqueue", conv, "one [[tool:probe {}]]")
         # The tool is a Python process exec'd by the shell: a shell lists
         # its own saved descriptors (dash keeps copies at 10 and up), which
         # are not runlane's.
-        probe = os.path.join(d, "fdprobe.py")
+        probe = os.path.join(env.dir, "fdprobe.py")
         with open(probe, "w") as f:
             f.write(FD_PROBE)
-        w = worker("exec %s %s %s" % (sys.executable, probe, fdlist))
+        w = env.worker("--tool-exec", "exec %s %s %s" % (sys.executable, probe, fdlist))
         deadline = time.time() + 15
         while time.time() < deadline and not os.path.exists(fdlist):
             time.sleep(0.1)
@@ -100,14 +74,13 @@ def main():
         bug |= bool(leaked)
 
         # Part 2: concurrent tool calls that read stdin to EOF.
-        convs = [subprocess.check_output(base + ["conversation", "create"], text=True).strip()
+        convs = [env.cli("conversation", "create")
                  for _ in range(N)]
         for c in convs:
-            subprocess.check_call(base + ["enqueue", c, "go [[tool:probe {}]]"],
-                                  stdout=subprocess.DEVNULL)
-        w = worker("input=$(cat); sleep 0.2; echo ok")
+            env.cli("enqueue", c, "go [[tool:probe {}]]")
+        w = env.worker("--tool-exec", "input=$(cat); sleep 0.2; echo ok")
         time.sleep(20)
-        st = subprocess.run(base + ["status", "--json"], capture_output=True, text=True).stdout
+        st = env.cli("status", "--json")
         hung = [p for p in subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(w.pid)],
                                           capture_output=True, text=True).stdout.splitlines()]
         os.killpg(w.pid, signal.SIGKILL)
@@ -119,14 +92,6 @@ def main():
         print("BUG: tool commands inherit the worker's descriptors%s" % (
             " and concurrent ones deadlock" if done < N else "") if bug else "ok")
         return 1 if bug else 0
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-        emu.stop()
-        subprocess.call([os.path.join(ROOT, "scripts", "redis-server.sh"), "stop",
-                         os.path.join(d, "redis")])
 
 
 if __name__ == "__main__":
