@@ -505,8 +505,6 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
 
   /** @internal */
   async settleAck(batch: Batch, result: unknown): Promise<void> {
-    if (batch.settled) throw new StateError(`runlane: batch ${batch.batchId} is already settled`, -11);
-    batch.settled = true;
     let json: string | null = null;
     if (result !== undefined) {
       try {
@@ -515,11 +513,7 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
         json = null;
       }
     }
-    try {
-      await this.withRetry(() => this.call((b) => raw().bridge_call(b, 'ack', batch.batchId, json), true));
-    } finally {
-      this.forget(batch);
-    }
+    await this.settle(batch, (b) => raw().bridge_call(b, 'ack', batch.batchId, json));
     if (this.backend === 'custom') {
       const ev: CompletedEvent = {
         type: 'completed',
@@ -538,23 +532,22 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
 
   /** @internal */
   async settleFail(batch: Batch, error: unknown, retriable: boolean | undefined): Promise<void> {
-    if (batch.settled) throw new StateError(`runlane: batch ${batch.batchId} is already settled`, -11);
-    batch.settled = true;
     const retry = retriable ?? !(error instanceof NonRetriableError || (error as { retriable?: unknown })?.retriable === false);
     const text = errorText(error ?? 'failed by the host');
-    try {
-      await this.withRetry(() => this.call((b) => raw().bridge_call(b, 'fail', batch.batchId, text, retry), true));
-    } finally {
-      this.forget(batch);
-    }
+    await this.settle(batch, (b) => raw().bridge_call(b, 'fail', batch.batchId, text, retry));
   }
 
   /** @internal */
   async settleRelease(batch: Batch): Promise<void> {
+    await this.settle(batch, (b) => raw().bridge_call(b, 'release', batch.batchId));
+  }
+
+  /** A batch is settled once: ack, fail or release through the core, retried on store trouble. */
+  private async settle(batch: Batch, op: (bridge: BridgeHandle) => Promise<void>): Promise<void> {
     if (batch.settled) throw new StateError(`runlane: batch ${batch.batchId} is already settled`, -11);
     batch.settled = true;
     try {
-      await this.withRetry(() => this.call((b) => raw().bridge_call(b, 'release', batch.batchId), true));
+      await this.withRetry(() => this.call(op, true));
     } finally {
       this.forget(batch);
     }
