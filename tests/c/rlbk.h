@@ -322,6 +322,19 @@ static inline void rlbk_check_tool_calls_raised_again_after_crash(const char *ba
     rlbk_free(&a);
 }
 
+/* The store of a test client (its memory store's URL), opened raw with
+ * the client's defaults (prefix "runlane", one partition). */
+static inline rl_store_t *rlbk_store_open(const char *store_url) {
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = store_url;
+    o.prefix = "runlane";
+    o.partitions = 1;
+    rl_store_t *st = rl_store_open(&o);
+    RL_CHECK(st != NULL);
+    return st;
+}
+
 /* The bodies of the requests the emulator received with method and path,
  * in order (a new JSON array). */
 static inline cJSON *rlbk_bodies(const char *method, const char *path) {
@@ -340,13 +353,7 @@ static inline cJSON *rlbk_bodies(const char *method, const char *path) {
 /* Claims the batch of `conv` in the store, records `ckpt` on it and gives
  * the lease back: what a worker that crashed after a create leaves. */
 static inline void rlbk_plant_checkpoint(const char *store_url, const char *ckpt, char *batch_out) {
-    rl_store_opts_t o;
-    memset(&o, 0, sizeof(o));
-    o.url = store_url;
-    o.prefix = "runlane";
-    o.partitions = 1;
-    rl_store_t *st = rl_store_open(&o);
-    RL_CHECK(st != NULL);
+    rl_store_t *st = rlbk_store_open(store_url);
     rl_policy_t pol;
     memset(&pol, 0, sizeof(pol));
     pol.window_ms = 0;

@@ -924,13 +924,7 @@ static void test_responses_conversation_create_takes_a_shared_token(void) {
     rlbk_t c;
     const char *kv[] = {"rate.limit.rpm", "60", NULL};
     rlbk_new(&c, "responses", kv);
-    rl_store_opts_t o;
-    memset(&o, 0, sizeof(o));
-    o.url = c.store;
-    o.prefix = "runlane";
-    o.partitions = 1;
-    rl_store_t *st = rl_store_open(&o);
-    RL_CHECK(st != NULL);
+    rl_store_t *st = rlbk_store_open(c.store);
     char *id = NULL;
     RL_CHECK_OK(runlane_conversation_create(&id, c.rl, NULL));
     runlane_free(id);
