@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """OpenAI stand-in for runlane's tests, benchmarks and demos (the machines have no internet).
 
-It speaks the two APIs runlane drives, shaped after ../../shared/openai-openapi.yaml:
+It speaks the two APIs runlane drives, shaped after ../spec/openai-openapi.yaml:
   * Responses + Conversations  (/conversations, /responses, ...)
   * Assistants v2              (/threads, /threads/{id}/messages, /threads/{id}/runs, ...)
 with OpenAI's one-turn-at-a-time rules (conversation_locked, "Thread T already has an active

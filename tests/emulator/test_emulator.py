@@ -22,7 +22,7 @@ sys.path.insert(0, HERE)
 from emulator import LOCKED_MESSAGE, Emulator, parse_markers  # noqa: E402
 
 SPEC_PATH = os.environ.get("RUNLANE_OPENAPI_SPEC") or os.path.normpath(
-    os.path.join(HERE, "..", "..", "..", "shared", "openai-openapi.yaml"))
+    os.path.join(HERE, "..", "spec", "openai-openapi.yaml"))
 BETA = {"OpenAI-Beta": "assistants=v2"}
 
 

@@ -11,8 +11,8 @@ Environment:
   RUNLANE_TEST_REDIS     redis://127.0.0.1:PORT/0 (every test needs it: the workers are
                          separate processes)
   RUNLANE_REQUIRE_REDIS  1: a missing RUNLANE_TEST_REDIS fails instead of skipping
-  RUNLANE_OPENAPI_SPEC   the OpenAI spec (default ../shared/openai-openapi.yaml beside the
-                         repository root)
+  RUNLANE_OPENAPI_SPEC   the OpenAI spec (default tests/spec/openai-openapi.yaml, kept in
+                         the repository)
   RUNLANE_REQUIRE_SPEC   1: a missing spec fails the schema test instead of skipping it
 
 Every test uses its own key.prefix and its own emulator, so nothing needs flushing.
@@ -52,7 +52,7 @@ BIN = _find_bin()
 REDIS = os.environ.get("RUNLANE_TEST_REDIS")
 REQUIRE_REDIS = os.environ.get("RUNLANE_REQUIRE_REDIS") == "1"
 SPEC_PATH = os.environ.get("RUNLANE_OPENAPI_SPEC") or str(
-    (ROOT.parent / "shared" / "openai-openapi.yaml").resolve())
+    (ROOT / "tests" / "spec" / "openai-openapi.yaml").resolve())
 REQUIRE_SPEC = os.environ.get("RUNLANE_REQUIRE_SPEC") == "1"
 
 if not BIN or not os.access(BIN, os.X_OK):
