@@ -56,6 +56,14 @@ DEFAULT_CONFIG = {
     "poll_after_ms": 100,    # openai-poll-after-ms on GETs of unfinished responses and runs
     "run_expires_s": 600,    # a run waiting in requires_action expires after this (OpenAI: 10 min)
     "api_key": None,         # when set, requests must carry it (Bearer or Azure's api-key)
+    # Test modes (0 = off):
+    "conversation_lock": 1,  # 0: a create on a conversation with a running response is accepted
+                             # (not conversation_locked) and counted in the journal's `overlaps`,
+                             # so "one turn at a time" is checked against what happened
+    "fail_answered_later": 0,  # 1: a [[fail]] turn's user texts stay open, so the next response
+                               # of the conversation (a retry adding nothing) answers them
+    "request_log_drop_every": 0,  # N: leave every Nth request out of the request-log file (a
+                                  # deliberately broken log, to see a completeness check fire)
 }
 
 # Request bodies' known fields, from the spec's CreateResponse, CreateRunRequest, ...
@@ -212,6 +220,7 @@ def _reject_unknown(body, allowed, assistants):
 # ---------------------------------------------------------------------------------------------
 # Scripted behaviour: markers in user text decide what a turn does.
 
+FAIL_ALWAYS = "[[fail-always]]"
 _TOOL_START = re.compile(r"\[\[tool:([A-Za-z0-9_.\-]+)")
 _SLOW = re.compile(r"\[\[slow:(\d+)\]\]")
 _JSON = json.JSONDecoder()
@@ -253,9 +262,12 @@ def parse_markers(text):
 class _Plan:
     """What one turn (or one phase of it, after tool outputs) will do."""
 
-    def __init__(self, texts, new_texts, tool_results):
+    def __init__(self, texts, new_texts, tool_results, fail_always=False):
         self.calls = []
-        self.fail = False
+        # fail_always: a [[fail-always]] text came in, now or (for a response that adds no
+        # text, i.e. a retry) in the turn before, which failed: this turn fails too.
+        self.fail_always = fail_always or any(FAIL_ALWAYS in t for t in new_texts)
+        self.fail = self.fail_always
         self.slow_ms = 0
         # Markers only count in the texts this phase brought in: after tool outputs come back,
         # the markers of the turn's first texts have already produced their calls.
@@ -311,6 +323,7 @@ class _Dialog:
         self.fresh_texts = []    # those of them no response has planned yet (markers unread)
         self.pending_calls = {}  # call_id -> (name, arguments), in call order
         self.tool_results = []   # (name, output) of the calls answered so far in this turn
+        self.failing_always = False  # the last turn failed by [[fail-always]]
 
     def close_turn(self):
         # Texts that arrived (as conversation items) while the turn ran belong to the next one.
@@ -327,6 +340,7 @@ class _Conversation(_Dialog):
         self.metadata = metadata or {}
         self.items = []
         self.active_response = None
+        self.running = set()  # ids of its responses not yet finished (several: overlaps)
 
     def public(self):
         return {"id": self.id, "object": "conversation", "created_at": self.created_at,
@@ -351,7 +365,7 @@ class _Response(_Turn):
         self.error = None
         self.completed_at = None
         self.usage = None
-        self.plan_inputs = None  # (texts, new_texts, tool_results) for the scheduler
+        self.plan_inputs = None  # _Plan's arguments, for the scheduler
         self.seq = 0  # sequence_number of the next stream event
 
     def public(self):
@@ -480,7 +494,7 @@ class Emulator:
     """The emulator: state, API logic, scheduler, and the HTTP server that fronts them."""
 
     def __init__(self, api_key=None, latency_ms=0, fault_rate=0.0, fault_kinds=None, seed=None,
-                 journal_path=None, host="127.0.0.1", port=0, **config):
+                 journal_path=None, host="127.0.0.1", port=0, request_log_path=None, **config):
         unknown = set(config) - set(DEFAULT_CONFIG)
         if unknown:
             raise TypeError("unknown emulator option(s): %s" % ", ".join(sorted(unknown)))
@@ -490,6 +504,12 @@ class Emulator:
         self._initial_config = self._checked_config(initial, dict(DEFAULT_CONFIG))
         self._seed = seed
         self._journal_path = journal_path
+        # Every API request, one JSON line each, written once its status is known: the
+        # in-memory log keeps the last 2000 only, a test that needs all of them reads this.
+        self._request_log_path = request_log_path
+        self._request_log_file = None
+        self._request_log_lock = threading.Lock()
+        self._request_log_written = 0
         self._host = host
         self._port = port
         # One lock around all state.  Per-turn conditions share it so that a stream waits for
@@ -515,6 +535,8 @@ class Emulator:
         return "http://%s:%d/v1" % (self._host, self.port)
 
     def start(self):
+        if self._request_log_path:
+            self._request_log_file = open(self._request_log_path, "a")
         _gc_hold(True)
         self._server = _Server((self._host, self._port), _Handler, self)
         for target, name in ((self._server.serve_forever, "emulator-http"),
@@ -547,6 +569,10 @@ class Emulator:
         self._server = None
         _gc_hold(False)
         self.write_journal()
+        with self._request_log_lock:
+            if self._request_log_file:
+                self._request_log_file.close()
+                self._request_log_file = None
 
     def write_journal(self, path=None):
         path = path or self._journal_path
@@ -568,7 +594,8 @@ class Emulator:
                 "conversations": {
                     key: {"messages": list(j["messages"]),
                           "turns": [dict(t) for t in j["turns"]],
-                          "rejected": j["rejected"], "duplicates": j["duplicates"]}
+                          "rejected": j["rejected"], "overlaps": j["overlaps"],
+                          "duplicates": j["duplicates"]}
                     for key, j in self._journal.items()},
                 "requests": self._request_count,
                 "faults": self._fault_count,
@@ -662,7 +689,7 @@ class Emulator:
         j = self._journal.get(key)
         if j is None:
             j = self._journal[key] = {"messages": [], "turns": [], "rejected": 0,
-                                      "duplicates": 0, "seen": set()}
+                                      "overlaps": 0, "duplicates": 0, "seen": set()}
         return j
 
     def _journal_message(self, key, text, message_id):
@@ -744,6 +771,20 @@ class Emulator:
                      "path": path, "headers": shown, "body": body, "status": None, "fault": None}
             self._request_log.append(entry)
             return entry
+
+    def _request_done(self, entry):
+        """Append a request whose status is known to the request-log file, if there is one."""
+        with self._lock:
+            line = json.dumps(entry)
+            drop = self._config["request_log_drop_every"]
+        with self._request_log_lock:
+            if self._request_log_file is None:
+                return
+            self._request_log_written += 1
+            if drop and self._request_log_written % drop == 0:
+                return  # the deliberately broken log of request_log_drop_every
+            self._request_log_file.write(line + "\n")
+            self._request_log_file.flush()
 
     def _pick_fault(self, method, path, entry):
         """Choose this request's fault (or None) and note it in its request-log entry."""
@@ -1058,7 +1099,9 @@ class Emulator:
                 if dialog is None:
                     raise ApiError(404, "Conversation with id '%s' not found." % conv_id,
                                    param="conversation")
-                if dialog.active_response is not None:
+                if dialog.running and not self._config["conversation_lock"]:
+                    self._jentry(dialog.key)["overlaps"] += 1
+                elif dialog.active_response is not None:
                     self._reject(dialog.key, ApiError(400, LOCKED_MESSAGE, param="conversation",
                                                       code="conversation_locked"))
             elif body.get("previous_response_id"):
@@ -1091,12 +1134,16 @@ class Emulator:
             dialog.tool_results = tool_results
             dialog.pending_calls = {}
             dialog.turn_texts = dialog.turn_texts + texts
-            resp.plan_inputs = (list(dialog.turn_texts), dialog.fresh_texts + texts,
-                                tool_results)
+            new_texts = dialog.fresh_texts + texts
+            # A create that brings no text after a [[fail-always]] failure is its retry.
+            resp.plan_inputs = (list(dialog.turn_texts), new_texts, tool_results,
+                                dialog.failing_always and not new_texts and not outputs)
+            dialog.failing_always = False
             dialog.fresh_texts = []
             self._responses[resp.id] = resp
             if conv_id:
                 dialog.active_response = resp.id
+                dialog.running.add(resp.id)
                 dialog.items.extend(stored)
             for text, mid in zip(texts, message_ids):
                 self._journal_message(dialog.key, text, mid)
@@ -1150,7 +1197,7 @@ class Emulator:
         plan = _Plan(*resp.plan_inputs)
         latency = self._latency_s(plan)
         if plan.fail:
-            self._at(latency, self._guarded(resp, self._response_fail), resp)
+            self._at(latency, self._guarded(resp, self._response_fail), resp, plan)
         elif plan.calls:
             self._at(latency, self._guarded(resp, self._response_calls), resp, plan)
         else:
@@ -1227,12 +1274,17 @@ class Emulator:
             resp.dialog.items.extend(copy.deepcopy(resp.output))
         self._emit_response(resp, "response.completed", response=resp.public())
 
-    def _response_fail(self, resp):
+    def _response_fail(self, resp, plan):
         resp.status = "failed"
         resp.completed_at = None
+        marker = FAIL_ALWAYS if plan.fail_always else "[[fail]]"
         resp.error = {"code": "server_error",
-                      "message": "The model failed to produce a response ([[fail]] marker)."}
-        resp.dialog.close_turn()
+                      "message": "The model failed to produce a response (%s marker)." % marker}
+        if plan.fail_always:
+            resp.dialog.close_turn()  # never answered: the next batch's turn starts afresh
+            resp.dialog.failing_always = True
+        elif not self._config["fail_answered_later"]:
+            resp.dialog.close_turn()
         self._response_finish(resp)
         self._emit_response(resp, "response.failed", response=resp.public())
 
@@ -1240,8 +1292,10 @@ class Emulator:
         """Journal the end and free the conversation's lock."""
         self._journal_turn_status(resp)
         conv = self._conversations.get(resp.conversation_id or "")
-        if conv is not None and conv.active_response == resp.id:
-            conv.active_response = None
+        if conv is not None:
+            conv.running.discard(resp.id)
+            if conv.active_response == resp.id:
+                conv.active_response = None
 
     def api_get_response(self, req):
         with self._lock:
@@ -1821,6 +1875,7 @@ class _Handler(BaseHTTPRequestHandler):
             entry = em._record_request(method, path, dict(self.headers.items()), raw)
             fault = em._pick_fault(method, path, entry)
             if fault == "reset":
+                em._request_done(entry)
                 self._cut_connection()
             if fault == "slow":
                 time.sleep(em.config()["fault_slow_ms"] / 1000.0)
@@ -1829,6 +1884,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = self._dispatch(method, path, query, raw, fault)
             with em._lock:
                 entry["status"] = reply.status if isinstance(reply, _Json) else 200
+            em._request_done(entry)
             self._send(reply)
         except _ConnectionGone:
             self.close_connection = True
@@ -2034,12 +2090,18 @@ def main(argv=None):
                         help="comma-separated, of: " + ",".join(ALL_FAULT_KINDS))
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--journal", default=None, help="write the journal here at exit")
+    parser.add_argument("--request-log", default=None,
+                        help="append every API request here, one JSON line each")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other config key (see DEFAULT_CONFIG), e.g. conversation_lock=0")
     args = parser.parse_args(argv)
     try:
         em = Emulator(api_key=args.api_key, latency_ms=args.latency_ms,
                       fault_rate=args.fault_rate, fault_kinds=args.fault_kinds.split(","),
-                      seed=args.seed, journal_path=args.journal, host=args.host, port=args.port)
-    except ValueError as e:
+                      seed=args.seed, journal_path=args.journal, host=args.host, port=args.port,
+                      request_log_path=args.request_log,
+                      **dict(kv.partition("=")[::2] for kv in args.set))
+    except (ValueError, TypeError) as e:
         parser.error(str(e))
     threading.stack_size(512 * 1024)  # thousands of streaming connections, one thread each
     done = threading.Event()

@@ -879,3 +879,88 @@ def test_marker_parsing():
     assert parse_markers("[[tool:g]] [[tool:h {}]] [[slow:10]] [[slow:5]] [[fail]]") == (
         [("g", "{}"), ("h", "{}")], True, 15)
     assert parse_markers("[[tool:broken {nope]]") == ([], False, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test modes (the chaos suite's ground truth)
+
+def test_without_conversation_lock_concurrent_creates_are_accepted_and_journaled(em):
+    em.configure(latency_ms=300, conversation_lock=0)
+    conv = new_conversation(em)
+    first = ok(respond(em, conv, "first", background=True))
+    second = ok(respond(em, conv, "second", background=True))
+    for r in (first, second):
+        poll(em, "/v1/responses/" + r["id"], {"completed"})
+    assert ok(respond(em, conv, "third"))["status"] == "completed"
+    j = em.journal()["conversations"][conv]
+    assert j["rejected"] == 0 and j["overlaps"] == 1, j
+    t = j["turns"]
+    assert t[0]["ended"] > t[1]["started"], "the journal's turns show the overlap"
+    assert t[1]["ended"] <= t[2]["started"]
+
+
+def test_fail_always_fails_every_retry_until_new_text_comes(em):
+    conv = new_conversation(em)
+    bad = ok(respond(em, conv, "doomed [[fail-always]]"))
+    assert bad["status"] == "failed" and "[[fail-always]]" in bad["error"]["message"]
+    for _ in range(3):  # retries that add nothing (runlane's, after reconciling) fail too
+        again = ok(call(em, "POST", "/v1/responses", {"model": "m", "conversation": conv}))
+        assert again["status"] == "failed"
+    good = ok(respond(em, conv, "next"))
+    assert good["status"] == "completed"
+    assert good["output"][0]["content"][0]["text"] == "echo: next"
+    j = em.journal()["conversations"][conv]
+    assert [t["status"] for t in j["turns"]] == ["failed"] * 4 + ["completed"]
+
+
+def test_fail_once_retry_answers_the_failed_texts_when_asked(em):
+    for later, want in ((0, "echo: "), (1, "echo: a\nb [[fail]]")):
+        em.configure(fail_answered_later=later)
+        conv = new_conversation(em)
+        assert ok(respond(em, conv, [{"role": "user", "content": "a"},
+                                     {"role": "user", "content": "b [[fail]]"}]))["status"] \
+            == "failed"
+        retry = ok(call(em, "POST", "/v1/responses", {"model": "m", "conversation": conv}))
+        assert retry["status"] == "completed", "[[fail]] fails once"
+        assert retry["output"][0]["content"][0]["text"] == want
+
+
+def test_request_log_file_holds_every_request_and_can_be_broken(tmp_path):
+    path = tmp_path / "requests.jsonl"
+    with Emulator(request_log_path=str(path), fault_rate=0.3, fault_kinds=["reset", "500"],
+                  seed=3) as em:
+        for _ in range(2500):  # more than the in-memory ring (2000) holds
+            try:
+                call(em, "POST", "/v1/conversations", {}, timeout=5)
+            except (ConnectionError, http.client.HTTPException):
+                pass  # a reset fault
+        total = em.journal()["requests"]
+    seqs = sorted(json.loads(line)["seq"] for line in path.read_text().splitlines())
+    assert total == 2500 and seqs == list(range(1, total + 1))
+    broken = tmp_path / "broken.jsonl"
+    with Emulator(request_log_path=str(broken), request_log_drop_every=3) as em:
+        for _ in range(9):
+            call(em, "POST", "/v1/conversations", {})
+    assert len(broken.read_text().splitlines()) == 6
+
+
+def test_cli_takes_modes_and_request_log(tmp_path):
+    log = tmp_path / "r.jsonl"
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "emulator.py"), "--port", "0",
+                             "--request-log", str(log), "--set", "conversation_lock=0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline().strip().split("=")[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/_emulator/config")
+        assert json.loads(conn.getresponse().read())["conversation_lock"] == 0
+        conn.request("POST", "/v1/conversations", body="{}")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
+    assert [json.loads(x)["path"] for x in log.read_text().splitlines()] == ["/v1/conversations"]
+    bad = subprocess.run([sys.executable, os.path.join(HERE, "emulator.py"), "--set", "nope=1"],
+                         capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 2 and "nope" in bad.stderr
