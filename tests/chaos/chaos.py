@@ -37,10 +37,12 @@ TOOL_SH = os.path.join(HERE, "tool.sh")
 SIZES = {
     # CI size: about 2 minutes on 2 cores (the limit is 4).
     "small": dict(conversations=200, seconds=90, producers=4, cli_workers=3, bursts=[2, 5],
-                  kills=4, pauses=3, restarts=2, fails=6, drain_s=90, create_jobs=6),
+                  kills=4, pauses=3, restarts=2, fails=6, fails_always=4, drain_s=90,
+                  create_jobs=6),
     # A longer run: thousands of conversations, more of everything.
     "large": dict(conversations=2000, seconds=300, producers=6, cli_workers=5, bursts=[2, 5],
-                  kills=12, pauses=6, restarts=2, fails=10, drain_s=240, create_jobs=8),
+                  kills=12, pauses=6, restarts=2, fails=10, fails_always=8, drain_s=240,
+                  create_jobs=8),
 }
 
 TOOLS_JSON = json.dumps([
@@ -165,13 +167,31 @@ class Redis:
 # ---------------------------------------------------------------------------------------------
 # The OpenAI emulator (its own process; driven through its control endpoints)
 
+# What the emulator is told for ground truth (see tests/emulator/emulator.py's test modes):
+# no conversation lock, so two turns at once on one conversation are accepted and journaled
+# as overlaps instead of refused; a [[fail]] turn's texts are answered by the retry, so its
+# reply can be checked; and every request goes to requests.jsonl.
+EMULATOR_MODES = {"conversation_lock": 0, "fail_answered_later": 1}
+# CHAOS_BREAK=NAME runs the suite against a deliberately broken emulator or worker, to see
+# the check it names fail (tests/chaos/README.md, "Checks that can fail").
+BREAKS = {
+    "request-log": "the emulator leaves every 50th request out of requests.jsonl",
+    "fail-always": "[[fail-always]] fails only once (the marker is written as [[fail]])",
+    "short-lease": "the workers run with lease.ms=150 (leases lost mid-turn: turns overlap)",
+}
+
+
 class Emulator:
-    def __init__(self, workdir, seed, latency_ms, fault_rate, fault_kinds):
+    def __init__(self, workdir, seed, latency_ms, fault_rate, fault_kinds, modes):
         self.workdir = workdir
+        self.request_log = os.path.join(workdir, "requests.jsonl")
         self.args = [sys.executable, EMULATOR, "--port", "0", "--api-key", API_KEY,
                      "--latency-ms", str(latency_ms), "--fault-rate", str(fault_rate),
                      "--fault-kinds", fault_kinds, "--seed", str(seed),
-                     "--journal", os.path.join(workdir, "journal-final.json")]
+                     "--journal", os.path.join(workdir, "journal-final.json"),
+                     "--request-log", self.request_log]
+        for kv in sorted(modes.items()):
+            self.args += ["--set", "%s=%s" % kv]
         self.proc = None
         self.port = None
 
@@ -244,43 +264,6 @@ class Worker:
         return self.proc.poll() is None
 
 
-class RequestLog:
-    """Keeps the emulator's whole request log (it holds the last 2000 only) by
-    polling it; written to requests.jsonl for the post-mortem of a failed check."""
-
-    def __init__(self, emulator, path):
-        self.emulator, self.path = emulator, path
-        self.last = 0
-        self.stop = threading.Event()
-        self.f = open(path, "w")
-        self.thread = threading.Thread(target=self._run, name="requests", daemon=True)
-        self.thread.start()
-
-    def poll(self):
-        try:
-            entries = self.emulator.control("requests?limit=800")
-        except (OSError, ValueError):
-            return
-        for e in sorted(entries, key=lambda e: e.get("seq", 0)):
-            if e.get("seq", 0) <= self.last:
-                continue
-            if e.get("status") is None:
-                break  # still running: taken at the next poll
-            self.f.write(json.dumps(e) + "\n")
-            self.last = e["seq"]
-        self.f.flush()
-
-    def _run(self):
-        while not self.stop.wait(2.0):
-            self.poll()
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(timeout=30)
-        self.poll()
-        self.f.close()
-
-
 class Replies:
     """Every reply line of every worker, as they come."""
 
@@ -340,6 +323,7 @@ class Chaos:
         self.py = None
         self.node_pkg = None
         self.checks = []       # (name, ok, detail)
+        self.breaks = opts.breaks
 
     # -- configuration shared by every client of the queue --
 
@@ -355,8 +339,12 @@ class Chaos:
             "redis.command.timeout.ms": "3000",
         }
 
+    MAX_ATTEMPTS = 5
+
     def worker_config(self):
         c = self.queue_config()
+        if "short-lease" in self.breaks:
+            c["lease.ms"] = "150"
         c.update({
             "worker.recover.ms": "500",
             "reply.redeliver.ms": "3000",
@@ -449,7 +437,7 @@ class Chaos:
         self.workers.append(w)
         return w
 
-    def start_producers(self, convs, fail_slots):
+    def start_producers(self, convs, fail_slots, fail_always_slots):
         n = self.size["producers"]
         kinds = (["py"] if self.py else []) + ["cli"] * (n - (1 if self.py else 0))
         t0 = time.time() + 1.0
@@ -459,6 +447,9 @@ class Chaos:
                     "store": self.store, "config": self.queue_config(), "conversations": mine,
                     "seed": self.seed, "seconds": self.size["seconds"], "t0": t0,
                     "fail_slots": [s for s in fail_slots if s[0] in set(mine)],
+                    "fail_always_slots": [s for s in fail_always_slots if s[0] in set(mine)],
+                    "fail_always_marker": "[[fail]]" if "fail-always" in self.breaks
+                    else "[[fail-always]]",
                     "tool_rate": 0.15, "bursts": self.size["bursts"],
                     "out": os.path.join(self.workdir, "producers", "p%d.jsonl" % i)}
             path = os.path.join(self.workdir, "producers", "p%d.plan.json" % i)
@@ -619,12 +610,17 @@ class Chaos:
         self.node_pkg = self.find_node()
         port = self.redis.start()
         log("redis on 127.0.0.1:%d (appendonly yes, dir %s)" % (port, self.redis.dir))
+        modes = dict(EMULATOR_MODES)
+        if "request-log" in self.breaks:
+            modes["request_log_drop_every"] = 50
         self.emulator = Emulator(self.workdir, self.opts.emulator_seed, 120, 0.05,
-                                 "429,500,reset,slow")
+                                 "429,500,reset,slow", modes)
         eport = self.emulator.start()
+        cfg = self.emulator.control("config")
+        if any(cfg.get(k) != v for k, v in modes.items()):
+            raise SetupError("the emulator did not take its modes %s: %s" % (modes, cfg))
         log("emulator on 127.0.0.1:%d (seed %d, faults 5%% of 429,500,reset,slow)"
             % (eport, self.opts.emulator_seed))
-        self.reqlog = RequestLog(self.emulator, os.path.join(self.workdir, "requests.jsonl"))
         convs = self.create_conversations(S["conversations"])
         T["created"] = time.time()
         log("%d conversations created in %.1fs" % (len(convs), T["created"] - T["start"]))
@@ -639,9 +635,9 @@ class Chaos:
         if self.node_pkg:
             self.start_worker("node")
         frng = random.Random("%s/fails" % self.seed)
-        fail_slots = [[c, frng.randint(0, S["bursts"][0] - 1)]
-                      for c in frng.sample(convs, S["fails"])]
-        t0 = self.start_producers(convs, fail_slots)
+        slots = [[c, frng.randint(0, S["bursts"][0] - 1)]
+                 for c in frng.sample(convs, S["fails"] + S["fails_always"])]
+        t0 = self.start_producers(convs, slots[:S["fails"]], slots[S["fails"]:])
         log("%d workers, %d producers; producing for %ds"
             % (len(self.workers), len(self.producers), S["seconds"]))
 
@@ -729,8 +725,8 @@ class Chaos:
         T["stopped"] = time.time()
         self.stop_codes = stop_codes
 
-        self.reqlog.close()
         journal = self.emulator.control("journal")
+        self.wait_request_log(journal.get("requests", 0))
         with open(os.path.join(self.workdir, "journal.json"), "w") as f:
             json.dump(journal, f)
         dead = self.dead_list()
@@ -740,6 +736,19 @@ class Chaos:
         self.times = T
         self.t0 = t0
         return self.check(sent, journal, dead, conv_status, drained)
+
+    def wait_request_log(self, n, timeout=15.0):
+        """Every request the emulator counted is written to requests.jsonl once its status is
+        known; a request still on its way (a killed worker's) is waited for, briefly."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with open(self.emulator.request_log) as f:
+                    if sum(1 for _ in f) >= n:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
 
     def conversation_statuses(self, convs):
         def one(c):
@@ -777,6 +786,7 @@ class Chaos:
         jconvs = journal.get("conversations", {})
         by_id = {m["id"]: m for msgs in sent.values() for m in msgs}
         fail_ids = {mid for mid, m in by_id.items() if m["fail"]}
+        always_ids = {mid for mid, m in by_id.items() if m.get("fail_always")}
         n_msgs = len(by_id)
 
         # producers
@@ -790,17 +800,31 @@ class Chaos:
         self.add_check("message ids unique", not dup_ids,
                        "the CLI/package printed one id for two messages" if dup_ids else "")
 
-        # dead letters: only batches with a made-to-fail message
+        # dead letters: exactly the batches holding a [[fail-always]] message, each after
+        # max.attempts attempts, with the provider's error ([[fail]] fails once: retried)
         dead_batches = {}
+        bad_dead = []
         for d in dead:
             ids = [m.get("id") for m in d.get("messages", [])]
-            dead_batches[d.get("id") or d.get("batch_id")] = ids
+            bid = d.get("id") or d.get("batch_id")
+            dead_batches[bid] = ids
+            if set(ids) & always_ids and (d.get("attempts") != self.MAX_ATTEMPTS or
+                                          "[[fail-always]] marker" not in (d.get("error") or "")):
+                bad_dead.append((bid, d.get("attempts"), d.get("error")))
         dead_ids = {i for ids in dead_batches.values() for i in ids}
-        wrongly_dead = [b for b, ids in dead_batches.items() if not (set(ids) & fail_ids)]
-        self.add_check("dead letters only for made-to-fail batches", not wrongly_dead,
-                       "%d dead letters, %d without a made-to-fail message%s"
+        wrongly_dead = [b for b, ids in dead_batches.items() if not (set(ids) & always_ids)]
+        self.add_check("dead letters only for [[fail-always]] batches", not wrongly_dead,
+                       "%d dead letters, %d without a [[fail-always]] message%s"
                        % (len(dead_batches), len(wrongly_dead),
                           (": " + ", ".join(wrongly_dead[:5])) if wrongly_dead else ""))
+        not_dead = sorted(always_ids - dead_ids)
+        self.add_check("[[fail-always]] batches dead-lettered at max.attempts with their error",
+                       always_ids and not not_dead and not bad_dead,
+                       "%d [[fail-always]] messages, %d not in a dead letter%s; %d dead letters "
+                       "with other attempts or error%s"
+                       % (len(always_ids), len(not_dead),
+                          (": " + ", ".join(not_dead[:3])) if not_dead else "", len(bad_dead),
+                          (": " + json.dumps(bad_dead[:2])) if bad_dead else ""))
 
         # exactly once, in order (journal vs. what the producers sent)
         lost, dups, unknown, order_bad, dup_by_id, dup_convs = [], 0, 0, [], 0, []
@@ -842,29 +866,42 @@ class Chaos:
                        "%d conversations out of order%s" % (
                            len(order_bad), (": " + ", ".join(order_bad[:3])) if order_bad else ""))
 
-        # turns: never two at once in one conversation, none left open
-        overlaps, open_turns, n_turns, rejected = [], [], 0, 0
+        # turns: never two at once in one conversation, none left open. The emulator runs
+        # without its conversation lock: a second create while a turn runs is accepted and
+        # counted (overlaps), so this is what happened, not what the provider let through.
+        overlaps, open_turns, n_turns, rejected, emu_overlaps = [], [], 0, 0, 0
         for conv, j in jconvs.items():
             turns = sorted(j.get("turns", []), key=lambda t: t["started"])
             n_turns += len(turns)
             rejected += j.get("rejected", 0)
-            for a, b in zip(turns, turns[1:]):
-                if a["ended"] is None or a["ended"] > b["started"] + 1e-6:
-                    overlaps.append((conv, a["id"], b["id"]))
+            emu_overlaps += j.get("overlaps", 0)
+            if j.get("overlaps", 0):
+                overlaps.append((conv, "%d creates while a turn ran" % j["overlaps"]))
+            end = None  # the latest end of the turns before (a long one can cover several)
+            for t in turns:
+                if end is not None and (end is True or end > t["started"] + 1e-6):
+                    overlaps.append((conv, t["id"]))
+                end = True if t["ended"] is None or end is True else max(end or 0, t["ended"])
             open_turns += [(conv, t["id"]) for t in turns if t["ended"] is None]
         C["turns"] = n_turns
         C["rejected"] = rejected
-        self.add_check("no overlapping turns in a conversation", not overlaps,
-                       "%d overlaps%s; %d creates refused as conversation_locked" % (
-                           len(overlaps), (": " + repr(overlaps[:3])) if overlaps else "", rejected))
+        C["overlaps"] = emu_overlaps
+        self.add_check("no overlapping turns in a conversation", n_turns > 0 and not overlaps,
+                       "%d turns, %d overlaps%s" % (
+                           n_turns, len(overlaps), (": " + repr(overlaps[:3])) if overlaps else ""))
+        self.add_check("no create refused as conversation_locked", rejected == 0,
+                       "%d refused (the emulator's lock is off: any is a mode that did not "
+                       "take)" % rejected)
         self.add_check("no turn left running", not open_turns,
                        "%d turns without an end%s" % (len(open_turns),
                                                       (": " + repr(open_turns[:3])) if open_turns else ""))
 
         # the same at runlane's side: the creates (POST /responses) that took effect,
-        # per conversation, must come batch after batch, never A, B, A.
+        # per conversation, must come batch after batch, never A, B, A. The emulator writes
+        # every request to requests.jsonl: a missing file or request fails the check.
         interleaved, seqs = [], []
         posts = collections.defaultdict(list)
+        log_error = None
         try:
             for line in open(os.path.join(self.workdir, "requests.jsonl")):
                 r = json.loads(line)
@@ -877,8 +914,8 @@ class Chaos:
                 bid = (body.get("metadata") or {}).get("runlane_batch_id")
                 if body.get("conversation") and bid:
                     posts[body["conversation"]].append((r["time"], r["seq"], bid))
-        except OSError:
-            pass
+        except (OSError, ValueError) as e:
+            log_error = str(e)
         for conv, ps in posts.items():
             ps.sort()
             done, prev = set(), None
@@ -890,13 +927,17 @@ class Chaos:
                     if prev:
                         done.add(prev)
                     prev = bid
-        seqs.sort()
-        gaps = sum(b - a - 1 for a, b in zip(seqs, seqs[1:]) if b > a + 1)
+        counted = journal.get("requests", 0)
+        missing = len(set(range(1, counted + 1)) - set(seqs))
         C["api_creates"] = sum(len(v) for v in posts.values())
-        self.add_check("batches of a conversation never interleave at the API", not interleaved,
-                       "%d conversations%s; %d creates seen, %d requests missing from the log"
+        self.add_check("batches of a conversation never interleave at the API",
+                       not interleaved and not log_error and C["api_creates"] > 0
+                       and missing == 0 and len(seqs) == counted,
+                       "%d conversations%s; %d creates seen; %d of the emulator's %d requests "
+                       "missing from requests.jsonl, %d lines%s"
                        % (len(interleaved), (": " + ", ".join(interleaved[:3])) if interleaved
-                          else "", C["api_creates"], gaps))
+                          else "", C["api_creates"], missing, counted, len(seqs),
+                          ("; " + log_error) if log_error else ""))
 
         # store: drained, no conversation stuck
         self.add_check("queue drained before the deadline", drained,
@@ -976,15 +1017,18 @@ class Chaos:
                        "%d conversations%s" % (len(noncontig),
                                                (": " + ", ".join(noncontig[:3])) if noncontig else ""))
 
-        # reply text: "echo: <texts>" and the tools' deterministic outputs
+        # reply text: "echo: <texts>" and the tools' deterministic outputs. A batch with a
+        # [[fail]] message: its first turn failed before any tool call (the emulator's
+        # fail_answered_later), and the retry answers its texts, without tools.
         wrong = []
         tool_markers = 0
         for bid, b in batches.items():
             msgs = [by_id.get(i) for i in b["ids"]]
-            if any(m is None for m in msgs) or any(m["fail"] for m in msgs):
-                continue
+            if any(m is None for m in msgs):
+                continue  # reported by "replies name only sent messages"
             want = "echo: " + "\n".join(m["content"] for m in msgs)
-            tools = [t for m in msgs for t in m["tools"]]
+            failed_once = any(m["fail"] or m.get("fail_always") for m in msgs)
+            tools = [] if failed_once else [t for m in msgs for t in m["tools"]]
             tool_markers += len(tools)
             if tools:
                 want += " | tools: " + ",".join(
@@ -1028,6 +1072,7 @@ class Chaos:
         self.count_tools()
         C["messages"] = n_msgs
         C["made_to_fail"] = len(fail_ids)
+        C["made_to_fail_always"] = len(always_ids)
         C["dead"] = len(dead_batches)
         lat = sorted(self.replies.first_seen[mid] - by_id[mid]["t"]
                      for mid in by_id if mid in self.replies.first_seen)
@@ -1099,11 +1144,13 @@ class Chaos:
             ("API requests", C["requests"]),
             ("retries seen (failed attempts)", C["retries"]),
             ("leases lost", C["lease_lost"]),
-            ("locked creates rejected (emulator)", C["rejected"]),
+            ("locked creates rejected (emulator; must be 0)", C["rejected"]),
+            ("overlapping creates (emulator; must be 0)", C["overlaps"]),
             ("producer call retries", C["producer_retries"]),
             ("replies printed again (redelivered / reconciled)",
              "%d (%d / %d)" % (C["replies_printed_twice"], C["redelivered"], C["reconciled"])),
-            ("made-to-fail messages", C["made_to_fail"]),
+            ("made-to-fail messages (once / always)",
+             "%d / %d" % (C["made_to_fail"], C["made_to_fail_always"])),
             ("dead letters", C["dead"]),
             ("duplicates (must be 0)", C["duplicates"]),
             ("lost (must be 0)", C["lost"]),
@@ -1131,6 +1178,166 @@ class Chaos:
                 f.write("%.3f %s\n" % (t - self.t0, what))
 
 
+# ---------------------------------------------------------------------------------------------
+# Self-test: every run first feeds the checks a fabricated run, once as it should be (every
+# check passes) and then broken one way at a time (the check named must fail), so a check
+# that cannot fail is caught before it is trusted.
+
+class _FakeWorker:
+    def __init__(self, workdir, name, kind, lines):
+        self.name, self.kind = name, kind
+        self.out_path = os.path.join(workdir, name + ".out")
+        self.err_path = os.path.join(workdir, name + ".err")
+        with open(self.out_path, "w") as f:
+            f.write("".join("%d\t%s\n" % (k, line) for k, line in enumerate(lines)))
+        open(self.err_path, "w").close()
+
+
+def _fabricated_run(workdir):
+    """(sent, journal, dead, requests, replies): two conversations; conv_a has a batch and a
+    [[fail]] batch that failed once, conv_b a tool batch and a dead [[fail-always]] batch."""
+    tool_args = '{"q":"x","n":1}'
+    tool_out = hashlib.sha256(tool_args.encode()).hexdigest()[:12]
+
+    def msg(conv, n, content, mid, **kw):
+        m = {"conv": conv, "n": n, "content": content, "key": "k-%s" % mid, "id": mid,
+             "t": 0.0, "fail": False, "fail_always": False, "tools": []}
+        m.update(kw)
+        return m
+    sent = collections.OrderedDict([
+        ("conv_a", [msg("conv_a", 1, "a1 hi", "m1"),
+                    msg("conv_a", 2, "a2 x [[fail]]", "m2", fail=True)]),
+        ("conv_b", [msg("conv_b", 1, "b1 [[tool:get_weather %s]]" % tool_args, "m3",
+                        tools=[["get_weather", tool_args]]),
+                    msg("conv_b", 2, "b2 z [[fail-always]]", "m4", fail_always=True)]),
+    ])
+
+    def turn(i, a, b, status="completed"):
+        return {"id": "resp_%d" % i, "started": a, "ended": b, "status": status,
+                "input_count": 1}
+    journal = {"requests": 0, "faults": 3, "conversations": {
+        "conv_a": {"messages": ["a1 hi", "a2 x [[fail]]"], "rejected": 0, "overlaps": 0,
+                   "duplicates": 0,
+                   "turns": [turn(1, 10, 11), turn(2, 12, 13, "failed"), turn(3, 14, 15)]},
+        "conv_b": {"messages": [sent["conv_b"][0]["content"], "b2 z [[fail-always]]"],
+                   "rejected": 0, "overlaps": 0, "duplicates": 0,
+                   "turns": [turn(4, 10, 11), turn(5, 11, 12)] +
+                   [turn(6 + k, 13 + k, 13.5 + k, "failed") for k in range(5)]}}}
+    creates = [("conv_a", "b1"), ("conv_b", "b3"), ("conv_a", "b2"), ("conv_b", "b3"),
+               ("conv_a", "b2")] + [("conv_b", "d1")] * 5
+    requests = []
+    for k, (conv, bid) in enumerate(creates):
+        requests.append({"seq": len(requests) + 1, "time": 100.0 + k, "method": "GET",
+                         "path": "/v1/conversations/%s/items" % conv, "status": 200})
+        requests.append({"seq": len(requests) + 1, "time": 100.5 + k, "method": "POST",
+                         "path": "/v1/responses", "status": 200, "fault": None,
+                         "body": {"conversation": conv, "metadata": {"runlane_batch_id": bid}}})
+    journal["requests"] = len(requests)
+    dead = [{"id": "d1", "conversation_id": "conv_b", "attempts": Chaos.MAX_ATTEMPTS,
+             "error": "response resp_10 failed: server_error: The model failed to produce a "
+                      "response ([[fail-always]] marker).", "messages": [{"id": "m4"}]}]
+    replies = [
+        {"batch_id": "b1", "conversation_id": "conv_a", "message_ids": ["m1"],
+         "reply": "echo: a1 hi"},
+        {"batch_id": "b2", "conversation_id": "conv_a", "message_ids": ["m2"],
+         "reply": "echo: a2 x [[fail]]"},
+        {"batch_id": "b3", "conversation_id": "conv_b", "message_ids": ["m3"],
+         "reply": "echo: %s | tools: get_weather=get_weather:%s"
+                  % (sent["conv_b"][0]["content"], tool_out)},
+    ]
+    return sent, journal, dead, requests, replies
+
+
+def _self_test_case(workdir, mutate):
+    """Runs the checks on the fabricated run after mutate(run); returns the failed checks."""
+    run = dict(zip(("sent", "journal", "dead", "requests", "replies"), _fabricated_run(workdir)))
+    mutate(run)
+    opts = argparse.Namespace(size="small", seconds=None, conversations=None, set=None,
+                              seed=1, bin="/bin/true", workdir=workdir, breaks=[])
+    c = Chaos(opts)
+    c.convs = list(run["sent"])
+    path = os.path.join(workdir, "requests.jsonl")
+    if os.path.exists(path):
+        os.unlink(path)
+    if run["requests"] is not None:
+        with open(path, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in run["requests"]))
+    for t, obj in enumerate(run["replies"]):
+        c.replies.add(float(t), "w1", json.dumps(obj))
+    c.workers = [_FakeWorker(workdir, "w1", "cli", [json.dumps(r) for r in run["replies"]])]
+    c.producers = [None]
+    c.producer_stats = [{"done": True, "rc": 0}]
+    c.final_status = {"pending": 0, "inflight": 0, "ready": 0}
+    c.stop_codes = {"w1": 0}
+    c.counts.update(kills=1, pauses=1, redis_restarts=1)
+    status = {conv: {"state": "idle", "pending": 0, "inflight": 0} for conv in c.convs}
+    c.check(run["sent"], run["journal"], run["dead"], status, True)
+    return [name for name, ok, _ in c.checks if not ok]
+
+
+def _conv(run, conv):
+    return run["journal"]["conversations"][conv]
+
+
+SELF_TESTS = [
+    # (what is broken, the check that must fail, how)
+    ("turns overlap", "no overlapping turns in a conversation",
+     lambda r: _conv(r, "conv_a")["turns"][2].update(started=12.5)),
+    ("a long turn covers two", "no overlapping turns in a conversation",
+     lambda r: _conv(r, "conv_b")["turns"][0].update(ended=20)),
+    ("the emulator counted an overlap", "no overlapping turns in a conversation",
+     lambda r: _conv(r, "conv_a").update(overlaps=1)),
+    ("a create refused as locked", "no create refused as conversation_locked",
+     lambda r: _conv(r, "conv_b").update(rejected=1)),
+    ("requests.jsonl missing", "batches of a conversation never interleave at the API",
+     lambda r: r.update(requests=None)),
+    ("a request missing from the log", "batches of a conversation never interleave at the API",
+     lambda r: r["requests"].pop(7)),
+    ("no create in the log", "batches of a conversation never interleave at the API",
+     lambda r: r.update(requests=[dict(q, method="GET") for q in r["requests"]])),
+    ("batches interleave", "batches of a conversation never interleave at the API",
+     lambda r: r["requests"][9]["body"]["metadata"].update(runlane_batch_id="b1")),
+    ("a [[fail-always]] batch dead too early", "[[fail-always]] batches dead-lettered at "
+     "max.attempts with their error", lambda r: r["dead"][0].update(attempts=2)),
+    ("a dead letter with another error", "[[fail-always]] batches dead-lettered at "
+     "max.attempts with their error", lambda r: r["dead"][0].update(error="lease expired")),
+    ("a [[fail-always]] batch answered", "[[fail-always]] batches dead-lettered at "
+     "max.attempts with their error", lambda r: (r.update(dead=[]), r["replies"].append(
+         {"batch_id": "d1", "conversation_id": "conv_b", "message_ids": ["m4"],
+          "reply": "echo: b2 z [[fail-always]]"}))),
+    ("no [[fail-always]] batch at all", "[[fail-always]] batches dead-lettered at "
+     "max.attempts with their error", lambda r: (r["sent"]["conv_b"][1].update(
+         fail_always=False), r.update(dead=[]))),
+    ("another batch dead", "dead letters only for [[fail-always]] batches",
+     lambda r: r["dead"].append({"id": "b9", "attempts": 5, "error": "x",
+                                 "messages": [{"id": "m1"}]})),
+    ("a [[fail]] batch's reply is empty", "replies echo their batch and its tool outputs",
+     lambda r: r["replies"][1].update(reply="echo: ")),
+    ("a message delivered twice", "no message delivered twice (journal)",
+     lambda r: _conv(r, "conv_a")["messages"].append("a1 hi")),
+    ("a message lost", "no message lost (journal)",
+     lambda r: _conv(r, "conv_a")["messages"].remove("a1 hi")),
+]
+
+
+def self_test():
+    """[] when every check passes on the fabricated run and each broken one fails its check;
+    else what went wrong."""
+    problems = []
+    workdir = tempfile.mkdtemp(prefix="runlane-chaos-selftest-")
+    try:
+        failed = _self_test_case(workdir, lambda r: None)
+        if failed:
+            problems.append("the fabricated good run fails %s" % failed)
+        for what, name, mutate in SELF_TESTS:
+            failed = _self_test_case(workdir, mutate)
+            if name not in failed:
+                problems.append("%s: check %r did not fail (failed: %s)" % (what, name, failed))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return problems
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -1145,7 +1352,25 @@ def main():
     ap.add_argument("--bin", default=os.environ.get("RUNLANE_BIN"))
     ap.add_argument("--workdir", default=None, help="where logs go (default: a new temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory when all passed")
+    ap.add_argument("--break", dest="breaks", action="append", choices=sorted(BREAKS),
+                    help="run against a deliberately broken emulator or worker, to see a check "
+                         "fail (default: $CHAOS_BREAK, comma-separated): "
+                         + "; ".join("%s: %s" % kv for kv in sorted(BREAKS.items())))
+    ap.add_argument("--self-test", action="store_true",
+                    help="only check that every check fails on a fabricated broken run")
     opts = ap.parse_args()
+    if opts.breaks is None:
+        opts.breaks = [b for b in os.environ.get("CHAOS_BREAK", "").split(",") if b]
+        unknown = set(opts.breaks) - set(BREAKS)
+        if unknown:
+            ap.error("CHAOS_BREAK: unknown %s (known: %s)" % (sorted(unknown), sorted(BREAKS)))
+    problems = self_test()
+    for p in problems:
+        print("chaos self-test: %s" % p, file=sys.stderr)
+    if opts.self_test or problems:
+        print("chaos self-test: %d checks made to fail, %s"
+              % (len(SELF_TESTS), "%d problems" % len(problems) if problems else "ok"))
+        return 1 if problems else 0
     if opts.emulator_seed is None:
         opts.emulator_seed = opts.seed
     if not opts.bin or not os.access(opts.bin, os.X_OK):
@@ -1161,7 +1386,9 @@ def main():
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on_signal)
 
-    log("size %s, seed %d, bin %s, logs in %s" % (opts.size, opts.seed, opts.bin, opts.workdir))
+    log("size %s, seed %d, bin %s, logs in %s%s" % (
+        opts.size, opts.seed, opts.bin, opts.workdir,
+        "; BROKEN ON PURPOSE: " + ", ".join(opts.breaks) if opts.breaks else ""))
     chaos = Chaos(opts)
     rc = 2
     try:

@@ -6,7 +6,10 @@ to its own conversations, following a plan written by chaos.py.
 
 The plan: {"name", "kind": "cli"|"py", "bin", "store", "config": {key: value},
 "conversations": [...], "seed", "seconds", "t0", "fail_slots": [[conv, burst]],
-"tool_rate", "bursts": [min, max], "out": PATH}.
+"fail_always_slots": [[conv, burst]], "fail_always_marker", "tool_rate",
+"bursts": [min, max], "out": PATH}. The last message of a fail slot's burst
+carries [[fail]] (its turn fails once), that of a fail-always slot's burst
+[[fail-always]] (every attempt fails: the batch must be dead-lettered).
 
 kind "cli" runs `runlane enqueue --file F.jsonl` (a whole burst at once),
 `runlane enqueue CONV MSG -k KEY` (one message) and `runlane touch CONV`;
@@ -19,7 +22,7 @@ belongs to one producer, which sends its messages one after the other: the
 order of the records is the enqueue order.
 
 Output: one JSON line per stored message in plan["out"]:
-{"conv", "n", "content", "key", "id", "t", "fail", "tools": [[name, args_json]],
+{"conv", "n", "content", "key", "id", "t", "fail", "fail_always", "tools": [[name, args_json]],
 "producer", "via"}; then a last line {"done": true, ...counters}.
 """
 import json
@@ -44,6 +47,8 @@ def build_schedule(plan):
     is ("touch", conv) | ("one", conv, msg) | ("many", conv, [msg...])."""
     rng = random.Random("%s/%s" % (plan["seed"], plan["name"]))
     fail_slots = {(c, b) for c, b in plan.get("fail_slots", [])}
+    fail_always_slots = {(c, b) for c, b in plan.get("fail_always_slots", [])}
+    fail_always_marker = plan.get("fail_always_marker", "[[fail-always]]")
     seconds = float(plan["seconds"])
     lo, hi = plan.get("bursts", [2, 4])
     events = []
@@ -72,8 +77,12 @@ def build_schedule(plan):
                 fail = (conv, b) in fail_slots and k == m - 1
                 if fail:
                     content += " [[fail]]"
+                fail_always = (conv, b) in fail_always_slots and k == m - 1
+                if fail_always:
+                    content += " " + fail_always_marker
                 msgs.append({"conv": conv, "n": n, "content": content,
-                             "key": "chaos-%s-%d" % (conv, n), "fail": fail, "tools": tools})
+                             "key": "chaos-%s-%d" % (conv, n), "fail": fail,
+                             "fail_always": fail_always, "tools": tools})
             style = rng.random()
             typing = rng.random() < 0.5
             if style < 0.35:
