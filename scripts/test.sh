@@ -87,7 +87,7 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
     RUNLANE_PY="$VPY" RUNLANE_NODE_PKG="$RUNLANE_NODE_KEEP_APP/node_modules/runlane" CHAOS_REQUIRE_BINDINGS=1 \
     tests/chaos/run.sh --size small
   # The chaos suite's earlier findings, each as a deterministic repro.
-  step "chaos repros (fixed findings)" env RUNLANE_BIN="$ROOT/build/default/core/cli/runlane" tests/chaos/repros.sh
+  step "chaos repros (fixed findings; stale create as expected failure)" env RUNLANE_BIN="$ROOT/build/default/core/cli/runlane" tests/chaos/repros.sh
 fi
 
 echo; echo "== summary"

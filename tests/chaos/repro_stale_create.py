@@ -20,6 +20,10 @@ reached the provider after the next batch's (out of order).
     RUNLANE_BIN=build/core/cli/runlane python3 tests/chaos/repro_stale_create.py
 
 Exit 1 (and "BUG") when the journal holds the message twice. Needs redis-server.
+tests/chaos/repros.sh runs it as an expected failure (README.md states the limit).
+REPRO_STALE_HOLD_MS (default 5000) is how long the create is held: a hold
+shorter than the lease (say 200) shows the run of repros.sh failing once this
+stops reproducing.
 """
 import os
 import signal
@@ -31,7 +35,8 @@ from repro_env import ReproEnv
 
 def main():
     config = {"batch.window.ms": "100", "lease.ms": "1000", "worker.recover.ms": "200"}
-    with ReproEnv(config, latency_ms=50, seed=1, fault_slow_ms=5000) as env:
+    hold_ms = int(os.environ.get("REPRO_STALE_HOLD_MS", "5000"))
+    with ReproEnv(config, latency_ms=50, seed=1, fault_slow_ms=hold_ms) as env:
         emu = env.emu
         conv = env.cli("conversation", "create")
         emu.force_fault("slow", count=1, method="POST", path="/responses")
