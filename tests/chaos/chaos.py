@@ -177,7 +177,9 @@ EMULATOR_MODES = {"conversation_lock": 0, "fail_answered_later": 1}
 BREAKS = {
     "request-log": "the emulator leaves every 50th request out of requests.jsonl",
     "fail-always": "[[fail-always]] fails only once (the marker is written as [[fail]])",
-    "short-lease": "the workers run with lease.ms=150 (leases lost mid-turn: turns overlap)",
+    "short-lease": "the workers run with lease.ms=150 (leases lost mid-turn)",
+    "double-create": "every 5th create of a turn is followed at once by a second create on its "
+                     "conversation (a worker that asks for a turn twice)",
 }
 
 
@@ -262,6 +264,54 @@ class Worker:
 
     def alive(self):
         return self.proc.poll() is None
+
+
+class DoubleCreate:
+    """--break double-create: follows requests.jsonl and, right after every 5th create that
+    starts a turn, asks for another turn on the same conversation, the way a worker that
+    posts twice would."""
+
+    def __init__(self, emulator):
+        self.emulator = emulator
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, name="double-create", daemon=True)
+        self.thread.start()
+
+    def _create(self, conv):
+        req = urllib.request.Request(
+            self.emulator.base_url + "/responses", method="POST",
+            data=json.dumps({"model": "gpt-chaos", "conversation": conv,
+                             "background": True}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": "Bearer " + API_KEY})
+        try:
+            urllib.request.urlopen(req, timeout=10).read()
+            self.sent += 1
+        except (OSError, ValueError):
+            pass  # a fault, or refused: the next one
+
+    def _run(self):
+        seen = 0
+        with open(self.emulator.request_log, "rb") as f:
+            while not self.stop.is_set():
+                line = f.readline()
+                if not line.endswith(b"\n"):  # not written whole yet: read it again
+                    f.seek(f.tell() - len(line))
+                    self.stop.wait(0.01)
+                    continue
+                r = json.loads(line)
+                body = r.get("body") if isinstance(r.get("body"), dict) else {}
+                if r.get("method") == "POST" and r.get("path", "").endswith("/responses") \
+                        and r.get("status") == 200 and body.get("input") \
+                        and body.get("conversation"):
+                    seen += 1
+                    if seen % 5 == 0:
+                        self._create(body["conversation"])
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=15)
+        log("double-create: %d extra creates sent" % self.sent)
 
 
 class Replies:
@@ -616,6 +666,8 @@ class Chaos:
         self.emulator = Emulator(self.workdir, self.opts.emulator_seed, 120, 0.05,
                                  "429,500,reset,slow", modes)
         eport = self.emulator.start()
+        self.double_create = DoubleCreate(self.emulator) if "double-create" in self.breaks \
+            else None
         cfg = self.emulator.control("config")
         if any(cfg.get(k) != v for k, v in modes.items()):
             raise SetupError("the emulator did not take its modes %s: %s" % (modes, cfg))
@@ -725,6 +777,8 @@ class Chaos:
         T["stopped"] = time.time()
         self.stop_codes = stop_codes
 
+        if self.double_create:
+            self.double_create.close()
         journal = self.emulator.control("journal")
         self.wait_request_log(journal.get("requests", 0))
         with open(os.path.join(self.workdir, "journal.json"), "w") as f:

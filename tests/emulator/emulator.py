@@ -1094,13 +1094,14 @@ class Emulator:
         message_ids = self._runlane_message_ids(body["metadata"], len(texts))
 
         with self._lock:
+            overlap = False
             if conv_id:
                 dialog = self._conversations.get(conv_id)
                 if dialog is None:
                     raise ApiError(404, "Conversation with id '%s' not found." % conv_id,
                                    param="conversation")
                 if dialog.running and not self._config["conversation_lock"]:
-                    self._jentry(dialog.key)["overlaps"] += 1
+                    overlap = True  # counted below, once the create is accepted
                 elif dialog.active_response is not None:
                     self._reject(dialog.key, ApiError(400, LOCKED_MESSAGE, param="conversation",
                                                       code="conversation_locked"))
@@ -1142,6 +1143,8 @@ class Emulator:
             dialog.fresh_texts = []
             self._responses[resp.id] = resp
             if conv_id:
+                if overlap:
+                    self._jentry(dialog.key)["overlaps"] += 1
                 dialog.active_response = resp.id
                 dialog.running.add(resp.id)
                 dialog.items.extend(stored)
