@@ -856,15 +856,26 @@ class Chaos:
 
         # dead letters: exactly the batches holding a [[fail-always]] message, each after
         # max.attempts attempts, with the provider's error ([[fail]] fails once: retried)
+        # The error is the provider's, unless the last attempt's worker was killed or paused
+        # (then "lease expired"): allowed only where the journal shows the turns that failed.
         dead_batches = {}
         bad_dead = []
+        expired = 0
         for d in dead:
             ids = [m.get("id") for m in d.get("messages", [])]
             bid = d.get("id") or d.get("batch_id")
             dead_batches[bid] = ids
-            if set(ids) & always_ids and (d.get("attempts") != self.MAX_ATTEMPTS or
-                                          "[[fail-always]] marker" not in (d.get("error") or "")):
-                bad_dead.append((bid, d.get("attempts"), d.get("error")))
+            if not set(ids) & always_ids:
+                continue
+            err = d.get("error") or ""
+            conv = by_id[sorted(set(ids) & always_ids)[0]]["conv"]
+            failed_turns = sum(1 for t in jconvs.get(conv, {}).get("turns", [])
+                               if t.get("status") == "failed")
+            lease = err.startswith("lease expired") and failed_turns > 0
+            expired += lease
+            if d.get("attempts") != self.MAX_ATTEMPTS or \
+                    not ("[[fail-always]] marker" in err or lease):
+                bad_dead.append((bid, d.get("attempts"), err))
         dead_ids = {i for ids in dead_batches.values() for i in ids}
         wrongly_dead = [b for b, ids in dead_batches.items() if not (set(ids) & always_ids)]
         self.add_check("dead letters only for [[fail-always]] batches", not wrongly_dead,
@@ -874,10 +885,11 @@ class Chaos:
         not_dead = sorted(always_ids - dead_ids)
         self.add_check("[[fail-always]] batches dead-lettered at max.attempts with their error",
                        always_ids and not not_dead and not bad_dead,
-                       "%d [[fail-always]] messages, %d not in a dead letter%s; %d dead letters "
-                       "with other attempts or error%s"
+                       "%d [[fail-always]] messages, %d not in a dead letter%s; %d with the lease "
+                       "expired on the last attempt; %d dead letters with other attempts or error%s"
                        % (len(always_ids), len(not_dead),
-                          (": " + ", ".join(not_dead[:3])) if not_dead else "", len(bad_dead),
+                          (": " + ", ".join(not_dead[:3])) if not_dead else "", expired,
+                          len(bad_dead),
                           (": " + json.dumps(bad_dead[:2])) if bad_dead else ""))
 
         # exactly once, in order (journal vs. what the producers sent)
@@ -1354,7 +1366,11 @@ SELF_TESTS = [
     ("a [[fail-always]] batch dead too early", "[[fail-always]] batches dead-lettered at "
      "max.attempts with their error", lambda r: r["dead"][0].update(attempts=2)),
     ("a dead letter with another error", "[[fail-always]] batches dead-lettered at "
-     "max.attempts with their error", lambda r: r["dead"][0].update(error="lease expired")),
+     "max.attempts with their error", lambda r: r["dead"][0].update(error="HTTP 400: x")),
+    ("lease expired, no turn failed", "[[fail-always]] batches dead-lettered at "
+     "max.attempts with their error", lambda r: (
+         r["dead"][0].update(error="lease expired after 5 attempts"),
+         [t.update(status="completed") for t in _conv(r, "conv_b")["turns"]])),
     ("a [[fail-always]] batch answered", "[[fail-always]] batches dead-lettered at "
      "max.attempts with their error", lambda r: (r.update(dead=[]), r["replies"].append(
          {"batch_id": "d1", "conversation_id": "conv_b", "message_ids": ["m4"],
