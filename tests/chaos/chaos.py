@@ -374,22 +374,23 @@ class Chaos:
         self.node_pkg = None
         self.checks = []       # (name, ok, detail)
         self.breaks = opts.breaks
+        self.double_create = None
 
     # -- configuration shared by every client of the queue --
+
+    MAX_ATTEMPTS = 5  # max.attempts: where a [[fail-always]] batch must be dead
 
     def queue_config(self):
         return {
             "batch.window.ms": "400",
             "batch.max.wait.ms": "2500",
             "lease.ms": "2000",
-            "max.attempts": "5",
+            "max.attempts": str(self.MAX_ATTEMPTS),
             "backoff.base.ms": "300",
             "backoff.max.ms": "3000",
             "redis.connect.timeout.ms": "1000",
             "redis.command.timeout.ms": "3000",
         }
-
-    MAX_ATTEMPTS = 5
 
     def worker_config(self):
         c = self.queue_config()
@@ -854,10 +855,10 @@ class Chaos:
         self.add_check("message ids unique", not dup_ids,
                        "the CLI/package printed one id for two messages" if dup_ids else "")
 
-        # dead letters: exactly the batches holding a [[fail-always]] message, each after
-        # max.attempts attempts, with the provider's error ([[fail]] fails once: retried)
-        # The error is the provider's, unless the last attempt's worker was killed or paused
-        # (then "lease expired"): allowed only where the journal shows the turns that failed.
+        # dead letters: exactly the batches holding a [[fail-always]] message ([[fail]] fails
+        # once and is retried), each after max.attempts attempts, with the provider's error;
+        # or "lease expired" when the last attempt's worker was killed or paused, allowed only
+        # where the journal shows the conversation's failed turns.
         dead_batches = {}
         bad_dead = []
         expired = 0
