@@ -48,7 +48,7 @@ else
   local seq = redis.call('HINCRBY', KEYS[6], 'seq', 1)
   bid = 'b' .. rl_int(now) .. '-' .. ARGV[7] .. '-' .. rl_int(seq)
   attempts = 1
-  redis.call('HSET', KEYS[1], 'batch_id', bid, 'attempts', '1', 'ckpt', '')
+  redis.call('HSET', KEYS[1], 'batch_id', bid, 'attempts', '1', 'stalls', '0', 'ckpt', '')
 end
 local fence = redis.call('HINCRBY', KEYS[6], 'fence', 1)
 local lease_until = now + tonumber(ARGV[9])

@@ -109,6 +109,7 @@ static void policy_from_conf(rl_policy_t *p, const runlane_conf_t *c) {
     p->max_bytes = rl_conf_int(c, "batch.max.bytes");
     p->lease_ms = rl_conf_int(c, "lease.ms");
     p->max_attempts = rl_conf_int(c, "max.attempts");
+    p->max_stalls = rl_conf_int(c, "max.stalls");
     p->backoff_base_ms = rl_conf_int(c, "backoff.base.ms");
     p->backoff_max_ms = rl_conf_int(c, "backoff.max.ms");
     p->backoff_jitter = rl_conf_float(c, "backoff.jitter");

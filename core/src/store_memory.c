@@ -115,7 +115,8 @@ typedef struct mconv {
     int64_t fence;
     char token[32]; /* "" when no lease */
     char owner[160];
-    int64_t attempts;
+    int64_t attempts; /* deliveries of the batch (claims not given back) */
+    int64_t stalls;   /* of them, leases that expired (see store.h recover) */
     char batch_id[RUNLANE_ID_MAX];
     int64_t lease_until;
     int64_t first_ms, last_ms;
@@ -540,6 +541,7 @@ static int form_batch(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t n
     if (!take_pending(s, c, pol, now)) return 0;
     snprintf(c->batch_id, sizeof(c->batch_id), "b%lld-0-%lld", (long long)now, (long long)++s->seq);
     c->attempts = 0;
+    c->stalls = 0;
     free(c->ckpt);
     c->ckpt = NULL;
     return 1;
@@ -692,6 +694,7 @@ static void end_lease(mstate_t *s, mconv_t *c) {
 static void drop_batch(mconv_t *c) {
     recvec_clear(&c->batch);
     c->attempts = 0;
+    c->stalls = 0;
     c->batch_id[0] = '\0';
     free(c->ckpt);
     c->ckpt = NULL;
@@ -767,7 +770,8 @@ static int to_dead(mstate_t *s, mconv_t *c, const char *error, int64_t now) {
     rl_buf_json_str(&b, c->id);
     rl_buf_puts(&b, ",\"batch_id\":");
     rl_buf_json_str(&b, c->batch_id);
-    rl_buf_printf(&b, ",\"attempts\":%lld,\"error\":", (long long)c->attempts);
+    rl_buf_printf(&b, ",\"attempts\":%lld,\"stalls\":%lld,\"error\":", (long long)c->attempts,
+                  (long long)c->stalls);
     rl_buf_json_str(&b, error ? error : "");
     rl_buf_printf(&b, ",\"dead_at_ms\":%lld,\"messages\":%s}", (long long)now, msgs ? msgs : "[]");
     free(msgs);
@@ -815,10 +819,12 @@ static int m_fail(rl_store_t *st, const rl_policy_t *pol, const char *conv, cons
     } else {
         s->c_failed++;
         end_lease(s, c);
-        if (retriable && c->attempts < pol->max_attempts) {
+        /* Expired leases are not attempts (see recover). */
+        int64_t failed = c->attempts - c->stalls;
+        if (retriable && failed < pol->max_attempts) {
             free(c->last_error);
             c->last_error = error ? rl_strdup(error) : NULL;
-            ready_set(s, c, now + rl_backoff_ms(pol, c->attempts, u));
+            ready_set(s, c, now + rl_backoff_ms(pol, failed, u));
             if (outcome) *outcome = RL_FAIL_RETRY;
         } else {
             if (!to_dead(s, c, error, now)) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
@@ -881,9 +887,13 @@ static int m_recover(rl_store_t *st, const rl_policy_t *pol, int *recovered_out,
         end_lease(s, c); /* swaps another entry into slot i */
         s->c_recovered++;
         rec++;
-        if (c->attempts >= pol->max_attempts) {
-            char err[96];
-            snprintf(err, sizeof(err), "lease expired after %lld attempts", (long long)c->attempts);
+        if (c->batch.len && ++c->stalls > pol->max_stalls) {
+            char err[160];
+            /* Same text as recover-9.lua. */
+            snprintf(err, sizeof(err),
+                     "lease expired %lld times, more than max.stalls (%lld): the workers "
+                     "holding the batch died or stalled",
+                     (long long)c->stalls, (long long)pol->max_stalls);
             if (!to_dead(s, c, err, now)) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
             dead++;
             schedule(s, c, pol, now, 1);

@@ -1042,7 +1042,7 @@ static int r_recover(rl_store_t *st, const rl_policy_t *pol, int *recovered_out,
     }
     for (size_t i = 0; i < nc; i++) {
         cmd_conv(&cmds[i], s, S_RECOVER, pol, cv[i].conv);
-        cmd_addll(&cmds[i], pol->max_attempts);
+        cmd_addll(&cmds[i], pol->max_stalls);
     }
     rc = rs_exec(s, cmds, nc, rep);
     if (rc == RUNLANE_OK) {
