@@ -87,6 +87,9 @@ typedef struct rl_claim {
     int64_t lease_until_ms;  /* store time */
     char *messages_json;     /* JSON array of message records, in order */
     char *ckpt_json;         /* last checkpoint of this batch, or NULL */
+    char *settle_json;       /* checkpoint of the conversation's last
+                                dead-lettered batch, whose provider turn
+                                may still be active, or NULL (see claim) */
 } rl_claim_t;
 
 void rl_claim_free(rl_claim_t *claim);
@@ -152,7 +155,14 @@ typedef struct rl_store_ops {
      * lease_until = now + lease_ms; the conversation leaves ready and enters
      * leases. Two concurrent claimers never get the same conversation.
      * *out is an array of *n_out claims (free each with rl_claim_free, then
-     * free(*out)). */
+     * free(*out)).
+     * settle: when a batch is dead-lettered (fail or recover) with a
+     * checkpoint, that checkpoint is kept on the conversation as "settle"
+     * (its provider turn may still be active, e.g. a run waiting for tool
+     * outputs) and every claim returns it (settle_json) until a checkpoint
+     * or an ack of a later batch clears it: the HTTP backends settle
+     * (cancel) that turn before the batch's first checkpoint. A later dead
+     * letter without a checkpoint leaves it as it is. */
     int (*claim)(rl_store_t *st, const rl_policy_t *pol, const char *owner,
                  int max, rl_claim_t **out, int *n_out);
 
@@ -174,7 +184,8 @@ typedef struct rl_store_ops {
     int (*extend_batch)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
                         const char *token, char **messages_json_out);
 
-    /* Records `ckpt_json` (e.g. the provider's run id) on the batch. */
+    /* Records `ckpt_json` (e.g. the provider's run id) on the batch and
+     * clears the conversation's settle (see claim). */
     int (*checkpoint)(rl_store_t *st, const char *conv, const char *token,
                       const char *ckpt_json);
 

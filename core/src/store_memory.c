@@ -124,6 +124,7 @@ typedef struct mconv {
     long ready_idx;   /* index in ready vector or -1 */
     long lease_idx;   /* index in leases vector or -1 */
     char *ckpt;
+    char *settle; /* checkpoint of a dead-lettered batch (see store.h claim) */
     char *last_error;
 } mconv_t;
 
@@ -304,7 +305,8 @@ static mconv_t *conv_get(mstate_t *s, const char *id, int create) {
 /* Frees a conversation that holds nothing (keeps memory bounded). Its fence
  * is forgotten too: safe because no token of it is live. */
 static void conv_gc(mstate_t *s, mconv_t *c) {
-    if (pending_count(c) || c->batch.len || c->token[0] || c->ready_idx >= 0 || c->lease_idx >= 0)
+    if (pending_count(c) || c->batch.len || c->token[0] || c->ready_idx >= 0 ||
+        c->lease_idx >= 0 || c->settle)
         return;
     hmap_del(&s->convs, c->id);
     pending_clear(c);
@@ -324,6 +326,7 @@ static void mstate_free(mstate_t *s) {
             pending_clear(c);
             recvec_clear(&c->batch);
             free(c->ckpt);
+            free(c->settle);
             free(c->last_error);
             free(c->id);
             free(c);
@@ -584,8 +587,10 @@ static int m_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, in
         cl->conversation_id = rl_strdup(c->id);
         cl->messages_json = join_records(&c->batch, 0);
         cl->ckpt_json = c->ckpt ? rl_strdup(c->ckpt) : NULL;
+        cl->settle_json = c->settle ? rl_strdup(c->settle) : NULL;
         long dummy;
         if (!cl->conversation_id || !cl->messages_json || (c->ckpt && !cl->ckpt_json) ||
+            (c->settle && !cl->settle_json) ||
             !convvec_add(&s->leases, c, &dummy)) {
             rl_claim_free(cl);
             rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
@@ -678,6 +683,9 @@ static int m_checkpoint(rl_store_t *st, const char *conv, const char *token, con
         } else {
             free(c->ckpt);
             c->ckpt = d;
+            /* The batch's own turn began: the dead one's was settled. */
+            free(c->settle);
+            c->settle = NULL;
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -704,6 +712,8 @@ static void drop_batch(mconv_t *c) {
 static void ack_locked(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t now) {
     end_lease(s, c);
     drop_batch(c);
+    free(c->settle);
+    c->settle = NULL;
     free(c->last_error);
     c->last_error = NULL;
     s->c_acked++;
@@ -802,6 +812,12 @@ static int to_dead(mstate_t *s, mconv_t *c, const char *error, int64_t now) {
     s->c_dead++;
     free(c->last_error);
     c->last_error = error ? rl_strdup(error) : NULL;
+    if (c->ckpt && *c->ckpt) {
+        /* Its provider turn may still run: the next claim settles it. */
+        free(c->settle);
+        c->settle = c->ckpt;
+        c->ckpt = NULL;
+    }
     drop_batch(c);
     return 1;
 }

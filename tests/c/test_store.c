@@ -838,6 +838,51 @@ static void test_expired_leases_spend_no_attempt(void) {
     RL_CHECK_INT(1, dead); /* max.stalls 0: the first expiry */
 }
 
+/* A dead-lettered batch's checkpoint (its provider turn may still run) is
+ * handed to the conversation's next claims as settle_json, until a
+ * checkpoint or an ack of a later batch. */
+static void test_dead_letter_checkpoint_is_settled_by_the_next_claim(void) {
+    rl_store_t *st = fresh();
+    g_pol.lease_ms = TS(200);
+    g_pol.max_stalls = 0;
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    RL_CHECK(c.settle_json == NULL);
+    RL_CHECK_OK(st->ops->checkpoint(st, "c1", c.token, "{\"run_id\":\"r1\"}"));
+    fail_claim(st, &c, "bad", 0, RL_FAIL_DEAD);
+    rl_claim_free(&c);
+    enq(st, "c1", "b");
+    c = claim1(st, "w");
+    CHECK_CONTENTS("b", c.messages_json);
+    RL_CHECK(c.ckpt_json == NULL);
+    RL_CHECK_STR("{\"run_id\":\"r1\"}", c.settle_json ? c.settle_json : "(null)");
+    /* Dead again before any checkpoint: the first turn is still unsettled. */
+    fail_claim(st, &c, "bad", 0, RL_FAIL_DEAD);
+    rl_claim_free(&c);
+    enq(st, "c1", "c");
+    c = claim1(st, "w");
+    RL_CHECK_STR("{\"run_id\":\"r1\"}", c.settle_json ? c.settle_json : "(null)");
+    /* Its own checkpoint clears it; the recovered batch (worker died) is
+     * dead-lettered (max.stalls 0) and its checkpoint is the new settle. */
+    RL_CHECK_OK(st->ops->checkpoint(st, "c1", c.token, "{\"run_id\":\"r2\"}"));
+    rl_claim_free(&c);
+    sleep_ms(TS(350));
+    int rec = 0, dead = 0;
+    RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+    RL_CHECK_INT(1, dead);
+    enq(st, "c1", "d");
+    c = claim1(st, "w");
+    RL_CHECK_STR("{\"run_id\":\"r2\"}", c.settle_json ? c.settle_json : "(null)");
+    /* An ack clears it too. */
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+    enq(st, "c1", "e");
+    c = claim1(st, "w");
+    RL_CHECK(c.settle_json == NULL);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+}
+
 static void test_release_spends_no_attempt(void) {
     rl_store_t *st = fresh();
     enq(st, "c1", "a");
@@ -2017,6 +2062,7 @@ static void run_conformance(void) {
     RUN(test_recover_expired_lease);
     RUN(test_recover_dead_letters_past_max_stalls);
     RUN(test_expired_leases_spend_no_attempt);
+    RUN(test_dead_letter_checkpoint_is_settled_by_the_next_claim);
     RUN(test_release_spends_no_attempt);
     RUN(test_defer_delays_without_attempt);
     RUN(test_checkpoint_survives_reclaim);

@@ -116,6 +116,7 @@ end
 local function rl_ack(now)
   rl_end_lease()
   rl_drop_batch()
+  redis.call('HDEL', KEYS[1], 'settle')
   redis.call('HSET', KEYS[1], 'last_error', '')
   redis.call('HINCRBY', KEYS[6], 'acked', 1)
   rl_move_on(now)
@@ -137,6 +138,9 @@ local function rl_dead_letter(now, err)
   redis.call('ZADD', KEYS[7], rl_int(now), bid)
   redis.call('HSET', KEYS[8], bid, rec)
   redis.call('HSET', KEYS[9], bid, cmsgpack.pack({CONV, entries}))
+  -- Its provider turn may still run: the next claim settles it.
+  local ckpt = redis.call('HGET', KEYS[1], 'ckpt')
+  if ckpt and ckpt ~= '' then redis.call('HSET', KEYS[1], 'settle', ckpt) end
   rl_end_lease()
   rl_drop_batch()
   redis.call('HSET', KEYS[1], 'last_error', err)
