@@ -217,7 +217,8 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
     fprintf(stderr, "runlane worker: started: store %s, backend %s%s\n", store, backend,
             tool_exec ? ", tools by --tool-exec" : "");
     uint64_t replies = 0, failures = 0;
-    int stopping = 0, limit_reached = 0, escalated = 0, stop_incomplete = 0;
+    int stopping = 0, limit_reached = 0, escalated = 0, escalate_logged = 0, stop_incomplete = 0;
+    long escalated_held = 0;
     int64_t last_activity = cli_mono_ms();
     http_stopper_t stopper;
     memset(&stopper, 0, sizeof(stopper));
@@ -256,9 +257,13 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
         if (stopping && !escalated && g_stop > 1 && stopper.mode == RUNLANE_STOP_DRAIN) {
             /* Second signal: the drain ends now, turns in flight are
              * released (another worker adopts them). */
-            escalated = 1;
-            fprintf(stderr, "runlane worker: stopping now: releasing turns in flight\n");
-            runlane_stop(rl, RUNLANE_STOP_RELEASE, 0);
+            if (!escalate_logged)
+                fprintf(stderr, "runlane worker: stopping now: releasing turns in flight\n");
+            escalate_logged = 1;
+            /* RUNLANE_ERR_STATE: the stopper has not begun the drain yet
+             * (or it just ended): try again on the next round. */
+            escalated_held = inflight_batches(rl);
+            escalated = runlane_stop(rl, RUNLANE_STOP_RELEASE, 0) != RUNLANE_ERR_STATE;
         }
         runlane_event_t *ev = runlane_poll(rl, 200);
         if (!ev) continue;
@@ -312,6 +317,10 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
          * second signal released them). */
         stop_incomplete = 1;
         fprintf(stderr, "runlane worker: %s\n", stopper.msg);
+    } else if (stopper.rc == RUNLANE_ERR_STATE && escalated) {
+        /* The second signal came before the drain began: that stop
+         * released the turns in flight. */
+        stop_incomplete = escalated_held != 0;
     } else if (stopper.rc) {
         fprintf(stderr, "runlane worker: stop: %s\n", stopper.msg);
     }
