@@ -204,8 +204,7 @@ static void test_assistants_dead_lettered_run_is_settled_before_the_next_batch(v
     rlbk_need_emu();
     char *th = new_thread();
     rlbk_t a, b;
-    const char *kv[] = {"max.stalls", "0", NULL};
-    rlbk_new(&a, "assistants", kv);
+    rlbk_new(&a, "assistants", NULL);
     rlbk_enqueue(&a, th, "check [[tool:lookup {}]]", NULL);
     RL_CHECK_OK(runlane_start(a.rl));
     rlbk_ev_t *tc = rlbk_wait(&a, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
@@ -214,25 +213,7 @@ static void test_assistants_dead_lettered_run_is_settled_before_the_next_batch(v
     RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
     /* Its next owner dies holding it: the lease expires, the stall budget
      * (0) is spent, the batch is dead-lettered with its run waiting. */
-    rl_store_t *st = rlbk_store_open(a.store);
-    rl_policy_t pol;
-    memset(&pol, 0, sizeof(pol));
-    pol.max_messages = 100;
-    pol.max_bytes = 1 << 20;
-    pol.lease_ms = 100;
-    pol.max_attempts = 5;
-    pol.max_stalls = 0;
-    rl_claim_t *claims = NULL;
-    int n = 0;
-    RL_CHECK_OK(st->ops->claim(st, &pol, "dying-worker", 1, &claims, &n));
-    RL_CHECK_INT(1, n);
-    rl_claim_free(&claims[0]);
-    free(claims);
-    usleep(300000);
-    int rec = 0, dead = 0;
-    RL_CHECK_OK(st->ops->recover(st, &pol, &rec, &dead));
-    RL_CHECK_INT(1, dead);
-    st->ops->destroy(st);
+    rlbk_dead_letter_by_stall(a.store);
     char path[512];
     snprintf(path, sizeof(path), "/v1/threads/%s/runs/%s", th, run_id);
     cJSON *r = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
