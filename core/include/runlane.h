@@ -287,7 +287,9 @@ runlane_status(char **json_out, runlane_t *rl, const char *conversation_id);
 
 /**
  * Dead-lettered batches, oldest first, as a JSON array of {"id",
- * "conversation_id","batch_id","attempts","error","dead_at_ms","messages"}.
+ * "conversation_id","batch_id","attempts","stalls","error","dead_at_ms",
+ * "messages"}: "attempts" counts deliveries, "stalls" those whose lease
+ * expired (see max.stalls).
  * `limit` 0 means 100. Thread-safe.
  */
 RUNLANE_EXTERN(runlane_err_t)
