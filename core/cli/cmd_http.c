@@ -228,7 +228,7 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
         if (idle_exit_s > 0 && !stopping && cli_mono_ms() - last_activity > (int64_t)(idle_exit_s * 1000)) {
             /* A turn in flight is not idleness, however long it is quiet
              * (a slow model, a Retry-After wait). */
-            if (inflight_batches(rl) == 0) {
+            if (inflight_batches(rl) <= 0) { /* (-1: unknown, as before) */
                 fprintf(stderr, "runlane worker: idle for %.1f s, exiting\n", idle_exit_s);
                 g_stop = g_stop ? g_stop : 1;
             } else {
