@@ -154,6 +154,37 @@ static void *tool_main(void *arg) {
     return NULL;
 }
 
+/* runlane_stop blocks until the drain ends: it runs here, so that the
+ * main loop keeps printing replies and can escalate on a second signal. */
+typedef struct http_stopper {
+    runlane_t *rl;
+    runlane_stop_mode_t mode;
+    int timeout_ms;
+    pthread_t th;
+    runlane_err_t rc;
+    char msg[600];
+} http_stopper_t;
+
+static void *http_stopper_main(void *arg) {
+    http_stopper_t *s = arg;
+    s->rc = runlane_stop(s->rl, s->mode, s->timeout_ms);
+    if (s->rc) snprintf(s->msg, sizeof(s->msg), "%s", runlane_error_message(runlane_error_last()));
+    return NULL;
+}
+
+/* Batches this worker holds now (turns in flight), from the metrics; -1
+ * when unknown. */
+static long inflight_batches(runlane_t *rl) {
+    char *text = NULL;
+    long n = -1;
+    if (runlane_metrics(&text, rl) == RUNLANE_OK && text) {
+        const char *p = strstr(text, "\nrunlane_inflight_batches ");
+        if (p) n = strtol(p + strlen("\nrunlane_inflight_batches "), NULL, 10);
+    }
+    runlane_free(text);
+    return n;
+}
+
 int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, int print_deltas,
                     uint64_t max_replies, uint64_t concurrency, double idle_exit_s, double drain_s) {
     runlane_conf_t *conf = cli_conf(ctx);
@@ -186,12 +217,23 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
     fprintf(stderr, "runlane worker: started: store %s, backend %s%s\n", store, backend,
             tool_exec ? ", tools by --tool-exec" : "");
     uint64_t replies = 0, failures = 0;
-    int stopping = 0, limit_reached = 0;
+    int stopping = 0, limit_reached = 0, escalated = 0, escalate_logged = 0, stop_incomplete = 0;
+    long escalated_held = 0;
     int64_t last_activity = cli_mono_ms();
+    http_stopper_t stopper;
+    memset(&stopper, 0, sizeof(stopper));
+    stopper.rl = rl;
+    int stopper_started = 0;
     for (;;) {
         if (idle_exit_s > 0 && !stopping && cli_mono_ms() - last_activity > (int64_t)(idle_exit_s * 1000)) {
-            fprintf(stderr, "runlane worker: idle for %.1f s, exiting\n", idle_exit_s);
-            g_stop = g_stop ? g_stop : 1;
+            /* A turn in flight is not idleness, however long it is quiet
+             * (a slow model, a Retry-After wait). */
+            if (inflight_batches(rl) <= 0) { /* (-1: unknown, as before) */
+                fprintf(stderr, "runlane worker: idle for %.1f s, exiting\n", idle_exit_s);
+                g_stop = g_stop ? g_stop : 1;
+            } else {
+                last_activity = cli_mono_ms();
+            }
         }
         if ((g_stop || limit_reached) && !stopping) {
             stopping = 1;
@@ -199,9 +241,29 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
              * back (another worker adopts them), not finished here. */
             int release = limit_reached || g_stop > 1;
             fprintf(stderr, "runlane worker: stopping (%s)\n",
-                    release ? "releasing turns in flight" : "draining turns in flight");
-            runlane_stop(rl, release ? RUNLANE_STOP_RELEASE : RUNLANE_STOP_DRAIN,
-                         (int)(drain_s * 1000));
+                    release ? "releasing turns in flight"
+                            : "draining turns in flight; signal again to release them now");
+            stopper.mode = release ? RUNLANE_STOP_RELEASE : RUNLANE_STOP_DRAIN;
+            stopper.timeout_ms = (int)(drain_s * 1000);
+            sigset_t set, old;
+            sigemptyset(&set);
+            sigaddset(&set, SIGINT);
+            sigaddset(&set, SIGTERM);
+            pthread_sigmask(SIG_BLOCK, &set, &old);
+            stopper_started = pthread_create(&stopper.th, NULL, http_stopper_main, &stopper) == 0;
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            if (!stopper_started) http_stopper_main(&stopper);
+        }
+        if (stopping && !escalated && g_stop > 1 && stopper.mode == RUNLANE_STOP_DRAIN) {
+            /* Second signal: the drain ends now, turns in flight are
+             * released (another worker adopts them). */
+            if (!escalate_logged)
+                fprintf(stderr, "runlane worker: stopping now: releasing turns in flight\n");
+            escalate_logged = 1;
+            /* RUNLANE_ERR_STATE: the stopper has not begun the drain yet
+             * (or it just ended): try again on the next round. */
+            escalated_held = inflight_batches(rl);
+            escalated = runlane_stop(rl, RUNLANE_STOP_RELEASE, 0) != RUNLANE_ERR_STATE;
         }
         runlane_event_t *ev = runlane_poll(rl, 200);
         if (!ev) continue;
@@ -249,10 +311,23 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
         }
         runlane_event_destroy(ev);
     }
+    if (stopper_started) pthread_join(stopper.th, NULL);
+    if (stopper.rc == RUNLANE_ERR_TIMEOUT) {
+        /* The README's exit 4: turns did not finish (drain timeout, or a
+         * second signal released them). */
+        stop_incomplete = 1;
+        fprintf(stderr, "runlane worker: %s\n", stopper.msg);
+    } else if (stopper.rc == RUNLANE_ERR_STATE && escalated) {
+        /* The second signal came before the drain began: that stop
+         * released the turns in flight. */
+        stop_incomplete = escalated_held != 0;
+    } else if (stopper.rc) {
+        fprintf(stderr, "runlane worker: stop: %s\n", stopper.msg);
+    }
     runlane_destroy(rl);
     fprintf(stderr, "runlane worker: stopped (%llu replies, %llu failed attempts)\n",
             (unsigned long long)replies, (unsigned long long)failures);
-    return failures ? CLI_EXIT_FAILURES : CLI_EXIT_OK;
+    return failures || stop_incomplete ? CLI_EXIT_FAILURES : CLI_EXIT_OK;
 }
 
 /* `runlane conversation create` / `runlane thread create` */

@@ -287,7 +287,9 @@ runlane_status(char **json_out, runlane_t *rl, const char *conversation_id);
 
 /**
  * Dead-lettered batches, oldest first, as a JSON array of {"id",
- * "conversation_id","batch_id","attempts","error","dead_at_ms","messages"}.
+ * "conversation_id","batch_id","attempts","stalls","error","dead_at_ms",
+ * "messages"}: "attempts" counts deliveries, "stalls" those whose lease
+ * expired (see max.stalls).
  * `limit` 0 means 100. Thread-safe.
  */
 RUNLANE_EXTERN(runlane_err_t)
@@ -341,8 +343,13 @@ typedef enum runlane_stop_mode_t {
  * Stops the worker and joins the I/O thread. Events already queued can
  * still be polled; a RUNLANE_EVENT_STOPPED event is the last one.
  * RUNLANE_ERR_TIMEOUT when draining did not finish in `timeout_ms` (the
- * remaining leases are released anyway). Thread-safe; must not be called
- * from a wake callback.
+ * remaining leases are released anyway). While a RUNLANE_STOP_DRAIN is
+ * under way (in another thread), a call with RUNLANE_STOP_RELEASE ends
+ * the drain at once: the remaining leases are released, the draining call
+ * returns RUNLANE_ERR_TIMEOUT if any were, and this call returns
+ * RUNLANE_OK once the I/O thread has finished (a second stop signal).
+ * Any other call while stopping is RUNLANE_ERR_STATE. Thread-safe; must
+ * not be called from a wake callback.
  */
 RUNLANE_EXTERN(runlane_err_t)
 runlane_stop(runlane_t *rl, runlane_stop_mode_t mode, int timeout_ms);

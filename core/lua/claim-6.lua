@@ -5,7 +5,8 @@
 -- ARGV: 1..7 common (see includes/common.lua), 8 owner, 9 lease ms
 -- Returns nil when not claimable (no longer due, or leased meanwhile), else
 -- {batch id, token, attempt, lease_until ms, messages JSON array,
---  checkpoint JSON or nil}.
+--  checkpoint JSON or nil, settle JSON or nil} (settle: the checkpoint of
+--  the conversation's last dead-lettered batch, see store.h claim).
 --@include "common.lua"
 
 local now = rl_now()
@@ -48,7 +49,7 @@ else
   local seq = redis.call('HINCRBY', KEYS[6], 'seq', 1)
   bid = 'b' .. rl_int(now) .. '-' .. ARGV[7] .. '-' .. rl_int(seq)
   attempts = 1
-  redis.call('HSET', KEYS[1], 'batch_id', bid, 'attempts', '1', 'ckpt', '')
+  redis.call('HSET', KEYS[1], 'batch_id', bid, 'attempts', '1', 'stalls', '0', 'ckpt', '')
 end
 local fence = redis.call('HINCRBY', KEYS[6], 'fence', 1)
 local lease_until = now + tonumber(ARGV[9])
@@ -56,7 +57,9 @@ redis.call('HSET', KEYS[1], 'token', rl_int(fence), 'owner', ARGV[8],
            'lease_until', rl_int(lease_until))
 redis.call('ZREM', KEYS[4], CONV)
 redis.call('ZADD', KEYS[5], rl_int(lease_until), CONV)
-local ckpt = redis.call('HGET', KEYS[1], 'ckpt')
+local m = redis.call('HMGET', KEYS[1], 'ckpt', 'settle')
+local ckpt, settle = m[1], m[2]
 if not ckpt or ckpt == '' then ckpt = false end
+if not settle or settle == '' then settle = false end
 return {bid, rl_int(fence), attempts, lease_until,
-        rl_join(redis.call('LRANGE', KEYS[3], 0, -1)), ckpt}
+        rl_join(redis.call('LRANGE', KEYS[3], 0, -1)), ckpt, settle}

@@ -36,7 +36,7 @@ end
 redis.call('HINCRBY', KEYS[1], 'pbytes', rl_int(bytes))
 redis.call('HINCRBY', KEYS[6], 'pending', rl_int(n))
 if not has_batch then
-  redis.call('HSET', KEYS[1], 'attempts', '0')
+  redis.call('HSET', KEYS[1], 'attempts', '0', 'stalls', '0')
   if n > 0 then redis.call('ZADD', KEYS[4], rl_int(now), CONV) end
 end
 redis.call('ZREM', KEYS[7], id)

@@ -1,5 +1,6 @@
 -- fail: a failed attempt of the leased batch: retry after a backoff, or
--- dead-letter it (attempts spent, or not retriable).
+-- dead-letter it (attempts spent, or not retriable). The attempts that
+-- count are attempts - stalls.
 -- KEYS: 1 meta, 2 pending, 3 batch, 4 ready, 5 leases, 6 stats, 7 dead,
 --       8 deadrec, 9 deadaux
 -- ARGV: 1..7 common (see includes/common.lua), 8 token, 9 error message,
@@ -12,7 +13,9 @@
 if not rl_token_ok(ARGV[8]) then return -1 end
 local now = rl_now()
 local err = ARGV[9]
-local attempts = rl_num(redis.call('HGET', KEYS[1], 'attempts'))
+-- Expired leases are not attempts (see recover-9.lua).
+local m = redis.call('HMGET', KEYS[1], 'attempts', 'stalls')
+local attempts = rl_num(m[1]) - rl_num(m[2])
 redis.call('HINCRBY', KEYS[6], 'failed', 1)
 if ARGV[10] == '1' and attempts < tonumber(ARGV[11]) then
   -- backoff(a) = min(cap, base * 2^(a-1)) * (1 - jitter * u), rounded

@@ -107,9 +107,7 @@ static void note_run(rl_turn_t *t, const cJSON *run) {
 
 static void a_recover(rl_turn_t *t);
 
-static void a_start(rl_backend_t *bk, rl_inflight_t *f) {
-    rl_turn_t *t = rl_turn_new(bk, f);
-    if (!t) return;
+static void a_begin(rl_turn_t *t) {
     if (rl_turn_ckpt_get(t, "run_id")) {
         a_recover(t);
     } else if (rl_turn_ckpt_get(t, "state")) {
@@ -118,6 +116,11 @@ static void a_start(rl_backend_t *bk, rl_inflight_t *f) {
         cJSON_AddNumberToObject(t->ckpt, "v", 1);
         a_post(t);
     }
+}
+
+static void a_start(rl_backend_t *bk, rl_inflight_t *f) {
+    rl_turn_t *t = rl_turn_new(bk, f);
+    if (t && !rl_turn_settle_prior(t, a_begin)) a_begin(t);
 }
 
 /* ---- 1. create the run ---- */

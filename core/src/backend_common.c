@@ -396,6 +396,82 @@ void rl_turn_defer(rl_turn_t *t) {
     rl_turn_settle(t, RL_SETTLE_DEFER, NULL, 1, rl_defer_delay_ms());
 }
 
+/* ---- a dead predecessor's turn ---- */
+
+#define RL_SETTLE_PRIOR_POLLS 120 /* 500 ms apart: a minute */
+
+static char *prior_path(const rl_turn_t *t, const char *suffix) {
+    char *id = rl_path_escape(t->prior_id), *p = NULL;
+    if (id && t->bk->assistants) {
+        char *th = rl_path_escape(t->f->claim.conversation_id);
+        if (th) p = rl_asprintf("/threads/%s/runs/%s%s", th, id, suffix);
+        free(th);
+    } else if (id) {
+        p = rl_asprintf("/responses/%s%s", id, suffix);
+    }
+    free(id);
+    return p;
+}
+
+static void prior_look(rl_turn_t *t);
+
+static void prior_look_done(rl_turn_t *t, const rl_http_result_t *res) {
+    if (!res->ok && res->status != 404) {
+        rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, 1);
+        return;
+    }
+    cJSON *o = res->ok ? cJSON_ParseWithLength(res->body, res->body_len) : NULL;
+    char status[32];
+    rl_strlcpy(status, rl_json_str(o, "status"), sizeof(status));
+    cJSON_Delete(o);
+    int active = strcmp(status, "queued") == 0 || strcmp(status, "in_progress") == 0 ||
+                 strcmp(status, "requires_action") == 0 || strcmp(status, "cancelling") == 0;
+    if (!active) { /* ended, or gone (404) */
+        rl_turn_fn next = t->prior_next;
+        t->prior_id[0] = '\0';
+        t->prior_next = NULL;
+        next(t);
+        return;
+    }
+    if (++t->prior_polls >= RL_SETTLE_PRIOR_POLLS) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "the turn %s of a dead-lettered batch is still %s after a cancel",
+                 t->prior_id, status);
+        rl_turn_fail(t, RUNLANE_ERR_PROVIDER, msg, 1);
+        return;
+    }
+    rl_turn_timer(t, 500, prior_look);
+}
+
+static void prior_look(rl_turn_t *t) {
+    char *path = prior_path(t, "");
+    if (!path || !rl_turn_request(t, "GET", path, NULL, 0, prior_look_done, NULL))
+        rl_turn_fail(t, RUNLANE_ERR_NOMEM, "out of memory", 1);
+    free(path);
+}
+
+static void prior_cancel_done(rl_turn_t *t, const rl_http_result_t *res) {
+    (void)res; /* refused when it already ended: the look tells */
+    prior_look(t);
+}
+
+int rl_turn_settle_prior(rl_turn_t *t, rl_turn_fn next) {
+    const char *json = t->f ? t->f->claim.settle_json : NULL;
+    cJSON *o = json ? cJSON_Parse(json) : NULL;
+    const char *id = rl_json_str(o, t->bk->assistants ? "run_id" : "response_id");
+    int have = *id && strlen(id) < sizeof(t->prior_id);
+    if (have) rl_strlcpy(t->prior_id, id, sizeof(t->prior_id));
+    cJSON_Delete(o);
+    if (!have) return 0;
+    t->prior_next = next;
+    t->prior_polls = 0;
+    char *path = prior_path(t, "/cancel");
+    if (!path || !rl_turn_request(t, "POST", path, NULL, 0, prior_cancel_done, NULL))
+        rl_turn_fail(t, RUNLANE_ERR_NOMEM, "out of memory", 1);
+    free(path);
+    return 1;
+}
+
 /* ---- checkpoints ---- */
 
 void rl_turn_ckpt_set(rl_turn_t *t, const char *key, const char *value) {

@@ -98,6 +98,11 @@ struct rl_turn {
      * while a request that adds input (guarded) is pending. */
     int64_t lease_base_ms;
     int guarded;
+    /* rl_turn_settle_prior: the dead predecessor's turn being settled,
+     * looks at it so far, and what runs once it ended. */
+    char prior_id[160];
+    int prior_polls;
+    rl_turn_fn prior_next;
 };
 
 /* The two backends (backend_responses.c, backend_assistants.c). */
@@ -139,6 +144,14 @@ void rl_turn_complete(rl_turn_t *t, cJSON *json);
 int rl_turn_absorb_interrupt(rl_turn_t *t, rl_turn_fn retry);
 /* A side request without flow (a cancel): replaces the previous one. */
 void rl_turn_aux(rl_turn_t *t, const char *method, const char *path);
+/* A dead-lettered predecessor's provider turn (claim.settle_json, see
+ * store.h claim) may still be active, e.g. a run waiting for tool outputs
+ * that would refuse this batch's create: before this batch's first
+ * request, cancel it and look at it (every 500 ms, at most
+ * RL_SETTLE_PRIOR_POLLS times, then the attempt fails retriably) until it
+ * ended, then run next(t). Returns 1 when it took the flow over, 0 when
+ * there is nothing to settle (call next yourself). */
+int rl_turn_settle_prior(rl_turn_t *t, rl_turn_fn next);
 /* Defers the batch: the provider is busy with a turn that is not ours. */
 void rl_turn_defer(rl_turn_t *t);
 /* Runs fn(t) after delay_ms (replaces the turn's timer). */

@@ -156,12 +156,15 @@ static void complete(rl_turn_t *t, const char *reply, int reconciled) {
 
 /* ---- start ---- */
 
-static void r_start(rl_backend_t *bk, rl_inflight_t *f) {
-    rl_turn_t *t = rl_turn_new(bk, f);
-    if (!t) return;
+static void r_begin(rl_turn_t *t) {
     if (rl_turn_ckpt_get(t, "response_id")) r_recover(t);
     else if (rl_turn_ckpt_get(t, "after")) r_reconcile(t);
     else r_snapshot(t);
+}
+
+static void r_start(rl_backend_t *bk, rl_inflight_t *f) {
+    rl_turn_t *t = rl_turn_new(bk, f);
+    if (t && !rl_turn_settle_prior(t, r_begin)) r_begin(t);
 }
 
 /* ---- 1. snapshot ---- */

@@ -109,6 +109,7 @@ static void policy_from_conf(rl_policy_t *p, const runlane_conf_t *c) {
     p->max_bytes = rl_conf_int(c, "batch.max.bytes");
     p->lease_ms = rl_conf_int(c, "lease.ms");
     p->max_attempts = rl_conf_int(c, "max.attempts");
+    p->max_stalls = rl_conf_int(c, "max.stalls");
     p->backoff_base_ms = rl_conf_int(c, "backoff.base.ms");
     p->backoff_max_ms = rl_conf_int(c, "backoff.max.ms");
     p->backoff_jitter = rl_conf_float(c, "backoff.jitter");
@@ -622,6 +623,20 @@ runlane_stop(runlane_t *rl, runlane_stop_mode_t mode, int timeout_ms) {
     if (mode != RUNLANE_STOP_DRAIN && mode != RUNLANE_STOP_RELEASE)
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "runlane_stop: unknown mode %d", (int)mode);
     pthread_mutex_lock(&rl->mu);
+    if (rl->started && rl->stopping && mode == RUNLANE_STOP_RELEASE &&
+        rl->stop_mode == RUNLANE_STOP_DRAIN && rl->finished == 0) {
+        /* A second stop during a drain (a second signal): release what is
+         * still in flight now, and return once the I/O thread is done (the
+         * first caller joins it). */
+        rl->stop_mode = RUNLANE_STOP_RELEASE;
+        pthread_mutex_unlock(&rl->mu);
+        rl_worker_wake(rl);
+        pthread_mutex_lock(&rl->mu);
+        while (rl->finished == 0) pthread_cond_wait(&rl->settle_cond, &rl->mu);
+        pthread_mutex_unlock(&rl->mu);
+        rl_error_clear();
+        return RUNLANE_OK;
+    }
     if (!rl->started || rl->stopping) {
         int was = rl->started;
         pthread_mutex_unlock(&rl->mu);
@@ -636,8 +651,12 @@ runlane_stop(runlane_t *rl, runlane_stop_mode_t mode, int timeout_ms) {
     rl_worker_wake(rl);
     pthread_join(rl->thread, NULL);
     pthread_mutex_lock(&rl->mu);
-    int drained = rl->finished == 1;
+    int drained = rl->finished == 1, escalated = rl->stop_mode != mode;
     pthread_mutex_unlock(&rl->mu);
+    if (mode == RUNLANE_STOP_DRAIN && !drained && escalated)
+        return rl_error_set(RUNLANE_ERR_TIMEOUT, 0,
+                            "runlane_stop: a second stop (RUNLANE_STOP_RELEASE) ended the drain; "
+                            "the leases of the in-flight batches were released");
     if (mode == RUNLANE_STOP_DRAIN && !drained)
         return rl_error_set(RUNLANE_ERR_TIMEOUT, 0,
                             "runlane_stop: in-flight batches did not finish within %d ms; their "

@@ -11,7 +11,8 @@
  *            provider turn can be reconciled with it after a crash
  *   meta     token (fencing token of the current lease, "" when none),
  *            fence (monotonic counter the tokens come from), owner,
- *            attempts, batch_id, lease_until_ms, first_ms (arrival of the
+ *            attempts (deliveries of the batch), stalls (of them, the
+ *            ones whose lease expired: worker deaths), batch_id, lease_until_ms, first_ms (arrival of the
  *            oldest pending message), last_ms (last activity: message or
  *            touch), pending bytes/count, ckpt (checkpoint JSON of the
  *            provider turn), last_error
@@ -68,6 +69,7 @@ typedef struct rl_policy {
     int64_t max_bytes;       /* batch.max.bytes (sum of content bytes) */
     int64_t lease_ms;        /* lease.ms */
     int64_t max_attempts;    /* max.attempts */
+    int64_t max_stalls;      /* max.stalls */
     int64_t backoff_base_ms; /* backoff.base.ms */
     int64_t backoff_max_ms;  /* backoff.max.ms */
     double backoff_jitter;   /* backoff.jitter, 0..1 */
@@ -85,6 +87,9 @@ typedef struct rl_claim {
     int64_t lease_until_ms;  /* store time */
     char *messages_json;     /* JSON array of message records, in order */
     char *ckpt_json;         /* last checkpoint of this batch, or NULL */
+    char *settle_json;       /* checkpoint of the conversation's last
+                                dead-lettered batch, whose provider turn
+                                may still be active, or NULL (see claim) */
 } rl_claim_t;
 
 void rl_claim_free(rl_claim_t *claim);
@@ -150,7 +155,14 @@ typedef struct rl_store_ops {
      * lease_until = now + lease_ms; the conversation leaves ready and enters
      * leases. Two concurrent claimers never get the same conversation.
      * *out is an array of *n_out claims (free each with rl_claim_free, then
-     * free(*out)). */
+     * free(*out)).
+     * settle: when a batch is dead-lettered (fail or recover) with a
+     * checkpoint, that checkpoint is kept on the conversation as "settle"
+     * (its provider turn may still be active, e.g. a run waiting for tool
+     * outputs) and every claim returns it (settle_json) until a checkpoint
+     * or an ack of a later batch clears it: the HTTP backends settle
+     * (cancel) that turn before the batch's first checkpoint. A later dead
+     * letter without a checkpoint leaves it as it is. */
     int (*claim)(rl_store_t *st, const rl_policy_t *pol, const char *owner,
                  int max, rl_claim_t **out, int *n_out);
 
@@ -172,7 +184,8 @@ typedef struct rl_store_ops {
     int (*extend_batch)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
                         const char *token, char **messages_json_out);
 
-    /* Records `ckpt_json` (e.g. the provider's run id) on the batch. */
+    /* Records `ckpt_json` (e.g. the provider's run id) on the batch and
+     * clears the conversation's settle (see claim). */
     int (*checkpoint)(rl_store_t *st, const char *conv, const char *token,
                       const char *ckpt_json);
 
@@ -189,12 +202,14 @@ typedef struct rl_store_ops {
     int (*ack_reply)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
                      const char *token, const char *batch_id, const char *reply_json);
 
-    /* Failed attempt. If retriable and attempts < max_attempts: the batch
-     * stays, the lease is cleared, due = now + backoff(attempts) where
+    /* Failed attempt. Let a = attempts - stalls (the failed attempts,
+     * this one included: an expired lease is not an attempt). If
+     * retriable and a < max_attempts: the batch stays, the lease is
+     * cleared, due = now + backoff(a) where
      * backoff(a) = min(cap, base * 2^(a-1)) * (1 - jitter * U[0,1)).
      * Otherwise the batch becomes a dead letter {id=batch_id,
-     * conversation_id, batch_id, attempts, error, dead_at_ms, messages}
-     * and the conversation moves on to its pending messages. */
+     * conversation_id, batch_id, attempts, stalls, error, dead_at_ms,
+     * messages} and the conversation moves on to its pending messages. */
     int (*fail)(rl_store_t *st, const rl_policy_t *pol, const char *conv,
                 const char *token, const char *error, int retriable,
                 rl_fail_outcome_t *outcome_out);
@@ -210,10 +225,14 @@ typedef struct rl_store_ops {
                  const char *token, int64_t delay_ms);
 
     /* Expired leases (lease_until <= now): the token is cleared (so the old
-     * owner's writes are refused) and the batch is due at once; if its
-     * attempts already reached max_attempts it is dead-lettered with error
-     * "lease expired after N attempts". *recovered_out counts every expired
-     * lease (dead-lettered ones included); *dead_out the dead-lettered. */
+     * owner's writes are refused) and the batch is due at once. An expired
+     * lease means its worker died or stalled, not that the batch is bad:
+     * it counts as a stall (stalls + 1), not as an attempt (the next claim
+     * is still attempts + 1, but fail leaves stalls out). When stalls
+     * exceeds max_stalls the batch is dead-lettered with error "lease
+     * expired N times, more than max.stalls (M): the workers holding the
+     * batch died or stalled". *recovered_out counts every expired lease
+     * (dead-lettered ones included); *dead_out the dead-lettered. */
     int (*recover)(rl_store_t *st, const rl_policy_t *pol, int *recovered_out,
                    int *dead_out);
 

@@ -63,7 +63,8 @@ void rl_claim_free(rl_claim_t *claim) {
     free(claim->conversation_id);
     free(claim->messages_json);
     free(claim->ckpt_json);
-    claim->conversation_id = claim->messages_json = claim->ckpt_json = NULL;
+    free(claim->settle_json);
+    claim->conversation_id = claim->messages_json = claim->ckpt_json = claim->settle_json = NULL;
 }
 
 void rl_replies_free(rl_reply_t *replies, int n) {

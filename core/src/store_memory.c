@@ -115,7 +115,8 @@ typedef struct mconv {
     int64_t fence;
     char token[32]; /* "" when no lease */
     char owner[160];
-    int64_t attempts;
+    int64_t attempts; /* deliveries of the batch (claims not given back) */
+    int64_t stalls;   /* of them, leases that expired (see store.h recover) */
     char batch_id[RUNLANE_ID_MAX];
     int64_t lease_until;
     int64_t first_ms, last_ms;
@@ -123,6 +124,7 @@ typedef struct mconv {
     long ready_idx;   /* index in ready vector or -1 */
     long lease_idx;   /* index in leases vector or -1 */
     char *ckpt;
+    char *settle; /* checkpoint of a dead-lettered batch (see store.h claim) */
     char *last_error;
 } mconv_t;
 
@@ -303,7 +305,8 @@ static mconv_t *conv_get(mstate_t *s, const char *id, int create) {
 /* Frees a conversation that holds nothing (keeps memory bounded). Its fence
  * is forgotten too: safe because no token of it is live. */
 static void conv_gc(mstate_t *s, mconv_t *c) {
-    if (pending_count(c) || c->batch.len || c->token[0] || c->ready_idx >= 0 || c->lease_idx >= 0)
+    if (pending_count(c) || c->batch.len || c->token[0] || c->ready_idx >= 0 ||
+        c->lease_idx >= 0 || c->settle)
         return;
     hmap_del(&s->convs, c->id);
     pending_clear(c);
@@ -323,6 +326,7 @@ static void mstate_free(mstate_t *s) {
             pending_clear(c);
             recvec_clear(&c->batch);
             free(c->ckpt);
+            free(c->settle);
             free(c->last_error);
             free(c->id);
             free(c);
@@ -540,6 +544,7 @@ static int form_batch(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t n
     if (!take_pending(s, c, pol, now)) return 0;
     snprintf(c->batch_id, sizeof(c->batch_id), "b%lld-0-%lld", (long long)now, (long long)++s->seq);
     c->attempts = 0;
+    c->stalls = 0;
     free(c->ckpt);
     c->ckpt = NULL;
     return 1;
@@ -582,8 +587,10 @@ static int m_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, in
         cl->conversation_id = rl_strdup(c->id);
         cl->messages_json = join_records(&c->batch, 0);
         cl->ckpt_json = c->ckpt ? rl_strdup(c->ckpt) : NULL;
+        cl->settle_json = c->settle ? rl_strdup(c->settle) : NULL;
         long dummy;
         if (!cl->conversation_id || !cl->messages_json || (c->ckpt && !cl->ckpt_json) ||
+            (c->settle && !cl->settle_json) ||
             !convvec_add(&s->leases, c, &dummy)) {
             rl_claim_free(cl);
             rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
@@ -676,6 +683,9 @@ static int m_checkpoint(rl_store_t *st, const char *conv, const char *token, con
         } else {
             free(c->ckpt);
             c->ckpt = d;
+            /* The batch's own turn began: the dead one's was settled. */
+            free(c->settle);
+            c->settle = NULL;
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -692,6 +702,7 @@ static void end_lease(mstate_t *s, mconv_t *c) {
 static void drop_batch(mconv_t *c) {
     recvec_clear(&c->batch);
     c->attempts = 0;
+    c->stalls = 0;
     c->batch_id[0] = '\0';
     free(c->ckpt);
     c->ckpt = NULL;
@@ -701,6 +712,8 @@ static void drop_batch(mconv_t *c) {
 static void ack_locked(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t now) {
     end_lease(s, c);
     drop_batch(c);
+    free(c->settle);
+    c->settle = NULL;
     free(c->last_error);
     c->last_error = NULL;
     s->c_acked++;
@@ -767,7 +780,8 @@ static int to_dead(mstate_t *s, mconv_t *c, const char *error, int64_t now) {
     rl_buf_json_str(&b, c->id);
     rl_buf_puts(&b, ",\"batch_id\":");
     rl_buf_json_str(&b, c->batch_id);
-    rl_buf_printf(&b, ",\"attempts\":%lld,\"error\":", (long long)c->attempts);
+    rl_buf_printf(&b, ",\"attempts\":%lld,\"stalls\":%lld,\"error\":", (long long)c->attempts,
+                  (long long)c->stalls);
     rl_buf_json_str(&b, error ? error : "");
     rl_buf_printf(&b, ",\"dead_at_ms\":%lld,\"messages\":%s}", (long long)now, msgs ? msgs : "[]");
     free(msgs);
@@ -798,6 +812,12 @@ static int to_dead(mstate_t *s, mconv_t *c, const char *error, int64_t now) {
     s->c_dead++;
     free(c->last_error);
     c->last_error = error ? rl_strdup(error) : NULL;
+    if (c->ckpt && *c->ckpt) {
+        /* Its provider turn may still run: the next claim settles it. */
+        free(c->settle);
+        c->settle = c->ckpt;
+        c->ckpt = NULL;
+    }
     drop_batch(c);
     return 1;
 }
@@ -815,10 +835,12 @@ static int m_fail(rl_store_t *st, const rl_policy_t *pol, const char *conv, cons
     } else {
         s->c_failed++;
         end_lease(s, c);
-        if (retriable && c->attempts < pol->max_attempts) {
+        /* Expired leases are not attempts (see recover). */
+        int64_t failed = c->attempts - c->stalls;
+        if (retriable && failed < pol->max_attempts) {
             free(c->last_error);
             c->last_error = error ? rl_strdup(error) : NULL;
-            ready_set(s, c, now + rl_backoff_ms(pol, c->attempts, u));
+            ready_set(s, c, now + rl_backoff_ms(pol, failed, u));
             if (outcome) *outcome = RL_FAIL_RETRY;
         } else {
             if (!to_dead(s, c, error, now)) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
@@ -881,9 +903,13 @@ static int m_recover(rl_store_t *st, const rl_policy_t *pol, int *recovered_out,
         end_lease(s, c); /* swaps another entry into slot i */
         s->c_recovered++;
         rec++;
-        if (c->attempts >= pol->max_attempts) {
-            char err[96];
-            snprintf(err, sizeof(err), "lease expired after %lld attempts", (long long)c->attempts);
+        if (c->batch.len && ++c->stalls > pol->max_stalls) {
+            char err[160];
+            /* Same text as recover-9.lua. */
+            snprintf(err, sizeof(err),
+                     "lease expired %lld times, more than max.stalls (%lld): the workers "
+                     "holding the batch died or stalled",
+                     (long long)c->stalls, (long long)pol->max_stalls);
             if (!to_dead(s, c, err, now)) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
             dead++;
             schedule(s, c, pol, now, 1);

@@ -809,8 +809,11 @@ static int claim_reply(const rstore_t *s, const char *conv, redisReply *r, rl_cl
     cl->messages_json = rl_strndup(e[4]->str, e[4]->len);
     if (r->elements > 5 && e[5]->type == REDIS_REPLY_STRING)
         cl->ckpt_json = rl_strndup(e[5]->str, e[5]->len);
+    if (r->elements > 6 && e[6]->type == REDIS_REPLY_STRING)
+        cl->settle_json = rl_strndup(e[6]->str, e[6]->len);
     if (!cl->conversation_id || !cl->messages_json ||
-        (r->elements > 5 && e[5]->type == REDIS_REPLY_STRING && !cl->ckpt_json)) {
+        (r->elements > 5 && e[5]->type == REDIS_REPLY_STRING && !cl->ckpt_json) ||
+        (r->elements > 6 && e[6]->type == REDIS_REPLY_STRING && !cl->settle_json)) {
         rl_claim_free(cl);
         return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
     }
@@ -1042,7 +1045,7 @@ static int r_recover(rl_store_t *st, const rl_policy_t *pol, int *recovered_out,
     }
     for (size_t i = 0; i < nc; i++) {
         cmd_conv(&cmds[i], s, S_RECOVER, pol, cv[i].conv);
-        cmd_addll(&cmds[i], pol->max_attempts);
+        cmd_addll(&cmds[i], pol->max_stalls);
     }
     rc = rs_exec(s, cmds, nc, rep);
     if (rc == RUNLANE_OK) {

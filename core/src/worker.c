@@ -583,6 +583,8 @@ void *rl_worker_main(void *arg) {
     release_all(rl);
     pthread_mutex_lock(&rl->mu);
     rl->finished = drained ? 1 : 2;
+    /* A second runlane_stop (escalating a drain) waits for this. */
+    pthread_cond_broadcast(&rl->settle_cond);
     pthread_mutex_unlock(&rl->mu);
     rl_event_push(rl, rl_event_new(RUNLANE_EVENT_STOPPED, NULL, NULL, 0,
                                    drained ? "{\"drained\":true}" : "{\"drained\":false}",

@@ -376,4 +376,32 @@ static inline void rlbk_plant_checkpoint(const char *store_url, const char *ckpt
     st->ops->destroy(st);
 }
 
+/* The batch of the store's one due conversation is claimed by a worker
+ * that dies holding it: its lease expires and, with no stall budget left
+ * (max.stalls 0), recovery dead-letters it, checkpoint and all. */
+static inline void rlbk_dead_letter_by_stall(const char *store_url) {
+    rl_store_t *st = rlbk_store_open(store_url);
+    rl_policy_t pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.max_messages = 100;
+    pol.max_bytes = 1 << 20;
+    pol.lease_ms = 100;
+    pol.max_attempts = 5;
+    pol.max_stalls = 0;
+    rl_claim_t *claims = NULL;
+    int n = 0;
+    for (int i = 0; i < 50 && n == 0; i++) {
+        st->ops->claim(st, &pol, "dying-worker", 1, &claims, &n);
+        if (n == 0) usleep(20000);
+    }
+    RL_CHECK_INT(1, n);
+    rl_claim_free(&claims[0]);
+    free(claims);
+    usleep(300000);
+    int rec = 0, dead = 0;
+    RL_CHECK_OK(st->ops->recover(st, &pol, &rec, &dead));
+    RL_CHECK_INT(1, dead);
+    st->ops->destroy(st);
+}
+
 #endif

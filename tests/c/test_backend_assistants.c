@@ -196,6 +196,50 @@ static void test_assistants_dead_batch_run_waiting_for_tools_is_cancelled(void) 
     free(th);
 }
 
+/* Issue 9: a batch is dead-lettered (its workers kept dying: max.stalls
+ * spent) while its run waits for tool outputs. The conversation's next
+ * batch settles (cancels) that run before it creates its own: the
+ * provider never refuses a create with "already has an active run". */
+static void test_assistants_dead_lettered_run_is_settled_before_the_next_batch(void) {
+    rlbk_need_emu();
+    char *th = new_thread();
+    rlbk_t a, b;
+    rlbk_new(&a, "assistants", NULL);
+    rlbk_enqueue(&a, th, "check [[tool:lookup {}]]", NULL);
+    RL_CHECK_OK(runlane_start(a.rl));
+    rlbk_ev_t *tc = rlbk_wait(&a, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+    char run_id[160];
+    snprintf(run_id, sizeof(run_id), "%s", rlbk_str(tc->j, "run_id"));
+    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
+    /* Its next owner dies holding it: the lease expires, the stall budget
+     * (0) is spent, the batch is dead-lettered with its run waiting. */
+    rlbk_dead_letter_by_stall(a.store);
+    char path[512];
+    snprintf(path, sizeof(path), "/v1/threads/%s/runs/%s", th, run_id);
+    cJSON *r = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
+    RL_CHECK_STR("requires_action", rlbk_str(r, "status"));
+    cJSON_Delete(r);
+    /* The next batch. */
+    rlbk_new_same_store(&b, &a, "assistants", NULL);
+    rlbk_enqueue(&b, th, "hello again", NULL);
+    RL_CHECK_OK(runlane_start(b.rl));
+    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("echo: hello again", rlbk_str(done->j, "reply"));
+    RL_CHECK_INT(1, done->attempt);
+    RL_CHECK_INT(0, rlbk_count(&b, RUNLANE_EVENT_FAILED));
+    r = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
+    RL_CHECK_STR("cancelled", rlbk_str(r, "status"));
+    cJSON_Delete(r);
+    int rejected = -1, dups = 0;
+    free(rlbk_journal_messages(th, NULL, &dups, &rejected));
+    RL_CHECK_MSG(rejected == 0, "the next batch's create was refused %d time(s) (active run)",
+                 rejected);
+    RL_CHECK_INT(0, dups);
+    rlbk_free(&b);
+    rlbk_free(&a);
+    free(th);
+}
+
 static void test_assistants_adopts_own_active_run(void) {
     rlbk_need_emu();
     char *th = new_thread();
@@ -507,6 +551,7 @@ int main(void) {
     RL_RUN(test_assistants_tool_timeouts);
     RL_RUN(test_assistants_active_run_of_others_defers);
     RL_RUN(test_assistants_dead_batch_run_waiting_for_tools_is_cancelled);
+    RL_RUN(test_assistants_dead_lettered_run_is_settled_before_the_next_batch);
     RL_RUN(test_assistants_adopts_own_active_run);
     RL_RUN(test_assistants_reconcile_skips_messages_in_thread);
     RL_RUN(test_assistants_failed_run_retried_then_dead);

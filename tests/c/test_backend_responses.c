@@ -456,6 +456,44 @@ static void test_responses_background_polling_mode(void) {
     free(conv);
 }
 
+/* Issue 9: a batch is dead-lettered (its workers kept dying) while its
+ * background response still runs. The conversation's next batch cancels
+ * that response and waits for it to end before it sends anything: no
+ * create is refused with conversation_locked. */
+static void test_responses_dead_lettered_response_is_settled_before_the_next_batch(void) {
+    rlbk_need_emu();
+    char *conv = new_conv();
+    rlbk_t a, b;
+    const char *kv[] = {"openai.stream", "false", NULL};
+    rlbk_new(&a, "responses", kv);
+    rlbk_enqueue(&a, conv, "long one [[slow:10000]]", NULL);
+    RL_CHECK_OK(runlane_start(a.rl));
+    rlbk_ev_t *started = rlbk_wait(&a, RUNLANE_EVENT_RUN_STARTED, 1, TIMEOUT);
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/responses/%s", rlbk_str(started->j, "response_id"));
+    RL_CHECK_OK(runlane_stop(a.rl, RUNLANE_STOP_RELEASE, 0));
+    rlbk_dead_letter_by_stall(a.store);
+    cJSON *r = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
+    RL_CHECK_STR("in_progress", rlbk_str(r, "status"));
+    cJSON_Delete(r);
+    rlbk_new_same_store(&b, &a, "responses", kv);
+    rlbk_enqueue(&b, conv, "next", NULL);
+    RL_CHECK_OK(runlane_start(b.rl));
+    rlbk_ev_t *done = rlbk_wait(&b, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+    RL_CHECK_STR("echo: next", rlbk_str(done->j, "reply"));
+    RL_CHECK_INT(0, rlbk_count(&b, RUNLANE_EVENT_FAILED));
+    r = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
+    RL_CHECK_STR("cancelled", rlbk_str(r, "status"));
+    cJSON_Delete(r);
+    int rejected = -1, dups = 0;
+    free(rlbk_journal_messages(conv, NULL, &dups, &rejected));
+    RL_CHECK_MSG(rejected == 0, "the next batch's create was refused %d time(s) (conversation_locked)",
+                 rejected);
+    rlbk_free(&b);
+    rlbk_free(&a);
+    free(conv);
+}
+
 static void test_responses_adopts_running_response_after_crash(void) {
     rlbk_need_emu();
     char *conv = new_conv();
@@ -1021,6 +1059,7 @@ int main(void) {
     RL_RUN(test_responses_http_errors_retry_then_dead);
     RL_RUN(test_responses_invalid_request_is_dead_at_once);
     RL_RUN(test_responses_background_polling_mode);
+    RL_RUN(test_responses_dead_lettered_response_is_settled_before_the_next_batch);
     RL_RUN(test_responses_adopts_running_response_after_crash);
     RL_RUN(test_responses_tool_calls_raised_again_after_crash);
     RL_RUN(test_responses_reconciles_messages_already_sent);

@@ -1,10 +1,12 @@
 /* test_multiproc.c - real processes against a real Redis: several
  * producers and workers (exactly once, in order, no overlapping turns),
  * many workers claiming at once, kill -9 of a worker holding leases (its
- * batches come back with attempt + 1; its stale token is refused), and a
+ * batches come back with attempt + 1; its stale token is refused), three
+ * successive owners dying without the batch being dead-lettered, and a
  * Redis restart mid-run. Needs RUNLANE_TEST_REDIS. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -383,11 +385,107 @@ static void test_kill9_worker_batches_come_back(void) {
     runlane_destroy(prod);
 }
 
+/* Starts a holding worker; *rfd receives the read end of its report pipe. */
+static pid_t spawn_holder(const char *const *kv, int *rfd) {
+    int fds[2];
+    if (pipe(fds) != 0) return -1;
+    pid_t p = fork();
+    if (p == 0) {
+        close(fds[0]);
+        holding_worker(redis_url, fds[1], kv);
+    }
+    close(fds[1]);
+    *rfd = fds[0];
+    return p;
+}
+
+/* Reads one "batch attempt" report from a holding worker within
+ * timeout_ms; 0 when none came. */
+static int read_report(int fd, int timeout_ms, char *batch, size_t size, int *attempt) {
+    char line[200];
+    size_t n = 0;
+    long long deadline = now_us() + (long long)timeout_ms * 1000;
+    while (n + 1 < sizeof(line)) {
+        long long left = (deadline - now_us()) / 1000;
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0) return 0;
+        if (read(fd, line + n, 1) != 1) return 0;
+        if (line[n] == '\n') break;
+        n++;
+    }
+    line[n] = '\0';
+    char b[RUNLANE_ID_MAX];
+    if (sscanf(line, "%63s %d", b, attempt) != 2) return 0;
+    snprintf(batch, size, "%s", b);
+    return 1;
+}
+
+static void reap(pid_t p) {
+    int st;
+    kill(p, SIGKILL);
+    waitpid(p, &st, 0);
+}
+
+/* Issue 9: a batch whose three successive owners die (kill -9, SIGSTOP past
+ * the lease, kill -9) with max.attempts=3 is not dead-lettered: worker
+ * deaths count against max.stalls, not max.attempts. The fourth owner
+ * answers it (attempt 4, same batch). */
+static void test_three_owners_die_batch_is_answered(void) {
+    new_prefix("stall");
+    const char *kv[] = {"batch.window.ms", "0", "lease.ms", "600", "max.attempts", "3", NULL};
+    runlane_t *prod = make_client(redis_url, kv);
+    char id[RUNLANE_ID_MAX], bid[RUNLANE_ID_MAX] = "", got[RUNLANE_ID_MAX];
+    RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, prod, "s-1", "hello", NULL));
+    int attempt = 0, fd1, fd2, fd3;
+    /* Owner 1: kill -9 while it holds the batch. */
+    pid_t p1 = spawn_holder(kv, &fd1);
+    RL_CHECK_MSG(read_report(fd1, 10000, bid, sizeof(bid), &attempt), "owner 1 got no batch");
+    RL_CHECK_INT(1, attempt);
+    reap(p1);
+    close(fd1);
+    /* Owner 2: stopped (SIGSTOP) longer than the lease. */
+    pid_t p2 = spawn_holder(kv, &fd2);
+    RL_CHECK_MSG(read_report(fd2, 10000, got, sizeof(got), &attempt), "owner 2 got no batch");
+    RL_CHECK_STR(bid, got);
+    RL_CHECK_INT(2, attempt);
+    kill(p2, SIGSTOP);
+    /* Owner 3 takes it over once owner 2's lease expired; then kill -9. */
+    pid_t p3 = spawn_holder(kv, &fd3);
+    RL_CHECK_MSG(read_report(fd3, 10000, got, sizeof(got), &attempt), "owner 3 got no batch");
+    RL_CHECK_STR(bid, got);
+    RL_CHECK_INT(3, attempt);
+    reap(p3);
+    close(fd3);
+    reap(p2); /* SIGKILL ends a stopped process too */
+    close(fd2);
+    /* Owner 4 answers it. */
+    runlane_t *w = make_client(redis_url, kv);
+    RL_CHECK_OK(runlane_start(w));
+    int answered = 0, dead = 0;
+    for (int t = 0; t < 100 && !answered && !dead; t++) {
+        runlane_event_t *ev = runlane_poll(w, 100);
+        if (ev && runlane_event_type(ev) == RUNLANE_EVENT_BATCH) {
+            RL_CHECK_STR(bid, runlane_event_batch_id(ev));
+            RL_CHECK_INT(4, runlane_event_attempt(ev));
+            RL_CHECK_OK(runlane_batch_ack(w, runlane_event_batch_id(ev), NULL));
+            answered = 1;
+        }
+        runlane_event_destroy(ev);
+        dead = status_int(prod, "dead") > 0;
+    }
+    RL_CHECK_MSG(answered && !dead, "the batch after three worker deaths: answered %d, dead-lettered %d",
+                 answered, dead);
+    RL_CHECK_INT(0, status_int(prod, "dead"));
+    RL_CHECK(wait_drained(prod, 5000));
+    runlane_destroy(w);
+    runlane_destroy(prod);
+}
+
 static void test_kill9_stale_token_refused(void) {
     new_prefix("stale");
     rl_store_opts_t o = {redis_url, prefix, 1, 2000, 2000};
     rl_policy_t pol = {.window_ms = 0, .max_wait_ms = 0, .max_messages = 100,
-                       .max_bytes = 1 << 20, .lease_ms = 400, .max_attempts = 5,
+                       .max_bytes = 1 << 20, .lease_ms = 400, .max_attempts = 5, .max_stalls = 5,
                        .backoff_base_ms = 10, .backoff_max_ms = 100, .backoff_jitter = 0.0,
                        .idem_ttl_ms = 60000};
     rl_store_t *st = rl_store_open(&o);
@@ -491,6 +589,7 @@ int main(void) {
     RL_RUN(test_many_workers_claim_at_once_one_lease_each);
     RL_RUN(test_kill9_worker_batches_come_back);
     RL_RUN(test_kill9_stale_token_refused);
+    RL_RUN(test_three_owners_die_batch_is_answered);
     RL_RUN(test_redis_restart_mid_run);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);

@@ -75,6 +75,7 @@ static void reset_policy(void) {
     g_pol.max_bytes = 1 << 20;
     g_pol.lease_ms = TS(30000);
     g_pol.max_attempts = 3;
+    g_pol.max_stalls = 5;
     g_pol.backoff_base_ms = TS(300);
     g_pol.backoff_max_ms = TS(2000);
     g_pol.backoff_jitter = 0;
@@ -751,30 +752,135 @@ static void test_recover_expired_lease(void) {
     rl_claim_free(&c2);
 }
 
-static void test_recover_dead_letters_at_max_attempts(void) {
+static void test_recover_dead_letters_past_max_stalls(void) {
     rl_store_t *st = fresh();
     g_pol.lease_ms = TS(200);
-    g_pol.max_attempts = 2;
+    g_pol.max_stalls = 1;
     enq(st, "c1", "a");
     int rec, dead;
     for (int attempt = 1; attempt <= 2; attempt++) {
         rl_claim_t c = wait_claim(st, "w", 2000);
         RL_CHECK_INT(attempt, c.attempt);
         rl_claim_free(&c);
-        sleep_ms(350);
+        sleep_ms(TS(350));
         RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
         RL_CHECK_INT(1, rec);
         RL_CHECK_INT(attempt == 2 ? 1 : 0, dead);
     }
     char *json = dead_list(st, 0, 0);
     cJSON *a = cJSON_Parse(json);
-    const char *err = jstr(cJSON_GetArrayItem(a, 0), "error");
-    int ok = cJSON_GetArraySize(a) == 1 && err && strcmp(err, "lease expired after 2 attempts") == 0;
+    cJSON *d = cJSON_GetArrayItem(a, 0);
+    const char *err = jstr(d, "error");
+    int ok = cJSON_GetArraySize(a) == 1 && err &&
+             strcmp(err, "lease expired 2 times, more than max.stalls (1): the workers holding "
+                         "the batch died or stalled") == 0 &&
+             jnum(d, "attempts") == 2 && jnum(d, "stalls") == 2;
     cJSON_Delete(a);
     RL_CHECK_MSG(ok, "dead letter after expired leases: %s", json);
     free(json);
     RL_CHECK_INT(0, claimable_now(st));
     check_state(st, "c1", "idle");
+}
+
+/* Issue 9: three successive owners die (max.attempts 3): worker deaths are
+ * stalls, not attempts, so the batch is still retried on failures after
+ * them, and dead-lettered only once max.attempts failures happened. */
+static void test_expired_leases_spend_no_attempt(void) {
+    rl_store_t *st = fresh();
+    g_pol.lease_ms = TS(200);
+    g_pol.max_attempts = 2;
+    g_pol.max_stalls = 5;
+    g_pol.backoff_base_ms = TS(50);
+    enq(st, "c1", "a");
+    int rec, dead;
+    char bid[RUNLANE_ID_MAX] = "";
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        rl_claim_t c = wait_claim(st, "w", 2000);
+        RL_CHECK_INT(attempt, c.attempt); /* each delivery is attempt + 1 */
+        if (attempt == 1) rl_strlcpy(bid, c.batch_id, sizeof(bid));
+        RL_CHECK_STR(bid, c.batch_id);
+        rl_claim_free(&c);
+        sleep_ms(TS(350));
+        RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+        RL_CHECK_INT(1, rec);
+        RL_CHECK_INT(0, dead);
+    }
+    RL_CHECK_INT(0, dead_count(st));
+    /* Failures still count: the first retries, the second (max.attempts)
+     * dead-letters. */
+    rl_claim_t c = wait_claim(st, "w", 2000);
+    RL_CHECK_INT(4, c.attempt);
+    fail_claim(st, &c, "boom1", 1, RL_FAIL_RETRY);
+    rl_claim_free(&c);
+    c = wait_claim(st, "w", 2000);
+    RL_CHECK_INT(5, c.attempt);
+    fail_claim(st, &c, "boom2", 1, RL_FAIL_DEAD);
+    rl_claim_free(&c);
+    char *json = dead_list(st, 0, 0);
+    cJSON *a = cJSON_Parse(json);
+    cJSON *d = cJSON_GetArrayItem(a, 0);
+    int ok = cJSON_GetArraySize(a) == 1 && jstr(d, "error") && strcmp(jstr(d, "error"), "boom2") == 0 &&
+             jnum(d, "attempts") == 5 && jnum(d, "stalls") == 3;
+    cJSON_Delete(a);
+    RL_CHECK_MSG(ok, "dead letter after 3 stalls and 2 failures: %s", json);
+    free(json);
+    /* A retried dead letter starts with a fresh stall budget. */
+    g_pol.max_stalls = 0;
+    size_t n = 0;
+    RL_CHECK_OK(st->ops->dead_retry(st, &g_pol, bid, &n));
+    RL_CHECK_INT(1, (int)n);
+    c = wait_claim(st, "w", 2000);
+    RL_CHECK_INT(1, c.attempt);
+    rl_claim_free(&c);
+    RL_CHECK_INT(0, dead_count(st));
+    sleep_ms(TS(350));
+    RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+    RL_CHECK_INT(1, dead); /* max.stalls 0: the first expiry */
+}
+
+/* A dead-lettered batch's checkpoint (its provider turn may still run) is
+ * handed to the conversation's next claims as settle_json, until a
+ * checkpoint or an ack of a later batch. */
+static void test_dead_letter_checkpoint_is_settled_by_the_next_claim(void) {
+    rl_store_t *st = fresh();
+    g_pol.lease_ms = TS(200);
+    g_pol.max_stalls = 0;
+    enq(st, "c1", "a");
+    rl_claim_t c = claim1(st, "w");
+    RL_CHECK(c.settle_json == NULL);
+    RL_CHECK_OK(st->ops->checkpoint(st, "c1", c.token, "{\"run_id\":\"r1\"}"));
+    fail_claim(st, &c, "bad", 0, RL_FAIL_DEAD);
+    rl_claim_free(&c);
+    enq(st, "c1", "b");
+    c = claim1(st, "w");
+    CHECK_CONTENTS("b", c.messages_json);
+    RL_CHECK(c.ckpt_json == NULL);
+    RL_CHECK_STR("{\"run_id\":\"r1\"}", c.settle_json ? c.settle_json : "(null)");
+    /* Dead again before any checkpoint: the first turn is still unsettled. */
+    fail_claim(st, &c, "bad", 0, RL_FAIL_DEAD);
+    rl_claim_free(&c);
+    enq(st, "c1", "c");
+    c = claim1(st, "w");
+    RL_CHECK_STR("{\"run_id\":\"r1\"}", c.settle_json ? c.settle_json : "(null)");
+    /* Its own checkpoint clears it; the recovered batch (worker died) is
+     * dead-lettered (max.stalls 0) and its checkpoint is the new settle. */
+    RL_CHECK_OK(st->ops->checkpoint(st, "c1", c.token, "{\"run_id\":\"r2\"}"));
+    rl_claim_free(&c);
+    sleep_ms(TS(350));
+    int rec = 0, dead = 0;
+    RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+    RL_CHECK_INT(1, dead);
+    enq(st, "c1", "d");
+    c = claim1(st, "w");
+    RL_CHECK_STR("{\"run_id\":\"r2\"}", c.settle_json ? c.settle_json : "(null)");
+    /* An ack clears it too. */
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
+    enq(st, "c1", "e");
+    c = claim1(st, "w");
+    RL_CHECK(c.settle_json == NULL);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "c1", c.token));
+    rl_claim_free(&c);
 }
 
 static void test_release_spends_no_attempt(void) {
@@ -1954,7 +2060,9 @@ static void run_conformance(void) {
     RUN(test_fail_retries_with_backoff_then_dead);
     RUN(test_fail_not_retriable_is_dead_at_once);
     RUN(test_recover_expired_lease);
-    RUN(test_recover_dead_letters_at_max_attempts);
+    RUN(test_recover_dead_letters_past_max_stalls);
+    RUN(test_expired_leases_spend_no_attempt);
+    RUN(test_dead_letter_checkpoint_is_settled_by_the_next_claim);
     RUN(test_release_spends_no_attempt);
     RUN(test_defer_delays_without_attempt);
     RUN(test_checkpoint_survives_reclaim);

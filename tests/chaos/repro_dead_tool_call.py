@@ -12,17 +12,20 @@ and for interrupts, not when a batch dies any other way.
     RUNLANE_BIN=build/core/cli/runlane python3 tests/chaos/repro_dead_tool_call.py
 
 Steps:
-1. Set max.attempts=1 and lease.ms=1000.
+1. Set max.attempts=1, max.stalls=0 (an expired lease dead-letters at once;
+   by default worker deaths spend a stall budget, not attempts) and lease.ms=1000.
 2. Send "check [[tool:lookup {}]]". The tool command hangs, and the worker is
    killed with kill -9 while it waits for the tool.
-3. A second worker recovers the expired lease. With the attempts spent, it
+3. A second worker recovers the expired lease. With no stall allowed, it
    dead-letters the batch, and the call stays unanswered.
 4. Send "hello again". Its batch is dead-lettered at once with HTTP 400.
 
 In the chaos suite the dead letter came from the stale reconcile cursor (see
 repro_reconcile_dup.py), and the next batch of the conversation died the
 same way.
-Exit 1 (and "BUG") when the second batch is dead too. Needs redis-server.
+Exit 1 (and "BUG") when the second batch is dead too; exit 2 when the first
+batch was not dead-lettered (the repro no longer reaches its path). Needs
+redis-server.
 """
 import json
 import os
@@ -34,7 +37,8 @@ from repro_env import ReproEnv
 
 
 def main():
-    config = {"batch.window.ms": "100", "max.attempts": "1", "lease.ms": "1000",
+    config = {"batch.window.ms": "100", "max.attempts": "1", "max.stalls": "0",
+              "lease.ms": "1000",
               "worker.recover.ms": "200", "openai.tools": '[{"type":"function","name":"lookup"}]'}
     with ReproEnv(config, latency_ms=50, seed=1) as env:
         emu = env.emu
@@ -61,6 +65,9 @@ def main():
             print("dead letter %s: messages %s, error: %s"
                   % (dl["id"], [m["content"] for m in dl["messages"]], dl["error"]))
         print(err.strip())
+        if not any(any("check" in m["content"] for m in dl["messages"]) for dl in dead):
+            print("REPRO BROKEN: the first batch was not dead-lettered, the path is not reached")
+            return 2
         poisoned = any(any(m["content"] == "hello again" for m in dl["messages"]) for dl in dead)
         print("BUG: the batch after the dead one died too (HTTP 400 No tool output found)"
               if poisoned else "ok: the conversation took new messages")

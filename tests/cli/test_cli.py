@@ -649,3 +649,87 @@ def test_http_worker_max_batches_prints_exactly_n_replies(store, emulator):
     assert sorted(seen) == sorted(convs), seen
     for c in convs:
         assert emulator.journal()["conversations"][c]["messages"] == [f"hello from {c}"]
+
+
+# ---------------------------------------------------------------- HTTP worker: stop and exit status
+
+TIME_SCALE = float(os.environ.get("RUNLANE_TEST_TIME_SCALE", "1") or "1")
+
+
+def _http_base(emulator):
+    return ["-X", f"openai.base.url={emulator.base_url}", "-X", "openai.model=gpt-4o-mini"]
+
+
+def _start_http_worker(store, emulator, *extra):
+    return subprocess.Popen(
+        [BIN, *store, *_http_base(emulator), "worker", "--backend", "responses", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_base_env())
+
+
+def _slow_turn_in_flight(store, emulator, ms):
+    """A conversation whose next turn takes `ms` at the emulator; returns its id."""
+    conv = run(*store, *_http_base(emulator), "conversation", "create", check=0).stdout.strip()
+    run(*store, "enqueue", conv, f"take your time [[slow:{ms}]]", check=0)
+    return conv
+
+
+def _wait_turn_started(store, emulator, conv, w):
+    def started():
+        assert w.poll() is None, f"the worker exited early: {w.communicate()[1]}"
+        j = emulator.journal()["conversations"].get(conv)
+        return j and j["messages"]
+    wait_until(started, timeout=15 * TIME_SCALE, what="the turn at the emulator")
+
+
+def test_http_worker_drain_timeout_exits_4(store, emulator):
+    conv = _slow_turn_in_flight(store, emulator, 60000)
+    w = _start_http_worker(store, emulator, "--drain-timeout", "1")
+    try:
+        _wait_turn_started(store, emulator, conv, w)
+        t0 = time.time()
+        w.send_signal(signal.SIGTERM)
+        rc, out, err = finish(w, timeout=20 * TIME_SCALE)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert rc == 4, f"a drain that timed out exits 4 (README), got {rc}: {err}"
+    assert time.time() - t0 < 1 + 5 * TIME_SCALE, "it stops at the drain timeout"
+    c = status_json(store, conv)
+    assert c["inflight"] == 1 and c["owner"] is None, f"the turn was released: {c}"
+
+
+def test_http_worker_second_signal_ends_the_drain(store, emulator):
+    conv = _slow_turn_in_flight(store, emulator, 60000)
+    w = _start_http_worker(store, emulator, "--drain-timeout", "120")
+    try:
+        _wait_turn_started(store, emulator, conv, w)
+        w.send_signal(signal.SIGTERM)
+        # The first signal drains: still running a while later.
+        deadline = time.time() + 0.5 * TIME_SCALE
+        while time.time() < deadline:
+            assert w.poll() is None, f"the first signal drains, it does not end the turn: {w.communicate()[1]}"
+            time.sleep(0.05)
+        t0 = time.time()
+        w.send_signal(signal.SIGTERM)
+        rc, out, err = finish(w, timeout=20 * TIME_SCALE)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert time.time() - t0 < 5 * TIME_SCALE, f"a second signal ends the drain at once: {err}"
+    assert rc == 4, f"a turn that did not finish is a failure (4), got {rc}: {err}"
+    c = status_json(store, conv)
+    assert c["inflight"] == 1 and c["owner"] is None, f"the turn was released: {c}"
+
+
+def test_http_worker_idle_exit_waits_for_the_turn_in_flight(store, emulator):
+    conv = _slow_turn_in_flight(store, emulator, 3000)
+    # A short drain: an idle exit fired mid-turn would release the turn
+    # unanswered instead of waiting for it.
+    w = _start_http_worker(store, emulator, "--idle-exit", "0.5", "--drain-timeout", "1",
+                           "-X", "openai.stream=false")
+    rc, out, err = finish(w, timeout=30 * TIME_SCALE)
+    assert rc == 0, f"exit 0 after the turn completed, got {rc}: {err}"
+    lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+    assert [x["conversation_id"] for x in lines] == [conv], f"the slow turn's reply was printed: {out!r} {err}"
+    assert queue_idle(store), "the turn was acked before the worker exited"
+    assert "idle" in err, err

@@ -98,7 +98,7 @@ end
 
 local function rl_drop_batch()
   redis.call('DEL', KEYS[3])
-  redis.call('HSET', KEYS[1], 'attempts', '0', 'batch_id', '', 'ckpt', '')
+  redis.call('HSET', KEYS[1], 'attempts', '0', 'stalls', '0', 'batch_id', '', 'ckpt', '')
 end
 
 -- After the batch is gone: due again if messages wait, else idle.
@@ -116,6 +116,7 @@ end
 local function rl_ack(now)
   rl_end_lease()
   rl_drop_batch()
+  redis.call('HDEL', KEYS[1], 'settle')
   redis.call('HSET', KEYS[1], 'last_error', '')
   redis.call('HINCRBY', KEYS[6], 'acked', 1)
   rl_move_on(now)
@@ -123,19 +124,23 @@ end
 
 -- Moves the current batch to the dead letters (needs KEYS 1..9).
 local function rl_dead_letter(now, err)
-  local m = redis.call('HMGET', KEYS[1], 'batch_id', 'attempts')
-  local bid, attempts = m[1] or '', rl_num(m[2])
+  local m = redis.call('HMGET', KEYS[1], 'batch_id', 'attempts', 'stalls')
+  local bid, attempts, stalls = m[1] or '', rl_num(m[2]), rl_num(m[3])
   local entries = redis.call('LRANGE', KEYS[3], 0, -1)
   local rec = '{"id":' .. cjson.encode(bid) ..
     ',"conversation_id":' .. cjson.encode(CONV) ..
     ',"batch_id":' .. cjson.encode(bid) ..
     ',"attempts":' .. rl_int(attempts) ..
+    ',"stalls":' .. rl_int(stalls) ..
     ',"error":' .. cjson.encode(err) ..
     ',"dead_at_ms":' .. rl_int(now) ..
     ',"messages":' .. rl_join(entries) .. '}'
   redis.call('ZADD', KEYS[7], rl_int(now), bid)
   redis.call('HSET', KEYS[8], bid, rec)
   redis.call('HSET', KEYS[9], bid, cmsgpack.pack({CONV, entries}))
+  -- Its provider turn may still run: the next claim settles it.
+  local ckpt = redis.call('HGET', KEYS[1], 'ckpt')
+  if ckpt and ckpt ~= '' then redis.call('HSET', KEYS[1], 'settle', ckpt) end
   rl_end_lease()
   rl_drop_batch()
   redis.call('HSET', KEYS[1], 'last_error', err)
