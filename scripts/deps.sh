@@ -19,6 +19,8 @@ need_pkg libcurl4-openssl-dev
 need_pkg libcjson-dev
 need_cmd redis-server redis-server
 need_cmd redis-cli redis-tools
+# TLS tests (tests/c/test_tls.c, cli_tls, tests/python/test_tls.py) make their certificates.
+need_cmd openssl openssl
 need_cmd python3 python3
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${RUNLANE_NEED_NODE:-1}" = 1 ]; then
