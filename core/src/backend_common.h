@@ -34,6 +34,8 @@ struct rl_backend {
     int interrupt; /* busy.policy=interrupt (responses: create in background) */
     int64_t tool_timeout_ms;
     int tool_cancel;
+    size_t sse_max_line, sse_max_event; /* http.sse.max.line.bytes / .event.bytes */
+    int64_t max_requests;                /* http.max.requests.per.attempt */
     rl_turn_t *turns; /* every turn this backend holds */
     /* Lease estimate (see rl_turn_lease_ok): monotonic time of the last
      * drive, the leases_renewed count last seen, and a drive time known to
@@ -71,7 +73,8 @@ struct rl_turn {
     cJSON *outputs;      /* answers so far {call_id: output} */
     int64_t tools_deadline;
     int create_failures; /* ambiguous create failures (reconciled, then resent) */
-    int poll_failures;
+    int poll_failures;   /* 2xx answers that were not usable (see rl_turn_unusable) */
+    int64_t requests;    /* HTTP requests this attempt sent (http.max.requests.per.attempt) */
     /* A settle the store could not write yet. */
     rl_settle_t settle_how;
     char *settle_error;
@@ -184,9 +187,19 @@ int rl_turn_request_guarded(rl_turn_t *t, const char *method, const char *path,
                             rl_turn_event_fn on_event);
 
 /* Starts a request whose completion calls done(t, res); t->req tracks it.
- * Streams feed t->sse, whose events go to on_event(t, event, data_json). */
+ * Streams feed t->sse, whose events go to on_event(t, event, data_json).
+ * Past http.max.requests.per.attempt requests in this attempt, nothing is
+ * sent: the attempt fails (the turn is dead) and 1 is returned. */
 int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJSON *body,
                     int flags, rl_turn_done_fn done, rl_turn_event_fn on_event);
+
+/* A 2xx answer the flow cannot use (not a response/run object, no
+ * status, a stream that ended without one...), or a step that cannot go on
+ * (an endpoint the flow needs answered an error): counts toward
+ * http.max.retries (t->poll_failures, for the whole attempt). Within the
+ * bound, `retry` runs after the HTTP backoff; past it the attempt fails
+ * (retriable, RUNLANE_ERR_PROVIDER) with `what` and the count. */
+void rl_turn_unusable(rl_turn_t *t, const char *what, rl_turn_fn retry);
 
 /* ---- events ---- */
 
