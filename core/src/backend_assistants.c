@@ -259,7 +259,7 @@ static void a_post_done(rl_turn_t *t, const rl_http_result_t *res) {
              * that always answers so must not get creates forever). */
             unusable(t, t->posting_outputs ? "POST /threads/{id}/runs/{id}/submit_tool_outputs"
                                            : "POST /threads/{id}/runs",
-                     res->streamed ? "HTTP 200 stream ended without a run object"
+                     res->streamed ? "HTTP 200 stream ended without a usable run object"
                                    : "HTTP 200 without a usable run object",
                      a_reconcile);
         }

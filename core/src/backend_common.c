@@ -93,6 +93,7 @@ rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistan
     bk->sse_max_line = (size_t)rl_conf_int(rl->conf, "http.sse.max.line.bytes");
     bk->sse_max_event = (size_t)rl_conf_int(rl->conf, "http.sse.max.event.bytes");
     bk->max_requests = rl_conf_int(rl->conf, "http.max.requests.per.attempt");
+    bk->stream_idle_ms = rl_conf_int(rl->conf, "http.stream.idle.timeout.ms");
     bk->tools = cJSON_Parse(rl_conf_str(rl->conf, "openai.tools"));
     bk->metadata = cJSON_Parse(rl_conf_str(rl->conf, "openai.metadata"));
     if (!cJSON_IsArray(bk->tools)) {
@@ -214,6 +215,21 @@ int64_t rl_bk_drive(rl_backend_t *bk) {
     int64_t now = rl_mono_ms();
     lease_note_drive(bk, now);
     cut_waits_on_stop(bk, now);
+    /* A stream that sends bytes but no event (comments, a slow drip of a
+     * line) is as idle as a silent one: the HTTP client's idle timer only
+     * sees bytes. */
+    for (rl_turn_t *t = bk->turns; t; t = t->next) {
+        if (t->state == RL_TS_DEAD || !t->req || !t->streaming) continue;
+        int64_t since = rl_http_attempt_since(t->req);
+        if (since == 0) continue; /* not running (waiting for a retry...) */
+        if (since > t->last_event_ms) t->last_event_ms = since;
+        if (now - t->last_event_ms < bk->stream_idle_ms) continue;
+        char why[160];
+        snprintf(why, sizeof(why), "the stream sent no event for %lld ms (http.stream.idle.timeout.ms)",
+                 (long long)bk->stream_idle_ms);
+        rl_http_abort(t->req, why);
+        if (wake > now) wake = now; /* processed by the next drive */
+    }
     /* Watchdog: a guarded request (it adds input) still unanswered, with
      * nothing of it confirmed (no response/run id), once the lease margin
      * is gone: stop it (an HTTP retry must not go out late) and release
@@ -241,8 +257,12 @@ int64_t rl_bk_drive(rl_backend_t *bk) {
             pp = &t->next;
         }
     }
-    for (rl_turn_t *t = bk->turns; t; t = t->next)
+    for (rl_turn_t *t = bk->turns; t; t = t->next) {
         if (t->timer_fn && t->timer_at < wake) wake = t->timer_at;
+        if (t->state != RL_TS_DEAD && t->req && t->streaming && rl_http_attempt_since(t->req) &&
+            t->last_event_ms + bk->stream_idle_ms < wake)
+            wake = t->last_event_ms + bk->stream_idle_ms;
+    }
     return wake;
 }
 
@@ -508,6 +528,7 @@ static int turn_sse_event(void *opaque, const char *event, const char *data, siz
     (void)id;
     rl_turn_t *t = opaque;
     if (t->state == RL_TS_DEAD || !t->req_event) return 1;
+    t->last_event_ms = rl_mono_ms();
     cJSON *j = cJSON_ParseWithLength(data, len);
     t->req_event(t, event, j);
     cJSON_Delete(j);
@@ -572,6 +593,8 @@ int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJ
     t->sse.opaque = t;
     t->req_done = done;
     t->req_event = on_event;
+    t->streaming = (flags & RL_HTTP_STREAM) != 0;
+    t->last_event_ms = rl_mono_ms();
     t->req = rl_http_start(t->bk->http, method, path, b, flags,
                            (flags & RL_HTTP_STREAM) ? turn_http_data : NULL, turn_http_done, t);
     free(b);

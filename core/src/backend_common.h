@@ -36,6 +36,7 @@ struct rl_backend {
     int tool_cancel;
     size_t sse_max_line, sse_max_event; /* http.sse.max.line.bytes / .event.bytes */
     int64_t max_requests;                /* http.max.requests.per.attempt */
+    int64_t stream_idle_ms;              /* http.stream.idle.timeout.ms */
     rl_turn_t *turns; /* every turn this backend holds */
     /* Lease estimate (see rl_turn_lease_ok): monotonic time of the last
      * drive, the leases_renewed count last seen, and a drive time known to
@@ -75,6 +76,8 @@ struct rl_turn {
     int create_failures; /* ambiguous create failures (reconciled, then resent) */
     int poll_failures;   /* 2xx answers that were not usable (see rl_turn_unusable) */
     int64_t requests;    /* HTTP requests this attempt sent (http.max.requests.per.attempt) */
+    int streaming;       /* t->req is a stream */
+    int64_t last_event_ms; /* a stream's last dispatched event (or its start) */
     /* A settle the store could not write yet. */
     rl_settle_t settle_how;
     char *settle_error;

@@ -387,7 +387,7 @@ static void r_post_done(rl_turn_t *t, const rl_http_result_t *res) {
              * a backoff; it counts (a server that always answers so must
              * not be sent the same create forever). */
             unusable(t, "POST", "/responses",
-                     res->streamed ? "HTTP 200 stream ended without a response object"
+                     res->streamed ? "HTTP 200 stream ended without a usable response object"
                                    : "HTTP 200 without a usable response object",
                      r_reconcile);
         }

@@ -98,7 +98,7 @@ const rl_prop_t rl_props[] = {
     {"http.connect.timeout.ms", RL_T_INT, "10000", 1, 600000, NULL, 0, "HTTP connect timeout."},
     {"http.timeout.ms", RL_T_INT, "120000", 1, DAY_MS, NULL, 0, "Timeout of one HTTP request that is not a stream."},
     {"http.stream.idle.timeout.ms", RL_T_INT, "60000", 1, DAY_MS, NULL, 0,
-     "A stream that sends nothing for this long is dropped and the turn reconciled."},
+     "A stream that sends nothing for this long, or only bytes that make no event (comments, a line without end), is dropped and the turn reconciled."},
     {"http.max.retries", RL_T_INT, "6", 0, 100, NULL, 0,
      "Retries of one HTTP request on network errors, 408, 409, 429 and 5xx."},
     {"http.retry.base.ms", RL_T_INT, "500", 1, 600000, NULL, 0, "Base of the HTTP retry backoff."},

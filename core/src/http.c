@@ -36,6 +36,7 @@ struct rl_http_req {
     int attempts;
     int64_t retry_at;
     int64_t last_activity;
+    int64_t attempt_at; /* when the current attempt joined the multi */
     /* Outcome of the current attempt. */
     CURLcode code;
     int idle_timeout, aborted, gated; /* gated: the gate stopped it unsent */
@@ -559,7 +560,7 @@ static void launch(rl_http_req_t *r) {
     if (!take_token(h, now)) return;
     reset_attempt(r);
     r->attempts++;
-    r->last_activity = now;
+    r->last_activity = r->attempt_at = now;
     if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
         /* Treated as a failed attempt by the next drive. */
         r->code = CURLE_FAILED_INIT;
@@ -660,6 +661,20 @@ void rl_http_set_wait_note(rl_http_t *h, rl_http_wait_fn fn) { h->wait_note = fn
 
 void rl_http_abort_reason(rl_http_req_t *r, const char *reason) {
     if (r && reason) rl_strlcpy(r->cap, reason, sizeof(r->cap));
+}
+
+int64_t rl_http_attempt_since(const rl_http_req_t *r) {
+    return r && r->state == RQ_ACTIVE ? r->attempt_at : 0;
+}
+
+void rl_http_abort(rl_http_req_t *r, const char *reason) {
+    if (!r || r->state != RQ_ACTIVE || in_curl(r->h)) return;
+    if (r->in_multi) curl_multi_remove_handle(r->h->multi, r->easy);
+    r->in_multi = 0;
+    r->code = CURLE_ABORTED_BY_CALLBACK;
+    r->aborted = 1;
+    rl_strlcpy(r->cap, reason ? reason : "aborted", sizeof(r->cap));
+    r->state = RQ_FINISHED;
 }
 
 int64_t rl_http_wait_until(const rl_http_req_t *r) {

@@ -190,6 +190,13 @@ void rl_http_set_wait_note(rl_http_t *h, rl_http_wait_fn fn);
  * aborted, for the error message; the attempt then fails as a retriable
  * provider error (a limit of the peer's data was passed). */
 void rl_http_abort_reason(rl_http_req_t *r, const char *reason);
+/* When the running attempt of `r` started (monotonic ms); 0 when it is not
+ * running (queued, waiting for a retry, ended). */
+int64_t rl_http_attempt_since(const rl_http_req_t *r);
+/* Ends a running transfer as failed by the peer (the next rl_http_drive
+ * processes it like a limit passed: a retriable provider error with
+ * `reason`). Not from inside curl's callbacks; no-op unless running. */
+void rl_http_abort(rl_http_req_t *r, const char *reason);
 /* The monotonic time a request waiting for its retry goes out again; 0
  * when it is not waiting (NULL too). */
 int64_t rl_http_wait_until(const rl_http_req_t *r);
