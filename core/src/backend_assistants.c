@@ -638,6 +638,11 @@ static void a_messages_done(rl_turn_t *t, const rl_http_result_t *res) {
         unusable(t, "GET /threads/{id}/messages", "HTTP 200 without a message list", a_messages);
         return;
     }
+    if (!t->scratch) t->listed_bytes = 0;
+    if (!rl_turn_listed(t, res->body_len, "GET /threads/{id}/messages")) {
+        cJSON_Delete(j);
+        return;
+    }
     if (!t->scratch) t->scratch = cJSON_CreateObject();
     const char *bid = t->f->claim.batch_id;
     const cJSON *m;

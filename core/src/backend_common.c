@@ -94,6 +94,7 @@ rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistan
     bk->sse_max_event = (size_t)rl_conf_int(rl->conf, "http.sse.max.event.bytes");
     bk->max_requests = rl_conf_int(rl->conf, "http.max.requests.per.attempt");
     bk->stream_idle_ms = rl_conf_int(rl->conf, "http.stream.idle.timeout.ms");
+    bk->max_body = rl_conf_int(rl->conf, "http.max.body.bytes");
     bk->tools = cJSON_Parse(rl_conf_str(rl->conf, "openai.tools"));
     bk->metadata = cJSON_Parse(rl_conf_str(rl->conf, "openai.metadata"));
     if (!cJSON_IsArray(bk->tools)) {
@@ -370,6 +371,18 @@ void rl_turn_settle(rl_turn_t *t, rl_settle_t how, const char *error, int retria
     t->settle_how = how;
     free(t->settle_error);
     t->settle_error = error ? rl_http_scrub_dup(t->bk->http, error) : NULL;
+    if (t->settle_error && strlen(t->settle_error) > RL_TURN_ERROR_MAX) {
+        /* A provider's message (or stream error) can be megabytes: keep the
+         * start, cut on a UTF-8 boundary. */
+        size_t n = RL_TURN_ERROR_MAX - 3;
+        while (n > 0 && ((unsigned char)t->settle_error[n] & 0xC0) == 0x80) n--;
+        memcpy(t->settle_error + n, "...", 4);
+    }
+    if (t->settle_error && !rl_utf8_valid(t->settle_error, strlen(t->settle_error))) {
+        /* (a provider's bytes: the bindings decode errors as UTF-8) */
+        for (char *c = t->settle_error; *c; c++)
+            if ((unsigned char)*c >= 0x80) *c = '?';
+    }
     t->settle_retriable = retriable;
     t->settle_delay_ms = delay_ms;
     do_settle(t);
@@ -559,6 +572,16 @@ static int request_budget(rl_turn_t *t, const char *method, const char *path) {
                             "(http.max.requests.per.attempt)",
                             method, path, (long long)t->bk->max_requests);
     rl_turn_fail(t, RUNLANE_ERR_PROVIDER, msg ? msg : "too many HTTP requests in one attempt", 1);
+    free(msg);
+    return 0;
+}
+
+int rl_turn_listed(rl_turn_t *t, size_t page_bytes, const char *what) {
+    t->listed_bytes += (int64_t)page_bytes;
+    if (t->listed_bytes <= t->bk->max_body) return 1;
+    char *msg = rl_asprintf("%s: the listing is over %lld bytes in all (http.max.body.bytes)", what,
+                            (long long)t->bk->max_body);
+    rl_turn_fail(t, RUNLANE_ERR_PROVIDER, msg ? msg : what, 1);
     free(msg);
     return 0;
 }

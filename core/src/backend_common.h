@@ -37,6 +37,7 @@ struct rl_backend {
     size_t sse_max_line, sse_max_event; /* http.sse.max.line.bytes / .event.bytes */
     int64_t max_requests;                /* http.max.requests.per.attempt */
     int64_t stream_idle_ms;              /* http.stream.idle.timeout.ms */
+    int64_t max_body;                    /* http.max.body.bytes (also: a listing's pages) */
     rl_turn_t *turns; /* every turn this backend holds */
     /* Lease estimate (see rl_turn_lease_ok): monotonic time of the last
      * drive, the leases_renewed count last seen, and a drive time known to
@@ -76,6 +77,7 @@ struct rl_turn {
     int create_failures; /* ambiguous create failures (reconciled, then resent) */
     int poll_failures;   /* 2xx answers that were not usable (see rl_turn_unusable) */
     int64_t requests;    /* HTTP requests this attempt sent (http.max.requests.per.attempt) */
+    int64_t listed_bytes; /* bytes of the listing pages gathered in scratch */
     int streaming;       /* t->req is a stream */
     int64_t last_event_ms; /* a stream's last dispatched event (or its start) */
     /* A settle the store could not write yet. */
@@ -203,6 +205,13 @@ int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJ
  * bound, `retry` runs after the HTTP backoff; past it the attempt fails
  * (retriable, RUNLANE_ERR_PROVIDER) with `what` and the count. */
 void rl_turn_unusable(rl_turn_t *t, const char *what, rl_turn_fn retry);
+/* Adds a listing page's size to t->listed_bytes; past http.max.body.bytes
+ * for the whole listing (pages gathered in t->scratch), the attempt fails
+ * (retriable) and 0 is returned. */
+int rl_turn_listed(rl_turn_t *t, size_t page_bytes, const char *what);
+
+/* Longest error kept for a batch (settle): the peer fills it. */
+#define RL_TURN_ERROR_MAX 2048
 
 /* ---- events ---- */
 

@@ -815,6 +815,11 @@ static void r_items_done(rl_turn_t *t, const rl_http_result_t *res) {
                  r_reconcile);
         return;
     }
+    if (!t->scratch) t->listed_bytes = 0;
+    if (!rl_turn_listed(t, res->body_len, "GET /conversations/{id}/items")) {
+        cJSON_Delete(j);
+        return;
+    }
     if (!t->scratch) t->scratch = cJSON_CreateArray();
     cJSON *it;
     while (cJSON_IsArray(data) && (it = cJSON_DetachItemFromArray(data, 0)) != NULL)

@@ -712,6 +712,23 @@ static int not_sent(const rl_http_req_t *r) {
     }
 }
 
+/* The length of s cut to at most max bytes on a UTF-8 character boundary
+ * (an error message must stay valid UTF-8 for the bindings). */
+static size_t utf8_cut(const char *s, size_t max) {
+    size_t n = strlen(s);
+    if (n <= max) return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
+    return max;
+}
+
+/* A peer's bytes in a message that is not valid UTF-8: every non-ASCII
+ * byte becomes '?' (the bindings decode messages as UTF-8). */
+static void ascii_if_invalid(char *s) {
+    if (!s || rl_utf8_valid(s, strlen(s))) return;
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80) *s = '?';
+}
+
 /* Builds the error message of a failed request into b. */
 static void describe_error(rl_http_req_t *r, rl_buf_t *b, cJSON *err_obj) {
     rl_buf_printf(b, "%s %s: ", r->method, r->path);
@@ -738,11 +755,14 @@ static void describe_error(rl_http_req_t *r, rl_buf_t *b, cJSON *err_obj) {
         if (cJSON_IsString(code) && *code->valuestring)
             rl_buf_printf(b, " (code %s)", code->valuestring);
         if (cJSON_IsString(msg)) {
-            rl_buf_printf(b, ": %.1000s", msg->valuestring);
+            rl_buf_puts(b, ": ");
+            rl_buf_append(b, msg->valuestring, utf8_cut(msg->valuestring, 1000));
         } else if (r->body_buf.len) {
             /* Not an OpenAI error object: show the start of the body. */
             rl_buf_puts(b, ": ");
             size_t n = r->body_buf.len < 300 ? r->body_buf.len : 300;
+            while (n > 0 && n < r->body_buf.len && ((unsigned char)r->body_buf.data[n] & 0xC0) == 0x80)
+                n--;
             for (size_t i = 0; i < n; i++) {
                 char c = r->body_buf.data[i];
                 rl_buf_append(b, (unsigned char)c < 0x20 ? " " : &c, 1);
@@ -810,7 +830,11 @@ static void process_finished(rl_http_req_t *r) {
     rl_buf_puts(&eb, "");
     char *msg = rl_buf_take(&eb);
     if (msg) rl_http_scrub(h, msg);
+    ascii_if_invalid(msg);
     char *pmsg = rl_http_scrub_dup(h, json_str(err_obj, "message"));
+    /* (as in `error`: the provider's message is the peer's to fill) */
+    if (pmsg) pmsg[utf8_cut(pmsg, 1000)] = '\0';
+    ascii_if_invalid(pmsg);
     rl_http_result_t res;
     memset(&res, 0, sizeof(res));
     res.status = r->status;
