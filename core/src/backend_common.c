@@ -492,6 +492,24 @@ void rl_turn_aux(rl_turn_t *t, const char *method, const char *path) {
 int64_t rl_defer_delay_ms(void) { return 1000 + (int64_t)(2000.0 * rl_random()); }
 
 void rl_turn_defer(rl_turn_t *t) {
+    /* Deferrals spend no attempt, so they are counted in the checkpoint
+     * (it outlives the claim): a server that says "busy" forever must not
+     * get a request every few seconds forever. */
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(t->ckpt, "defers");
+    int n = (cJSON_IsNumber(d) ? d->valueint : 0) + 1;
+    cJSON_DeleteItemFromObjectCaseSensitive(t->ckpt, "defers");
+    if (n > RL_TURN_MAX_DEFERS) {
+        /* (the next attempt starts counting again) */
+        if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the provider kept the conversation busy with a turn that is not this batch's "
+                 "(%d deferrals)", RL_TURN_MAX_DEFERS);
+        rl_turn_fail(t, RUNLANE_ERR_BUSY, msg, 1);
+        return;
+    }
+    cJSON_AddNumberToObject(t->ckpt, "defers", n);
+    if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
     rl_turn_settle(t, RL_SETTLE_DEFER, NULL, 1, rl_defer_delay_ms());
 }
 

@@ -147,7 +147,11 @@ void rl_turn_complete(rl_turn_t *t, cJSON *json);
 int rl_turn_absorb_interrupt(rl_turn_t *t, rl_turn_fn retry);
 /* A side request without flow (a cancel): replaces the previous one. */
 void rl_turn_aux(rl_turn_t *t, const char *method, const char *path);
-/* Defers the batch: the provider is busy with a turn that is not ours. */
+/* Defers the batch: the provider is busy with a turn that is not ours. No
+ * attempt is spent, but the deferrals of a batch are counted (in its
+ * checkpoint): past RL_TURN_MAX_DEFERS (about 10 minutes of 1-3 s waits, a
+ * provider lock's longest legitimate life) the attempt fails instead. */
+#define RL_TURN_MAX_DEFERS 300
 void rl_turn_defer(rl_turn_t *t);
 /* Runs fn(t) after delay_ms (replaces the turn's timer). */
 void rl_turn_timer(rl_turn_t *t, int64_t delay_ms, rl_turn_fn fn);

@@ -309,7 +309,7 @@ EXPECTED_ERROR = {
     "missing_status": ("status",),
     "retry_after": ("429",),
     "slow_drip": ("no event", "timeout", "timed out"),
-    "huge_headers": ("header",),
+    "huge_headers": ("http.max.header.bytes",),
 }
 
 # Requests a whole batch may cost (MAX_ATTEMPTS attempts, each at most
@@ -317,7 +317,11 @@ EXPECTED_ERROR = {
 # sends): generous, and far below what an unbounded loop sends.
 MAX_REQUESTS = 80
 
-MATRIX = [(m, b, s) for m in EXPECTED_ERROR for b in ("responses", "assistants") for s in (True, False)]
+# (A slow drip of a body that is not a stream is bounded by http.timeout.ms
+# like any slow answer: only the stream, where bytes that make no event
+# used to keep the transfer alive forever, is a hostile case.)
+MATRIX = [(m, b, s) for m in EXPECTED_ERROR for b in ("responses", "assistants") for s in (True, False)
+          if not (m == "slow_drip" and not s)]
 
 
 @pytest.mark.parametrize("mode,backend,stream", MATRIX,
