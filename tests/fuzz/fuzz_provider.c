@@ -28,7 +28,7 @@
  *     go into paths are escaped (no space, control or non-ASCII byte);
  *   - the turn ends: COMPLETED or DEAD (max.attempts 1), or nothing left
  *     in flight, soon after the script is used up;
- *   - the attempt sends at most http.max.requests.per.attempt requests.
+ *   - an attempt sends at most http.max.requests.per.attempt requests.
  *   An input of odd length runs with the smallest limits on what the peer
  *   sends (body, headers, stream, SSE line and event: 1024 bytes each), so
  *   the limits' error paths are fuzzed too. */
@@ -437,9 +437,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int requests = srv.next + srv.extra;
     srv.nscript = srv.next = 0; /* the input is freed after return */
     pthread_mutex_unlock(&srv.mu);
-    /* (each of the 40 requests may be sent once more: http.max.retries <= 1) */
-    FZ_CHECK(requests <= 2 * 40, "%d requests in one attempt (http.max.requests.per.attempt 40)",
-             requests);
+    /* Each of the 40 requests may be sent once more (http.max.retries <= 1),
+     * and a deferral (1-3 s) within the run's 1.5 s may give one more claim. */
+    FZ_CHECK(requests <= 2 * 2 * 40, "%d requests (http.max.requests.per.attempt 40)", requests);
     FZ_CHECK(!bad[0], "malformed request line sent to the provider: %s", bad);
     return 0;
 }
