@@ -7,6 +7,12 @@
  * blocking, and the fallback when the store fails. */
 #include "rltest.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "rlemu.h"
 
 #include "conf.h"
@@ -578,6 +584,94 @@ static void test_http_sync_request(void) {
     runlane_conf_destroy(c);
 }
 
+/* ---- a canned server: answers every connection with `reply` ---- */
+
+typedef struct canned {
+    int fd, port, served;
+    const char *reply;
+    size_t len;
+    pthread_t th;
+} canned_t;
+
+static void *canned_main(void *arg) {
+    canned_t *c = arg;
+    for (;;) {
+        int cfd = accept(c->fd, NULL, NULL);
+        if (cfd < 0) return NULL;
+        char req[8192];
+        ssize_t got = 0, r;
+        /* Read the request head (the tests send no body). */
+        while (got < (ssize_t)sizeof(req) - 1 && (r = recv(cfd, req + got, sizeof(req) - 1 - (size_t)got, 0)) > 0) {
+            got += r;
+            req[got] = '\0';
+            if (strstr(req, "\r\n\r\n")) break;
+        }
+        __atomic_add_fetch(&c->served, 1, __ATOMIC_SEQ_CST);
+        size_t off = 0;
+        while (off < c->len && (r = send(cfd, c->reply + off, c->len - off, MSG_NOSIGNAL)) > 0)
+            off += (size_t)r;
+        close(cfd);
+    }
+}
+
+static void canned_start(canned_t *c, const char *reply, size_t len) {
+    memset(c, 0, sizeof(*c));
+    c->reply = reply;
+    c->len = len;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof(a);
+    if (bind(c->fd, (struct sockaddr *)&a, sizeof(a)) || listen(c->fd, 8) ||
+        getsockname(c->fd, (struct sockaddr *)&a, &al))
+        abort();
+    c->port = ntohs(a.sin_port);
+    pthread_create(&c->th, NULL, canned_main, c);
+}
+
+static void canned_stop(canned_t *c) {
+    shutdown(c->fd, SHUT_RDWR);
+    close(c->fd);
+    pthread_join(c->th, NULL);
+}
+
+/* Headers over http.max.header.bytes fail as a retriable provider error
+ * naming the key (retried: a GET is safe); headers under it are fine. */
+static void test_http_headers_over_cap_fail(void) {
+    need_emu();
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n");
+    for (int i = 0; i < 40; i++) {
+        rl_buf_printf(&b, "X-Pad-%d: ", i);
+        for (int k = 0; k < 100; k++) rl_buf_puts(&b, "p");
+        rl_buf_puts(&b, "\r\n");
+    }
+    rl_buf_puts(&b, "\r\n{}");
+    canned_t c;
+    canned_start(&c, b.data, b.len);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", c.port);
+    const char *small[] = {"openai.base.url", url, "http.max.header.bytes", "2048",
+                           "http.max.retries", "1", NULL};
+    result_t r;
+    run(small, "GET", "/responses/resp_1", NULL, 0, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(RUNLANE_ERR_PROVIDER, r.err);
+    RL_CHECK(r.retriable);
+    RL_CHECK_INT(2, r.attempts);
+    RL_CHECK_MSG(strstr(r.error, "http.max.header.bytes") != NULL, "error: %s", r.error);
+    result_free(&r);
+    const char *big[] = {"openai.base.url", url, "http.max.header.bytes", "8192", NULL};
+    run(big, "GET", "/responses/resp_1", NULL, 0, &r);
+    RL_CHECK_MSG(r.ok, "4 KiB of headers under an 8 KiB cap: %s", r.error);
+    result_free(&r);
+    canned_stop(&c);
+    rl_buf_free(&b);
+}
+
 static void test_http_backoff_bounds(void) {
     runlane_conf_t *c = runlane_conf_new();
     char err[128];
@@ -977,6 +1071,7 @@ int main(void) {
         RL_RUN(test_http_poll_after_header);
         RL_RUN(test_http_retry_after_is_capped_by_retry_max);
         RL_RUN(test_http_body_over_cap_is_a_retriable_provider_error);
+        RL_RUN(test_http_headers_over_cap_fail);
         RL_RUN(test_http_sync_request);
         RL_RUN(test_http_rate_limit_shared_memory_store);
         RL_RUN(test_http_rate_limit_shared_redis_store);
