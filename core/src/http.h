@@ -35,7 +35,8 @@
  * the SSE parser's line and event limits), handled the same way.
  *
  * Secrets (the API key, openai.headers values) never appear in an error
- * message: every message is scrubbed (rl_http_scrub). Nothing is logged.
+ * message: every message is scrubbed (rl_http_scrub). Nothing is logged (a
+ * long wait a server asked for is told to the wait note, scrubbed).
  *
  * Rate limit (rate.limit.rpm > 0): every send (first attempts and
  * retries alike) first takes a token of the queue's shared bucket, the
