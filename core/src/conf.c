@@ -104,7 +104,7 @@ const rl_prop_t rl_props[] = {
     {"http.retry.base.ms", RL_T_INT, "500", 1, 600000, NULL, 0, "Base of the HTTP retry backoff."},
     {"http.retry.max.ms", RL_T_INT, "30000", 1, DAY_MS, NULL, 0,
      "Cap of the HTTP retry backoff, and of any wait a server asks for (Retry-After, retry-after-ms, openai-poll-after-ms): a longer ask is cut to this. "
-     "A server-asked wait of 1 s or more taken while a batch's lease is held is reported by an ERROR event; a stopping worker releases a batch whose wait would outlast its drain."},
+     "A server-asked wait of 5 s or more (or one cut to this cap) taken while a batch's lease is held is reported by an ERROR event; a stopping worker releases a batch whose wait would outlast its drain."},
     {"http.max.body.bytes", RL_T_INT, "16777216", 1024, 1073741824, NULL, 0,
      "Largest response body (not a stream) read from the provider; a larger one fails the request like a provider error (retried, then the attempt fails)."},
     {"http.max.header.bytes", RL_T_INT, "262144", 1024, 16777216, NULL, 0,

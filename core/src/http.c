@@ -808,7 +808,8 @@ static void process_finished(rl_http_req_t *r) {
         r->state = RQ_WAIT;
         /* A long wait the server asked for is worth telling (a lease is
          * held meanwhile); once per attempt. */
-        if (h->wait_note && r->retry_after_ms >= RL_HTTP_LONG_WAIT_MS && !r->wait_noted) {
+        if (h->wait_note && !r->wait_noted &&
+            (r->retry_after_ms >= RL_HTTP_LONG_WAIT_MS || r->retry_after_ms > delay)) {
             r->wait_noted = 1;
             char what[300];
             snprintf(what, sizeof(what), "%s %s: HTTP %ld", r->method, r->path, r->status);

@@ -178,12 +178,13 @@ int64_t rl_http_parse_delay_ms(const char *v, size_t n, int seconds);
 /* http.max.retries */
 int rl_http_max_retries(const rl_http_t *h);
 
-/* A server-asked wait at least this long (ms) is reported to the wait note. */
-#define RL_HTTP_LONG_WAIT_MS 1000
+/* A server-asked wait at least this long (ms), or one cut by the cap, is
+ * reported to the wait note. */
+#define RL_HTTP_LONG_WAIT_MS 5000
 /* Told when a request is to wait `wait_ms` before its retry because the
- * server asked for `asked_ms` (>= RL_HTTP_LONG_WAIT_MS; wait_ms may be less:
- * the cap). `what` is "METHOD path: HTTP status" (scrubbed); `opaque` the
- * request's. Once per attempt. */
+ * server asked for `asked_ms` (>= RL_HTTP_LONG_WAIT_MS, or more than the
+ * cap: wait_ms is then less). `what` is "METHOD path: HTTP status"
+ * (scrubbed); `opaque` the request's. Once per attempt. */
 typedef void (*rl_http_wait_fn)(void *opaque, const char *what, int64_t asked_ms,
                                 int64_t wait_ms);
 void rl_http_set_wait_note(rl_http_t *h, rl_http_wait_fn fn);
