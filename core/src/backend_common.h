@@ -210,7 +210,8 @@ int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJ
  * (retriable, RUNLANE_ERR_PROVIDER) with `what` and the count. */
 void rl_turn_unusable(rl_turn_t *t, const char *what, rl_turn_fn retry);
 /* Adds a listing page's size to t->listed_bytes; past http.max.body.bytes
- * for the whole listing (pages gathered in t->scratch), the attempt fails
+ * for the whole listing (pages whose items are all kept in t->scratch: the
+ * responses backend's items after the snapshot), the attempt fails
  * (retriable) and 0 is returned. */
 int rl_turn_listed(rl_turn_t *t, size_t page_bytes, const char *what);
 
