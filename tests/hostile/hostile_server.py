@@ -89,11 +89,6 @@ class HostileServer:
         with self.lock:
             return self.counts.get(key, 0)
 
-    def creates(self):
-        with self.lock:
-            return sum(n for k, n in self.counts.items()
-                       if k in ("POST /responses",) or CREATE_RUN.match(k.split(" ", 1)[1]) and k.startswith("POST"))
-
     def snapshot(self):
         with self.lock:
             return dict(self.counts)
