@@ -81,6 +81,30 @@ static int run_active(const char *status) {
            strcmp(status, "cancelling") == 0;
 }
 
+/* A run status the flow knows (anything else, or none, is an unusable
+ * answer). */
+static int status_known(const char *status) {
+    static const char *const known[] = {"queued",    "in_progress", "requires_action",
+                                        "cancelling", "cancelled",  "failed",
+                                        "completed", "incomplete",  "expired"};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(status, known[i]) == 0) return 1;
+    return 0;
+}
+
+/* The wait before the next poll: the server's hint (capped by the HTTP
+ * client), else `dflt`; never a busy loop. */
+static int64_t poll_delay(const rl_http_result_t *res, int64_t dflt) {
+    int64_t d = res->poll_after_ms >= 0 ? res->poll_after_ms : dflt;
+    return d < 50 ? 50 : d;
+}
+
+static void unusable(rl_turn_t *t, const char *what, const char *why, rl_turn_fn retry) {
+    char *msg = rl_asprintf("%s: %s", what, why);
+    rl_turn_unusable(t, msg ? msg : why, retry);
+    free(msg);
+}
+
 /* busy.policy=interrupt: cancels the run beside the flow (a stream or a
  * poll follows it to "cancelled"). */
 static void cancel_run_aux(rl_turn_t *t) {
@@ -232,9 +256,15 @@ static void a_post_done(rl_turn_t *t, const rl_http_result_t *res) {
         } else if (t->stream_error) {
             fail_with(t, t->stream_error, 1);
         } else if (t->turn_id[0]) {
-            rl_turn_timer(t, res->poll_after_ms >= 0 ? res->poll_after_ms : 200, a_poll);
+            rl_turn_timer(t, poll_delay(res, 200), a_poll);
         } else {
-            rl_turn_timer(t, res->retry_in_ms, a_reconcile);
+            /* Nothing usable: look for the run (backoff, counted: a server
+             * that always answers so must not get creates forever). */
+            unusable(t, t->posting_outputs ? "POST /threads/{id}/runs/{id}/submit_tool_outputs"
+                                           : "POST /threads/{id}/runs",
+                     res->streamed ? "HTTP 200 stream ended without a usable run object"
+                                   : "HTTP 200 without a usable run object",
+                     a_reconcile);
         }
         cJSON_Delete(run);
         return;
@@ -245,8 +275,9 @@ static void a_post_done(rl_turn_t *t, const rl_http_result_t *res) {
         return;
     }
     if (t->posting_outputs && res->status == 400) {
-        /* The run no longer takes outputs: see where it is. */
-        rl_turn_timer(t, 0, a_poll);
+        /* The run no longer takes outputs: see where it is (counted: a
+         * run that keeps asking for them and refusing them must end). */
+        rl_turn_unusable(t, res->error, a_poll);
         return;
     }
     if (res->streamed || res->ambiguous) {
@@ -369,8 +400,10 @@ static void a_poll_done(rl_turn_t *t, const rl_http_result_t *res) {
     }
     cJSON *run = cJSON_ParseWithLength(res->body, res->body_len);
     const char *status = rl_json_str(run, "status");
-    if (run_active(status)) {
-        rl_turn_timer(t, res->poll_after_ms >= 0 ? res->poll_after_ms : 500, a_poll);
+    if (!status_known(status)) {
+        unusable(t, "GET /threads/{id}/runs/{id}", "HTTP 200 without a known run status", a_poll);
+    } else if (run_active(status)) {
+        rl_turn_timer(t, poll_delay(res, 500), a_poll);
     } else {
         a_handle(t, run);
     }
@@ -571,6 +604,12 @@ static void a_recover_done(rl_turn_t *t, const rl_http_result_t *res) {
     cJSON *run = cJSON_ParseWithLength(res->body, res->body_len);
     const char *status = rl_json_str(run, "status");
     const char *state = rl_turn_ckpt_get(t, "state");
+    if (!*rl_json_str(run, "id") || !status_known(status)) {
+        cJSON_Delete(run);
+        unusable(t, "GET /threads/{id}/runs/{id}", "HTTP 200 without a run id and known status",
+                 a_recover);
+        return;
+    }
     rl_strlcpy(t->turn_id, rl_json_str(run, "id"), sizeof(t->turn_id));
     if (run_active(status) || strcmp(status, "requires_action") == 0) {
         rl_turn_emit_started(t, ID_KEY, 1);
@@ -597,6 +636,13 @@ static void a_messages_done(rl_turn_t *t, const rl_http_result_t *res) {
         return;
     }
     cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
+    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "data"))) {
+        cJSON_Delete(j);
+        unusable(t, "GET /threads/{id}/messages", "HTTP 200 without a message list", a_messages);
+        return;
+    }
+    /* (only the ids of this batch's messages are kept from each page, so
+     * the pages' sizes need no total cap, unlike the responses listing) */
     if (!t->scratch) t->scratch = cJSON_CreateObject();
     const char *bid = t->f->claim.batch_id;
     const cJSON *m;

@@ -31,6 +31,38 @@ static void rate_note(void *opaque, int down, const char *msg) {
     free(json);
 }
 
+/* A long wait the server asked for, taken while the turn's lease is held
+ * (every request of this client belongs to a turn): an ERROR event, so the
+ * host sees why a batch stands still. */
+static void turn_wait_note(void *opaque, const char *what, int64_t asked_ms, int64_t wait_ms) {
+    rl_turn_t *t = opaque;
+    if (!t || !t->f) return;
+    char m[600];
+    snprintf(m, sizeof(m),
+             "%s: the server asked to wait %lld ms before retrying (Retry-After); waiting "
+             "%lld ms%s while the batch's lease is held",
+             what, (long long)asked_ms, (long long)wait_ms,
+             wait_ms < asked_ms ? " (capped by http.retry.max.ms)" : "");
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "{\"conversation_id\":");
+    rl_buf_json_str(&b, t->f->claim.conversation_id);
+    rl_buf_puts(&b, ",\"batch_id\":");
+    rl_buf_json_str(&b, t->f->claim.batch_id);
+    rl_buf_printf(&b, ",\"attempt\":%d,\"error\":", t->f->claim.attempt);
+    rl_buf_json_str(&b, m);
+    rl_buf_printf(&b, ",\"code\":\"%s\",\"wait_ms\":%lld}", runlane_err2name(RUNLANE_ERR_PROVIDER),
+                  (long long)wait_ms);
+    char *json = rl_buf_take(&b);
+    if (json) {
+        rl_http_scrub(t->bk->http, json);
+        rl_event_push(t->bk->rl, rl_event_new(RUNLANE_EVENT_ERROR, t->f->claim.conversation_id,
+                                              t->f->claim.batch_id, t->f->claim.attempt, json,
+                                              RUNLANE_ERR_PROVIDER, m));
+    }
+    free(json);
+}
+
 static char *conf_dup(const runlane_t *rl, const char *key) {
     const char *v = rl_conf_str(rl->conf, key);
     return *v ? rl_strdup(v) : NULL;
@@ -58,6 +90,11 @@ rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistan
     bk->joined = strcmp(rl_conf_str(rl->conf, "openai.input.mode"), "joined") == 0;
     bk->tool_timeout_ms = rl_conf_int(rl->conf, "tool.timeout.ms");
     bk->tool_cancel = strcmp(rl_conf_str(rl->conf, "tool.timeout.action"), "cancel") == 0;
+    bk->sse_max_line = (size_t)rl_conf_int(rl->conf, "http.sse.max.line.bytes");
+    bk->sse_max_event = (size_t)rl_conf_int(rl->conf, "http.sse.max.event.bytes");
+    bk->max_requests = rl_conf_int(rl->conf, "http.max.requests.per.attempt");
+    bk->stream_idle_ms = rl_conf_int(rl->conf, "http.stream.idle.timeout.ms");
+    bk->max_body = rl_conf_int(rl->conf, "http.max.body.bytes");
     bk->tools = cJSON_Parse(rl_conf_str(rl->conf, "openai.tools"));
     bk->metadata = cJSON_Parse(rl_conf_str(rl->conf, "openai.metadata"));
     if (!cJSON_IsArray(bk->tools)) {
@@ -96,6 +133,7 @@ rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistan
     }
     if (!(bk->http = rl_http_new(rl->conf, rl->multi))) goto fail;
     rl_http_use_loop(bk->http, rl->loop);
+    rl_http_set_wait_note(bk->http, turn_wait_note);
     /* rate.limit.rpm: the queue's shared bucket, through the I/O thread's
      * own store (this client's HTTP requests all run on that thread). */
     rl_http_rate_t rate = {rl->io_store, NULL, rate_note, rl};
@@ -149,10 +187,50 @@ static int64_t lease_left(const rl_turn_t *t, int64_t now) {
 
 static int64_t lease_margin(const rl_turn_t *t) { return t->bk->rl->pol.lease_ms / 4; }
 
+/* A stopping worker (drain): a turn that is only waiting (an HTTP retry's
+ * backoff or a server's Retry-After, a backoff timer of its flow) past the
+ * drain's deadline cannot finish in it: its batch is released at once (no
+ * attempt spent) instead of holding the stop until the deadline. */
+static void cut_waits_on_stop(rl_backend_t *bk, int64_t now) {
+    runlane_t *rl = bk->rl;
+    pthread_mutex_lock(&rl->mu);
+    int stopping = rl->stopping;
+    int64_t deadline = rl->stop_deadline;
+    pthread_mutex_unlock(&rl->mu);
+    if (!stopping) return;
+    for (rl_turn_t *t = bk->turns; t; t = t->next) {
+        if (t->state != RL_TS_BUSY || !t->f) continue;
+        int64_t until = t->req ? rl_http_wait_until(t->req) : 0;
+        if (!t->req && t->timer_fn) until = t->timer_at;
+        if (until <= 0 || until <= deadline) continue;
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "worker stopping: a wait of %lld ms more was cut short; the batch was released",
+                 (long long)(until - now));
+        rl_turn_settle(t, RL_SETTLE_RELEASE, msg, 1, 0);
+    }
+}
+
 int64_t rl_bk_drive(rl_backend_t *bk) {
     int64_t wake = rl_http_drive(bk->http);
     int64_t now = rl_mono_ms();
     lease_note_drive(bk, now);
+    cut_waits_on_stop(bk, now);
+    /* A stream that sends bytes but no event (comments, a slow drip of a
+     * line) is as idle as a silent one: the HTTP client's idle timer only
+     * sees bytes. */
+    for (rl_turn_t *t = bk->turns; t; t = t->next) {
+        if (t->state == RL_TS_DEAD || !t->req || !t->streaming) continue;
+        int64_t since = rl_http_attempt_since(t->req);
+        if (since == 0) continue; /* not running (waiting for a retry...) */
+        if (since > t->last_event_ms) t->last_event_ms = since;
+        if (now - t->last_event_ms < bk->stream_idle_ms) continue;
+        char why[160];
+        snprintf(why, sizeof(why), "the stream sent no event for %lld ms (http.stream.idle.timeout.ms)",
+                 (long long)bk->stream_idle_ms);
+        rl_http_abort(t->req, why);
+        if (wake > now) wake = now; /* processed by the next drive */
+    }
     /* Watchdog: a guarded request (it adds input) still unanswered, with
      * nothing of it confirmed (no response/run id), once the lease margin
      * is gone: stop it (an HTTP retry must not go out late) and release
@@ -180,8 +258,12 @@ int64_t rl_bk_drive(rl_backend_t *bk) {
             pp = &t->next;
         }
     }
-    for (rl_turn_t *t = bk->turns; t; t = t->next)
+    for (rl_turn_t *t = bk->turns; t; t = t->next) {
         if (t->timer_fn && t->timer_at < wake) wake = t->timer_at;
+        if (t->state != RL_TS_DEAD && t->req && t->streaming && rl_http_attempt_since(t->req) &&
+            t->last_event_ms + bk->stream_idle_ms < wake)
+            wake = t->last_event_ms + bk->stream_idle_ms;
+    }
     return wake;
 }
 
@@ -220,6 +302,7 @@ rl_turn_t *rl_turn_new(rl_backend_t *bk, rl_inflight_t *f) {
         }
         t->usage = cJSON_CreateObject();
         rl_sse_init(&t->sse, NULL, NULL);
+        rl_sse_limit(&t->sse, bk->sse_max_line, bk->sse_max_event);
     }
     if (!t || !cJSON_IsArray(t->msgs) || !t->ckpt || !t->usage) {
         if (t) turn_free(t);
@@ -288,6 +371,18 @@ void rl_turn_settle(rl_turn_t *t, rl_settle_t how, const char *error, int retria
     t->settle_how = how;
     free(t->settle_error);
     t->settle_error = error ? rl_http_scrub_dup(t->bk->http, error) : NULL;
+    if (t->settle_error && strlen(t->settle_error) > RL_TURN_ERROR_MAX) {
+        /* A provider's message (or stream error) can be megabytes: keep the
+         * start, cut on a UTF-8 boundary. */
+        size_t n = RL_TURN_ERROR_MAX - 3;
+        while (n > 0 && ((unsigned char)t->settle_error[n] & 0xC0) == 0x80) n--;
+        memcpy(t->settle_error + n, "...", 4);
+    }
+    if (t->settle_error && !rl_utf8_valid(t->settle_error, strlen(t->settle_error))) {
+        /* (a provider's bytes: the bindings decode errors as UTF-8) */
+        for (char *c = t->settle_error; *c; c++)
+            if ((unsigned char)*c >= 0x80) *c = '?';
+    }
     t->settle_retriable = retriable;
     t->settle_delay_ms = delay_ms;
     do_settle(t);
@@ -378,6 +473,8 @@ int rl_turn_absorb_interrupt(rl_turn_t *t, rl_turn_fn retry) {
     return 1;
 }
 
+static int request_budget(rl_turn_t *t, const char *method, const char *path);
+
 static void aux_done(void *opaque, const rl_http_result_t *res) {
     (void)res;
     rl_turn_t *t = opaque;
@@ -386,6 +483,8 @@ static void aux_done(void *opaque, const rl_http_result_t *res) {
 
 void rl_turn_aux(rl_turn_t *t, const char *method, const char *path) {
     if (t->aux) rl_http_cancel(t->aux);
+    t->aux = NULL;
+    if (!request_budget(t, method, path)) return;
     t->aux = rl_http_start(t->bk->http, method, path, NULL,
                            t->bk->assistants ? RL_HTTP_ASSISTANTS : 0, NULL, aux_done, t);
 }
@@ -393,6 +492,24 @@ void rl_turn_aux(rl_turn_t *t, const char *method, const char *path) {
 int64_t rl_defer_delay_ms(void) { return 1000 + (int64_t)(2000.0 * rl_random()); }
 
 void rl_turn_defer(rl_turn_t *t) {
+    /* Deferrals spend no attempt, so they are counted in the checkpoint
+     * (it outlives the claim): a server that says "busy" forever must not
+     * get a request every few seconds forever. */
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(t->ckpt, "defers");
+    int n = (cJSON_IsNumber(d) ? d->valueint : 0) + 1;
+    cJSON_DeleteItemFromObjectCaseSensitive(t->ckpt, "defers");
+    if (n > RL_TURN_MAX_DEFERS) {
+        /* (the next attempt starts counting again) */
+        if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the provider kept the conversation busy with a turn that is not this batch's "
+                 "(%d deferrals)", RL_TURN_MAX_DEFERS);
+        rl_turn_fail(t, RUNLANE_ERR_BUSY, msg, 1);
+        return;
+    }
+    cJSON_AddNumberToObject(t->ckpt, "defers", n);
+    if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
     rl_turn_settle(t, RL_SETTLE_DEFER, NULL, 1, rl_defer_delay_ms());
 }
 
@@ -518,6 +635,7 @@ static int turn_sse_event(void *opaque, const char *event, const char *data, siz
     (void)id;
     rl_turn_t *t = opaque;
     if (t->state == RL_TS_DEAD || !t->req_event) return 1;
+    t->last_event_ms = rl_mono_ms();
     cJSON *j = cJSON_ParseWithLength(data, len);
     t->req_event(t, event, j);
     cJSON_Delete(j);
@@ -526,7 +644,56 @@ static int turn_sse_event(void *opaque, const char *event, const char *data, siz
 
 static int turn_http_data(void *opaque, const char *data, size_t n) {
     rl_turn_t *t = opaque;
-    return rl_sse_feed(&t->sse, data, n) != 0;
+    int rc = rl_sse_feed(&t->sse, data, n);
+    if (rc == RL_SSE_TOO_LONG && t->req) {
+        char why[160];
+        if (t->sse.too_long == 1)
+            snprintf(why, sizeof(why), "event stream line over %zu bytes (http.sse.max.line.bytes)",
+                     t->bk->sse_max_line);
+        else
+            snprintf(why, sizeof(why), "event over %zu bytes (http.sse.max.event.bytes)",
+                     t->bk->sse_max_event);
+        rl_http_abort_reason(t->req, why);
+    }
+    return rc != 0;
+}
+
+/* 1 when the attempt may send one more request; otherwise the attempt
+ * fails (the turn is dead) and 0. */
+static int request_budget(rl_turn_t *t, const char *method, const char *path) {
+    if (++t->requests <= t->bk->max_requests) return 1;
+    char *msg = rl_asprintf("%s %s: not sent: this attempt already sent %lld HTTP requests "
+                            "(http.max.requests.per.attempt)",
+                            method, path, (long long)t->bk->max_requests);
+    rl_turn_fail(t, RUNLANE_ERR_PROVIDER, msg ? msg : "too many HTTP requests in one attempt", 1);
+    free(msg);
+    return 0;
+}
+
+int rl_turn_listed(rl_turn_t *t, size_t page_bytes, const char *what) {
+    t->listed_bytes += (int64_t)page_bytes;
+    if (t->listed_bytes <= t->bk->max_body) return 1;
+    char *msg = rl_asprintf("%s: the listing is over %lld bytes in all (http.max.body.bytes)", what,
+                            (long long)t->bk->max_body);
+    rl_turn_fail(t, RUNLANE_ERR_PROVIDER, msg ? msg : what, 1);
+    free(msg);
+    return 0;
+}
+
+void rl_turn_unusable(rl_turn_t *t, const char *what, rl_turn_fn retry) {
+    int max = rl_http_max_retries(t->bk->http);
+    if (++t->poll_failures > max) {
+        /* (as the backends' own failures: a retried attempt reconciles) */
+        rl_turn_ckpt_set(t, "state", "failed");
+        if (!rl_turn_checkpoint(t, NULL) && t->state == RL_TS_DEAD) return;
+        char *msg = rl_asprintf("%s (%d time%s: http.max.retries exhausted)", what,
+                                t->poll_failures, t->poll_failures == 1 ? "" : "s");
+        rl_turn_fail(t, RUNLANE_ERR_PROVIDER, msg ? msg : what, 1);
+        free(msg);
+        return;
+    }
+    t->state = RL_TS_BUSY;
+    rl_turn_timer(t, rl_http_backoff_ms(t->bk->http, t->poll_failures, -1), retry);
 }
 
 int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJSON *body,
@@ -534,11 +701,17 @@ int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJ
     char *b = body ? cJSON_PrintUnformatted(body) : NULL;
     if (body && !b) return 0;
     if (t->bk->assistants) flags |= RL_HTTP_ASSISTANTS;
+    if (!request_budget(t, method, path)) {
+        free(b);
+        return 1; /* handled: the attempt failed */
+    }
     rl_sse_finish(&t->sse);
     t->sse.cb = turn_sse_event;
     t->sse.opaque = t;
     t->req_done = done;
     t->req_event = on_event;
+    t->streaming = (flags & RL_HTTP_STREAM) != 0;
+    t->last_event_ms = rl_mono_ms();
     t->req = rl_http_start(t->bk->http, method, path, b, flags,
                            (flags & RL_HTTP_STREAM) ? turn_http_data : NULL, turn_http_done, t);
     free(b);
@@ -570,8 +743,8 @@ int rl_turn_request_guarded(rl_turn_t *t, const char *method, const char *path,
                             const cJSON *body, int flags, rl_turn_done_fn done,
                             rl_turn_event_fn on_event) {
     int ok = rl_turn_request(t, method, path, body, flags, done, on_event);
-    if (ok) rl_http_set_gate(t->req, turn_send_gate);
-    t->guarded = ok;
+    if (ok && t->req) rl_http_set_gate(t->req, turn_send_gate);
+    t->guarded = ok && t->req;
     return ok;
 }
 

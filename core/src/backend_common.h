@@ -34,6 +34,10 @@ struct rl_backend {
     int interrupt; /* busy.policy=interrupt (responses: create in background) */
     int64_t tool_timeout_ms;
     int tool_cancel;
+    size_t sse_max_line, sse_max_event; /* http.sse.max.line.bytes / .event.bytes */
+    int64_t max_requests;                /* http.max.requests.per.attempt */
+    int64_t stream_idle_ms;              /* http.stream.idle.timeout.ms */
+    int64_t max_body;                    /* http.max.body.bytes (also: a listing's pages) */
     rl_turn_t *turns; /* every turn this backend holds */
     /* Lease estimate (see rl_turn_lease_ok): monotonic time of the last
      * drive, the leases_renewed count last seen, and a drive time known to
@@ -71,7 +75,11 @@ struct rl_turn {
     cJSON *outputs;      /* answers so far {call_id: output} */
     int64_t tools_deadline;
     int create_failures; /* ambiguous create failures (reconciled, then resent) */
-    int poll_failures;
+    int poll_failures;   /* 2xx answers that were not usable (see rl_turn_unusable) */
+    int64_t requests;    /* HTTP requests this attempt sent (http.max.requests.per.attempt) */
+    int64_t listed_bytes; /* bytes of the listing pages gathered in scratch */
+    int streaming;       /* t->req is a stream */
+    int64_t last_event_ms; /* a stream's last dispatched event (or its start) */
     /* A settle the store could not write yet. */
     rl_settle_t settle_how;
     char *settle_error;
@@ -152,7 +160,11 @@ void rl_turn_aux(rl_turn_t *t, const char *method, const char *path);
  * ended, then run next(t). Returns 1 when it took the flow over, 0 when
  * there is nothing to settle (call next yourself). */
 int rl_turn_settle_prior(rl_turn_t *t, rl_turn_fn next);
-/* Defers the batch: the provider is busy with a turn that is not ours. */
+/* Defers the batch: the provider is busy with a turn that is not ours. No
+ * attempt is spent, but the deferrals of a batch are counted (in its
+ * checkpoint): past RL_TURN_MAX_DEFERS (about 10 minutes of 1-3 s waits, a
+ * provider lock's longest legitimate life) the attempt fails instead. */
+#define RL_TURN_MAX_DEFERS 300
 void rl_turn_defer(rl_turn_t *t);
 /* Runs fn(t) after delay_ms (replaces the turn's timer). */
 void rl_turn_timer(rl_turn_t *t, int64_t delay_ms, rl_turn_fn fn);
@@ -197,9 +209,27 @@ int rl_turn_request_guarded(rl_turn_t *t, const char *method, const char *path,
                             rl_turn_event_fn on_event);
 
 /* Starts a request whose completion calls done(t, res); t->req tracks it.
- * Streams feed t->sse, whose events go to on_event(t, event, data_json). */
+ * Streams feed t->sse, whose events go to on_event(t, event, data_json).
+ * Past http.max.requests.per.attempt requests in this attempt, nothing is
+ * sent: the attempt fails (the turn is dead) and 1 is returned. */
 int rl_turn_request(rl_turn_t *t, const char *method, const char *path, const cJSON *body,
                     int flags, rl_turn_done_fn done, rl_turn_event_fn on_event);
+
+/* A 2xx answer the flow cannot use (not a response/run object, no
+ * status, a stream that ended without one...), or a step that cannot go on
+ * (an endpoint the flow needs answered an error): counts toward
+ * http.max.retries (t->poll_failures, for the whole attempt). Within the
+ * bound, `retry` runs after the HTTP backoff; past it the attempt fails
+ * (retriable, RUNLANE_ERR_PROVIDER) with `what` and the count. */
+void rl_turn_unusable(rl_turn_t *t, const char *what, rl_turn_fn retry);
+/* Adds a listing page's size to t->listed_bytes; past http.max.body.bytes
+ * for the whole listing (pages whose items are all kept in t->scratch: the
+ * responses backend's items after the snapshot), the attempt fails
+ * (retriable) and 0 is returned. */
+int rl_turn_listed(rl_turn_t *t, size_t page_bytes, const char *what);
+
+/* Longest error kept for a batch (settle): the peer fills it. */
+#define RL_TURN_ERROR_MAX 2048
 
 /* ---- events ---- */
 

@@ -106,6 +106,27 @@ static int is_terminal(const char *status) {
            strcmp(status, "incomplete") == 0 || strcmp(status, "cancelled") == 0;
 }
 
+/* A status the flow knows (anything else, or none, is an unusable answer). */
+static int status_known(const char *status) {
+    return is_terminal(status) || strcmp(status, "queued") == 0 ||
+           strcmp(status, "in_progress") == 0;
+}
+
+/* The wait before the next poll: the server's hint (capped by the HTTP
+ * client), else `dflt`; never a busy loop. */
+static int64_t poll_delay(const rl_http_result_t *res, int64_t dflt) {
+    int64_t d = res->poll_after_ms >= 0 ? res->poll_after_ms : dflt;
+    return d < 50 ? 50 : d;
+}
+
+/* "<what>: HTTP 200 ..." for rl_turn_unusable. */
+static void unusable(rl_turn_t *t, const char *method, const char *path, const char *why,
+                     rl_turn_fn retry) {
+    char *msg = rl_asprintf("%s %s: %s", method, path, why);
+    rl_turn_unusable(t, msg ? msg : why, retry);
+    free(msg);
+}
+
 /* A response (from a stream event, a create or a poll) became known. */
 static void cancel_response(rl_turn_t *t);
 
@@ -210,7 +231,11 @@ static cJSON *dangling_calls(const cJSON *data) {
 static void r_dangling_list(rl_turn_t *t);
 
 static void r_dangling_answered(rl_turn_t *t, const rl_http_result_t *res) {
-    (void)res; /* whatever happened, the next listing tells */
+    /* Whatever happened, the next listing tells; a failure counts. */
+    if (!res->ok) {
+        rl_turn_unusable(t, res->error, t->dangling_then_post ? r_dangling_list : r_snapshot);
+        return;
+    }
     if (t->dangling_then_post) r_dangling_list(t);
     else r_snapshot(t);
 }
@@ -249,6 +274,12 @@ static void r_dangling_list_done(rl_turn_t *t, const rl_http_result_t *res) {
         return;
     }
     cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
+    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "data"))) {
+        cJSON_Delete(j);
+        unusable(t, "GET", "/conversations/{id}/items", "HTTP 200 without an item list",
+                 r_dangling_list);
+        return;
+    }
     cJSON *ids = dangling_calls(cJSON_GetObjectItemCaseSensitive(j, "data"));
     cJSON_Delete(j);
     if (cJSON_GetArraySize(ids) > 0 && t->dangling_rounds < DANGLING_MAX_ROUNDS) {
@@ -273,6 +304,13 @@ static void r_snapshot_done(rl_turn_t *t, const rl_http_result_t *res) {
     }
     cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
     cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    if (!cJSON_IsArray(data)) {
+        /* (an empty conversation is an empty list, not nothing) */
+        cJSON_Delete(j);
+        unusable(t, "GET", "/conversations/{id}/items", "HTTP 200 without an item list",
+                 r_snapshot);
+        return;
+    }
     cJSON *ids = dangling_calls(data);
     if (cJSON_GetArraySize(ids) > 0 && t->dangling_rounds < DANGLING_MAX_ROUNDS) {
         /* Answer them first, then snapshot again (the outputs come before
@@ -346,10 +384,15 @@ static void r_post_done(rl_turn_t *t, const rl_http_result_t *res) {
         } else if (t->stream_error) {
             fail_with(t, t->stream_error, 1);
         } else if (t->turn_id[0]) {
-            rl_turn_timer(t, res->poll_after_ms >= 0 ? res->poll_after_ms : 200, r_poll);
+            rl_turn_timer(t, poll_delay(res, 200), r_poll);
         } else {
-            /* Nothing usable came back: find out what the server did. */
-            rl_turn_timer(t, res->retry_in_ms, r_reconcile);
+            /* Nothing usable came back: find out what the server did, after
+             * a backoff; it counts (a server that always answers so must
+             * not be sent the same create forever). */
+            unusable(t, "POST", "/responses",
+                     res->streamed ? "HTTP 200 stream ended without a usable response object"
+                                   : "HTTP 200 without a usable response object",
+                     r_reconcile);
         }
         cJSON_Delete(resp);
         return;
@@ -467,11 +510,12 @@ static void r_poll_done(rl_turn_t *t, const rl_http_result_t *res) {
     }
     cJSON *resp = cJSON_ParseWithLength(res->body, res->body_len);
     const char *status = rl_json_str(resp, "status");
-    if (is_terminal(status)) {
+    if (!status_known(status)) {
+        unusable(t, "GET", "/responses/{id}", "HTTP 200 without a known response status", r_poll);
+    } else if (is_terminal(status)) {
         r_final(t, resp);
     } else {
-        int64_t d = res->poll_after_ms >= 0 ? res->poll_after_ms : 500;
-        rl_turn_timer(t, d, r_poll);
+        rl_turn_timer(t, poll_delay(res, 500), r_poll);
     }
     cJSON_Delete(resp);
 }
@@ -574,7 +618,15 @@ static void r_cancel_done(rl_turn_t *t, const rl_http_result_t *res) {
 /* After the placeholder answers of an interrupt: restart from what the
  * conversation holds (the create absorbs the new messages). */
 static void r_restart_done(rl_turn_t *t, const rl_http_result_t *res) {
-    (void)res;
+    if (!res->ok) {
+        /* The conversation did not take the answers (a server without the
+         * items endpoint answers 404): back off and look again, bounded. */
+        char *msg = rl_asprintf("busy.policy=interrupt: answering the pending tool calls failed: %s",
+                                res->error);
+        rl_turn_unusable(t, msg ? msg : res->error, r_reconcile);
+        free(msg);
+        return;
+    }
     r_reconcile(t);
 }
 
@@ -635,11 +687,17 @@ static void r_recover_done(rl_turn_t *t, const rl_http_result_t *res) {
     const char *status = rl_json_str(resp, "status");
     const char *state = rl_turn_ckpt_get(t, "state");
     if (!state) state = "";
+    if (!*rl_json_str(resp, "id") || !status_known(status)) {
+        cJSON_Delete(resp);
+        unusable(t, "GET", "/responses/{id}", "HTTP 200 without a response id and known status",
+                 r_recover);
+        return;
+    }
     rl_strlcpy(t->turn_id, rl_json_str(resp, "id"), sizeof(t->turn_id));
     if (!is_terminal(status)) {
         /* Still running: adopt it. */
         rl_turn_emit_started(t, ID_KEY, 1);
-        rl_turn_timer(t, res->poll_after_ms >= 0 ? res->poll_after_ms : 200, r_poll);
+        rl_turn_timer(t, poll_delay(res, 200), r_poll);
     } else if (strcmp(state, "posting_outputs") == 0 || strcmp(state, "failed") == 0) {
         /* Outputs may have been posted, or a failed turn is retried: the
          * conversation says what is there. */
@@ -753,6 +811,18 @@ static void r_items_done(rl_turn_t *t, const rl_http_result_t *res) {
     }
     cJSON *j = cJSON_ParseWithLength(res->body, res->body_len);
     cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    if (!cJSON_IsArray(data)) {
+        cJSON_Delete(j);
+        t->cursor[0] = '\0';
+        unusable(t, "GET", "/conversations/{id}/items", "HTTP 200 without an item list",
+                 r_reconcile);
+        return;
+    }
+    if (!t->scratch) t->listed_bytes = 0;
+    if (!rl_turn_listed(t, res->body_len, "GET /conversations/{id}/items")) {
+        cJSON_Delete(j);
+        return;
+    }
     if (!t->scratch) t->scratch = cJSON_CreateArray();
     cJSON *it;
     while (cJSON_IsArray(data) && (it = cJSON_DetachItemFromArray(data, 0)) != NULL)

@@ -13,8 +13,6 @@
 #include "internal.h"
 #include "ioloop.h"
 
-#define RL_HTTP_MAX_BODY (64u * 1024u * 1024u)
-
 typedef enum rq_state {
     RQ_QUEUED = 0, /* waiting to be added to the multi (rate limit, or added from a callback) */
     RQ_ACTIVE,     /* transfer running */
@@ -38,6 +36,7 @@ struct rl_http_req {
     int attempts;
     int64_t retry_at;
     int64_t last_activity;
+    int64_t attempt_at; /* when the current attempt joined the multi */
     /* Outcome of the current attempt. */
     CURLcode code;
     int idle_timeout, aborted, gated; /* gated: the gate stopped it unsent */
@@ -50,6 +49,11 @@ struct rl_http_req {
     int should_retry; /* x-should-retry: -1 absent, 0 false, 1 true */
     rl_buf_t body_buf;
     int body_too_large;
+    int64_t header_bytes, stream_bytes;
+    /* A limit the peer went past (or the on_data consumer's reason for
+     * aborting): the attempt failed as a provider error, retriable. */
+    char cap[200];
+    int wait_noted; /* the wait note was given for this attempt */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -63,6 +67,8 @@ struct rl_http {
     long connect_ms, timeout_ms, idle_ms;
     int max_retries;
     int64_t retry_base_ms, retry_max_ms;
+    int64_t max_body, max_header, max_stream; /* peer-filled buffers' caps */
+    rl_http_wait_fn wait_note;
     double rpm, tokens;       /* the local bucket (no store, or the store failed) */
     int64_t tokens_at;
     rl_http_rate_t rate;      /* the shared bucket (rate.store NULL: none) */
@@ -159,6 +165,9 @@ rl_http_t *rl_http_new(const runlane_conf_t *conf, CURLM *multi) {
     h->max_retries = (int)rl_conf_int(conf, "http.max.retries");
     h->retry_base_ms = rl_conf_int(conf, "http.retry.base.ms");
     h->retry_max_ms = rl_conf_int(conf, "http.retry.max.ms");
+    h->max_body = rl_conf_int(conf, "http.max.body.bytes");
+    h->max_header = rl_conf_int(conf, "http.max.header.bytes");
+    h->max_stream = rl_conf_int(conf, "http.stream.max.bytes");
     h->rpm = (double)rl_conf_int(conf, "rate.limit.rpm");
     h->tokens = h->rpm > 0 ? (h->rpm / 60.0 < 1.0 ? 1.0 : h->rpm / 60.0) : 0;
     h->tokens_at = rl_mono_ms();
@@ -302,6 +311,9 @@ static void reset_attempt(rl_http_req_t *r) {
     if (r->body_buf.data) r->body_buf.data[0] = '\0';
     r->body_buf.oom = 0;
     r->body_too_large = 0;
+    r->header_bytes = r->stream_bytes = 0;
+    r->cap[0] = '\0';
+    r->wait_noted = 0;
     r->errbuf[0] = '\0';
 }
 
@@ -339,6 +351,12 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud) {
     char *l = buf;
     size_t len = n;
     r->last_activity = rl_mono_ms();
+    r->header_bytes += (int64_t)n;
+    if (r->header_bytes > r->h->max_header) {
+        snprintf(r->cap, sizeof(r->cap), "response headers over %lld bytes (http.max.header.bytes)",
+                 (long long)r->h->max_header);
+        return 0;
+    }
     if (len >= 5 && strncmp(l, "HTTP/", 5) == 0) {
         /* A new response block (after 100 Continue or a redirect). */
         const char *sp = memchr(l, ' ', len);
@@ -387,14 +405,22 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud) {
     r->last_activity = rl_mono_ms();
     if ((r->flags & RL_HTTP_STREAM) && r->sse && r->status >= 200 && r->status < 300) {
         r->streamed = 1;
+        r->stream_bytes += (int64_t)n;
+        if (r->stream_bytes > r->h->max_stream) {
+            snprintf(r->cap, sizeof(r->cap), "stream over %lld bytes (http.stream.max.bytes)",
+                     (long long)r->h->max_stream);
+            return 0;
+        }
         if (r->on_data && r->on_data(r->opaque, ptr, n)) {
             r->aborted = 1;
             return 0;
         }
         return r->state == RQ_DEAD ? 0 : n;
     }
-    if (r->body_buf.len + n > RL_HTTP_MAX_BODY) {
+    if ((int64_t)(r->body_buf.len + n) > r->h->max_body) {
         r->body_too_large = 1;
+        snprintf(r->cap, sizeof(r->cap), "response body over %lld bytes (http.max.body.bytes)",
+                 (long long)r->h->max_body);
         return 0;
     }
     rl_buf_append(&r->body_buf, ptr, n);
@@ -534,7 +560,7 @@ static void launch(rl_http_req_t *r) {
     if (!take_token(h, now)) return;
     reset_attempt(r);
     r->attempts++;
-    r->last_activity = now;
+    r->last_activity = r->attempt_at = now;
     if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
         /* Treated as a failed attempt by the next drive. */
         r->code = CURLE_FAILED_INIT;
@@ -631,8 +657,35 @@ int rl_http_pending(const rl_http_t *h) {
 
 int rl_http_max_retries(const rl_http_t *h) { return h->max_retries; }
 
+void rl_http_set_wait_note(rl_http_t *h, rl_http_wait_fn fn) { h->wait_note = fn; }
+
+void rl_http_abort_reason(rl_http_req_t *r, const char *reason) {
+    if (r && reason) rl_strlcpy(r->cap, reason, sizeof(r->cap));
+}
+
+int64_t rl_http_attempt_since(const rl_http_req_t *r) {
+    return r && r->state == RQ_ACTIVE ? r->attempt_at : 0;
+}
+
+void rl_http_abort(rl_http_req_t *r, const char *reason) {
+    if (!r || r->state != RQ_ACTIVE || in_curl(r->h)) return;
+    if (r->in_multi) curl_multi_remove_handle(r->h->multi, r->easy);
+    r->in_multi = 0;
+    r->code = CURLE_ABORTED_BY_CALLBACK;
+    r->aborted = 1;
+    rl_strlcpy(r->cap, reason ? reason : "aborted", sizeof(r->cap));
+    r->state = RQ_FINISHED;
+}
+
+int64_t rl_http_wait_until(const rl_http_req_t *r) {
+    if (!r) return 0;
+    return r->state == RQ_WAIT ? r->retry_at : 0;
+}
+
 int64_t rl_http_backoff_ms(const rl_http_t *h, int n, int64_t hint_ms) {
-    if (hint_ms >= 0) return hint_ms > 600000 ? 600000 : hint_ms;
+    /* The server's ask is honoured up to http.retry.max.ms: a hostile or
+     * broken Retry-After must not park a batch (and its lease) for days. */
+    if (hint_ms >= 0) return hint_ms > h->retry_max_ms ? h->retry_max_ms : hint_ms;
     int64_t d = h->retry_base_ms;
     for (int i = 1; i < n && d < h->retry_max_ms; i++) d *= 2;
     if (d > h->retry_max_ms) d = h->retry_max_ms;
@@ -659,18 +712,35 @@ static int not_sent(const rl_http_req_t *r) {
     }
 }
 
+/* The length of s cut to at most max bytes on a UTF-8 character boundary
+ * (an error message must stay valid UTF-8 for the bindings). */
+static size_t utf8_cut(const char *s, size_t max) {
+    size_t n = strlen(s);
+    if (n <= max) return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
+    return max;
+}
+
+/* A peer's bytes in a message that is not valid UTF-8: every non-ASCII
+ * byte becomes '?' (the bindings decode messages as UTF-8). */
+static void ascii_if_invalid(char *s) {
+    if (!s || rl_utf8_valid(s, strlen(s))) return;
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80) *s = '?';
+}
+
 /* Builds the error message of a failed request into b. */
 static void describe_error(rl_http_req_t *r, rl_buf_t *b, cJSON *err_obj) {
     rl_buf_printf(b, "%s %s: ", r->method, r->path);
     if (r->code != CURLE_OK) {
         if (r->idle_timeout)
             rl_buf_printf(b, "network error: the stream sent nothing for %ld ms", r->h->idle_ms);
+        else if (r->cap[0])
+            rl_buf_printf(b, "provider error: %s", r->cap);
         else if (r->aborted)
             rl_buf_puts(b, "aborted");
         else if (r->gated)
             rl_buf_puts(b, "not sent: stopped by its gate before going out");
-        else if (r->body_too_large)
-            rl_buf_printf(b, "response body over %u bytes", RL_HTTP_MAX_BODY);
         else {
             rl_buf_printf(b, "network error: %s", curl_easy_strerror(r->code));
             if (r->errbuf[0]) rl_buf_printf(b, " (%s)", r->errbuf);
@@ -685,11 +755,14 @@ static void describe_error(rl_http_req_t *r, rl_buf_t *b, cJSON *err_obj) {
         if (cJSON_IsString(code) && *code->valuestring)
             rl_buf_printf(b, " (code %s)", code->valuestring);
         if (cJSON_IsString(msg)) {
-            rl_buf_printf(b, ": %.1000s", msg->valuestring);
+            rl_buf_puts(b, ": ");
+            rl_buf_append(b, msg->valuestring, utf8_cut(msg->valuestring, 1000));
         } else if (r->body_buf.len) {
             /* Not an OpenAI error object: show the start of the body. */
             rl_buf_puts(b, ": ");
             size_t n = r->body_buf.len < 300 ? r->body_buf.len : 300;
+            while (n > 0 && n < r->body_buf.len && ((unsigned char)r->body_buf.data[n] & 0xC0) == 0x80)
+                n--;
             for (size_t i = 0; i < n; i++) {
                 char c = r->body_buf.data[i];
                 rl_buf_append(b, (unsigned char)c < 0x20 ? " " : &c, 1);
@@ -712,9 +785,10 @@ static void process_finished(rl_http_req_t *r) {
     int retriable = 0, safe = 0;
     if (!ok) {
         if (r->code != CURLE_OK) {
-            if (r->streamed) {
+            if (r->streamed || r->cap[0]) {
+                /* (past a cap: the server answered, so it may have acted) */
                 retriable = 1;
-            } else if (r->aborted || r->body_too_large || r->gated) {
+            } else if (r->aborted || r->gated) {
                 retriable = 0;
             } else {
                 retriable = 1;
@@ -732,6 +806,16 @@ static void process_finished(rl_http_req_t *r) {
         int64_t delay = rl_http_backoff_ms(h, r->attempts, r->retry_after_ms);
         r->retry_at = rl_mono_ms() + delay;
         r->state = RQ_WAIT;
+        /* A long wait the server asked for is worth telling (a lease is
+         * held meanwhile); once per attempt. */
+        if (h->wait_note && !r->wait_noted &&
+            (r->retry_after_ms >= RL_HTTP_LONG_WAIT_MS || r->retry_after_ms > delay)) {
+            r->wait_noted = 1;
+            char what[300];
+            snprintf(what, sizeof(what), "%s %s: HTTP %ld", r->method, r->path, r->status);
+            rl_http_scrub(h, what);
+            h->wait_note(r->opaque, what, r->retry_after_ms, delay);
+        }
         return;
     }
     rl_buf_puts(&r->body_buf, "");
@@ -747,7 +831,11 @@ static void process_finished(rl_http_req_t *r) {
     rl_buf_puts(&eb, "");
     char *msg = rl_buf_take(&eb);
     if (msg) rl_http_scrub(h, msg);
+    ascii_if_invalid(msg);
     char *pmsg = rl_http_scrub_dup(h, json_str(err_obj, "message"));
+    /* (as in `error`: the provider's message is the peer's to fill) */
+    if (pmsg) pmsg[utf8_cut(pmsg, 1000)] = '\0';
+    ascii_if_invalid(pmsg);
     rl_http_result_t res;
     memset(&res, 0, sizeof(res));
     res.status = r->status;
@@ -760,9 +848,12 @@ static void process_finished(rl_http_req_t *r) {
     res.error_type = json_str(err_obj, "type");
     res.error_message = pmsg ? pmsg : "";
     res.retry_after_ms = r->retry_after_ms;
-    res.poll_after_ms = r->poll_after_ms;
+    /* A server's poll hint is a wait like Retry-After: capped. */
+    res.poll_after_ms = r->poll_after_ms > h->retry_max_ms ? h->retry_max_ms : r->poll_after_ms;
     res.ok = ok;
-    res.err = ok ? RUNLANE_OK : r->code != CURLE_OK ? RUNLANE_ERR_HTTP : RUNLANE_ERR_PROVIDER;
+    res.err = ok                               ? RUNLANE_OK
+              : r->cap[0] || r->code == CURLE_OK ? RUNLANE_ERR_PROVIDER
+                                                 : RUNLANE_ERR_HTTP;
     res.retriable = !ok && retriable;
     res.ambiguous = !ok && retriable && !safe;
     res.streamed = r->streamed;

@@ -18,16 +18,25 @@
  * Retries: network errors, 408, 409, 429 and 5xx (and whatever the server
  * marks with x-should-retry: true) are retried up to http.max.retries times
  * after min(http.retry.max.ms, http.retry.base.ms * 2^(n-1)) less up to 25%
- * jitter, or exactly what the server asked for with retry-after-ms or
- * Retry-After (seconds or an HTTP date). A request flagged RL_HTTP_UNSAFE
+ * jitter, or what the server asked for with retry-after-ms or
+ * Retry-After (seconds or an HTTP date), capped at http.retry.max.ms (as is
+ * openai-poll-after-ms in the result). A request flagged RL_HTTP_UNSAFE
  * (it creates something: a response, a run) is only retried when the
  * server surely did not act on it (could not connect, 408, 409, 429);
  * otherwise it completes with `ambiguous` set and the caller reconciles
  * before sending it again. A stream that already delivered data is never
  * retried.
  *
+ * Limits on what the peer sends (each fails the attempt as a retriable
+ * provider error, RUNLANE_ERR_PROVIDER, retried like a 5xx when the request
+ * is safe): a body over http.max.body.bytes, headers over
+ * http.max.header.bytes, a stream over http.stream.max.bytes; a stream's
+ * consumer may abort it for a reason of its own (rl_http_abort_reason:
+ * the SSE parser's line and event limits), handled the same way.
+ *
  * Secrets (the API key, openai.headers values) never appear in an error
- * message: every message is scrubbed (rl_http_scrub). Nothing is logged.
+ * message: every message is scrubbed (rl_http_scrub). Nothing is logged (a
+ * long wait a server asked for is told to the wait note, scrubbed).
  *
  * Rate limit (rate.limit.rpm > 0): every send (first attempts and
  * retries alike) first takes a token of the queue's shared bucket, the
@@ -78,9 +87,10 @@ typedef struct rl_http_result {
     int64_t poll_after_ms;  /* openai-poll-after-ms, -1 when none */
     int ok;                 /* 2xx and no transport error */
     runlane_err_t err;      /* RUNLANE_OK; RUNLANE_ERR_HTTP for a transport failure (no
-                               answer, timeout, stream idle timeout, aborted, body too
-                               large: curl_code != 0); RUNLANE_ERR_PROVIDER for a non-2xx
-                               answer */
+                               answer, timeout, stream idle timeout, aborted:
+                               curl_code != 0); RUNLANE_ERR_PROVIDER for a non-2xx
+                               answer or a limit the peer went past (body, headers,
+                               stream, SSE line or event too large) */
     int retriable;          /* a failure a later attempt may not have */
     int ambiguous;          /* a failure after which the server may have acted */
     int streamed;           /* a 2xx stream delivered at least one byte to on_data */
@@ -159,7 +169,7 @@ int64_t rl_http_drive(rl_http_t *h);
 int rl_http_pending(const rl_http_t *h);
 
 /* Backoff before retry number `n` (1 for the first retry), with jitter;
- * `hint_ms` >= 0 (the server's Retry-After) wins. */
+ * `hint_ms` >= 0 (the server's Retry-After) wins, up to http.retry.max.ms. */
 int64_t rl_http_backoff_ms(const rl_http_t *h, int n, int64_t hint_ms);
 /* A delay header's value in ms: `seconds` 1 for Retry-After (seconds, or
  * an HTTP date: the time left until it, 0 when past), 0 for retry-after-ms
@@ -167,6 +177,31 @@ int64_t rl_http_backoff_ms(const rl_http_t *h, int n, int64_t hint_ms);
 int64_t rl_http_parse_delay_ms(const char *v, size_t n, int seconds);
 /* http.max.retries */
 int rl_http_max_retries(const rl_http_t *h);
+
+/* A server-asked wait at least this long (ms), or one cut by the cap, is
+ * reported to the wait note. */
+#define RL_HTTP_LONG_WAIT_MS 5000
+/* Told when a request is to wait `wait_ms` before its retry because the
+ * server asked for `asked_ms` (>= RL_HTTP_LONG_WAIT_MS, or more than the
+ * cap: wait_ms is then less). `what` is "METHOD path: HTTP status"
+ * (scrubbed); `opaque` the request's. Once per attempt. */
+typedef void (*rl_http_wait_fn)(void *opaque, const char *what, int64_t asked_ms,
+                                int64_t wait_ms);
+void rl_http_set_wait_note(rl_http_t *h, rl_http_wait_fn fn);
+/* From on_data, before returning non-zero: the reason the stream is
+ * aborted, for the error message; the attempt then fails as a retriable
+ * provider error (a limit of the peer's data was passed). */
+void rl_http_abort_reason(rl_http_req_t *r, const char *reason);
+/* When the running attempt of `r` started (monotonic ms); 0 when it is not
+ * running (queued, waiting for a retry, ended). */
+int64_t rl_http_attempt_since(const rl_http_req_t *r);
+/* Ends a running transfer as failed by the peer (the next rl_http_drive
+ * processes it like a limit passed: a retriable provider error with
+ * `reason`). Not from inside curl's callbacks; no-op unless running. */
+void rl_http_abort(rl_http_req_t *r, const char *reason);
+/* The monotonic time a request waiting for its retry goes out again; 0
+ * when it is not waiting (NULL too). */
+int64_t rl_http_wait_until(const rl_http_req_t *r);
 
 /* Replaces, in place, every secret of the client's configuration found in
  * `s` with "***". */

@@ -14,6 +14,11 @@ void rl_sse_init(rl_sse_t *p, rl_sse_cb cb, void *opaque) {
     p->opaque = opaque;
 }
 
+void rl_sse_limit(rl_sse_t *p, size_t max_line, size_t max_event) {
+    p->max_line = max_line;
+    p->max_event = max_event;
+}
+
 void rl_sse_free(rl_sse_t *p) {
     rl_buf_free(&p->line);
     rl_buf_free(&p->data);
@@ -66,6 +71,11 @@ static int process_line(rl_sse_t *p) {
             buf_reset(&p->event);
             rl_buf_append(&p->event, v, vlen);
         } else if (field_is(l, flen, "data")) {
+            if (p->max_event && p->data.len + vlen + 1 > p->max_event) {
+                p->too_long = 2;
+                buf_reset(&p->line);
+                return RL_SSE_TOO_LONG;
+            }
             rl_buf_append(&p->data, v, vlen);
             rl_buf_append(&p->data, "\n", 1);
         } else if (field_is(l, flen, "id")) {
@@ -91,6 +101,7 @@ int rl_sse_feed(rl_sse_t *p, const char *buf, size_t n) {
     static const unsigned char bom[3] = {0xEF, 0xBB, 0xBF};
     size_t i = 0;
     if (p->oom) return -1;
+    if (p->too_long) return RL_SSE_TOO_LONG;
     while (i < n && p->bom_state < 3) {
         if ((unsigned char)buf[i] == bom[p->bom_state]) {
             p->bom_state++;
@@ -116,11 +127,18 @@ int rl_sse_feed(rl_sse_t *p, const char *buf, size_t n) {
             i++;
             int rc = process_line(p);
             if (p->oom) return -1;
+            if (p->too_long) return RL_SSE_TOO_LONG;
             if (rc) return rc;
             continue;
         }
         size_t j = i;
         while (j < n && buf[j] != '\r' && buf[j] != '\n') j++;
+        if (p->max_line && p->line.len + (j - i) > p->max_line) {
+            /* A peer that never ends its line must not grow it forever. */
+            p->too_long = 1;
+            buf_reset(&p->line);
+            return RL_SSE_TOO_LONG;
+        }
         rl_buf_append(&p->line, buf + i, j - i);
         if (p->line.oom) {
             p->oom = 1;
@@ -139,4 +157,5 @@ void rl_sse_finish(rl_sse_t *p) {
     p->after_cr = 0;
     p->bom_state = 0;
     p->oom = 0;
+    p->too_long = 0;
 }

@@ -17,7 +17,13 @@
  *   discarded (rl_sse_finish).
  *
  * Feeding is robust to any chunking: every split of a stream gives the
- * same events. Not thread-safe: one parser per stream. */
+ * same events. Not thread-safe: one parser per stream.
+ *
+ * Limits (the peer fills these buffers): with rl_sse_limit, a line longer
+ * than max_line bytes, or an event whose data grows past max_event bytes,
+ * stops the parser with RL_SSE_TOO_LONG (which of the two: p->too_long 1
+ * for the line, 2 for the event); it then refuses more input until
+ * rl_sse_finish. 0 means no limit (the default). */
 #ifndef RUNLANE_SSE_H
 #define RUNLANE_SSE_H
 
@@ -42,13 +48,20 @@ typedef struct rl_sse {
     int after_cr;        /* the previous byte was a CR: a following LF is part of that end */
     int bom_state;       /* bytes of the BOM matched so far; 3 = done (no more BOM checks) */
     int oom;
+    size_t max_line;     /* 0: no limit */
+    size_t max_event;    /* 0: no limit */
+    int too_long;        /* 1: a line, 2: an event went past its limit */
     rl_sse_cb cb;
     void *opaque;
 } rl_sse_t;
 
+#define RL_SSE_TOO_LONG (-2)
+
 void rl_sse_init(rl_sse_t *p, rl_sse_cb cb, void *opaque);
-/* Parses `n` bytes. Returns 0, the callback's non-zero value, or -1 when
- * out of memory. */
+/* Sets the limits (bytes; 0: none) of a line and of an event's data. */
+void rl_sse_limit(rl_sse_t *p, size_t max_line, size_t max_event);
+/* Parses `n` bytes. Returns 0, the callback's non-zero value, -1 when out
+ * of memory, or RL_SSE_TOO_LONG past a limit. */
 int rl_sse_feed(rl_sse_t *p, const char *buf, size_t n);
 /* End of stream: discards an unterminated event; the parser may be fed
  * again as a new stream (the last event id is kept, as on reconnection). */

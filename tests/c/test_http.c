@@ -7,6 +7,12 @@
  * blocking, and the fallback when the store fails. */
 #include "rltest.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "rlemu.h"
 
 #include "conf.h"
@@ -193,12 +199,65 @@ static void test_http_429_retry_after_is_honoured(void) {
     rlemu_fault(&emu, "429", 2, "GET", vpath);
     result_t r;
     /* The backoff alone would be ~20-40 ms: the elapsed time proves the
-     * server's 400 ms were waited, twice. */
-    int64_t el = run(NULL, "GET", path, NULL, 0, &r);
+     * server's 400 ms were waited, twice (within http.retry.max.ms). */
+    static const char *const kv[] = {"http.retry.max.ms", "1000", NULL};
+    int64_t el = run(kv, "GET", path, NULL, 0, &r);
     RL_CHECK_MSG(r.ok, "expected success after two 429, got %s", r.error);
     RL_CHECK_INT(3, r.attempts);
     RL_CHECK_INT(3, rlemu_count(&emu, "GET", vpath));
     RL_CHECK_MSG(el >= 780, "expected >= 800 ms of Retry-After waits, took %lld ms", (long long)el);
+    result_free(&r);
+    free(conv);
+}
+
+/* A Retry-After past http.retry.max.ms is cut to it: a server asking for
+ * hours must not park the request (and its batch's lease). */
+static void test_http_retry_after_is_capped_by_retry_max(void) {
+    need_emu();
+    char *conv = new_conversation();
+    char path[256], vpath[256];
+    snprintf(path, sizeof(path), "/conversations/%s", conv);
+    snprintf(vpath, sizeof(vpath), "/v1/conversations/%s", conv);
+    rlemu_control(&emu, "POST", "/_emulator/config", "{\"retry_after_ms\":30000}");
+    rlemu_fault(&emu, "429", 2, "GET", vpath);
+    result_t r;
+    int64_t el = run(NULL, "GET", path, NULL, 0, &r); /* http.retry.max.ms=100 */
+    RL_CHECK_MSG(r.ok, "expected success after two 429, got %s", r.error);
+    RL_CHECK_INT(3, r.attempts);
+    RL_CHECK_MSG(el < 5000, "Retry-After 30 s should be capped at 100 ms, took %lld ms",
+                 (long long)el);
+    rlemu_control(&emu, "POST", "/_emulator/config", "{\"retry_after_ms\":0}");
+    result_free(&r);
+    free(conv);
+}
+
+/* A body over http.max.body.bytes fails as a retriable provider error,
+ * retried like a 5xx (a GET is safe), never read past the cap. */
+static void test_http_body_over_cap_is_a_retriable_provider_error(void) {
+    need_emu();
+    char *conv = new_conversation();
+    char path[256];
+    snprintf(path, sizeof(path), "/conversations/%s", conv);
+    static const char *const kv[] = {"http.max.body.bytes", "1024", "http.max.retries", "2", NULL};
+    /* A listing of many items is far over 1 KiB. */
+    char body[2048];
+    memset(body, 'x', 1500);
+    body[1500] = '\0';
+    char post[2200];
+    snprintf(post, sizeof(post),
+             "{\"items\":[{\"type\":\"message\",\"role\":\"user\",\"content\":\"%s\"}]}", body);
+    char ipath[300];
+    snprintf(ipath, sizeof(ipath), "%s/items", path);
+    result_t r;
+    run(NULL, "POST", ipath, post, 0, &r);
+    RL_CHECK_MSG(r.ok, "%s", r.error);
+    result_free(&r);
+    run(kv, "GET", ipath, NULL, 0, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(RUNLANE_ERR_PROVIDER, r.err);
+    RL_CHECK(r.retriable);
+    RL_CHECK_INT(3, r.attempts);
+    RL_CHECK_MSG(strstr(r.error, "http.max.body.bytes") != NULL, "error: %s", r.error);
     result_free(&r);
     free(conv);
 }
@@ -432,6 +491,19 @@ static void test_http_stream_delivers_sse(void) {
     run(NULL, "POST", "/responses", body, RL_HTTP_STREAM | RL_HTTP_UNSAFE, &r);
     RL_CHECK_MSG(r.ok, "%s", r.error);
     RL_CHECK_INT(1, r.streamed);
+    result_free(&r);
+    /* The same stream over http.stream.max.bytes fails as a retriable
+     * provider error naming the key. */
+    static const char *const kv[] = {"http.stream.max.bytes", "1024", NULL};
+    run(kv, "POST", "/responses", body, RL_HTTP_STREAM | RL_HTTP_UNSAFE, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(RUNLANE_ERR_PROVIDER, r.err);
+    RL_CHECK(r.retriable);
+    RL_CHECK_MSG(strstr(r.error, "http.stream.max.bytes") != NULL, "error: %s", r.error);
+    RL_CHECK((size_t)r.stream.len <= 1024);
+    result_free(&r);
+    run(NULL, "POST", "/responses", body, RL_HTTP_STREAM | RL_HTTP_UNSAFE, &r);
+    RL_CHECK_MSG(r.ok, "%s", r.error);
     sse_sink_t s;
     memset(&s, 0, sizeof(s));
     rl_sse_t p;
@@ -475,6 +547,7 @@ static void test_http_poll_after_header(void) {
     need_emu();
     rlemu_control(&emu, "POST", "/_emulator/config", "{\"latency_ms\":2000,\"poll_after_ms\":123}");
     result_t r;
+    static const char *const kv[] = {"http.retry.max.ms", "1000", NULL};
     run(NULL, "POST", "/responses",
         "{\"model\":\"gpt-4o\",\"background\":true,\"input\":\"hi\"}", RL_HTTP_UNSAFE, &r);
     RL_CHECK_MSG(r.ok, "%s", r.error);
@@ -484,9 +557,13 @@ static void test_http_poll_after_header(void) {
              cJSON_GetObjectItemCaseSensitive(j, "id")->valuestring);
     cJSON_Delete(j);
     result_free(&r);
-    run(NULL, "GET", path, NULL, 0, &r);
+    run(kv, "GET", path, NULL, 0, &r);
     RL_CHECK_MSG(r.ok, "%s", r.error);
     RL_CHECK_INT(123, r.poll_after_ms);
+    result_free(&r);
+    /* A poll hint is a server-asked wait too: capped by http.retry.max.ms. */
+    run(NULL, "GET", path, NULL, 0, &r);
+    RL_CHECK_INT(100, r.poll_after_ms);
     result_free(&r);
 }
 
@@ -507,6 +584,94 @@ static void test_http_sync_request(void) {
     runlane_conf_destroy(c);
 }
 
+/* ---- a canned server: answers every connection with `reply` ---- */
+
+typedef struct canned {
+    int fd, port, served;
+    const char *reply;
+    size_t len;
+    pthread_t th;
+} canned_t;
+
+static void *canned_main(void *arg) {
+    canned_t *c = arg;
+    for (;;) {
+        int cfd = accept(c->fd, NULL, NULL);
+        if (cfd < 0) return NULL;
+        char req[8192];
+        ssize_t got = 0, r;
+        /* Read the request head (the tests send no body). */
+        while (got < (ssize_t)sizeof(req) - 1 && (r = recv(cfd, req + got, sizeof(req) - 1 - (size_t)got, 0)) > 0) {
+            got += r;
+            req[got] = '\0';
+            if (strstr(req, "\r\n\r\n")) break;
+        }
+        __atomic_add_fetch(&c->served, 1, __ATOMIC_SEQ_CST);
+        size_t off = 0;
+        while (off < c->len && (r = send(cfd, c->reply + off, c->len - off, MSG_NOSIGNAL)) > 0)
+            off += (size_t)r;
+        close(cfd);
+    }
+}
+
+static void canned_start(canned_t *c, const char *reply, size_t len) {
+    memset(c, 0, sizeof(*c));
+    c->reply = reply;
+    c->len = len;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof(a);
+    if (bind(c->fd, (struct sockaddr *)&a, sizeof(a)) || listen(c->fd, 8) ||
+        getsockname(c->fd, (struct sockaddr *)&a, &al))
+        abort();
+    c->port = ntohs(a.sin_port);
+    pthread_create(&c->th, NULL, canned_main, c);
+}
+
+static void canned_stop(canned_t *c) {
+    shutdown(c->fd, SHUT_RDWR);
+    close(c->fd);
+    pthread_join(c->th, NULL);
+}
+
+/* Headers over http.max.header.bytes fail as a retriable provider error
+ * naming the key (retried: a GET is safe); headers under it are fine. */
+static void test_http_headers_over_cap_fail(void) {
+    need_emu();
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n");
+    for (int i = 0; i < 40; i++) {
+        rl_buf_printf(&b, "X-Pad-%d: ", i);
+        for (int k = 0; k < 100; k++) rl_buf_puts(&b, "p");
+        rl_buf_puts(&b, "\r\n");
+    }
+    rl_buf_puts(&b, "\r\n{}");
+    canned_t c;
+    canned_start(&c, b.data, b.len);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", c.port);
+    const char *small[] = {"openai.base.url", url, "http.max.header.bytes", "2048",
+                           "http.max.retries", "1", NULL};
+    result_t r;
+    run(small, "GET", "/responses/resp_1", NULL, 0, &r);
+    RL_CHECK(!r.ok);
+    RL_CHECK_INT(RUNLANE_ERR_PROVIDER, r.err);
+    RL_CHECK(r.retriable);
+    RL_CHECK_INT(2, r.attempts);
+    RL_CHECK_MSG(strstr(r.error, "http.max.header.bytes") != NULL, "error: %s", r.error);
+    result_free(&r);
+    const char *big[] = {"openai.base.url", url, "http.max.header.bytes", "8192", NULL};
+    run(big, "GET", "/responses/resp_1", NULL, 0, &r);
+    RL_CHECK_MSG(r.ok, "4 KiB of headers under an 8 KiB cap: %s", r.error);
+    result_free(&r);
+    canned_stop(&c);
+    rl_buf_free(&b);
+}
+
 static void test_http_backoff_bounds(void) {
     runlane_conf_t *c = runlane_conf_new();
     char err[128];
@@ -521,7 +686,10 @@ static void test_http_backoff_bounds(void) {
         RL_CHECK(d3 >= 300 && d3 <= 400);
         RL_CHECK(d9 >= 750 && d9 <= 1000);
     }
-    RL_CHECK_INT(5000, rl_http_backoff_ms(h, 1, 5000));
+    /* The server's ask wins below the cap and is cut to it above. */
+    RL_CHECK_INT(700, rl_http_backoff_ms(h, 1, 700));
+    RL_CHECK_INT(1000, rl_http_backoff_ms(h, 1, 5000));
+    RL_CHECK_INT(1000, rl_http_backoff_ms(h, 1, 999999000));
     RL_CHECK_INT(0, rl_http_backoff_ms(h, 4, 0));
     rl_http_destroy(h);
     multi_cleanup(m);
@@ -901,6 +1069,9 @@ int main(void) {
         RL_RUN(test_http_stream_delivers_sse);
         RL_RUN(test_http_stream_idle_timeout);
         RL_RUN(test_http_poll_after_header);
+        RL_RUN(test_http_retry_after_is_capped_by_retry_max);
+        RL_RUN(test_http_body_over_cap_is_a_retriable_provider_error);
+        RL_RUN(test_http_headers_over_cap_fail);
         RL_RUN(test_http_sync_request);
         RL_RUN(test_http_rate_limit_shared_memory_store);
         RL_RUN(test_http_rate_limit_shared_redis_store);

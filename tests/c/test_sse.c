@@ -230,6 +230,42 @@ static void test_sse_reuse_after_finish(void) {
     rl_buf_free(&s.out);
 }
 
+/* A peer that never ends its line (or its event) stops the parser at the
+ * limit with RL_SSE_TOO_LONG instead of growing the buffer; the parser keeps
+ * refusing until rl_sse_finish, then reads a new stream. */
+static void test_sse_line_and_event_limits(void) {
+    sink_t s = {{0}, 0, 0};
+    rl_sse_t p;
+    rl_sse_init(&p, on_event, &s);
+    rl_sse_limit(&p, 64, 100);
+    char chunk[16];
+    memset(chunk, 'x', sizeof(chunk));
+    RL_CHECK_INT(0, rl_sse_feed(&p, "data: ", 6));
+    int rc = 0, fed = 0;
+    for (int i = 0; i < 1000 && rc == 0; i++, fed++) rc = rl_sse_feed(&p, chunk, sizeof(chunk));
+    RL_CHECK_INT(RL_SSE_TOO_LONG, rc);
+    RL_CHECK_INT(1, p.too_long);
+    RL_CHECK_MSG(fed <= 5, "the line limit (64) should stop it within 5 chunks, took %d", fed);
+    RL_CHECK(p.line.len <= 64);
+    RL_CHECK_INT(RL_SSE_TOO_LONG, rl_sse_feed(&p, "\n\n", 2));
+    RL_CHECK_INT(0, s.count);
+    rl_sse_finish(&p);
+    /* Lines under the limit, but an event whose data keeps growing. */
+    const char *line = "data: 0123456789012345678901234567890123456789\n"; /* 40 bytes of data */
+    RL_CHECK_INT(0, rl_sse_feed(&p, line, strlen(line)));
+    RL_CHECK_INT(0, rl_sse_feed(&p, line, strlen(line)));
+    RL_CHECK_INT(RL_SSE_TOO_LONG, rl_sse_feed(&p, line, strlen(line)));
+    RL_CHECK_INT(2, p.too_long);
+    RL_CHECK(p.data.len <= 100);
+    RL_CHECK_INT(0, s.count);
+    rl_sse_finish(&p);
+    /* After finish: an ordinary event goes through. */
+    RL_CHECK_INT(0, rl_sse_feed(&p, "data: ok\n\n", 10));
+    RL_CHECK_INT(1, s.count);
+    rl_sse_free(&p);
+    rl_buf_free(&s.out);
+}
+
 int main(void) {
     RL_RUN(test_sse_sample_every_split_lf);
     RL_RUN(test_sse_sample_every_split_crlf);
@@ -242,5 +278,6 @@ int main(void) {
     RL_RUN(test_sse_utf8_and_long_data);
     RL_RUN(test_sse_callback_stops_feed);
     RL_RUN(test_sse_reuse_after_finish);
+    RL_RUN(test_sse_line_and_event_limits);
     return rl_test_summary();
 }

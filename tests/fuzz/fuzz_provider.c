@@ -27,7 +27,11 @@
  *   - every request line is well-formed: the ids read from responses that
  *     go into paths are escaped (no space, control or non-ASCII byte);
  *   - the turn ends: COMPLETED or DEAD (max.attempts 1), or nothing left
- *     in flight, soon after the script is used up. */
+ *     in flight, soon after the script is used up;
+ *   - an attempt sends at most http.max.requests.per.attempt requests.
+ *   An input of odd length runs with the smallest limits on what the peer
+ *   sends (body, headers, stream, SSE line and event: 1024 bytes each), so
+ *   the limits' error paths are fuzzed too. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -354,11 +358,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         "batch.max.wait.ms", "0",
         "worker.poll.ms", "5",
         "lease.ms", "60000",
+        "http.max.requests.per.attempt", "40",
+        NULL};
+    /* (odd-length inputs: the smallest limits on what the peer sends) */
+    const char *limits[] = {
+        "http.max.body.bytes", "1024",
+        "http.max.header.bytes", "1024",
+        "http.stream.max.bytes", "1024",
+        "http.sse.max.line.bytes", "1024",
+        "http.sse.max.event.bytes", "1024",
         NULL};
     runlane_conf_t *conf = runlane_conf_new();
     for (int i = 0; kv[i]; i += 2)
         FZ_CHECK(runlane_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err)) == RUNLANE_OK, "conf: %s",
                  err);
+    for (int i = 0; (size & 1) && limits[i]; i += 2)
+        FZ_CHECK(runlane_conf_set(conf, limits[i], limits[i + 1], err, sizeof(err)) == RUNLANE_OK,
+                 "conf: %s", err);
     runlane_t *rl = runlane_new(conf, err, sizeof(err));
     runlane_conf_destroy(conf);
     FZ_CHECK(rl, "runlane_new: %s", err);
@@ -418,8 +434,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     pthread_mutex_lock(&srv.mu);
     char bad[sizeof(srv.bad_request)];
     snprintf(bad, sizeof(bad), "%s", srv.bad_request);
+    int requests = srv.next + srv.extra;
     srv.nscript = srv.next = 0; /* the input is freed after return */
     pthread_mutex_unlock(&srv.mu);
+    /* Each of the 40 requests may be sent once more (http.max.retries <= 1),
+     * and a deferral (1-3 s) within the run's 1.5 s may give one more claim. */
+    FZ_CHECK(requests <= 2 * 2 * 40, "%d requests (http.max.requests.per.attempt 40)", requests);
     FZ_CHECK(!bad[0], "malformed request line sent to the provider: %s", bad);
     return 0;
 }

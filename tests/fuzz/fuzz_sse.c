@@ -257,6 +257,47 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         evs_free(&part);
     }
 
+    /* Limits (rl_sse_limit, small ones from the input): the buffers the
+     * peer fills never pass them, whatever the chunking; until a limit is
+     * hit the events are the unlimited parser's, after it nothing more
+     * comes; without a hit, everything is the same. */
+    {
+        size_t max_line = 1 + data[1] % 200, max_event = 1 + data[0] % 300;
+        evs_t lim = {0};
+        rl_sse_t l;
+        rl_sse_init(&l, on_event, &lim);
+        rl_sse_limit(&l, max_line, max_event);
+        size_t i = 0;
+        uint32_t lseed = seed ^ 0xA5A5u;
+        int hit = 0;
+        while (i < n) {
+            size_t k = 1 + rng_next(&lseed) % max_chunk;
+            if (k > n - i) k = n - i;
+            int rc = rl_sse_feed(&l, s + i, k);
+            FZ_CHECK(l.line.len <= max_line, "line buffer %zu over its limit %zu", l.line.len,
+                     max_line);
+            FZ_CHECK(l.data.len <= max_event, "event buffer %zu over its limit %zu", l.data.len,
+                     max_event);
+            if (rc == RL_SSE_TOO_LONG) {
+                FZ_CHECK(l.too_long == 1 || l.too_long == 2, "too_long %d", l.too_long);
+                FZ_CHECK(rl_sse_feed(&l, "\n\n", 2) == RL_SSE_TOO_LONG,
+                         "a parser past its limit took more input");
+                hit = 1;
+                break;
+            }
+            FZ_CHECK(rc == 0, "limited feed returned %d", rc);
+            i += k;
+        }
+        FZ_CHECK(lim.n <= one.n, "limited parser: %zu events, unlimited %zu", lim.n, one.n);
+        for (size_t e = 0; e < lim.n; e++)
+            FZ_CHECK(lim.v[e].len == one.v[e].len &&
+                         memcmp(lim.v[e].data, one.v[e].data, one.v[e].len) == 0,
+                     "limited parser: event %zu differs", e);
+        if (!hit) FZ_CHECK(lim.n == one.n, "no limit hit but %zu events, expected %zu", lim.n, one.n);
+        rl_sse_free(&l);
+        evs_free(&lim);
+    }
+
     /* A second stream on the same parser after rl_sse_finish: like a fresh
      * parser that starts with the last event id. */
     rl_sse_finish(&q);
