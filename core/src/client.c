@@ -316,8 +316,11 @@ runlane_enqueue(char *id_out, size_t id_out_size, int *duplicate_out, runlane_t 
     cJSON *opts = NULL;
     if (options_json) {
         opts = cJSON_ParseWithOpts(options_json, NULL, 1); /* no trailing garbage */
-        if (!opts)
+        if (!opts) {
+            /* A lone surrogate escape fails the parse: named if that is why. */
+            if ((rc = rl_json_check_strings(options_json, strlen(options_json), "options"))) return rc;
             return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "options_json is not valid JSON");
+        }
         if ((rc = rl_json_check_strings(options_json, strlen(options_json), "options"))) {
             cJSON_Delete(opts);
             return rc;
@@ -356,6 +359,8 @@ runlane_enqueue_many(char **result_json_out, runlane_t *rl, const char *messages
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "runlane_enqueue_many: NULL argument");
     *result_json_out = NULL;
     cJSON *arr = cJSON_ParseWithOpts(messages_json, NULL, 1);
+    if (!arr && (rc = rl_json_check_strings(messages_json, strlen(messages_json), "messages")))
+        return rc;
     if (!cJSON_IsArray(arr)) {
         cJSON_Delete(arr);
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "messages_json must be a JSON array");

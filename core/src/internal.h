@@ -71,8 +71,10 @@ size_t rl_escape_text(char *dst, size_t dst_size, const char *src, size_t n);
  * decode to U+0000, which a C string cannot carry (cJSON would cut
  * "keep\u0000lost" to "keep"). Returns RUNLANE_OK, or
  * RUNLANE_ERR_INVALID_ARG with a message naming the string by its path
- * under `what` ("messages[2].metadata.k"). Meant for text cJSON accepted,
- * but reads only json[0..n) and is safe on any input. */
+ * under `what` ("messages[2].metadata.k"). A \u escape of a lone
+ * surrogate (which cJSON refuses) is named the same way, so a caller whose
+ * parse failed may call it for a better message. Reads only json[0..n) and
+ * is safe on any input. */
 runlane_err_t rl_json_check_strings(const char *json, size_t n, const char *what);
 
 /* 1 if s is an HTTP header name (an RFC 9110 token) / a header value

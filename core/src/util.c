@@ -244,6 +244,21 @@ static void jpath(rl_buf_t *b, const char *what, const jframe_t *st, size_t dept
     if (depth > JPATH_DEPTH) rl_buf_puts(b, "...");
 }
 
+/* The code unit of the escape "\uXXXX" at json[i], or 0x10000 when there is
+ * none. */
+static unsigned json_u16(const char *json, size_t n, size_t i) {
+    if (i + 5 >= n || json[i] != '\\' || json[i + 1] != 'u') return 0x10000;
+    unsigned u = 0;
+    for (size_t k = i + 2; k < i + 6; k++) {
+        char c = json[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return 0x10000;
+        u = u << 4 | (unsigned)d;
+    }
+    return u;
+}
+
 runlane_err_t rl_json_check_strings(const char *json, size_t n, const char *what) {
     jframe_t st[JPATH_DEPTH];
     size_t depth = 0, i = 0;
@@ -271,13 +286,20 @@ runlane_err_t rl_json_check_strings(const char *json, size_t n, const char *what
             continue;
         }
         size_t start = ++i;
-        int nul = 0, bad = 0;
+        int nul = 0, bad = 0, lone = 0;
         while (i < n && json[i] != '"') {
             unsigned char b = (unsigned char)json[i];
             if (b == '\\') {
                 /* Only "\u0000" decodes to U+0000 (a raw NUL cannot be in a
                  * C string); the escaped character is skipped. */
-                if (i + 5 < n && memcmp(json + i + 1, "u0000", 5) == 0) nul = 1;
+                unsigned u = json_u16(json, n, i);
+                if (u == 0) nul = 1;
+                if (u >= 0xDC00 && u <= 0xDFFF) lone = 1;
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    unsigned lo = json_u16(json, n, i + 6);
+                    if (lo >= 0xDC00 && lo <= 0xDFFF) i += 6; /* a pair: one character */
+                    else lone = 1;
+                }
                 i += 2;
             } else if (b < 0x80) {
                 i++;
@@ -296,10 +318,11 @@ runlane_err_t rl_json_check_strings(const char *json, size_t n, const char *what
             st[depth - 1].key = json + start;
             st[depth - 1].key_len = end - start;
         }
-        if (!nul && !bad) continue;
-        const char *fault = bad ? "is not valid UTF-8"
-                                : "contains U+0000 (\\u0000), which runlane refuses rather than "
-                                  "cut the string there";
+        if (!nul && !bad && !lone) continue;
+        const char *fault = bad    ? "is not valid UTF-8"
+                            : lone ? "is not valid Unicode (a \\u escape of a lone surrogate)"
+                                   : "contains U+0000 (\\u0000), which runlane refuses rather than "
+                                     "cut the string there";
         rl_buf_t b;
         rl_buf_init(&b);
         jpath(&b, what, st, depth, is_name);

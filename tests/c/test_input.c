@@ -99,6 +99,9 @@ static void test_invalid_utf8_in_options_refused(void) {
     refused_one(rl, "c", "x", "{\"instructions\":\"be \xed\xa0\x80 brief\"}", "options.instructions");
     refused_one(rl, "c", "x", "{\"idempotency_key\":\"m-\xc0\xaf\"}", "options.idempotency_key");
     RL_CHECK_MSG(strstr(refusal, "UTF-8") != NULL, "got: %s", refusal);
+    /* What JSON.stringify makes of a lone surrogate: named, not "not JSON". */
+    refused_one(rl, "c", "x", "{\"metadata\":{\"k\":\"v\\udc80\"}}", "options.metadata.k");
+    refused_many(rl, "[{\"conversation_id\":\"a\",\"content\":\"\\ud800\"}]", "messages[0].content");
     runlane_destroy(rl);
 }
 
@@ -242,6 +245,10 @@ static void test_json_check_strings_paths(void) {
         {"{\"a\":\"\\u00000\"}", "doc.a contains"},
         {"{\"a\":\"\\u0001\\u00e9\\ud83d\\ude00\"}", NULL},
         {"{\"k\\u0000\":1}", "doc: member name \"k\\u0000\" contains"},
+        {"[\"\\udc80\"]", "doc[0] is not valid Unicode"},
+        {"[\"ok\",\"\\ud800x\"]", "doc[1] is not valid Unicode"},
+        {"{\"a\":\"\\uD800\\u0041\"}", "doc.a is not valid Unicode"},
+        {"{\"a\":\"\\\\ud800\\uD83D\\uDE00\"}", NULL},
         {"{\"k\\u001b\":\"\xff\"}", "doc.k\\u001b is not valid UTF-8"},
         {"[[[[[[[[[[[[[[[[[[[[\"\\u0000\"]]]]]]]]]]]]]]]]]]]]", "doc[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]... contains"},
     };

@@ -632,6 +632,17 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
         throw Napi::TypeError::New(env, "runlane: unknown bridge op \"" + op + "\"");
     }
 
+    // A C string ends at the first NUL: such an argument cannot reach the
+    // core whole ("victim\0x" would become "victim"), so it is refused here
+    // rather than cut. Text carried in JSON is the core's to check.
+    for (const std::string *s : {&a.s1, &a.s2, &a.s3}) {
+        if (s->find('\0') == std::string::npos) continue;
+        Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+        std::string msg = "runlane: " + op +
+                          ": a string argument contains a NUL character, which a C string cannot carry";
+        d.Reject(error_value(env, make_info(RUNLANE_ERR_INVALID_ARG, msg.c_str()), &b->error_factory));
+        return d.Promise();
+    }
     if (b->destroyed || b->destroying) {
         Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
         if (a.kind == OpKind::Destroy)
