@@ -150,7 +150,7 @@ static void test_nul_in_json_refused_never_cut(void) {
     runlane_destroy(rl);
 }
 
-static void test_tool_outputs_with_nul_refused(void) {
+static void test_http_entry_points_refuse_corrupt_text(void) {
     const char *kv[] = {"backend", "responses", "openai.base.url", "http://127.0.0.1:9", NULL};
     runlane_t *rl = client_kv(kv);
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG,
@@ -158,6 +158,14 @@ static void test_tool_outputs_with_nul_refused(void) {
     RL_CHECK_MSG(strstr(last_msg(), "outputs_json[0].output") != NULL, "got: %s", last_msg());
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG,
                  runlane_submit_tool_outputs(rl, "b1", "[{\"tool_call_id\":\"t\",\"output\":\"\xff\"}]"));
+    /* Metadata of a conversation or thread created at the provider: refused
+     * before any request is made. */
+    char *created = NULL;
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_conversation_create(&created, rl, "{\"k\":\"keep\\u0000lost\"}"));
+    RL_CHECK_MSG(strstr(last_msg(), "metadata_json.k") != NULL, "got: %s", last_msg());
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_thread_create(&created, rl, "{\"k\":\"\xc3\"}"));
+    RL_CHECK_MSG(strstr(last_msg(), "metadata_json.k") != NULL, "got: %s", last_msg());
+    RL_CHECK(created == NULL);
     /* A valid answer passes validation (and then finds no such batch). */
     RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND,
                  runlane_submit_tool_outputs(rl, "b1", "[{\"tool_call_id\":\"t\",\"output\":\"ok\"}]"));
@@ -301,7 +309,7 @@ int main(void) {
     RL_RUN(test_json_check_strings_paths);
     RL_RUN(test_escape_text);
     snprintf(store_url, sizeof(store_url), "memory");
-    RL_RUN(test_tool_outputs_with_nul_refused);
+    RL_RUN(test_http_entry_points_refuse_corrupt_text);
     run_all("memory");
     if (rl_test_redis_url()) {
         run_all(rl_test_redis_url());
