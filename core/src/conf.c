@@ -79,7 +79,7 @@ const rl_prop_t rl_props[] = {
     {"openai.organization", RL_T_STRING, "", 0, 256, NULL, 0, "OpenAI-Organization header."},
     {"openai.project", RL_T_STRING, "", 0, 256, NULL, 0, "OpenAI-Project header."},
     {"openai.headers", RL_T_JSON, "{}", 0, 0, NULL, 1,
-     "Extra request headers as a JSON object of strings (e.g. Azure `{\"api-key\":\"...\"}`). Secret: masked."},
+     "Extra request headers as a JSON object of strings (e.g. Azure `{\"api-key\":\"...\"}`); a name that is not a header token or a value with control characters (CR, LF...) is refused when set. Secret: masked."},
     {"openai.query", RL_T_JSON, "{}", 0, 0, NULL, 0,
      "Extra query parameters as a JSON object of strings (e.g. Azure `{\"api-version\":\"...\"}`)."},
     {"openai.model", RL_T_STRING, "", 0, 256, NULL, 0, "Model of a response (responses backend)."},
