@@ -107,3 +107,22 @@ def test_header_values_refused_when_configured(options):
         runlane.AssistantMessageQueue(store="memory://" + uuid.uuid4().hex, backend="responses", **options)
     assert ei.value.code == lib.RUNLANE_ERR_INVALID_VALUE
     assert "Injected" not in str(ei.value) and "sk-abc" not in str(ei.value), "a secret is echoed"
+
+
+def test_a_handler_error_with_nul_still_settles_its_batch(make_queue, store):
+    """An error text is a description: a NUL or a lone surrogate in it is
+    shown escaped, and the batch is dead-lettered at once (not left held
+    until its lease expires because the fail was refused)."""
+    from conftest import wait_until
+
+    def handler(batch):
+        raise runlane.NonRetriableError("bad\x00tail \udc80")
+
+    q = make_queue(handler, lease_ms=600000, **store)
+    dead = []
+    q.on("dead", dead.append)
+    q.start_worker()
+    q.enqueue("c-err", "hello")
+    wait_until(lambda: len(dead) == 1, what="dead letter")
+    err = q.dead_list()[0]["error"]
+    assert "bad\\u0000tail" in err and "\\udc80" in err, err

@@ -529,7 +529,11 @@ class _Handle:
 
     def fail(self, batch_id: Any, error: Any, retriable: bool) -> None:
         bid = cstr(batch_id, "batch_id")
-        msg = cstr(str(error) if not isinstance(error, str) else error, "error")
+        # An error text is a description: a NUL or a lone surrogate in it is
+        # shown escaped (not refused: a failing handler must still settle
+        # its batch).
+        text_ = str(error) if not isinstance(error, str) else error
+        msg = text_.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace")
         self._call(lib.runlane_batch_fail, bid, msg, 1 if retriable else 0)
 
     def batch_release(self, batch_id: Any) -> None:
