@@ -602,6 +602,9 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
         a.kind = OpKind::Fail;
         a.s1 = req_string(info, 2);
         a.has2 = opt_string(info, 3, &a.s2);
+        // An error text is a description: a NUL in it is shown as \u0000
+        // (not refused: a failing handler must still settle its batch).
+        for (size_t at; (at = a.s2.find('\0')) != std::string::npos;) a.s2.replace(at, 1, "\\u0000");
         a.n1 = info.Length() > 4 && info[4].ToBoolean().Value() ? 1 : 0;
     } else if (op == "release") {
         a.kind = OpKind::Release;

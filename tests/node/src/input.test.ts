@@ -10,12 +10,14 @@ import {
   AssistantMessageQueue,
   ConfigError,
   ErrorCode,
+  FailedEvent,
   InvalidArgumentError,
   InvalidOptionError,
+  NonRetriableError,
   NotFoundError,
 } from 'runlane';
 
-import { memoryStore, redisTest, requireRedis, unique } from './helpers';
+import { memoryStore, redisTest, requireRedis, unique, waitFor } from './helpers';
 
 /** The rejection is an InvalidArgumentError whose message matches `re`. */
 function invalidArg(re: RegExp) {
@@ -111,4 +113,27 @@ describe('header values', () => {
       );
     });
   }
+});
+
+describe('a handler error with a NUL', () => {
+  test('still settles its batch, the NUL shown as \\u0000', async () => {
+    const dead: FailedEvent[] = [];
+    const q = new AssistantMessageQueue({
+      store: memoryStore('errnul'),
+      batchWindowMs: 20,
+      leaseMs: 600000,
+      handler: () => {
+        throw new NonRetriableError('bad\u0000tail');
+      },
+    });
+    q.on('dead', (e) => dead.push(e));
+    try {
+      await q.startWorker();
+      await q.enqueue('c', 'hello');
+      await waitFor('the dead event', () => dead.length === 1);
+      assert.ok(dead[0].error.includes('bad\\u0000tail'), dead[0].error);
+    } finally {
+      await q.close();
+    }
+  });
 });
