@@ -118,6 +118,10 @@ int64_t cli_wall_ms(void);
 void cli_format_time(char *dst, size_t dst_size, int64_t ms);
 /* Whole file (or stdin for "-") into a malloc'd NUL-terminated buffer. */
 char *cli_read_all(const char *path, size_t *len_out);
+/* Copies src into dst with control characters and bytes that are not UTF-8
+ * escaped (\n, \x1b, \u009b...), the notation of the library's messages;
+ * never cuts an escape or a character. Used by cli_err for every message. */
+void cli_escape(char *dst, size_t dst_size, const char *src);
 /* Replaces invalid UTF-8 and control characters (except \n, \t) in place. */
 void cli_sanitize_utf8(char *s);
 

@@ -24,20 +24,26 @@ static char *build_options(cli_ctx_t *ctx, const char *ikey, const char *instr, 
     if (!o) goto oom;
     if (ikey && !cJSON_AddStringToObject(o, "idempotency_key", ikey)) goto oom;
     if (instr && !cJSON_AddStringToObject(o, "instructions", instr)) goto oom;
-    if (meta) {
-        const char *end = NULL;
-        cJSON *m = cJSON_ParseWithOpts(meta, &end, 1);
-        if (!cJSON_IsObject(m)) {
-            cJSON_Delete(m);
-            cJSON_Delete(o);
-            cli_usage_fail(ctx, "--metadata: expected a JSON object of strings, e.g. '{\"user\":\"42\"}'");
-        }
-        cJSON_AddItemToObject(o, "metadata", m);
-    }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!s) goto oom;
-    return s;
+    if (!meta) return s;
+    cJSON *m = cJSON_ParseWithOpts(meta, NULL, 1);
+    int is_obj = cJSON_IsObject(m);
+    cJSON_Delete(m);
+    if (!is_obj) {
+        cJSON_free(s);
+        cli_usage_fail(ctx, "--metadata: expected a JSON object of strings, e.g. '{\"user\":\"42\"}'");
+    }
+    /* The metadata goes to the library as the user wrote it: parsed and
+     * printed again, "a\u0000b" would reach it cut to "a" instead of being
+     * refused. */
+    size_t sl = strlen(s), ml = strlen(meta);
+    char *out = cJSON_malloc(sl + ml + 16);
+    if (!out) goto oom;
+    snprintf(out, sl + ml + 16, "%.*s%s\"metadata\":%s}", (int)(sl - 1), s, sl > 2 ? "," : "", meta);
+    cJSON_free(s);
+    return out;
 oom:
     cli_err(ctx, "out of memory");
     exit(CLI_EXIT_RUNTIME);
@@ -143,7 +149,19 @@ static int enqueue_file(cli_ctx_t *ctx, const char *path) {
     char *result = NULL;
     runlane_err_t rc = runlane_enqueue_many(&result, rl, arr);
     if (rc != RUNLANE_OK) {
-        ex = cli_lib_fail(ctx, rc, "nothing was queued");
+        /* "messages[i]..." names the line of the file. */
+        const char *msg = runlane_error_message(runlane_error_last());
+        size_t idx = 0;
+        int used = 0;
+        if (sscanf(msg, "messages[%zu]%n", &idx, &used) == 1 && used > 0 && idx < n) {
+            msg += used;
+            if (*msg == '.' || *msg == ':') msg++;
+            while (*msg == ' ') msg++;
+            cli_err(ctx, "--file %s: line %zu: %s; nothing was queued", path, line_of[idx], msg);
+            ex = cli_exit_for(rc);
+        } else {
+            ex = cli_lib_fail(ctx, rc, "nothing was queued");
+        }
     } else {
         cJSON *r = cJSON_Parse(result);
         size_t i = 0;

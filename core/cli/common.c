@@ -11,17 +11,22 @@
 
 /* ---- messages ---- */
 
+static size_t utf8_seq(const unsigned char *s);
+
 void cli_err(const cli_ctx_t *ctx, const char *fmt, ...) {
-    char msg[4096], clean[4096];
+    char msg[4096], clean[4096], shown[4096];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     cli_redact(clean, sizeof(clean), msg);
+    /* Messages quote arguments and files: no control byte reaches the
+     * terminal (the library's own messages come escaped already). */
+    cli_escape(shown, sizeof(shown), clean);
     if (ctx && ctx->cmd)
-        fprintf(stderr, "runlane: %s: %s\n", ctx->cmd, clean);
+        fprintf(stderr, "runlane: %s: %s\n", ctx->cmd, shown);
     else
-        fprintf(stderr, "runlane: %s\n", clean);
+        fprintf(stderr, "runlane: %s\n", shown);
 }
 
 void cli_usage_fail(const cli_ctx_t *ctx, const char *fmt, ...) {
@@ -441,6 +446,38 @@ static size_t utf8_seq(const unsigned char *s) {
         (cp >= 0xD800 && cp <= 0xDFFF))
         return 0;
     return n;
+}
+
+void cli_escape(char *dst, size_t dst_size, const char *src) {
+    static const char hex[] = "0123456789abcdef";
+    if (!dst_size) return;
+    const unsigned char *s = (const unsigned char *)src;
+    size_t o = 0;
+    while (*s) {
+        char esc[8];
+        const char *piece = esc;
+        size_t plen = 4, n = utf8_seq(s);
+        if (*s == '\n' || *s == '\r' || *s == '\t') {
+            esc[0] = '\\';
+            esc[1] = *s == '\n' ? 'n' : *s == '\r' ? 'r' : 't';
+            plen = 2;
+            n = 1;
+        } else if (*s < 0x20 || *s == 0x7F || n == 0) {
+            esc[0] = '\\'; esc[1] = 'x'; esc[2] = hex[*s >> 4]; esc[3] = hex[*s & 15];
+            n = 1;
+        } else if (n == 2 && s[0] == 0xC2 && s[1] < 0xA0) {
+            snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)s[1]);
+            plen = 6;
+        } else {
+            piece = (const char *)s;
+            plen = n;
+        }
+        if (o + plen >= dst_size) break;
+        memcpy(dst + o, piece, plen);
+        o += plen;
+        s += n;
+    }
+    dst[o] = '\0';
 }
 
 void cli_sanitize_utf8(char *s) {

@@ -240,6 +240,10 @@ RUNLANE_EXTERN(void) runlane_destroy(runlane_t *rl);
  *   returns the first message's id and stores nothing twice, within
  *   idempotency.ttl.ms), "instructions" (string: per-turn instructions; the
  *   last message's value in a batch wins), "metadata" (object of strings).
+ *   Every string of it (metadata keys too) must be valid UTF-8 and must not
+ *   contain U+0000 ("\u0000"), which a C string cannot carry: such input
+ *   is refused with RUNLANE_ERR_INVALID_ARG naming the member (e.g.
+ *   "options.metadata.k"), never stored cut or corrupted.
  * `id_out`: receives the message id (NUL-terminated); RUNLANE_ID_MAX bytes
  * are always enough. `*duplicate_out` (may be NULL) is set to 1 when the
  * idempotency key was already used.
@@ -258,8 +262,9 @@ runlane_enqueue(char *id_out, size_t id_out_size, int *duplicate_out,
 /**
  * Queues many messages in one pipelined round trip. `messages_json` is a
  * JSON array of objects {"conversation_id", "content", and the optional
- * members of runlane_enqueue's options}. Every message is validated first;
- * if one is invalid nothing is stored. On success `*result_json_out` is a
+ * members of runlane_enqueue's options}. Every message is validated first
+ * (the rules of runlane_enqueue; an error names the member, e.g.
+ * "messages[2].conversation_id"); if one is invalid nothing is stored. On success `*result_json_out` is a
  * JSON array of {"id","duplicate"} in input order (free with runlane_free).
  * Thread-safe.
  */

@@ -960,6 +960,12 @@ static runlane_err_t create_remote(char **id_out, runlane_t *rl, const char *met
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "%s: id_out and rl are required", fn);
     cJSON *body = cJSON_CreateObject();
     if (metadata_json) {
+        /* No string may be invalid UTF-8 or decode to U+0000 (cut there). */
+        runlane_err_t vrc = rl_json_check_strings(metadata_json, strlen(metadata_json), "metadata_json");
+        if (vrc) {
+            cJSON_Delete(body);
+            return vrc;
+        }
         cJSON *md = cJSON_Parse(metadata_json);
         int ok = cJSON_IsObject(md) && cJSON_GetArraySize(md) <= 16;
         const cJSON *it;

@@ -334,8 +334,15 @@ runlane_enqueue(char *id_out, size_t id_out_size, int *duplicate_out, runlane_t 
     cJSON *opts = NULL;
     if (options_json) {
         opts = cJSON_ParseWithOpts(options_json, NULL, 1); /* no trailing garbage */
-        if (!opts)
+        if (!opts) {
+            /* A lone surrogate escape fails the parse: named if that is why. */
+            if ((rc = rl_json_check_strings(options_json, strlen(options_json), "options"))) return rc;
             return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "options_json is not valid JSON");
+        }
+        if ((rc = rl_json_check_strings(options_json, strlen(options_json), "options"))) {
+            cJSON_Delete(opts);
+            return rc;
+        }
     }
     char *tail, *ikey;
     int64_t bytes = 0;
@@ -370,9 +377,15 @@ runlane_enqueue_many(char **result_json_out, runlane_t *rl, const char *messages
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "runlane_enqueue_many: NULL argument");
     *result_json_out = NULL;
     cJSON *arr = cJSON_ParseWithOpts(messages_json, NULL, 1);
+    if (!arr && (rc = rl_json_check_strings(messages_json, strlen(messages_json), "messages")))
+        return rc;
     if (!cJSON_IsArray(arr)) {
         cJSON_Delete(arr);
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "messages_json must be a JSON array");
+    }
+    if ((rc = rl_json_check_strings(messages_json, strlen(messages_json), "messages"))) {
+        cJSON_Delete(arr);
+        return rc;
     }
     size_t n = (size_t)cJSON_GetArraySize(arr);
     const char **convs = calloc(n + 1, sizeof(char *));
@@ -881,6 +894,10 @@ runlane_submit_tool_outputs(runlane_t *rl, const char *batch_id, const char *out
                             "runlane_submit_tool_outputs: batch_id and outputs_json are required");
     cJSON *j = cJSON_Parse(outputs_json);
     int ok = cJSON_IsArray(j);
+    if (ok && (rc = rl_json_check_strings(outputs_json, strlen(outputs_json), "outputs_json"))) {
+        cJSON_Delete(j);
+        return rc;
+    }
     cJSON *it;
     cJSON_ArrayForEach(it, j) {
         cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "tool_call_id");

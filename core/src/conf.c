@@ -97,7 +97,7 @@ const rl_prop_t rl_props[] = {
     {"openai.organization", RL_T_STRING, "", 0, 256, NULL, 0, "OpenAI-Organization header."},
     {"openai.project", RL_T_STRING, "", 0, 256, NULL, 0, "OpenAI-Project header."},
     {"openai.headers", RL_T_JSON, "{}", 0, 0, NULL, 1,
-     "Extra request headers as a JSON object of strings (e.g. Azure `{\"api-key\":\"...\"}`). Secret: masked."},
+     "Extra request headers as a JSON object of strings (e.g. Azure `{\"api-key\":\"...\"}`); a name that is not a header token or a value with control characters (CR, LF...) is refused when set. Secret: masked."},
     {"openai.query", RL_T_JSON, "{}", 0, 0, NULL, 0,
      "Extra query parameters as a JSON object of strings (e.g. Azure `{\"api-version\":\"...\"}`)."},
     {"openai.model", RL_T_STRING, "", 0, 256, NULL, 0, "Model of a response (responses backend)."},
@@ -248,6 +248,12 @@ static runlane_err_t validate_store(const char *v, char *errstr, size_t n) {
                    "or unix:///path/to/socket");
 }
 
+/* Keys whose value is sent as an HTTP header (besides openai.headers). */
+static int is_header_key(const char *name) {
+    return strcmp(name, "openai.api.key") == 0 || strcmp(name, "openai.organization") == 0 ||
+           strcmp(name, "openai.project") == 0;
+}
+
 static runlane_err_t validate(int i, const char *v, char *errstr, size_t n) {
     const rl_prop_t *p = &rl_props[i];
     size_t len = strlen(v);
@@ -270,6 +276,10 @@ static runlane_err_t validate(int i, const char *v, char *errstr, size_t n) {
         for (size_t k = 0; k < len; k++)
             if ((unsigned char)v[k] < 0x20)
                 return invalid(errstr, n, "%s: control characters are not allowed", p->name);
+        if (is_header_key(p->name) && !rl_http_header_value_ok(v))
+            return invalid(errstr, n,
+                           "%s: control characters are not allowed (it is sent as an HTTP header)",
+                           p->name);
         return RUNLANE_OK;
     case RL_T_INT: {
         int64_t x;
@@ -314,10 +324,39 @@ static runlane_err_t validate(int i, const char *v, char *errstr, size_t n) {
             cJSON *it;
             cJSON_ArrayForEach(it, j) if (!cJSON_IsString(it)) ok = 0;
         }
-        cJSON_Delete(j);
-        if (!ok)
+        if (!ok) {
+            cJSON_Delete(j);
             return invalid(errstr, n, "%s: expected a JSON %s", p->name,
                            want_array ? "array" : "object of strings");
+        }
+        /* No string may decode to U+0000 (it would be cut there). */
+        runlane_err_t rc = rl_json_check_strings(v, len, p->name);
+        if (rc == RUNLANE_OK && strcmp(p->name, "openai.headers") == 0) {
+            const cJSON *it;
+            cJSON_ArrayForEach(it, j) {
+                if (!rl_http_header_name_ok(it->string)) {
+                    rc = rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                      "openai.headers: \"%.64s\" is not a header name (letters, "
+                                      "digits and !#$%%&'*+-.^_`|~ only)",
+                                      it->string);
+                    break;
+                }
+                if (!rl_http_header_value_ok(it->valuestring)) {
+                    /* The value may be a secret: named by its header only. */
+                    rc = rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                      "openai.headers: the value of \"%.64s\" contains control "
+                                      "characters (CR, LF...), which a header cannot carry",
+                                      it->string);
+                    break;
+                }
+            }
+        }
+        cJSON_Delete(j);
+        if (rc) {
+            char msg[512];
+            rl_strlcpy(msg, runlane_error_message(runlane_error_last()), sizeof(msg));
+            return invalid(errstr, n, "%s", msg);
+        }
         return RUNLANE_OK;
     }
     }

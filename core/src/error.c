@@ -52,9 +52,14 @@ runlane_err_t rl_error_setv(runlane_err_t code, int retriable, const char *fmt,
                             va_list ap) {
     tl_error.code = code;
     tl_error.retriable = retriable;
-    if (fmt)
-        vsnprintf(tl_error.message, sizeof(tl_error.message), fmt, ap);
-    else
+    if (fmt) {
+        /* Messages quote input (ids, values, keys): escaped, so no control
+         * byte from the input reaches a terminal or a log. */
+        char raw[1024];
+        int n = vsnprintf(raw, sizeof(raw), fmt, ap);
+        size_t len = n < 0 ? 0 : (size_t)n < sizeof(raw) ? (size_t)n : sizeof(raw) - 1;
+        rl_escape_text(tl_error.message, sizeof(tl_error.message), raw, len);
+    } else
         rl_strlcpy(tl_error.message, runlane_err2str(code), sizeof(tl_error.message));
     return code;
 }

@@ -134,19 +134,6 @@ static struct curl_slist *slist_add(struct curl_slist *l, const char *line, int 
     return n;
 }
 
-static int header_value_ok(const char *s) {
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 && *s != '\t') return 0;
-    return 1;
-}
-
-static int header_name_ok(const char *s) {
-    if (!*s) return 0;
-    for (; *s; s++)
-        if (!(isalnum((unsigned char)*s) || strchr("!#$%&'*+-.^_`|~", *s))) return 0;
-    return 1;
-}
-
 rl_http_t *rl_http_new(const runlane_conf_t *conf, CURLM *multi) {
     rl_http_t *h = calloc(1, sizeof(*h));
     if (!h) {
@@ -179,7 +166,7 @@ rl_http_t *rl_http_new(const runlane_conf_t *conf, CURLM *multi) {
     }
     char *line;
     if (*key) {
-        if (!header_value_ok(key)) {
+        if (!rl_http_header_value_ok(key)) {
             rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
                          "openai.api.key: contains control characters");
             goto fail;
@@ -216,8 +203,8 @@ rl_http_t *rl_http_new(const runlane_conf_t *conf, CURLM *multi) {
     }
     const cJSON *it;
     cJSON_ArrayForEach(it, hdrs) {
-        if (!cJSON_IsString(it) || !header_name_ok(it->string) ||
-            !header_value_ok(it->valuestring)) {
+        if (!cJSON_IsString(it) || !rl_http_header_name_ok(it->string) ||
+            !rl_http_header_value_ok(it->valuestring)) {
             rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
                          "openai.headers: each member must be a header name with a string value "
                          "without control characters");

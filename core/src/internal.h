@@ -58,6 +58,31 @@ int rl_utf8_valid(const char *s, size_t n);
 /* RUNLANE_OK or RUNLANE_ERR_INVALID_ARG with a message naming `what`. */
 runlane_err_t rl_check_conversation_id(const char *conv);
 
+/* Copies src[0..n) into dst for an error message or a terminal, with
+ * control characters escaped: \n \r \t, \xNN for the other C0 controls
+ * (ESC, BEL...), DEL and bytes that are not UTF-8, \u00NN for the C1
+ * controls. Never cuts an escape or a character; always NUL-terminates when
+ * dst_size > 0. Returns the length written. rl_error_set passes every
+ * message through it, so input echoed in an error is always escaped. */
+size_t rl_escape_text(char *dst, size_t dst_size, const char *src, size_t n);
+
+/* Checks every string of the JSON text json[0..n) (member names too) that
+ * the core takes from the host: each must be valid UTF-8 and must not
+ * decode to U+0000, which a C string cannot carry (cJSON would cut
+ * "keep\u0000lost" to "keep"). Returns RUNLANE_OK, or
+ * RUNLANE_ERR_INVALID_ARG with a message naming the string by its path
+ * under `what` ("messages[2].metadata.k"). A \u escape of a lone
+ * surrogate (which cJSON refuses) is named the same way, so a caller whose
+ * parse failed may call it for a better message. Reads only json[0..n) and
+ * is safe on any input. */
+runlane_err_t rl_json_check_strings(const char *json, size_t n, const char *what);
+
+/* 1 if s is an HTTP header name (an RFC 9110 token) / a header value
+ * without control characters other than tab (no CR/LF: no header
+ * injection). */
+int rl_http_header_name_ok(const char *s);
+int rl_http_header_value_ok(const char *s);
+
 /* The user info of a store URL, exactly as the Redis store reads it:
  * "[user:]password" of redis://, rediss:// (up to the last '@' before the
  * first '/', '?' or '#') and unix:// (ending in "@/"). Sets *begin and *end

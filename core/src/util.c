@@ -143,29 +143,219 @@ char *rl_buf_take(rl_buf_t *b) {
     return d;
 }
 
+/* Length (1..4) of the valid UTF-8 sequence at s[0..n), n >= 1, or 0 when
+ * the bytes there are not UTF-8 (overlong, surrogate, above U+10FFFF,
+ * truncated). */
+static size_t utf8_seq_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t len;
+    unsigned cp;
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return 0;
+    if (len > n) return 0;
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[k] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
 int rl_utf8_valid(const char *str, size_t n) {
     const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
+    for (size_t i = 0, len; i < n; i += len)
+        if (!(len = utf8_seq_len(s + i, n - i))) return 0;
+    return 1;
+}
+
+size_t rl_escape_text(char *dst, size_t dst_size, const char *src, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    if (!dst_size) return 0;
+    const unsigned char *s = (const unsigned char *)(src ? src : "");
+    if (!src) n = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        char esc[8];
+        const char *piece = esc;
+        size_t plen = 4, sl = utf8_seq_len(s + i, n - i);
         unsigned c = s[i];
-        if (c < 0x80) { i++; continue; }
-        size_t len;
-        unsigned cp;
-        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-        else return 0;
-        if (i + len > n) return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
+        if (c == '\n' || c == '\r' || c == '\t') {
+            esc[0] = '\\';
+            esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            plen = 2;
+            i++;
+        } else if (c < 0x20 || c == 0x7F || !sl) {
+            /* C0 controls (ESC, BEL...), DEL and bytes that are not UTF-8. */
+            esc[0] = '\\'; esc[1] = 'x'; esc[2] = hex[c >> 4]; esc[3] = hex[c & 15];
+            i++;
+        } else if (sl == 2 && c == 0xC2 && s[i + 1] < 0xA0) {
+            /* C1 controls U+0080..U+009F (CSI is U+009B). */
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[s[i + 1] >> 4];
+            esc[5] = hex[s[i + 1] & 15];
+            plen = 6;
+            i += 2;
+        } else {
+            piece = (const char *)s + i;
+            plen = sl;
+            i += sl;
         }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-            (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += len;
+        if (o + plen >= dst_size) break; /* never half an escape or a character */
+        memcpy(dst + o, piece, plen);
+        o += plen;
     }
+    dst[o] = '\0';
+    return o;
+}
+
+/* ---- strings of a JSON text ---- */
+
+#define JPATH_DEPTH 16 /* levels named in a message; deeper ones show as "..." */
+#define JPATH_KEY 64   /* bytes of a member name shown */
+
+typedef struct jframe {
+    int is_array;
+    size_t index;    /* array: index of the current element */
+    const char *key; /* object: raw text of the current member name */
+    size_t key_len;
+} jframe_t;
+
+/* "what[2].metadata.k" for the string at the top of st; with `name_only`
+ * the top frame's member name is left out (the fault is in that name). */
+static void jpath(rl_buf_t *b, const char *what, const jframe_t *st, size_t depth,
+                  int name_only) {
+    char esc[JPATH_KEY * 6 + 1];
+    rl_buf_puts(b, what);
+    size_t shown = depth < JPATH_DEPTH ? depth : JPATH_DEPTH;
+    for (size_t k = 0; k < shown; k++) {
+        if (st[k].is_array) {
+            rl_buf_printf(b, "[%zu]", st[k].index);
+        } else if (st[k].key && !(name_only && k + 1 == depth)) {
+            size_t kl = st[k].key_len < JPATH_KEY ? st[k].key_len : JPATH_KEY;
+            rl_escape_text(esc, sizeof(esc), st[k].key, kl);
+            rl_buf_printf(b, ".%s%s", esc, kl < st[k].key_len ? "..." : "");
+        }
+    }
+    if (depth > JPATH_DEPTH) rl_buf_puts(b, "...");
+}
+
+/* The code unit of the escape "\uXXXX" at json[i], or 0x10000 when there is
+ * none. */
+static unsigned json_u16(const char *json, size_t n, size_t i) {
+    if (i + 5 >= n || json[i] != '\\' || json[i + 1] != 'u') return 0x10000;
+    unsigned u = 0;
+    for (size_t k = i + 2; k < i + 6; k++) {
+        char c = json[k];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return 0x10000;
+        u = u << 4 | (unsigned)d;
+    }
+    return u;
+}
+
+runlane_err_t rl_json_check_strings(const char *json, size_t n, const char *what) {
+    jframe_t st[JPATH_DEPTH];
+    size_t depth = 0, i = 0;
+    if (!json) return RUNLANE_OK;
+    while (i < n) {
+        char c = json[i];
+        if (c == '{' || c == '[') {
+            if (depth < JPATH_DEPTH) st[depth] = (jframe_t){c == '[', 0, NULL, 0};
+            depth++;
+            i++;
+            continue;
+        }
+        if (c == '}' || c == ']') {
+            if (depth) depth--;
+            i++;
+            continue;
+        }
+        if (c == ',') {
+            if (depth && depth <= JPATH_DEPTH && st[depth - 1].is_array) st[depth - 1].index++;
+            i++;
+            continue;
+        }
+        if (c != '"') {
+            i++;
+            continue;
+        }
+        size_t start = ++i;
+        int nul = 0, bad = 0, lone = 0;
+        while (i < n && json[i] != '"') {
+            unsigned char b = (unsigned char)json[i];
+            if (b == '\\') {
+                /* Only "\u0000" decodes to U+0000 (a raw NUL cannot be in a
+                 * C string); the escaped character is skipped. */
+                unsigned u = json_u16(json, n, i);
+                if (u == 0) nul = 1;
+                if (u >= 0xDC00 && u <= 0xDFFF) lone = 1;
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    unsigned lo = json_u16(json, n, i + 6);
+                    if (lo >= 0xDC00 && lo <= 0xDFFF) i += 6; /* a pair: one character */
+                    else lone = 1;
+                }
+                i += 2;
+            } else if (b < 0x80) {
+                i++;
+            } else {
+                size_t l = utf8_seq_len((const unsigned char *)json + i, n - i);
+                if (!l) bad = 1;
+                i += l ? l : 1;
+            }
+        }
+        size_t end = i < n ? i : n;
+        i = end + 1;
+        size_t j = i;
+        while (j < n && (json[j] == ' ' || json[j] == '\t' || json[j] == '\n' || json[j] == '\r')) j++;
+        int is_name = j < n && json[j] == ':';
+        if (is_name && depth && depth <= JPATH_DEPTH) {
+            st[depth - 1].key = json + start;
+            st[depth - 1].key_len = end - start;
+        }
+        if (!nul && !bad && !lone) continue;
+        const char *fault = bad    ? "is not valid UTF-8"
+                            : lone ? "is not valid Unicode (a \\u escape of a lone surrogate)"
+                                   : "contains U+0000 (\\u0000), which runlane refuses rather than "
+                                     "cut the string there";
+        rl_buf_t b;
+        rl_buf_init(&b);
+        jpath(&b, what, st, depth, is_name);
+        if (is_name) {
+            char esc[JPATH_KEY * 6 + 1];
+            size_t kl = end - start < JPATH_KEY ? end - start : JPATH_KEY;
+            rl_escape_text(esc, sizeof(esc), json + start, kl);
+            rl_buf_printf(&b, ": member name \"%s%s\" %s", esc, kl < end - start ? "..." : "",
+                          fault);
+        } else {
+            rl_buf_printf(&b, " %s", fault);
+        }
+        char *msg = rl_buf_take(&b);
+        runlane_err_t rc = rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "%s", msg ? msg : fault);
+        free(msg);
+        return rc;
+    }
+    return RUNLANE_OK;
+}
+
+int rl_http_header_name_ok(const char *s) {
+    if (!s || !*s) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", *s)))
+            return 0;
+    return 1;
+}
+
+int rl_http_header_value_ok(const char *s) {
+    if (!s) return 0;
+    for (; *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7F) return 0;
     return 1;
 }
 

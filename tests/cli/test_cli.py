@@ -164,6 +164,43 @@ def test_bad_config_key_or_value_exits_2_naming_the_key(kv, key):
         assert f"-X {key}:" in p.stderr, f"the message should name the key {key}: {p.stderr!r}"
 
 
+def test_messages_escape_control_bytes_from_input():
+    """No ESC, BEL, CR... from arguments or input reaches the terminal raw:
+    the CLI's own messages and the library's."""
+    cases = [
+        ["enqueue", "c1", "m", "extra\x1b[31m\x07"],
+        ["-X", "batch.window.ms=1\x1b[2J\r", "status"],
+        ["enqueue", "c1", "m", "--metadata", '{"\\u001b[2J":1}'],
+        ["-X", "no.such\x1b]0;title\x07=1", "status"],
+    ]
+    for args in cases:
+        p = run(*args)
+        assert p.returncode == 2, f"runlane {args!r}: expected exit 2, got {p.returncode}: {p.stderr!r}"
+        assert not any(ch in p.stderr for ch in "\x1b\x07\r\x7f"), f"raw control byte in {p.stderr!r}"
+        assert "\\x1b" in p.stderr, f"the byte should be shown escaped: {p.stderr!r}"
+
+
+@pytest.mark.parametrize(
+    "kv",
+    [
+        'openai.headers={"X-A":"v\\r\\nX-Injected: 1"}',
+        'openai.headers={"X A":"v"}',
+        'openai.headers={"X-A":"v\\u0000"}',
+        "openai.organization=org\x7f",
+        "openai.api.key=sk-abc\x7f",
+    ],
+)
+def test_header_values_are_refused_where_the_key_is_set(kv):
+    """A value that cannot be sent as an HTTP header is refused by every
+    command, not only when a worker starts."""
+    for cmd in (["config", "--values"], ["status"], ["enqueue", "c1", "m"]):
+        p = run("-X", kv, *cmd)
+        key = kv.split("=", 1)[0]
+        assert p.returncode == 2, f"-X {kv!r} {cmd}: expected exit 2, got {p.returncode}: {p.stderr}"
+        assert f"-X {key}:" in p.stderr, p.stderr
+        assert "Injected" not in p.stderr and "sk-abc" not in p.stderr, f"a secret value is echoed: {p.stderr!r}"
+
+
 def test_x_without_equals_and_bad_store_url():
     p = run("-X", "batch.window.ms", "status")
     assert p.returncode == 2 and "key=value" in p.stderr, p.stderr
@@ -371,6 +408,41 @@ def test_enqueue_file_queues_every_line_in_one_call(store, tmp_path):
     p = run(*store, "enqueue", "--file", str(bad))
     assert p.returncode == 2 and "line 2" in p.stderr, p.stderr
     assert status_json(store)["pending"] == 6, "a bad file stores nothing"
+
+
+def test_enqueue_refuses_text_that_would_be_stored_corrupted(store, tmp_path):
+    """Invalid UTF-8 and U+0000 (which a C string would cut) in any text
+    field: exit 2 naming the field, nothing stored."""
+    cases = [
+        (["c-bad", "hi", "--metadata", b'{"k":"v\xff"}'], "options.metadata.k"),
+        (["c-bad", "hi", "--metadata", b'{"k\xc3":"v"}'], "options.metadata"),
+        (["c-bad", "hi", "--metadata", '{"k":"keep\\u0000lost"}'], "options.metadata.k"),
+        (["c-bad", "hi", "--instructions", b"be \xed\xa0\x80 brief"], "options.instructions"),
+        (["c-bad", "hi", "--idempotency-key", b"m-\xff"], "options.idempotency_key"),
+    ]
+    for args, field in cases:
+        p = subprocess.run([BIN, *store, "enqueue", *args], capture_output=True, env=_base_env(), timeout=30)
+        err = p.stderr.decode("utf-8")  # never raw bytes: escaped
+        assert p.returncode == 2, f"enqueue {args}: expected exit 2, got {p.returncode}: {err}"
+        assert field in err, f"enqueue {args}: the message should name {field}: {err!r}"
+    assert status_json(store)["pending"] == 0, "a refused message stores nothing"
+    lines = {
+        "victim": b'{"conversation_id":"victim\\u0000x","content":"x"}',
+        "content": b'{"conversation_id":"c-f","content":"keep\\u0000lost"}',
+        "idempotency_key": b'{"conversation_id":"c-f","content":"x","idempotency_key":"a\\u0000b"}',
+        "metadata.k": b'{"conversation_id":"c-f","content":"x","metadata":{"k":"\xe2\x82"}}',
+    }
+    for field, line in lines.items():
+        f = tmp_path / "in.jsonl"
+        f.write_bytes(b'{"conversation_id":"c-f","content":"fine"}\n' + line + b"\n")
+        p = subprocess.run([BIN, *store, "enqueue", "--file", str(f)], capture_output=True, env=_base_env(), timeout=30)
+        err = p.stderr.decode("utf-8")
+        assert p.returncode == 2, f"--file with {line!r}: expected exit 2, got {p.returncode}: {err}"
+        assert "line 2" in err and "nothing was queued" in err, err
+        if field != "victim":
+            assert field in err, f"the message should name {field}: {err!r}"
+    assert status_json(store)["pending"] == 0, "a refused file stores nothing"
+    assert status_json(store, "victim")["pending"] == 0, '"victim\\u0000x" must not land in "victim"'
 
 
 def test_worker_delivers_every_message_once_in_order(store, recorder, tmp_path):

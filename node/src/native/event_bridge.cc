@@ -602,6 +602,9 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
         a.kind = OpKind::Fail;
         a.s1 = req_string(info, 2);
         a.has2 = opt_string(info, 3, &a.s2);
+        // An error text is a description: a NUL in it is shown as \u0000
+        // (not refused: a failing handler must still settle its batch).
+        for (size_t at; (at = a.s2.find('\0')) != std::string::npos;) a.s2.replace(at, 1, "\\u0000");
         a.n1 = info.Length() > 4 && info[4].ToBoolean().Value() ? 1 : 0;
     } else if (op == "release") {
         a.kind = OpKind::Release;
@@ -632,6 +635,17 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
         throw Napi::TypeError::New(env, "runlane: unknown bridge op \"" + op + "\"");
     }
 
+    // A C string ends at the first NUL: such an argument cannot reach the
+    // core whole ("victim\0x" would become "victim"), so it is refused here
+    // rather than cut. Text carried in JSON is the core's to check.
+    for (const std::string *s : {&a.s1, &a.s2, &a.s3}) {
+        if (s->find('\0') == std::string::npos) continue;
+        Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+        std::string msg = "runlane: " + op +
+                          ": a string argument contains a NUL character, which a C string cannot carry";
+        d.Reject(error_value(env, make_info(RUNLANE_ERR_INVALID_ARG, msg.c_str()), &b->error_factory));
+        return d.Promise();
+    }
     if (b->destroyed || b->destroying) {
         Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
         if (a.kind == OpKind::Destroy)

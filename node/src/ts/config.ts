@@ -4,7 +4,7 @@
  * defaults and ranges; the core validates every value (runlane_conf_set) and
  * its message is what the user sees.
  */
-import { ConfigError, InvalidOptionError, RunlaneError, UnknownOptionError, check, toRunlaneError } from './errors';
+import { ConfigError, ErrorCode, InvalidOptionError, RunlaneError, UnknownOptionError, check, toRunlaneError } from './errors';
 import { Pointer, raw } from './native';
 
 /** One entry of runlane_conf_properties(). */
@@ -116,8 +116,14 @@ export class Conf {
     if (value === undefined || value === null) return;
     const p = name.includes('.') ? propertyByKey(name) : propertyByOption(name);
     const key = p ? p.name : name.includes('.') ? name : dottedOf(name);
+    const text = encode(p, value);
+    // A C string ends at a NUL: refused rather than cut (JSON values carry
+    // it as \u0000, which the core refuses itself).
+    if (text.includes('\0')) {
+      throw new InvalidOptionError(`runlane: ${label} (${key}): the value must not contain NUL characters`, ErrorCode.INVALID_VALUE);
+    }
     try {
-      raw().runlane_conf_set(this.ptr, key, encode(p, value));
+      raw().runlane_conf_set(this.ptr, key, text);
     } catch (e) {
       const err = toRunlaneError(e);
       if (err instanceof UnknownOptionError) {

@@ -55,20 +55,27 @@ STOP_RELEASE = lib.RUNLANE_STOP_RELEASE
 # ---------------------------------------------------------------- arguments
 
 
-def cstr(value: Any, what: str, *, allow_int: bool = False) -> bytes:
-    """A Python str as NUL-terminated UTF-8 for the core, or a typed error."""
+def text(value: Any, what: str, *, allow_int: bool = False) -> str:
+    """``value`` as a str (an int too with ``allow_int``), or ArgumentTypeError.
+    Its content is the core's to judge (UTF-8, U+0000, lengths)."""
     if allow_int and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise ArgumentTypeError(
             "%s must be a str, got %s" % (what, type(value).__name__)
         )
+    return value
+
+
+def cstr(value: Any, what: str, *, allow_int: bool = False) -> bytes:
+    """A Python str as NUL-terminated UTF-8 for a ``const char *`` argument.
+    A C string ends at the first NUL, so a str holding one cannot reach the
+    core whole: refused here rather than cut. Lone surrogates are passed as
+    they are (surrogatepass) for the core to refuse as invalid UTF-8."""
+    value = text(value, what, allow_int=allow_int)
     if "\x00" in value:
         raise InvalidArgumentError("%s must not contain NUL characters" % what)
-    try:
-        return value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgumentError("%s is not valid UTF-8 text (lone surrogate)" % what) from None
+    return value.encode("utf-8", "surrogatepass")
 
 
 def message_options(
@@ -77,14 +84,13 @@ def message_options(
     metadata: Optional[Mapping[str, str]] = None,
     what: str = "",
 ) -> Dict[str, Any]:
-    """The ``options`` members of one message, type-checked."""
+    """The ``options`` members of one message, type-checked (the core checks
+    their text: UTF-8, U+0000, lengths)."""
     opts: Dict[str, Any] = {}
     if instructions is not None:
-        cstr(instructions, what + "instructions")
-        opts["instructions"] = instructions
+        opts["instructions"] = text(instructions, what + "instructions")
     if idempotency_key is not None:
-        key = cstr(idempotency_key, what + "idempotency_key", allow_int=True)
-        opts["idempotency_key"] = key.decode("utf-8")
+        opts["idempotency_key"] = text(idempotency_key, what + "idempotency_key", allow_int=True)
     if metadata is not None:
         if not isinstance(metadata, Mapping):
             raise ArgumentTypeError(
@@ -97,15 +103,15 @@ def message_options(
                 raise ArgumentTypeError(
                     "%smetadata must map str to str, got %r: %r" % (what, k, v)
                 )
-            cstr(k, what + "metadata key")
-            cstr(v, "%smetadata[%r]" % (what, k))
             meta[k] = v
         opts["metadata"] = meta
     return opts
 
 
 def to_json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # JSON carries U+0000 (as \u0000) and lone surrogates (surrogatepass):
+    # the core refuses both, naming the member.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
 def take_string(ptr_out: Any) -> str:
@@ -434,8 +440,8 @@ class _Handle:
                     "%s must be a dict or a (conversation_id, content) pair, got %s"
                     % (what[:-1], type(m).__name__)
                 )
-            cstr(conv, what + "conversation_id")
-            cstr(content, what + "content")
+            text(conv, what + "conversation_id")
+            text(content, what + "content")
             item = {"conversation_id": conv, "content": content}
             item.update(opts)
             items.append(item)
@@ -523,7 +529,11 @@ class _Handle:
 
     def fail(self, batch_id: Any, error: Any, retriable: bool) -> None:
         bid = cstr(batch_id, "batch_id")
-        msg = cstr(str(error) if not isinstance(error, str) else error, "error")
+        # An error text is a description: a NUL or a lone surrogate in it is
+        # shown escaped (not refused: a failing handler must still settle
+        # its batch).
+        text_ = str(error) if not isinstance(error, str) else error
+        msg = text_.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace")
         self._call(lib.runlane_batch_fail, bid, msg, 1 if retriable else 0)
 
     def batch_release(self, batch_id: Any) -> None:

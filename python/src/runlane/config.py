@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ._native import ffi, lib
-from .errors import ConfigTypeError, UnknownKeyError, check, last_error
+from .errors import ConfigTypeError, InvalidValueError, UnknownKeyError, check, last_error
 
 __all__ = ["Property", "properties", "property_names", "normalize_config", "build_conf", "conf_get", "shown_store"]
 
@@ -169,10 +169,11 @@ def build_conf(values: Mapping[str, str]) -> Any:
         raise MemoryError("runlane_conf_new: out of memory")
     conf = ffi.gc(conf, lib.runlane_conf_destroy)
     for key, value in values.items():
-        try:
-            bvalue = value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ConfigTypeError("%s: value is not valid UTF-8 text" % key) from None
+        # A C string ends at a NUL: refused rather than cut. Anything else
+        # (lone surrogates included) is the core's to judge.
+        if "\x00" in value:
+            raise InvalidValueError("%s: the value must not contain NUL characters" % key)
+        bvalue = value.encode("utf-8", "surrogatepass")
         rc = lib.runlane_conf_set(conf, key.encode("utf-8"), bvalue, ffi.NULL, 0)
         if rc:
             err = last_error(rc)
