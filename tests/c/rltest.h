@@ -105,6 +105,14 @@ static inline int rl_test_summary(void) {
     return rl_t_failed ? 1 : 0;
 }
 
+/* RUNLANE_TEST_TIME_SCALE (>= 1; scripts/test.sh sets 3 for sanitizer and
+ * valgrind runs): deadlines of waits for a condition are multiplied by it. */
+static inline double rl_test_time_scale(void) {
+    const char *v = getenv("RUNLANE_TEST_TIME_SCALE");
+    double s = v && *v ? atof(v) : 1.0;
+    return s >= 1.0 ? s : 1.0;
+}
+
 /* The Redis URL of the test server (RUNLANE_TEST_REDIS), or NULL. Under
  * RUNLANE_NO_SKIP=1 a missing URL ends the test program as a failure at
  * once: some files skip their whole Redis half from main(), where no

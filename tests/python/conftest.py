@@ -42,7 +42,12 @@ def redis_url():
     return url
 
 
+# Slow runs (sanitizers, valgrind) stretch every deadline by this factor.
+TIME_SCALE = max(1.0, float(os.environ.get("RUNLANE_TEST_TIME_SCALE") or 1))
+
+
 def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
