@@ -844,7 +844,8 @@ runlane_submit_tool_outputs(runlane_t *rl, const char *batch_id, const char *out
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
                             "runlane_submit_tool_outputs: batch_id and outputs_json are required");
     cJSON *j = cJSON_Parse(outputs_json);
-    int ok = cJSON_IsArray(j);
+    /* cJSON passes any byte through: the provider refuses invalid UTF-8. */
+    int ok = cJSON_IsArray(j) && rl_utf8_valid(outputs_json, strlen(outputs_json));
     cJSON *it;
     cJSON_ArrayForEach(it, j) {
         cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "tool_call_id");
@@ -855,7 +856,7 @@ runlane_submit_tool_outputs(runlane_t *rl, const char *batch_id, const char *out
     if (!ok)
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
                             "outputs_json must be a JSON array of {\"tool_call_id\":string,"
-                            "\"output\":string}");
+                            "\"output\":string} in valid UTF-8");
     rl_cmd_t *cmd = calloc(1, sizeof(*cmd));
     if (!cmd || !(cmd->batch_id = rl_strdup(batch_id)) || !(cmd->json = rl_strdup(outputs_json))) {
         if (cmd) free(cmd->batch_id);

@@ -49,8 +49,12 @@ export function memoryStore(tag: string): string {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Waits until `cond()` is truthy; fails with `what` after `timeoutMs`. */
+/** RUNLANE_TEST_TIME_SCALE (>= 1): slow runs stretch every deadline of waitFor. */
+export const TIME_SCALE = Math.max(1, Number(process.env.RUNLANE_TEST_TIME_SCALE) || 1);
+
+/** Waits until `cond()` is truthy; fails with `what` after `timeoutMs` (times TIME_SCALE). */
 export async function waitFor<T>(what: string, cond: () => T | Promise<T>, timeoutMs = 10000): Promise<T> {
+  timeoutMs *= TIME_SCALE;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await cond();
