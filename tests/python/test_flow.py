@@ -303,10 +303,13 @@ def test_released_batch_is_redelivered_to_the_next_worker(make_queue, store):
 
 def test_several_instances_in_one_process(make_queue, store):
     recs = [Recorder() for _ in range(3)]
-    queues = [make_queue(r, worker_id="w%d" % i, **store) for i, r in enumerate(recs)]
+    # A window the whole burst lands in even on a loaded machine, so each
+    # conversation is one batch.
+    window = dict(batch_window_ms=1000, batch_max_wait_ms=5000)
+    queues = [make_queue(r, worker_id="w%d" % i, **window, **store) for i, r in enumerate(recs)]
     for q in queues:
         q.start_worker()
-    producer = make_queue(**store)
+    producer = make_queue(**window, **store)
     for i in range(30):
         producer.add_message_to_thread("conv-%d" % (i % 10), "m%d" % i)
     wait_until(lambda: sum(len(r.batches) for r in recs) >= 10, what="all conversations")
