@@ -291,6 +291,14 @@ static runlane_err_t build_tail(char **tail_out, int64_t *bytes_out, char **ikey
     rl_buf_puts(&b, "}");
     *tail_out = rl_buf_take(&b);
     if (!*tail_out) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    /* cJSON passes any byte through: instructions and metadata (keys too)
+     * must be UTF-8 like the content, or the batch is no JSON to deliver. */
+    if (!rl_utf8_valid(*tail_out, strlen(*tail_out))) {
+        free(*tail_out);
+        *tail_out = NULL;
+        return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                            "options: instructions and metadata must be valid UTF-8");
+    }
     if (ik && !(*ikey_out = rl_strdup(ik->valuestring))) {
         free(*tail_out);
         *tail_out = NULL;
