@@ -20,6 +20,9 @@ trap cleanup EXIT
 PORT=$(scripts/redis-server.sh start "$RDIR") || { echo "could not start redis-server"; exit 1; }
 export RUNLANE_TEST_REDIS="redis://127.0.0.1:$PORT/0"
 export RUNLANE_REQUIRE_REDIS=1
+# Any test that cannot run (emulator, Redis, a tool missing) fails instead of
+# skipping, in the C, Python and Node suites alike.
+export RUNLANE_NO_SKIP=1
 # The OpenAI spec the emulator and integration tests validate against is kept
 # in the repository (tests/spec, with its licence notice).
 export RUNLANE_OPENAPI_SPEC=${RUNLANE_OPENAPI_SPEC:-$ROOT/tests/spec/openai-openapi.yaml}

@@ -118,12 +118,44 @@ int64_t cli_wall_ms(void);
 void cli_format_time(char *dst, size_t dst_size, int64_t ms);
 /* Whole file (or stdin for "-") into a malloc'd NUL-terminated buffer. */
 char *cli_read_all(const char *path, size_t *len_out);
+/* ---- parsing what commands read (parse.c; fuzzed by tests/fuzz/fuzz_cli.c) ---- */
+
 /* Copies src into dst with control characters and bytes that are not UTF-8
  * escaped (\n, \x1b, \u009b...), the notation of the library's messages;
  * never cuts an escape or a character. Used by cli_err for every message. */
 void cli_escape(char *dst, size_t dst_size, const char *src);
 /* Replaces invalid UTF-8 and control characters (except \n, \t) in place. */
 void cli_sanitize_utf8(char *s);
+
+/* `enqueue --file`: JSON lines (one object with string "conversation_id"
+ * and "content" per non-blank line) into one JSON array for
+ * runlane_enqueue_many (malloc'd), with the line number of each message
+ * in *line_of_out (malloc'd). CLI_EXIT_OK; CLI_EXIT_USAGE with the reason
+ * (naming the line) in err; CLI_EXIT_RUNTIME when out of memory. */
+int cli_jsonl_parse(const char *data, size_t len, char **array_out, size_t *n_out,
+                    size_t **line_of_out, char *err, size_t err_size);
+
+/* `worker --exec`: the last bytes of a command's stderr, for the batch's
+ * error. */
+#define CLI_TAIL_MAX 2048
+#define CLI_ERROR_TAIL_MAX 1000
+typedef struct cli_tail {
+    char buf[CLI_TAIL_MAX];
+    size_t len;
+    int overflowed;
+} cli_tail_t;
+void cli_tail_add(cli_tail_t *t, const char *s, size_t n);
+/* The last CLI_ERROR_TAIL_MAX bytes, trimmed, from a line start when one
+ * is near, "..." when cut, valid UTF-8 without control characters. */
+void cli_tail_text(const cli_tail_t *t, char *dst, size_t n);
+
+/* `worker --tool-exec`: the output submitted for a tool call, from what the
+ * command wrote (raw, len; read at most CLI_TOOL_OUTPUT_MAX + 1 bytes) and
+ * its exit status: trailing newlines dropped, valid UTF-8; a failure is
+ * "error: tool NAME exited with status N: OUTPUT". malloc'd; NULL when out
+ * of memory. */
+#define CLI_TOOL_OUTPUT_MAX (1024 * 1024)
+char *cli_tool_output(const char *name, int status, const char *raw, size_t len);
 
 /* ---- commands ---- */
 

@@ -64,7 +64,7 @@ static char *read_stdin_content(cli_ctx_t *ctx) {
 }
 
 /* Reads a JSON-lines file into one JSON array; line_of[i] is the line
- * number of message i. Exits with 2 on a bad line. */
+ * number of message i. Exits with 2 on a bad line (cli_jsonl_parse). */
 static char *read_jsonl(cli_ctx_t *ctx, const char *path, size_t *n_out, size_t **line_of) {
     size_t len = 0;
     char *data = cli_read_all(path, &len);
@@ -72,58 +72,14 @@ static char *read_jsonl(cli_ctx_t *ctx, const char *path, size_t *n_out, size_t 
         cli_err(ctx, "--file %s: %s", path, strerror(errno));
         exit(CLI_EXIT_RUNTIME);
     }
-    if (strlen(data) != len) cli_usage_fail(ctx, "--file %s: contains a NUL byte", path);
-    char *out = malloc(len + 3);
-    size_t cap_lines = 64, n = 0, o = 0, lineno = 0;
-    size_t *lines = malloc(cap_lines * sizeof(*lines));
-    if (!out || !lines) {
-        cli_err(ctx, "out of memory");
-        exit(CLI_EXIT_RUNTIME);
-    }
-    out[o++] = '[';
-    char *p = data;
-    while (*p) {
-        char *nl = strchr(p, '\n');
-        char *end = nl ? nl : p + strlen(p);
-        lineno++;
-        char save = *end;
-        *end = '\0';
-        char *s = p;
-        while (*s == ' ' || *s == '\t' || *s == '\r') s++;
-        if (*s) {
-            const char *perr = NULL;
-            cJSON *j = cJSON_ParseWithOpts(s, &perr, 1);
-            if (!cJSON_IsObject(j))
-                cli_usage_fail(ctx, "--file %s: line %zu: expected one JSON object per line", path, lineno);
-            cJSON *conv = cJSON_GetObjectItemCaseSensitive(j, "conversation_id");
-            cJSON *content = cJSON_GetObjectItemCaseSensitive(j, "content");
-            if (!cJSON_IsString(conv) || !cJSON_IsString(content))
-                cli_usage_fail(ctx, "--file %s: line %zu: \"conversation_id\" and \"content\" must be strings",
-                               path, lineno);
-            cJSON_Delete(j);
-            if (n == cap_lines) {
-                cap_lines *= 2;
-                size_t *nlines = realloc(lines, cap_lines * sizeof(*lines));
-                if (!nlines) {
-                    cli_err(ctx, "out of memory");
-                    exit(CLI_EXIT_RUNTIME);
-                }
-                lines = nlines;
-            }
-            lines[n] = lineno;
-            if (n++) out[o++] = ',';
-            size_t sl = strlen(s);
-            memcpy(out + o, s, sl);
-            o += sl;
-        }
-        *end = save;
-        p = nl ? nl + 1 : end;
-    }
-    out[o++] = ']';
-    out[o] = '\0';
+    char *out = NULL, err[256];
+    int rc = cli_jsonl_parse(data, len, &out, n_out, line_of, err, sizeof(err));
     free(data);
-    *n_out = n;
-    *line_of = lines;
+    if (rc == CLI_EXIT_USAGE) cli_usage_fail(ctx, "--file %s: %s", path, err);
+    if (rc != CLI_EXIT_OK) {
+        cli_err(ctx, "--file %s: %s", path, err);
+        exit(rc);
+    }
     return out;
 }
 

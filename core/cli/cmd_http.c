@@ -77,27 +77,29 @@ static int run_tool(const char *cmd, const char *input, const char *name, const 
         off += (size_t)n;
     }
     close(in[1]);
+    /* The output is capped (CLI_TOOL_OUTPUT_MAX); the rest is read and
+     * dropped, so the command is not stopped by a full pipe. */
     size_t cap = 4096, used = 0;
-    char *buf = malloc(cap);
+    char *buf = malloc(cap), sink[4096];
     for (;;) {
-        if (used + 1024 > cap) {
+        if (buf && used + 1024 > cap && cap <= CLI_TOOL_OUTPUT_MAX) {
             char *nb = realloc(buf, cap *= 2);
             if (!nb) break;
             buf = nb;
         }
-        ssize_t n = read(outp[0], buf + used, cap - used - 1);
+        int keep = buf && used < cap - 1 && used <= CLI_TOOL_OUTPUT_MAX;
+        ssize_t n = keep ? read(outp[0], buf + used, cap - used - 1) : read(outp[0], sink, sizeof(sink));
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
-        used += (size_t)n;
+        if (keep) used += (size_t)n;
     }
     close(outp[0]);
-    buf[used] = '\0';
-    while (used && (buf[used - 1] == '\n' || buf[used - 1] == '\r')) buf[--used] = '\0';
-    cli_sanitize_utf8(buf);
-    *out = buf;
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    int status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    *out = cli_tool_output(name, status, buf ? buf : "", buf ? used : 0);
+    free(buf);
+    return status;
 }
 
 /* One thread per tool-calls event: runs every call (in order), submits all
@@ -124,13 +126,7 @@ static void *tool_main(void *arg) {
             cJSON_Delete(in);
             int rc = run_tool(job->tool_exec, input, nm, id->valuestring, &output);
             free(input);
-            if (rc != 0) {
-                char *msg = malloc(strlen(output ? output : "") + 64);
-                sprintf(msg, "error: tool %s exited with status %d%s%s", nm, rc,
-                        output && *output ? ": " : "", output ? output : "");
-                free(output);
-                output = msg;
-            }
+            if (!output) output = cli_tool_output(nm, rc ? rc : 1, "", 0); /* it could not run */
             fprintf(stderr, "runlane worker: tool %s (call %s) %s\n", nm, id->valuestring,
                     rc == 0 ? "ok" : "failed");
         }

@@ -35,8 +35,6 @@ extern char **environ;
 #define MAX_CONCURRENCY 1024
 #define DEFAULT_CONCURRENCY_CAP 32
 #define KILL_GRACE_MS 5000
-#define TAIL_MAX 2048
-#define ERROR_TAIL_MAX 1000
 
 enum { ABORT_NONE = 0, ABORT_LOST, ABORT_FORCED, ABORT_DRAIN_TIMEOUT };
 
@@ -221,48 +219,6 @@ static char **make_env(const job_t *j, char *owned[3]) {
     return env;
 }
 
-typedef struct tail {
-    char buf[TAIL_MAX];
-    size_t len;
-    int overflowed;
-} tail_t;
-
-static void tail_add(tail_t *t, const char *s, size_t n) {
-    if (n >= TAIL_MAX) {
-        memcpy(t->buf, s + n - TAIL_MAX, TAIL_MAX);
-        t->len = TAIL_MAX;
-        t->overflowed = 1;
-        return;
-    }
-    if (t->len + n > TAIL_MAX) {
-        size_t drop = t->len + n - TAIL_MAX;
-        memmove(t->buf, t->buf + drop, t->len - drop);
-        t->len -= drop;
-        t->overflowed = 1;
-    }
-    memcpy(t->buf + t->len, s, n);
-    t->len += n;
-}
-
-/* The last ERROR_TAIL_MAX bytes of stderr, trimmed, valid UTF-8. */
-static void tail_text(const tail_t *t, char *dst, size_t n) {
-    size_t len = t->len;
-    while (len && (t->buf[len - 1] == '\n' || t->buf[len - 1] == '\r' || t->buf[len - 1] == ' ' ||
-                   t->buf[len - 1] == '\t'))
-        len--;
-    size_t start = len > ERROR_TAIL_MAX ? len - ERROR_TAIL_MAX : 0;
-    int cut = start > 0 || t->overflowed;
-    if (cut) {
-        /* Start at a line boundary when one is near. */
-        const char *nl = memchr(t->buf + start, '\n', len - start);
-        if (nl && (size_t)(nl - t->buf) < start + ERROR_TAIL_MAX / 2) start = (size_t)(nl - t->buf) + 1;
-        while (start < len && ((unsigned char)t->buf[start] & 0xC0) == 0x80) start++;
-    }
-    while (start < len && (t->buf[start] == '\n' || t->buf[start] == ' ')) start++;
-    snprintf(dst, n, "%s%.*s", cut && start < len ? "..." : "", (int)(len - start), t->buf + start);
-    cli_sanitize_utf8(dst);
-}
-
 typedef struct outcome {
     int ok;          /* exit status 0 */
     int abort;       /* ABORT_* seen */
@@ -346,7 +302,7 @@ static void run_command(job_t *j, outcome_t *out) {
 
     const char *data = j->json;
     size_t len = strlen(data), off = 0;
-    tail_t tail;
+    cli_tail_t tail;
     tail.len = 0;
     tail.overflowed = 0;
     int64_t t0 = cli_mono_ms(), exit_ms = 0, term_ms = 0;
@@ -380,7 +336,7 @@ static void run_command(job_t *j, outcome_t *out) {
             if (n > 0) {
                 ssize_t wr = write(STDERR_FILENO, buf, (size_t)n);
                 (void)wr;
-                tail_add(&tail, buf, (size_t)n);
+                cli_tail_add(&tail, buf, (size_t)n);
             } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
                 close(er[0]);
                 er[0] = -1;
@@ -429,8 +385,8 @@ static void run_command(job_t *j, outcome_t *out) {
     /* Whatever the group left behind is not ours to keep running. */
     if (killed) kill(-pid, SIGKILL);
 
-    char what[200], tt[ERROR_TAIL_MAX + 8];
-    tail_text(&tail, tt, sizeof(tt));
+    char what[200], tt[CLI_ERROR_TAIL_MAX + 8];
+    cli_tail_text(&tail, tt, sizeof(tt));
     if (timed_out) {
         snprintf(what, sizeof(what), "timed out after %.3gs", (double)w->timeout_ms / 1000.0);
     } else if (killed && out->abort == ABORT_FORCED) {

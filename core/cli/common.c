@@ -11,7 +11,6 @@
 
 /* ---- messages ---- */
 
-static size_t utf8_seq(const unsigned char *s);
 
 void cli_err(const cli_ctx_t *ctx, const char *fmt, ...) {
     char msg[4096], clean[4096], shown[4096];
@@ -418,80 +417,6 @@ char *cli_read_all(const char *path, size_t *len_out) {
     buf[len] = '\0';
     if (len_out) *len_out = len;
     return buf;
-}
-
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s) {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    size_t n;
-    unsigned int cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
-void cli_escape(char *dst, size_t dst_size, const char *src) {
-    static const char hex[] = "0123456789abcdef";
-    if (!dst_size) return;
-    const unsigned char *s = (const unsigned char *)src;
-    size_t o = 0;
-    while (*s) {
-        char esc[8];
-        const char *piece = esc;
-        size_t plen = 4, n = utf8_seq(s);
-        if (*s == '\n' || *s == '\r' || *s == '\t') {
-            esc[0] = '\\';
-            esc[1] = *s == '\n' ? 'n' : *s == '\r' ? 'r' : 't';
-            plen = 2;
-            n = 1;
-        } else if (*s < 0x20 || *s == 0x7F || n == 0) {
-            esc[0] = '\\'; esc[1] = 'x'; esc[2] = hex[*s >> 4]; esc[3] = hex[*s & 15];
-            n = 1;
-        } else if (n == 2 && s[0] == 0xC2 && s[1] < 0xA0) {
-            snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)s[1]);
-            plen = 6;
-        } else {
-            piece = (const char *)s;
-            plen = n;
-        }
-        if (o + plen >= dst_size) break;
-        memcpy(dst + o, piece, plen);
-        o += plen;
-        s += n;
-    }
-    dst[o] = '\0';
-}
-
-void cli_sanitize_utf8(char *s) {
-    unsigned char *p = (unsigned char *)s;
-    while (*p) {
-        size_t n = utf8_seq(p);
-        if (n == 0) {
-            *p++ = '?';
-        } else if (n == 1 && ((*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7F)) {
-            *p++ = ' ';
-        } else {
-            p += n;
-        }
-    }
 }
 
 int cli_print_help(const char *text) {

@@ -908,7 +908,7 @@ runlane_submit_tool_outputs(runlane_t *rl, const char *batch_id, const char *out
     if (!ok)
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
                             "outputs_json must be a JSON array of {\"tool_call_id\":string,"
-                            "\"output\":string}");
+                            "\"output\":string} in valid UTF-8");
     rl_cmd_t *cmd = calloc(1, sizeof(*cmd));
     if (!cmd || !(cmd->batch_id = rl_strdup(batch_id)) || !(cmd->json = rl_strdup(outputs_json))) {
         if (cmd) free(cmd->batch_id);

@@ -168,6 +168,10 @@ runlane_err_t rl_worker_settle(runlane_t *rl, rl_inflight_t *f, rl_settle_t how,
  * for the provider's refusals, RUNLANE_ERR_TIMEOUT...). */
 runlane_err_t rl_worker_fail(runlane_t *rl, rl_inflight_t *f, runlane_err_t code, const char *error,
                              int retriable);
+/* The BATCH event JSON of claim c (custom backend; free), or NULL when its
+ * stored messages are unreadable (tests/fuzz/fuzz_redis_reply.c feeds it
+ * claims decoded from arbitrary replies). */
+char *rl_worker_batch_json(const rl_claim_t *c);
 /* I/O thread only: records a checkpoint of f's turn (e.g. the provider's
  * response or run id) so a later owner can reconcile. */
 runlane_err_t rl_worker_checkpoint(runlane_t *rl, rl_inflight_t *f, const char *ckpt_json);

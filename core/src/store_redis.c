@@ -40,6 +40,7 @@
 #include "lua_scripts.h"
 #include "redis_conn.h"
 #include "store.h"
+#include "store_redis.h"
 
 #define RS_IDLE_TTL_MS 86400000LL /* meta hash of an idle conversation */
 #define RS_BACKOFF_MIN_MS 50
@@ -747,13 +748,32 @@ static int rs_peek(rstore_t *s, const char *kind, int limit, cand_t **out, size_
     return RUNLANE_OK;
 }
 
-static int claim_reply(const rstore_t *s, const char *conv, redisReply *r, rl_claim_t *cl) {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 5) return bad_reply(s, "claim");
+/* Decodes one claim script reply (not NIL, not an error) into *cl; `where`
+ * names the server in messages. Internal, not static: the fuzz target
+ * tests/fuzz/fuzz_redis_reply.c feeds it reply trees built from bytes. */
+/* 1 when the n bytes at s are 1.. bytes of `set`: ids we wrote ourselves
+ * (batch ids are printable ASCII, tokens decimal); anything else read back
+ * would reach events and the host's calls. */
+static int reply_id_ok(const char *s, size_t n, const char *set) {
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!s[i] || !strchr(set, s[i])) return 0;
+    return 1;
+}
+
+int rl_redis_claim_reply(const char *where, const char *conv, const redisReply *r,
+                         rl_claim_t *cl) {
+    static const char shape[] = "redis %s: claim: unexpected reply shape";
+    static const char id_chars[] =
+        "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.:";
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 5)
+        return rl_error_set(RUNLANE_ERR_INTERNAL, 0, shape, where);
     redisReply **e = r->element;
     if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING ||
         e[4]->type != REDIS_REPLY_STRING || e[0]->len >= sizeof(cl->batch_id) ||
-        e[1]->len >= sizeof(cl->token))
-        return bad_reply(s, "claim");
+        e[1]->len >= sizeof(cl->token) || !reply_id_ok(e[0]->str, e[0]->len, id_chars) ||
+        !reply_id_ok(e[1]->str, e[1]->len, "0123456789"))
+        return rl_error_set(RUNLANE_ERR_INTERNAL, 0, shape, where);
     memset(cl, 0, sizeof(*cl));
     memcpy(cl->batch_id, e[0]->str, e[0]->len);
     memcpy(cl->token, e[1]->str, e[1]->len);
@@ -810,7 +830,7 @@ static int r_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, in
             if (r->type == REDIS_REPLY_ERROR)
                 r1 = rs_reply_error(s, r, "claim");
             else
-                r1 = claim_reply(s, cv[i].conv, r, &claims[got]);
+                r1 = rl_redis_claim_reply(s->where, cv[i].conv, r, &claims[got]);
             if (r1 == RUNLANE_OK)
                 got++;
             else if (rc == RUNLANE_OK)

@@ -49,8 +49,31 @@ static void emit_error(runlane_t *rl, runlane_err_t rc, const char *what) {
     free(json);
 }
 
-/* Custom backend: the batch itself is the event; the host settles it. */
-static void deliver_batch(runlane_t *rl, const rl_claim_t *c) {
+/* 1 when a stored batch reads as the BATCH event promises: valid UTF-8, a
+ * JSON array (nothing after it) of message records {"id":string,
+ * "content":string,"ts_ms":number,"instructions"?:string,
+ * "metadata"?:object}. */
+static int batch_messages_valid(const char *messages_json) {
+    if (!messages_json || !rl_utf8_valid(messages_json, strlen(messages_json))) return 0;
+    cJSON *arr = cJSON_ParseWithOpts(messages_json, NULL, 1);
+    int ok = cJSON_IsArray(arr);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, arr) {
+        const cJSON *ins = cJSON_GetObjectItemCaseSensitive(m, "instructions");
+        const cJSON *md = cJSON_GetObjectItemCaseSensitive(m, "metadata");
+        if (!cJSON_IsObject(m) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(m, "id")) ||
+            !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(m, "content")) ||
+            !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(m, "ts_ms")) ||
+            (ins && !cJSON_IsString(ins) && !cJSON_IsNull(ins)) ||
+            (md && !cJSON_IsObject(md) && !cJSON_IsNull(md)))
+            ok = 0;
+    }
+    cJSON_Delete(arr);
+    return ok;
+}
+
+char *rl_worker_batch_json(const rl_claim_t *c) {
+    if (!batch_messages_valid(c->messages_json)) return NULL;
     rl_buf_t b;
     rl_buf_init(&b);
     rl_buf_puts(&b, "{\"conversation_id\":");
@@ -58,7 +81,20 @@ static void deliver_batch(runlane_t *rl, const rl_claim_t *c) {
     rl_buf_puts(&b, ",\"batch_id\":");
     rl_buf_json_str(&b, c->batch_id);
     rl_buf_printf(&b, ",\"attempt\":%d,\"messages\":%s}", c->attempt, c->messages_json);
-    char *json = rl_buf_take(&b);
+    return rl_buf_take(&b);
+}
+
+/* Custom backend: the batch itself is the event; the host settles it. A
+ * batch damaged in the store never reaches the host as broken JSON: it is
+ * dead-lettered (no retry can repair it). */
+static void deliver_batch(runlane_t *rl, rl_inflight_t *f) {
+    const rl_claim_t *c = &f->claim;
+    char *json = rl_worker_batch_json(c);
+    if (!json) {
+        rl_worker_fail(rl, f, RUNLANE_ERR_INTERNAL,
+                       "the stored batch is unreadable (not a JSON array of message records)", 0);
+        return;
+    }
     rl_event_push(rl, rl_event_new(RUNLANE_EVENT_BATCH, c->conversation_id, c->batch_id,
                                    c->attempt, json, RUNLANE_OK, NULL));
     free(json);
@@ -98,7 +134,7 @@ static int claim_some(runlane_t *rl) {
         rl->ninflight++;
         pthread_mutex_unlock(&rl->mu);
         if (rl->backend) rl->backend->start(rl->bk, f);
-        else deliver_batch(rl, &f->claim);
+        else deliver_batch(rl, f);
     }
     free(claims);
     return n;

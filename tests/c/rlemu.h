@@ -53,7 +53,7 @@ static inline void rlemu_source_dir(char *out, size_t size) {
 
 /* Starts the emulator with extra command-line arguments (NULL-terminated
  * list, may be NULL). Returns 0, or -1 when python3 or the emulator is
- * missing (callers skip). */
+ * missing (callers RL_SKIP: a failure under RUNLANE_NO_SKIP=1). */
 static inline int rlemu_start(rlemu_t *e, const char *const *extra) {
     memset(e, 0, sizeof(*e));
     e->pid = -1;
@@ -61,7 +61,10 @@ static inline int rlemu_start(rlemu_t *e, const char *const *extra) {
     char src[900], script[1000];
     rlemu_source_dir(src, sizeof(src));
     snprintf(script, sizeof(script), "%s/tests/emulator/emulator.py", src);
-    if (access(script, R_OK) != 0) return -1;
+    if (access(script, R_OK) != 0) {
+        fprintf(stderr, "rlemu: %s not readable (RUNLANE_SOURCE_DIR?)\n", script);
+        return -1;
+    }
     int fds[2];
     if (pipe(fds) != 0) return -1;
     pid_t pid = fork();
@@ -103,6 +106,7 @@ static inline int rlemu_start(rlemu_t *e, const char *const *extra) {
         if (t1.tv_sec - t0.tv_sec > 15) break;
     }
     if (e->port <= 0) {
+        fprintf(stderr, "rlemu: the emulator did not report its port within 15 s\n");
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         close(fds[0]);

@@ -8,7 +8,7 @@
  *
  * Checks report what was expected and what came; a failed check ends the
  * current test function. The summary prints "N passed, N failed", which
- * ctest output and CI read.
+ * ctest output and CI read. RL_SKIP is a failure under RUNLANE_NO_SKIP=1.
  */
 #ifndef RLTEST_H
 #define RLTEST_H
@@ -65,12 +65,20 @@ static const char *rl_t_name;
                      runlane_error_message(runlane_error_last()));           \
     } while (0)
 
+/* 1 when RUNLANE_NO_SKIP=1 (scripts/test.sh sets it): a test that cannot
+ * run (emulator, Redis or redis-server missing) fails instead of skipping,
+ * so a broken environment cannot pass as a green run. */
+static inline int rl_test_no_skip(void) {
+    const char *v = getenv("RUNLANE_NO_SKIP");
+    return v && strcmp(v, "1") == 0;
+}
+
 #define RL_SKIP(...)                                                         \
     do {                                                                     \
-        fprintf(stderr, "  SKIP %s: ", rl_t_name);                           \
+        fprintf(stderr, "  %s %s: ", rl_test_no_skip() ? "FAIL (RUNLANE_NO_SKIP=1: a skip is a failure)" : "SKIP", rl_t_name);\
         fprintf(stderr, __VA_ARGS__);                                        \
         fprintf(stderr, "\n");                                               \
-        longjmp(rl_t_jmp, 2);                                                \
+        longjmp(rl_t_jmp, rl_test_no_skip() ? 1 : 2);                        \
     } while (0)
 
 #define RL_RUN(fn)                                                           \
@@ -97,9 +105,25 @@ static inline int rl_test_summary(void) {
     return rl_t_failed ? 1 : 0;
 }
 
-/* The Redis URL of the test server (RUNLANE_TEST_REDIS), or NULL. */
+/* RUNLANE_TEST_TIME_SCALE (>= 1; scripts/test.sh sets 3 for sanitizer and
+ * valgrind runs): deadlines of waits for a condition are multiplied by it. */
+static inline double rl_test_time_scale(void) {
+    const char *v = getenv("RUNLANE_TEST_TIME_SCALE");
+    double s = v && *v ? atof(v) : 1.0;
+    return s >= 1.0 ? s : 1.0;
+}
+
+/* The Redis URL of the test server (RUNLANE_TEST_REDIS), or NULL. Under
+ * RUNLANE_NO_SKIP=1 a missing URL ends the test program as a failure at
+ * once: some files skip their whole Redis half from main(), where no
+ * RL_SKIP can report it. */
 static inline const char *rl_test_redis_url(void) {
     const char *u = getenv("RUNLANE_TEST_REDIS");
+    if ((!u || !*u) && rl_test_no_skip()) {
+        fprintf(stderr, "RUNLANE_NO_SKIP=1 but RUNLANE_TEST_REDIS is not set: the Redis tests cannot run\n");
+        printf("%d passed, %d failed\n", rl_t_passed, rl_t_failed + 1);
+        exit(1);
+    }
     return (u && *u) ? u : NULL;
 }
 

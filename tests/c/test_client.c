@@ -46,6 +46,12 @@ static runlane_t *client(const char *const *kv) {
     return rl;
 }
 
+/* A deadline for something that must happen, stretched by
+ * RUNLANE_TEST_TIME_SCALE (sanitizer and valgrind runs). Waits that prove
+ * something does NOT happen before a configured time (a quiet window) stay
+ * unscaled: a slow run only makes delivery later, never earlier. */
+#define T(ms) ((int)((ms) * rl_test_time_scale()))
+
 /* Next event of `type`, skipping others; NULL after timeout_ms. */
 static runlane_event_t *wait_event(runlane_t *rl, runlane_event_type_t type, int timeout_ms) {
     for (int waited = 0; waited < timeout_ms; waited += 10) {
@@ -241,7 +247,7 @@ static void test_burst_becomes_one_batch_in_order(void) {
     enqueue(rl, "conv-a", "three");
     char got[256] = "", got_b[256] = "";
     for (int i = 0; i < 2; i++) {
-        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
         RL_CHECK_MSG(ev != NULL, "expected 2 batch events, got %d", i);
         RL_CHECK_INT(1, runlane_event_attempt(ev));
         if (strcmp(runlane_event_conversation_id(ev), "conv-a") == 0)
@@ -253,9 +259,25 @@ static void test_burst_becomes_one_batch_in_order(void) {
     }
     RL_CHECK_STR("one,two,three", got);
     RL_CHECK_STR("other", got_b);
-    RL_CHECK(wait_event(rl, RUNLANE_EVENT_BATCH, 400) == NULL);
-    RL_CHECK_OK(runlane_stop(rl, RUNLANE_STOP_DRAIN, 1000));
-    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_STOPPED, 1000);
+    /* No third batch: with nothing pending or in flight none can come, and
+     * one claimed before that would already be queued as an event. */
+    for (int t = 0;; t++) {
+        char *st = NULL;
+        RL_CHECK_OK(runlane_status(&st, rl, NULL));
+        int idle = json_int(st, "pending") == 0 && json_int(st, "inflight") == 0;
+        runlane_free(st);
+        if (idle) break;
+        RL_CHECK_MSG(t < T(500), "the queue is not idle after both acks");
+        sleep_ms(10);
+    }
+    runlane_event_t *extra;
+    while ((extra = runlane_poll(rl, 0)) != NULL) {
+        int batch = runlane_event_type(extra) == RUNLANE_EVENT_BATCH;
+        runlane_event_destroy(extra);
+        RL_CHECK_MSG(!batch, "a third batch event");
+    }
+    RL_CHECK_OK(runlane_stop(rl, RUNLANE_STOP_DRAIN, T(1000)));
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_STOPPED, T(1000));
     RL_CHECK(ev != NULL);
     runlane_event_destroy(ev);
     runlane_destroy(rl);
@@ -268,7 +290,7 @@ static void test_window_waits_for_quiet(void) {
     enqueue(rl, "c", "first");
     /* Inside the window nothing is delivered. */
     RL_CHECK(wait_event(rl, RUNLANE_EVENT_BATCH, 150) == NULL);
-    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
     runlane_event_destroy(ev);
@@ -301,15 +323,25 @@ static void test_arrivals_during_batch_wait_for_ack(void) {
     runlane_t *rl = client(kv);
     RL_CHECK_OK(runlane_start(rl));
     enqueue(rl, "c", "m1");
-    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     enqueue(rl, "c", "m2");
     enqueue(rl, "c", "m3");
-    /* One turn per conversation: nothing more while the first is held. */
-    RL_CHECK(wait_event(rl, RUNLANE_EVENT_BATCH, 400) == NULL);
+    /* One turn per conversation: nothing more while the first is held.
+     * Decided by a witness conversation due no earlier than m2 and m3:
+     * claims go oldest due first, so a batch of c would be delivered
+     * before (or with) the witness's. */
+    enqueue(rl, "witness", "w");
+    runlane_event_t *wev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
+    RL_CHECK_MSG(wev != NULL, "the witness conversation's batch did not come");
+    int is_witness = strcmp(runlane_event_conversation_id(wev), "witness") == 0;
+    if (!is_witness) runlane_event_destroy(wev);
+    RL_CHECK_MSG(is_witness, "a second batch of c came while its first was held");
+    RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(wev), NULL));
+    runlane_event_destroy(wev);
     RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
     runlane_event_destroy(ev);
-    ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     char got[128];
     batch_contents(ev, got, sizeof(got));
@@ -328,7 +360,7 @@ static void test_max_messages_splits_batches(void) {
     /* Full batches are due at once despite the 10 s window. */
     char all[128] = "";
     for (int i = 0; i < 2; i++) {
-        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 3000);
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(3000));
         RL_CHECK_MSG(ev != NULL, "batch %d of 2 full ones not delivered", i + 1);
         char got[64];
         batch_contents(ev, got, sizeof(got));
@@ -352,7 +384,7 @@ static void test_max_bytes_makes_batch_due(void) {
     enqueue(rl, "c", "12345");
     enqueue(rl, "c", "67890");
     enqueue(rl, "c", "x");
-    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 3000);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(3000));
     RL_CHECK(ev != NULL);
     char got[64];
     batch_contents(ev, got, sizeof(got));
@@ -369,7 +401,7 @@ static void test_fail_retries_then_dead_letter_then_retry(void) {
     enqueue(rl, "c", "boom");
     char batch[RUNLANE_ID_MAX] = "";
     for (int attempt = 1; attempt <= 3; attempt++) {
-        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
         RL_CHECK_MSG(ev != NULL, "attempt %d not delivered", attempt);
         RL_CHECK_INT(attempt, runlane_event_attempt(ev));
         if (attempt == 1) snprintf(batch, sizeof(batch), "%s", runlane_event_batch_id(ev));
@@ -377,7 +409,7 @@ static void test_fail_retries_then_dead_letter_then_retry(void) {
         RL_CHECK_OK(runlane_batch_fail(rl, runlane_event_batch_id(ev), "model exploded", 1));
         runlane_event_destroy(ev);
     }
-    runlane_event_t *dead = wait_event(rl, RUNLANE_EVENT_DEAD, 2000);
+    runlane_event_t *dead = wait_event(rl, RUNLANE_EVENT_DEAD, T(2000));
     RL_CHECK(dead != NULL);
     RL_CHECK_STR("model exploded", runlane_event_error_message(dead));
     runlane_event_destroy(dead);
@@ -395,7 +427,7 @@ static void test_fail_retries_then_dead_letter_then_retry(void) {
     size_t n = 0;
     RL_CHECK_OK(runlane_dead_retry(&n, rl, dead_id));
     RL_CHECK_INT(1, n);
-    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     RL_CHECK_INT(1, runlane_event_attempt(ev));
     char got[64];
@@ -414,13 +446,13 @@ static void test_non_retriable_fail_is_dead_at_once_and_purged(void) {
     runlane_t *rl = client(kv);
     RL_CHECK_OK(runlane_start(rl));
     enqueue(rl, "c", "bad request");
-    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     RL_CHECK_OK(runlane_batch_fail(rl, runlane_event_batch_id(ev), "invalid", 0));
     /* Settled: a second settle of the same batch is refused. */
     RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
     runlane_event_destroy(ev);
-    ev = wait_event(rl, RUNLANE_EVENT_DEAD, 2000);
+    ev = wait_event(rl, RUNLANE_EVENT_DEAD, T(2000));
     RL_CHECK(ev != NULL);
     runlane_event_destroy(ev);
     size_t n = 0;
@@ -438,12 +470,12 @@ static void test_stop_release_gives_batches_back(void) {
     runlane_t *a = client(kv);
     RL_CHECK_OK(runlane_start(a));
     enqueue(a, "c", "held");
-    runlane_event_t *ev = wait_event(a, RUNLANE_EVENT_BATCH, 5000);
+    runlane_event_t *ev = wait_event(a, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     runlane_event_destroy(ev);
     RL_CHECK_INT(RUNLANE_ERR_STATE, runlane_start(a));
     RL_CHECK_OK(runlane_stop(a, RUNLANE_STOP_RELEASE, 0));
-    ev = wait_event(a, RUNLANE_EVENT_LEASE_LOST, 1000);
+    ev = wait_event(a, RUNLANE_EVENT_LEASE_LOST, T(1000));
     RL_CHECK(ev != NULL);
     runlane_event_destroy(ev);
     char *st = NULL;
@@ -462,14 +494,14 @@ static void test_batch_release_spends_no_attempt(void) {
     runlane_t *rl = client(kv);
     RL_CHECK_OK(runlane_start(rl));
     enqueue(rl, "c", "x");
-    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     char batch[RUNLANE_ID_MAX];
     snprintf(batch, sizeof(batch), "%s", runlane_event_batch_id(ev));
     RL_CHECK_OK(runlane_batch_release(rl, batch));
     runlane_event_destroy(ev);
     /* Given back: delivered again, same batch, still attempt 1. */
-    ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     RL_CHECK_STR(batch, runlane_event_batch_id(ev));
     RL_CHECK_INT(1, runlane_event_attempt(ev));
@@ -485,7 +517,7 @@ static void test_released_batch_event_not_delivered(void) {
     enqueue(rl, "c", "x");
     /* Wait until the batch is claimed, without polling its event. */
     int claimed = 0;
-    for (int t = 0; t < 500 && !claimed; t++) {
+    for (int t = 0; t < T(500) && !claimed; t++) {
         char *text = NULL;
         RL_CHECK_OK(runlane_metrics(&text, rl));
         claimed = strstr(text, "runlane_batches_claimed_total 1") != NULL;
@@ -512,7 +544,7 @@ static void test_stop_drain_times_out_and_releases(void) {
     runlane_t *rl = client(kv);
     RL_CHECK_OK(runlane_start(rl));
     enqueue(rl, "c", "x");
-    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     runlane_event_destroy(ev);
     RL_CHECK_INT(RUNLANE_ERR_TIMEOUT, runlane_stop(rl, RUNLANE_STOP_DRAIN, 100));
@@ -561,7 +593,7 @@ static void test_enqueue_many_in_order(void) {
     cJSON_Delete(j);
     runlane_free(res);
     RL_CHECK_OK(runlane_start(rl));
-    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+    runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
     RL_CHECK(ev != NULL);
     char got[64];
     batch_contents(ev, got, sizeof(got));
@@ -607,7 +639,7 @@ static void test_release_reclaim_race(void) {
     char batch[RUNLANE_ID_MAX] = "";
     int cycles = 0, ok = 1;
     for (; cycles < 300 && ok; cycles++) {
-        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
         if (!ev) {
             RL_FAILF("cycle %d: the released batch did not come back", cycles);
             ok = 0;
@@ -621,7 +653,7 @@ static void test_release_reclaim_race(void) {
         }
     }
     if (ok) {
-        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, 5000);
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
         RL_CHECK(ev != NULL);
         if (ev) {
             RL_CHECK_INT(1, runlane_event_attempt(ev));

@@ -231,7 +231,7 @@ static void new_queue(void) {
 
 /* Next event of `type`, skipping others; NULL after timeout_ms. */
 static runlane_event_t *wait_event(runlane_t *rl, runlane_event_type_t type, int timeout_ms) {
-    int64_t end = rl_mono_ms() + timeout_ms;
+    int64_t end = rl_mono_ms() + (int64_t)(timeout_ms * rl_test_time_scale());
     while (rl_mono_ms() < end) {
         runlane_event_t *ev = runlane_poll(rl, 10);
         if (!ev) continue;
@@ -316,12 +316,63 @@ static long long status_num(runlane_t *rl, const char *conv, const char *key) {
     return r;
 }
 
+/* Confirmed replies (the last one: batch `bid`) never come again, decided
+ * by events (any COMPLETED but the witness's fails): a
+ * witness conversation completes and its reply is left unconfirmed; once it
+ * has been delivered again twice, the redelivery pass that would have
+ * carried `bid` (due no later than the witness) has surely ended, so no
+ * COMPLETED of `bid` by then means none will come. */
+static void expect_no_reply_again(runlane_t *rl, const char *bid, const char *witness) {
+    char id[RUNLANE_ID_MAX], wbid[RUNLANE_ID_MAX] = "";
+    RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, rl, witness, "witness", NULL));
+    int seen = 0;
+    int timeout_ms = (int)(8000 * rl_test_time_scale());
+    while (seen < 3) {
+        int64_t end = rl_mono_ms() + timeout_ms;
+        runlane_event_t *ev = NULL;
+        while (!ev && rl_mono_ms() < end) {
+            ev = runlane_poll(rl, 10);
+            if (ev && runlane_event_type(ev) != RUNLANE_EVENT_COMPLETED) {
+                runlane_event_destroy(ev);
+                ev = NULL;
+            }
+        }
+        RL_CHECK_MSG(ev != NULL, "the witness reply came %d of 3 times within %d ms each", seen,
+                     timeout_ms);
+        int wit = strcmp(runlane_event_conversation_id(ev), witness) == 0;
+        if (wit) snprintf(wbid, sizeof(wbid), "%s", runlane_event_batch_id(ev));
+        char json[512];
+        snprintf(json, sizeof(json), "%s", runlane_event_json(ev));
+        runlane_event_destroy(ev);
+        RL_CHECK_MSG(wit, "a confirmed reply (%s) came again: %s", bid, json);
+        if (wit) seen++;
+    }
+    RL_CHECK_OK(runlane_reply_ack(rl, wbid));
+}
+
 /* Waits until fk counter *v reaches want. */
 static void wait_count(const int *v, int want, int timeout_ms, const char *what) {
+    timeout_ms = (int)(timeout_ms * rl_test_time_scale());
     int64_t end = rl_mono_ms() + timeout_ms;
     while (fk_get(v) < want) {
         RL_CHECK_MSG(rl_mono_ms() < end, "%s: %d of %d within %d ms", what, fk_get(v), want,
                      timeout_ms);
+        sleep_ms(10);
+    }
+}
+
+/* Waits for `n` more lease renewals of rl. A renewal that sees pending
+ * messages is where busy.policy=interrupt decides (worker.c renew_all), and
+ * the count grows before that decision: after 3 more, at least 2 renewals
+ * began after the caller's enqueue and one of them has decided, so a
+ * missing interrupt is then a fact, not a matter of waiting long enough. */
+static void wait_renewals(runlane_t *rl, int n, const char *what) {
+    int64_t base = RL_GET(rl, leases_renewed);
+    int timeout_ms = (int)(10000 * rl_test_time_scale());
+    int64_t end = rl_mono_ms() + timeout_ms;
+    while (RL_GET(rl, leases_renewed) < base + n) {
+        RL_CHECK_MSG(rl_mono_ms() < end, "%s: %lld of %d renewals within %d ms", what,
+                     (long long)(RL_GET(rl, leases_renewed) - base), n, timeout_ms);
         sleep_ms(10);
     }
 }
@@ -356,8 +407,7 @@ static void test_completed_redelivered_after_crash_until_confirmed(void) {
     RL_CHECK_INT(RUNLANE_ERR_NOT_FOUND, runlane_reply_ack(b, bid));
     RL_CHECK(strstr(runlane_error_message(runlane_error_last()), bid) != NULL);
     RL_CHECK_INT(1, metric(b, "runlane_replies_confirmed_total"));
-    runlane_event_t *ev = wait_event(b, RUNLANE_EVENT_COMPLETED, 3500);
-    RL_CHECK_MSG(ev == NULL, "a confirmed reply came again: %s", runlane_event_json(ev));
+    expect_no_reply_again(b, bid, "witness");
     /* the custom backend has no replies */
     RL_CHECK_INT(RUNLANE_ERR_UNSUPPORTED, runlane_reply_ack(prod, bid));
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_reply_ack(b, NULL));
@@ -386,8 +436,7 @@ static void test_unconfirmed_reply_repeats_confirmed_does_not(void) {
     RL_CHECK_INT(1, expect_completed(w, "u1", "one", x, 8000));
     RL_CHECK_STR(b1, x);
     RL_CHECK_OK(runlane_reply_ack(w, b1));
-    runlane_event_t *ev = wait_event(w, RUNLANE_EVENT_COMPLETED, 3500);
-    RL_CHECK_MSG(ev == NULL, "a confirmed reply came again: %s", runlane_event_json(ev));
+    expect_no_reply_again(w, b1, "witness");
     runlane_destroy(w);
 }
 
@@ -403,8 +452,22 @@ static void test_stale_complete_emits_nothing(void) {
     RL_CHECK_INT(-1, expect_completed(w, "u1", "hi", bid, 5000));
     RL_CHECK_INT(1, fk_get(&fk_stale));
     RL_CHECK_INT(2, fk_get(&fk_starts));
-    runlane_event_t *ev = wait_event(w, RUNLANE_EVENT_COMPLETED, 300);
-    RL_CHECK_MSG(ev == NULL, "a second COMPLETED: %s", runlane_event_json(ev));
+    /* Settled (acked with its reply): no run can start again, and the
+     * events of the one that completed are already queued. */
+    int64_t end = rl_mono_ms() + (int64_t)(5000 * rl_test_time_scale());
+    while (status_num(w, "u1", "inflight") != 0) {
+        RL_CHECK_MSG(rl_mono_ms() < end, "u1's batch is still in flight");
+        sleep_ms(10);
+    }
+    runlane_event_t *ev;
+    while ((ev = runlane_poll(w, 0)) != NULL) {
+        int completed = runlane_event_type(ev) == RUNLANE_EVENT_COMPLETED;
+        char json[512];
+        snprintf(json, sizeof(json), "%s", runlane_event_json(ev));
+        runlane_event_destroy(ev);
+        RL_CHECK_MSG(!completed, "a second COMPLETED: %s", json);
+    }
+    RL_CHECK_INT(2, fk_get(&fk_starts));
     RL_CHECK_INT(1, metric(w, "runlane_leases_lost_total"));
     RL_CHECK_OK(runlane_reply_ack(w, bid));
     runlane_destroy(w);
@@ -427,7 +490,7 @@ static void test_interrupt_restarts_with_pending(void) {
     RL_CHECK_INT(3, status_num(w, "u1", "inflight"));
     /* once per claim: more messages do not interrupt again */
     enqueue(w, "u1", "d");
-    sleep_ms(1200);
+    wait_renewals(w, 3, "renewals with \"d\" pending");
     RL_CHECK_INT(1, fk_get(&fk_interrupts));
     fk_set(&fk_release, 1);
     char bid[RUNLANE_ID_MAX], bid2[RUNLANE_ID_MAX];
@@ -451,7 +514,7 @@ static void test_no_interrupt_when_queue_policy_or_batch_full(void) {
     enqueue(w, "u1", "a");
     wait_count(&fk_starts, 1, 5000, "turn started");
     enqueue(w, "u1", "b");
-    sleep_ms(1000);
+    wait_renewals(w, 3, "renewals with a message pending (policy queue)");
     RL_CHECK_INT(0, fk_get(&fk_interrupts));
     fk_set(&fk_release, 1);
     char bid[RUNLANE_ID_MAX];
@@ -469,7 +532,7 @@ static void test_no_interrupt_when_queue_policy_or_batch_full(void) {
     enqueue(w, "u1", "a");
     wait_count(&fk_starts, 1, 5000, "turn started");
     enqueue(w, "u1", "b");
-    sleep_ms(1200);
+    wait_renewals(w, 3, "renewals with a message pending (batch full)");
     RL_CHECK_INT(0, fk_get(&fk_interrupts));
     fk_set(&fk_release, 1);
     expect_completed(w, "u1", "a", bid, 5000);

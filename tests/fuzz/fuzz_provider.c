@@ -20,12 +20,19 @@
  *   messages in the batch - 1 (1..3, capped), bit 6 http.max.retries 1,
  *   bit 7 answer TOOL_CALLS (else let tool.timeout.ms pass).
  *   Once the script is used up every request gets a 400 error.
+ *   An input may end with "\n=====outputs\n" and any bytes: what the host
+ *   submits for every TOOL_CALLS event (runlane_submit_tool_outputs, as a C
+ *   string), instead of well-formed outputs; "$ID" in it becomes the first
+ *   tool call's id, so mutations reach both known and unknown ids.
  * Invariants (besides no crash, leak or undefined behaviour):
  *   - every event is valid JSON, of our conversation, and never contains
  *     the API key (responses may echo it: it must be scrubbed), nor does
  *     any event error message;
  *   - every request line is well-formed: the ids read from responses that
  *     go into paths are escaped (no space, control or non-ASCII byte);
+ *   - every request body is valid UTF-8 and JSON (host-submitted tool
+ *     outputs included: the provider refuses anything else);
+ *   - runlane_submit_tool_outputs answers OK, INVALID_ARG or NOT_FOUND;
  *   - the turn ends: COMPLETED or DEAD (max.attempts 1), or nothing left
  *     in flight, soon after the script is used up;
  *   - an attempt sends at most http.max.requests.per.attempt requests.
@@ -49,10 +56,12 @@
 
 #include "fuzz_common.h"
 #include "http.h"
+#include "internal.h"
 #include "runlane.h"
 
 #define API_KEY "sk-fuzz-SECRET-4f1c9a77e2b0d35"
 #define DELIM "\n=====\n"
+#define OUTPUTS_DELIM "\n=====outputs\n"
 #define MAX_RESP 64
 
 typedef struct resp {
@@ -68,7 +77,10 @@ static struct {
     int extra;           /* requests answered after the script */
     int64_t last_ms;     /* last request served */
     char bad_request[512]; /* a malformed request line seen, if any */
+    char bad_body[512];    /* a request body that is not UTF-8 JSON, if any */
 } srv = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static char *raw_outputs; /* the input's outputs section (NUL-terminated), or NULL */
 
 static int verbose = -1; /* RUNLANE_FUZZ_VERBOSE: print requests and events */
 
@@ -123,12 +135,27 @@ static void check_request_line(const char *buf) {
     }
 }
 
+/* The body of a request, when it has one, is valid UTF-8 JSON. */
+static void check_request_body(const char *buf, size_t len) {
+    const char *hend = strstr(buf, "\r\n\r\n");
+    if (!hend) return;
+    const char *body = hend + 4;
+    size_t n = len - (size_t)(body - buf);
+    if (n == 0) return;
+    cJSON *j = cJSON_ParseWithLength(body, n);
+    int ok = j != NULL && rl_utf8_valid(body, n);
+    cJSON_Delete(j);
+    if (!ok && !srv.bad_body[0])
+        snprintf(srv.bad_body, sizeof(srv.bad_body), "%.*s", (int)(n > 400 ? 400 : n), body);
+}
+
 static void serve(int fd) {
     static char req[1 << 20];
     size_t len;
     if (!read_request(fd, req, sizeof(req), &len)) return;
     pthread_mutex_lock(&srv.mu);
     check_request_line(req);
+    check_request_body(req, len);
     /* Copied under the lock: the input is freed when the iteration ends. */
     static char copy[1 << 16];
     resp_t r = {NULL, 0};
@@ -272,7 +299,38 @@ static void check_event(runlane_event_t *ev, const char *conv) {
     FZ_CHECK(!*c || strcmp(c, conv) == 0, "event of conversation \"%s\", expected \"%s\"", c, conv);
 }
 
+/* Submits the input's raw outputs section, "$ID" replaced by the first
+ * call's id. */
+static void answer_tools_raw(runlane_t *rl, runlane_event_t *ev) {
+    cJSON *j = cJSON_Parse(runlane_event_json(ev));
+    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "tool_calls"), 0);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(c0, "id");
+    const char *idv = cJSON_IsString(id) ? id->valuestring : "";
+    size_t cap = strlen(raw_outputs) * (strlen(idv) + 1) + 1, o = 0;
+    char *s = malloc(cap);
+    if (!s) abort();
+    for (const char *p = raw_outputs; *p;) {
+        if (strncmp(p, "$ID", 3) == 0) {
+            memcpy(s + o, idv, strlen(idv));
+            o += strlen(idv);
+            p += 3;
+        } else {
+            s[o++] = *p++;
+        }
+    }
+    s[o] = '\0';
+    runlane_err_t rc = runlane_submit_tool_outputs(rl, runlane_event_batch_id(ev), s);
+    FZ_CHECK(rc == RUNLANE_OK || rc == RUNLANE_ERR_INVALID_ARG || rc == RUNLANE_ERR_NOT_FOUND,
+             "runlane_submit_tool_outputs returned %s for %.300s", runlane_err2name(rc), s);
+    free(s);
+    cJSON_Delete(j);
+}
+
 static void answer_tools(runlane_t *rl, runlane_event_t *ev) {
+    if (raw_outputs) {
+        answer_tools_raw(rl, ev);
+        return;
+    }
     cJSON *j = cJSON_Parse(runlane_event_json(ev));
     cJSON *out = cJSON_CreateArray();
     const cJSON *c;
@@ -300,8 +358,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* The script. */
     pthread_mutex_lock(&srv.mu);
     srv.nscript = srv.next = srv.extra = 0;
-    srv.bad_request[0] = '\0';
+    srv.bad_request[0] = srv.bad_body[0] = '\0';
     const char *p = (const char *)data + 1, *end = (const char *)data + size;
+    const char *od = memmem(p, (size_t)(end - p), OUTPUTS_DELIM, strlen(OUTPUTS_DELIM));
+    free(raw_outputs);
+    raw_outputs = NULL;
+    if (od) {
+        const char *o = od + strlen(OUTPUTS_DELIM);
+        raw_outputs = malloc((size_t)(end - o) + 1);
+        if (!raw_outputs) abort();
+        memcpy(raw_outputs, o, (size_t)(end - o));
+        raw_outputs[end - o] = '\0';
+        end = od;
+    }
     while (p < end && srv.nscript < MAX_RESP) {
         const char *d = memmem(p, (size_t)(end - p), DELIM, strlen(DELIM));
         size_t n = d ? (size_t)(d - p) : (size_t)(end - p);
@@ -432,14 +501,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     runlane_destroy(rl);
     pthread_mutex_lock(&srv.mu);
-    char bad[sizeof(srv.bad_request)];
+    char bad[sizeof(srv.bad_request)], bad_body[sizeof(srv.bad_body)];
     snprintf(bad, sizeof(bad), "%s", srv.bad_request);
+    snprintf(bad_body, sizeof(bad_body), "%s", srv.bad_body);
     int requests = srv.next + srv.extra;
     srv.nscript = srv.next = 0; /* the input is freed after return */
     pthread_mutex_unlock(&srv.mu);
+    free(raw_outputs);
+    raw_outputs = NULL;
     /* Each of the 40 requests may be sent once more (http.max.retries <= 1),
      * and a deferral (1-3 s) within the run's 1.5 s may give one more claim. */
     FZ_CHECK(requests <= 2 * 2 * 40, "%d requests (http.max.requests.per.attempt 40)", requests);
     FZ_CHECK(!bad[0], "malformed request line sent to the provider: %s", bad);
+    FZ_CHECK(!bad_body[0], "a request body that is not UTF-8 JSON sent to the provider: %s",
+             bad_body);
     return 0;
 }

@@ -146,3 +146,56 @@ prov("assistants_active_run", 0x01, [r(400, "json", json.dumps({"error": {
     r(200, "json", json.dumps(dict(run, id="run_9", status="in_progress", metadata={"runlane_batch_id": "other"})))])
 prov("assistants_failed", 0x01, [r(200, "json", json.dumps(dict(run, status="failed", last_error={
     "code": "server_error", "message": "key " + API_KEY})))])
+
+# provider, with the host's own tool outputs ("\n=====outputs\n" section; $ID: the first call's id)
+OD = b"\n=====outputs\n"
+tools_script = [snapshot,
+    r(200, "sse", sse([("response.completed", {"type": "response.completed", "response": calls})])),
+    r(200, "sse", sse([("response.completed", {"type": "response.completed", "response": done_msg})]))]
+write("provider", "responses_tools_host_outputs", bytes([0x82]) + D.join(tools_script).encode() + OD
+      + b'[{"tool_call_id":"$ID","output":"{\\"ok\\":1} \xc3\xa9"},{"tool_call_id":"call_x","output":"?"}]')
+write("provider", "responses_tools_host_outputs_bad", bytes([0x82]) + D.join(tools_script).encode() + OD
+      + b'[{"tool_call_id":"$ID","output":5}, 7]')
+write("provider", "assistants_tools_host_outputs", bytes([0x81]) + D.join([
+    r(200, "json", json.dumps(run), ["openai-poll-after-ms: 2"]),
+    r(200, "json", json.dumps(ra), ["openai-poll-after-ms: 1"]),
+    r(200, "json", json.dumps(run_done)), messages]).encode() + OD
+      + b'[{"tool_call_id":"$ID","output":"line\\nnext\\u00e9"}]')
+
+# ---- redis_reply: [conv] then RESP replies of the claim script ----
+def bulk(s):
+    b = s.encode() if isinstance(s, str) else s
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+def arr(*items):
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+def ints(n):
+    return b":%d\r\n" % n
+
+rec = json.dumps([{"id": "m1-0", "content": "hello", "ts_ms": 1700000000000},
+                  {"id": "m2-0", "content": "\u00e9t\u00e9 \U0001F642", "ts_ms": 1700000000001,
+                   "instructions": "be brief", "metadata": {"user": "u1"}}])
+ckpt = json.dumps({"response_id": "resp_1", "batch_id": "b1-0-1"})
+write("redis_reply", "claim", b"\x00" + arr(bulk("b1700000000000-0-1"), bulk("7"), ints(1),
+      bulk("1700000030000"), bulk(rec)))
+write("redis_reply", "claim_with_checkpoint", b"\x01" + arr(bulk("b1-0-2"), bulk("12"), bulk("3"),
+      ints(1700000030000), bulk(rec), bulk(ckpt)))
+write("redis_reply", "claim_odd_shapes", b"\x02" + arr(bulk("b"), bulk("1"), b"$-1\r\n", b"+OK\r\n", bulk("[]"))
+      + arr(bulk("b"), bulk("1"), ints(1), ints(2), bulk("[{\"id\":1}]"), arr())
+      + b"-ERR nope\r\n" + b"$-1\r\n" + arr(bulk("x" * 200), bulk("1"), ints(1), ints(1), bulk("[]"))
+      + arr(bulk("b"), bulk("1"), ints(1), ints(1), bulk(b"[{\"id\":\"m\",\"content\":\"\xff\",\"ts_ms\":1}]"))
+      + arr(bulk("b"), bulk("1"), ints(1), ints(1), bulk("[] trailing")))
+
+# ---- cli: [op] then bytes (0: --file, 1: --exec stderr chunks, 2: --tool-exec output) ----
+write("cli", "jsonl", b"\x00" + (
+    b'{"conversation_id":"c1","content":"hello"}\n'
+    b'\n   \t\r\n'
+    b'  {"conversation_id":"c1","content":"again","idempotency_key":"k1"}\r\n'
+    b'{"conversation_id":"c2","content":"\\u00e9t\\u00e9","metadata":{"a":"b"}}'))
+write("cli", "jsonl_bad_line", b"\x00" + b'{"conversation_id":"c1","content":"ok"}\n[1,2]\n')
+write("cli", "jsonl_bad_member", b"\x00" + b'{"conversation_id":1,"content":"x"}\n')
+write("cli", "exec_stderr", b"\x01" + b"\x0cTraceback...\n" + b"\x20" + b"  File \"x.py\", line 1\n\xc3\xa9\x00\x1b[31m"
+      + b"\xff\x41" + b"\x10error: boom \xe2\x82\n\n")
+write("cli", "tool_ok", b"\x02\x00" + b"get_weather\x00" + b'{"temp": 21}\n\n')
+write("cli", "tool_failed", b"\x02\x01" + b"lookup_customer_by_phone_number_in_the_crm\x00" + b"not found\xff\x07\r\n")

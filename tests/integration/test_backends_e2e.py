@@ -84,7 +84,12 @@ def run(*args, input=None, env=None, timeout=30, check=None):
     return p
 
 
+# Slow runs (sanitizers) stretch every deadline by this factor.
+TIME_SCALE = max(1.0, float(os.environ.get("RUNLANE_TEST_TIME_SCALE") or 1))
+
+
 def wait_until(pred, timeout, what, interval=0.05):
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()
@@ -381,7 +386,15 @@ def test_faults_two_workers_every_message_once_in_order(backend, redis_url, emul
 
     try:
         wait_until(answered, 120, "replies covering every message")
-        time.sleep(0.5)  # a late duplicate print would show up here
+
+        def idle():
+            st = json.loads(lane.run("status", "--json", check=0).stdout)
+            return st["pending"] == 0 and st["inflight"] == 0 and st["ready"] == 0
+
+        # Nothing pending, ready or in flight: no batch can run (and print) again;
+        # a late duplicate print, if any, is in the workers' output by the time
+        # they have stopped below.
+        wait_until(idle, 60, "the queue to be idle")
     finally:
         codes = [w.stop() for w in (w1, w2)]
     logs = w1.describe() + w2.describe()

@@ -93,7 +93,14 @@ npx tsc -p example/tsconfig.json
 export RUNLANE_EXAMPLE_MAIN="$APP/example/dist/main.js"
 log "node --test"
 export RUNLANE_TEST_EMULATOR="${RUNLANE_TEST_EMULATOR:-$REPO/tests/emulator/emulator.py}"
-node --test --test-timeout=180000 dist/*.test.js dist/*.test.mjs
+node --test --test-timeout=180000 dist/*.test.js dist/*.test.mjs 2>&1 | tee "$WORK/node-test.log"
+# Under RUNLANE_NO_SKIP=1 any skipped or todo test fails the run (whatever
+# skipped it: a helper, a { skip } option, t.skip()).
+if [[ "${RUNLANE_NO_SKIP:-0}" == "1" ]]; then
+  skipped=$(grep -aE '^(# |ℹ )(skipped|todo) [0-9]+' "$WORK/node-test.log" | awk '{s += $3} END {print s + 0}')
+  if ! grep -aqE '^(# |ℹ )skipped [0-9]+' "$WORK/node-test.log"; then log "no test summary in the output"; exit 1; fi
+  if [[ "$skipped" != 0 ]]; then log "RUNLANE_NO_SKIP=1: $skipped test(s) skipped or todo"; exit 1; fi
+fi
 
 # ---- 5. one Node flow of the installed package under valgrind --------------------
 # (RUNLANE_NODE_MEMCHECK=1; only reports whose stack passes through runlane

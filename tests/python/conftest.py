@@ -3,10 +3,12 @@
 Run from a venv where ``pip install ./python`` was done, from a directory
 where the source tree does not shadow the installed package (run_tests.sh
 does both). Redis tests use $RUNLANE_TEST_REDIS (redis://127.0.0.1:PORT/0);
-without it they are skipped, or fail when RUNLANE_REQUIRE_REDIS=1.
+without it they are skipped, or fail when RUNLANE_REQUIRE_REDIS=1. With
+RUNLANE_NO_SKIP=1 any skip or xfail is a failure (tests/pytest_noskip.py).
 """
 
 import os
+import sys
 import time
 import uuid
 
@@ -15,6 +17,8 @@ import pytest
 import runlane
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.append(os.path.join(REPO, "tests"))
+from pytest_noskip import pytest_collectreport, pytest_runtest_makereport  # noqa: E402,F401
 HEADER = os.path.join(REPO, "core", "include", "runlane.h")
 
 # Short windows so the suite is fast.
@@ -38,7 +42,12 @@ def redis_url():
     return url
 
 
+# Slow runs (sanitizers, valgrind) stretch every deadline by this factor.
+TIME_SCALE = max(1.0, float(os.environ.get("RUNLANE_TEST_TIME_SCALE") or 1))
+
+
 def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):
+    timeout *= TIME_SCALE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():

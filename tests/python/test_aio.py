@@ -258,7 +258,13 @@ def test_several_async_queues_share_the_load(store):
             await q.start_worker()
         await qs[0].enqueue_many([("conv-%d" % i, "x") for i in range(12)])
         await until(lambda: len(seen) == 12, what="12 conversations")
-        await asyncio.sleep(0.1)
+
+        async def settled():
+            st = await qs[0].get_queue_status()
+            return st["pending"] == 0 and st["inflight"] == 0
+
+        # Nothing pending or in flight: no further (duplicate) batch can come.
+        await until(settled, what="every batch acked")
         assert all(len(v) == 1 for v in seen.values()), seen
         for q in qs:
             await q.close()

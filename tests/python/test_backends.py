@@ -1,6 +1,8 @@
 """The OpenAI backends (responses, assistants) through the Python API,
 against the emulator in tests/emulator: completed events with the reply,
-reply_ack, and tool calls answered by handle_requires_action."""
+reply_ack, and tool calls answered by handle_requires_action. Both backends
+are part of every core: an UnsupportedError from them is a failure, never
+a skip; what the custom backend does not support is asserted as such."""
 
 import asyncio
 import json
@@ -14,7 +16,7 @@ import runlane
 from conftest import FAST, REPO, wait_until
 
 sys.path.insert(0, os.path.join(REPO, "tests", "emulator"))
-emulator = pytest.importorskip("emulator")
+import emulator  # noqa: E402  (the repository's own emulator: never missing)
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,7 @@ def http_queue(emu, backend, memory_store, **kw):
         **memory_store,
     )
     opts.update(kw)
-    try:
-        return runlane.AssistantMessageQueue(**opts)
-    except runlane.UnsupportedError as e:
-        pytest.skip("backend %s not in this core: %s" % (backend, e))
+    return runlane.AssistantMessageQueue(**opts)
 
 
 def tools(event):
@@ -66,10 +65,7 @@ def test_http_backend_turn_with_tool_calls(emu, memory_store, backend, create):
         assert 'lookup={"Q": "X"}' in ev.reply, ev.reply
         assert [c.name for c in calls] == ["lookup"]
         wait_until(lambda: q.get_queue_status()["inflight"] == 0)
-        try:
-            q.reply_ack(ev.batch_id)
-        except runlane.UnsupportedError as e:
-            pytest.xfail("runlane_reply_ack is not implemented in the core yet: %s" % e)
+        q.reply_ack(ev.batch_id)
     finally:
         q.close()
 
@@ -94,11 +90,8 @@ def test_aio_responses_backend_streams_deltas(emu, memory_store):
             openai_model="gpt-test",
             **memory_store,
         )
-        try:
-            q = runlane.aio.AssistantMessageQueue(**opts)
-            await q.open()
-        except runlane.UnsupportedError as e:
-            pytest.skip(str(e))
+        q = runlane.aio.AssistantMessageQueue(**opts)
+        await q.open()
         deltas, done = [], asyncio.Event()
         replies = []
         q.on("delta", lambda ev: deltas.append(ev.delta))
@@ -117,3 +110,18 @@ def test_aio_responses_backend_streams_deltas(emu, memory_store):
         await q.close()
 
     asyncio.run(main())
+
+
+def test_custom_backend_refuses_reply_ack_and_tool_outputs(memory_store):
+    """What is genuinely unsupported says so: the custom backend has no
+    replies to confirm and no tool calls to answer."""
+    opts = dict(FAST)
+    opts.update(memory_store)
+    q = runlane.AssistantMessageQueue(**opts)
+    try:
+        with pytest.raises(runlane.UnsupportedError, match="custom backend"):
+            q.reply_ack("b_0")
+        with pytest.raises(runlane.UnsupportedError, match="custom backend"):
+            q.submit_tool_outputs("b_0", [{"tool_call_id": "call_1", "output": "x"}])
+    finally:
+        q.close()

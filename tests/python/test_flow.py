@@ -71,13 +71,18 @@ def test_messages_arriving_during_a_turn_make_the_next_batch(make_queue, store):
     wait_until(lambda: len(seen) == 1, what="first batch")
     q.add_message_to_thread("c", "second")
     q.add_message_to_thread("c", "third")
-    time.sleep(0.2)
-    assert len(seen) == 1, "a second batch of the same conversation ran during the first"
+    # A witness conversation, due no earlier than c's new messages: once the
+    # worker has claimed it, any claim of c's messages (due first) has been
+    # made too, so the store decides the check, not a sleep.
+    q.add_message_to_thread("witness", "w")
+    wait_until(lambda: ["w"] in seen, what="the witness conversation's batch")
+    assert [b for b in seen if b != ["w"]] == [["first"]], \
+        "a second batch of the same conversation ran during the first: %r" % seen
     st = q.status("c")
-    assert st["pending"] == 2 and st["inflight"] >= 1
+    assert st["pending"] == 2 and st["inflight"] >= 1, st
     gate.set()
-    wait_until(lambda: len(seen) == 2, what="second batch")
-    assert seen[1] == ["second", "third"]
+    wait_until(lambda: len(seen) == 3, what="second batch")
+    assert seen[2] == ["second", "third"]
 
 
 def test_failing_handler_retries_then_dead_letters_then_dead_retry(make_queue, store):
@@ -298,14 +303,20 @@ def test_released_batch_is_redelivered_to_the_next_worker(make_queue, store):
 
 def test_several_instances_in_one_process(make_queue, store):
     recs = [Recorder() for _ in range(3)]
-    queues = [make_queue(r, worker_id="w%d" % i, **store) for i, r in enumerate(recs)]
+    # A window the whole burst lands in even on a loaded machine, so each
+    # conversation is one batch.
+    window = dict(batch_window_ms=1000, batch_max_wait_ms=5000)
+    queues = [make_queue(r, worker_id="w%d" % i, **window, **store) for i, r in enumerate(recs)]
     for q in queues:
         q.start_worker()
-    producer = make_queue(**store)
+    producer = make_queue(**window, **store)
     for i in range(30):
         producer.add_message_to_thread("conv-%d" % (i % 10), "m%d" % i)
     wait_until(lambda: sum(len(r.batches) for r in recs) >= 10, what="all conversations")
-    time.sleep(0.2)
+    # Once nothing is pending or in flight no batch can come any more (a
+    # duplicate would be in flight until acked): then count.
+    wait_until(lambda: (lambda st: st["pending"] == 0 and st["inflight"] == 0)(producer.get_queue_status()),
+               what="every batch acked")
     convs = [b.conversation_id for r in recs for b in r.batches]
     assert sorted(convs) == sorted("conv-%d" % i for i in range(10)), "each conversation once"
     delivered = sorted(m for r in recs for c in r.contents() for m in c)

@@ -2,7 +2,8 @@
  * HTTP backends against the OpenAI emulator (tests/emulator/emulator.py,
  * path in RUNLANE_TEST_EMULATOR): run_started, tool calls answered by
  * registered tools and by @AssistantTool methods, deltas, completed with
- * the reply. Skipped without the emulator or python3.
+ * the reply. Skipped without the emulator or python3 (failed under
+ * RUNLANE_NO_SKIP=1).
  */
 import 'reflect-metadata';
 
@@ -17,10 +18,10 @@ import { Test } from '@nestjs/testing';
 import { AssistantMessageQueue, CompletedEvent, ToolCallsEvent } from 'runlane';
 import { AssistantMessageQueueService, AssistantTool, OnRunlaneEvent, RunlaneModule } from 'runlane/nestjs';
 
-import { memoryStore, nextEvent, waitFor } from './helpers';
+import { memoryStore, nextEvent, skipUnless, waitFor } from './helpers';
 
 const EMULATOR = process.env.RUNLANE_TEST_EMULATOR;
-const skip = !EMULATOR || !existsSync(EMULATOR) ? 'RUNLANE_TEST_EMULATOR is not set' : false;
+const skip = skipUnless(!EMULATOR || !existsSync(EMULATOR) ? 'RUNLANE_TEST_EMULATOR is not set' : false);
 const API_KEY = 'sk-runlane-node-test-key';
 
 let emulator: ChildProcess | undefined;

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { describe, test } from 'node:test';
 
-import { waitFor, within } from './helpers';
+import { skipUnless, waitFor, within } from './helpers';
 
 const MAIN = process.env.RUNLANE_EXAMPLE_MAIN;
 
@@ -23,7 +23,7 @@ function freePort(): Promise<number> {
   });
 }
 
-describe('NestJS example app', { skip: MAIN ? false : 'RUNLANE_EXAMPLE_MAIN is not set' }, () => {
+describe('NestJS example app', { skip: skipUnless(MAIN ? false : 'RUNLANE_EXAMPLE_MAIN is not set') }, () => {
   test('webhooks in, one reply per burst, drained on SIGTERM', async () => {
     const port = await freePort();
     const child = spawn(process.execPath, [MAIN!], {

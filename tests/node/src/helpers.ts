@@ -6,19 +6,35 @@ import { test } from 'node:test';
 /** redis://127.0.0.1:PORT/0 from run.sh, or undefined. */
 export const REDIS_URL = process.env.RUNLANE_TEST_REDIS || undefined;
 export const REQUIRE_REDIS = process.env.RUNLANE_REQUIRE_REDIS === '1';
+/** RUNLANE_NO_SKIP=1 (scripts/test.sh sets it): a test that cannot run fails instead of skipping. */
+export const NO_SKIP = process.env.RUNLANE_NO_SKIP === '1';
 
 /**
  * Test options for a test that needs Redis: skipped without
- * RUNLANE_TEST_REDIS, unless RUNLANE_REQUIRE_REDIS=1 (then the test runs and
- * fails in requireRedis()).
+ * RUNLANE_TEST_REDIS, unless RUNLANE_REQUIRE_REDIS=1 or RUNLANE_NO_SKIP=1
+ * (then the test runs and fails in requireRedis()).
  */
 export function redisTest(): { skip: string | false } {
-  if (REDIS_URL || REQUIRE_REDIS) return { skip: false };
+  if (REDIS_URL || REQUIRE_REDIS || NO_SKIP) return { skip: false };
   return { skip: 'RUNLANE_TEST_REDIS is not set' };
 }
 
+/**
+ * The `skip` option of a suite that needs something (`missing`: why it
+ * cannot run, or false). Under RUNLANE_NO_SKIP=1 a missing need registers a
+ * failing test in its place.
+ */
+export function skipUnless(missing: string | false): string | false {
+  if (missing && NO_SKIP) {
+    test(`RUNLANE_NO_SKIP=1: ${missing}`, () => {
+      throw new Error(`RUNLANE_NO_SKIP=1 but the suite cannot run: ${missing}`);
+    });
+  }
+  return missing;
+}
+
 export function requireRedis(): string {
-  if (!REDIS_URL) throw new Error('RUNLANE_REQUIRE_REDIS=1 but RUNLANE_TEST_REDIS is not set: Redis tests cannot run');
+  if (!REDIS_URL) throw new Error('RUNLANE_REQUIRE_REDIS=1 (or RUNLANE_NO_SKIP=1) but RUNLANE_TEST_REDIS is not set: Redis tests cannot run');
   return REDIS_URL;
 }
 
@@ -33,8 +49,12 @@ export function memoryStore(tag: string): string {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Waits until `cond()` is truthy; fails with `what` after `timeoutMs`. */
+/** RUNLANE_TEST_TIME_SCALE (>= 1): slow runs stretch every deadline of waitFor. */
+export const TIME_SCALE = Math.max(1, Number(process.env.RUNLANE_TEST_TIME_SCALE) || 1);
+
+/** Waits until `cond()` is truthy; fails with `what` after `timeoutMs` (times TIME_SCALE). */
 export async function waitFor<T>(what: string, cond: () => T | Promise<T>, timeoutMs = 10000): Promise<T> {
+  timeoutMs *= TIME_SCALE;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await cond();

@@ -86,6 +86,7 @@ describe('redis store', () => {
     const exits: Promise<number | null>[] = [];
     for (let i = 0; i < 2; i++) {
       const child = spawn(process.execPath, [fixture('worker-child'), store, prefix], { stdio: ['pipe', 'pipe', 'inherit'] });
+      child.stdin!.on('error', () => {}); // "stop" may reach a child that already exited
       children.push(child);
       exits.push(new Promise((r) => child.on('exit', (code) => r(code))));
       createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -111,7 +112,15 @@ describe('redis store', () => {
       }
       const total = ids.size;
       await waitFor(`all ${total} messages to be handled`, () => records.reduce((n, r) => n + r.ids.length, 0) >= total, 60000);
-      await sleep(200); // nothing more should come
+      // Nothing more can come once every batch is acked (a child writes a
+      // batch's record before its ack), and a child's "closed" line follows
+      // all its records on the same stream: wait for both, not for a time.
+      await waitFor('the queue to be idle', async () => {
+        const t = await producer.status();
+        return t.pending === 0 && t.inflight === 0;
+      }, 20000);
+      for (const c of children) c.stdin!.write('stop\n');
+      await waitFor('both workers to close', () => closed.size === 2, 20000);
 
       const delivered = records.flatMap((r) => r.ids);
       assert.equal(delivered.length, total, 'every message is delivered exactly once');
