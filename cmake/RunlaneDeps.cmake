@@ -6,10 +6,9 @@ if(NOT PKG_CONFIG_FOUND)
 endif()
 find_package(Threads REQUIRED)
 
-pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis)
-if(NOT HIREDIS_FOUND)
-  message(FATAL_ERROR "hiredis not found: install it (Debian: apt-get install libhiredis-dev)")
-endif()
+# hiredis >= 1.0 with TLS: the pinned source built here, or the system's
+# with -DRUNLANE_SYSTEM_HIREDIS=ON (see RunlaneHiredis.cmake).
+include(RunlaneHiredis)
 pkg_check_modules(CJSON IMPORTED_TARGET libcjson)
 if(NOT CJSON_FOUND)
   message(FATAL_ERROR "cJSON not found: install it (Debian: apt-get install libcjson-dev)")
@@ -18,6 +17,3 @@ find_package(CURL 7.68)
 if(NOT CURL_FOUND)
   message(FATAL_ERROR "libcurl >= 7.68 not found: install it (Debian: apt-get install libcurl4-openssl-dev)")
 endif()
-
-# hiredis 0.14 (Debian 12) and 1.x differ; the code guards on HIREDIS_MAJOR.
-pkg_check_modules(HIREDIS_SSL QUIET IMPORTED_TARGET hiredis_ssl)

@@ -14,6 +14,32 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENDOR = os.path.join(HERE, "vendor")
 VENDOR_CORE = os.path.join(VENDOR, "core")
+# vendor/hiredis/hiredis/*.c: the pinned hiredis 1.x source (with ssl.c),
+# copied from cmake/fetch_hiredis.py's cache by vendor_core() so that an
+# sdist carries it and builds without the network.
+VENDOR_HIREDIS = os.path.join(VENDOR, "hiredis")
+
+
+def _load_fetch_hiredis():
+    """cmake/fetch_hiredis.py of the checkout, or None (an sdist)."""
+    path = os.path.join(HERE, "..", "cmake", "fetch_hiredis.py")
+    if not os.path.isfile(path):
+        return None
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_runlane_fetch_hiredis", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _hiredis_source():
+    """Directory holding hiredis/ (pinned, verified), or None."""
+    env = os.environ.get("RUNLANE_HIREDIS_SOURCE_DIR")
+    if env:
+        return os.path.abspath(env)
+    fh = _load_fetch_hiredis()
+    return fh.fetch() if fh else None
 
 
 def _is_core(path):
@@ -38,6 +64,16 @@ def vendor_core():
     for sub in ("src", "include", "lua"):
         if os.path.isdir(os.path.join(src, sub)):
             shutil.copytree(os.path.join(src, sub), os.path.join(tmp, "core", sub))
+    if not system_hiredis():
+        hsrc = _hiredis_source()
+        if hsrc is None:
+            if os.path.isfile(os.path.join(VENDOR_HIREDIS, "hiredis", "ssl.c")):
+                shutil.copytree(VENDOR_HIREDIS, os.path.join(tmp, "hiredis"))
+            else:
+                sys.exit("runlane: no hiredis source: expected ../cmake/fetch_hiredis.py, "
+                         "vendor/hiredis or $RUNLANE_HIREDIS_SOURCE_DIR")
+        else:
+            shutil.copytree(os.path.join(hsrc, "hiredis"), os.path.join(tmp, "hiredis", "hiredis"))
     embed = os.path.join(src, "..", "cmake", "EmbedLua.cmake")
     if os.path.isfile(embed):
         os.makedirs(os.path.join(tmp, "cmake"))
@@ -122,20 +158,45 @@ def pkg_config(*args):
     return out.split()
 
 
+def system_hiredis():
+    """RUNLANE_SYSTEM_HIREDIS=1: link the system's hiredis (>= 1.0, hiredis_ssl)."""
+    return os.environ.get("RUNLANE_SYSTEM_HIREDIS", "") in ("1", "ON", "on", "true")
+
+
+def hiredis_sources():
+    """The pinned hiredis 1.x C sources vendored by vendor_core() (hiredis + ssl)."""
+    fh = _load_fetch_hiredis()
+    names = list(fh.SOURCES) + list(fh.SSL_SOURCES) if fh else [
+        "alloc.c", "async.c", "hiredis.c", "net.c", "read.c", "sds.c", "sockcompat.c", "ssl.c"
+    ]
+    return [os.path.join(VENDOR_HIREDIS, "hiredis", n) for n in names]
+
+
 def dependencies():
-    """include_dirs, library_dirs, libraries, defines for hiredis/cJSON/curl."""
-    inc, libdirs, libs, defines = [], [], [], []
-    mods = ["hiredis", "libcjson", "libcurl"]
-    ssl = pkg_config("--exists", "hiredis_ssl") is not None
-    if ssl:
-        mods.append("hiredis_ssl")
-        defines.append(("RUNLANE_HAVE_HIREDIS_SSL", "1"))
+    """include_dirs, library_dirs, libraries, defines for hiredis/cJSON/curl/OpenSSL.
+
+    hiredis >= 1.0 with TLS: by default the pinned source in vendor/hiredis,
+    compiled into the extension (setup.py); the system's with
+    RUNLANE_SYSTEM_HIREDIS=1."""
+    inc, libdirs, libs = [], [], []
+    defines = [("RUNLANE_HAVE_HIREDIS_SSL", "1")]
+    mods = ["libcjson", "libcurl", "libssl", "libcrypto"]
+    if system_hiredis():
+        mods = ["hiredis_ssl", "hiredis"] + mods
+        if pkg_config("--atleast-version=1.0", "hiredis") is None or pkg_config(
+            "--exists", "hiredis_ssl"
+        ) is None:
+            sys.exit("runlane: RUNLANE_SYSTEM_HIREDIS=1 needs hiredis >= 1.0 with hiredis_ssl")
+    else:
+        inc.append(VENDOR_HIREDIS)
     cflags = pkg_config("--cflags", *mods)
     ldflags = pkg_config("--libs", *mods)
     if cflags is None or ldflags is None:
         # No pkg-config (or a .pc missing): the usual names and places.
-        libs = ["hiredis", "cjson", "curl"]
-        inc = ["/usr/include/hiredis", "/usr/include/cjson"]
+        libs = (["hiredis_ssl", "hiredis"] if system_hiredis() else []) + [
+            "cjson", "curl", "ssl", "crypto"
+        ]
+        inc += ["/usr/include/cjson"]
     else:
         for flag in cflags:
             if flag.startswith("-I"):

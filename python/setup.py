@@ -1,8 +1,10 @@
 """Build of the runlane Python package.
 
 The C core is compiled from source into the cffi extension ``runlane._native``
-(statically: the wheel carries the core, ``import runlane`` needs only the
-system libraries hiredis, cJSON and libcurl).
+(statically: the wheel carries the core and hiredis 1.x with TLS, built from
+the pinned source in ``vendor/hiredis``; ``import runlane`` needs the system
+libraries cJSON, libcurl and OpenSSL). RUNLANE_SYSTEM_HIREDIS=1 links the
+system's hiredis (>= 1.0, with hiredis_ssl) instead.
 
 Where the core comes from, first match wins:
 1. ``$RUNLANE_CORE_DIR`` (a directory holding ``src/``, ``include/``, ``lua/``);
@@ -74,6 +76,15 @@ class build_ext_with_core(build_ext):
             debug=self.debug,
             depends=glob.glob(os.path.join(VENDOR_CORE, "src", "*.h")),
         )
+        if not support.system_hiredis():
+            # hiredis with its own flags (none of the core's warnings).
+            objects += self.compiler.compile(
+                support.hiredis_sources(),
+                output_dir=os.path.join(self.build_temp, "runlane_hiredis"),
+                include_dirs=[support.VENDOR_HIREDIS],
+                extra_postargs=["-std=c11", "-fvisibility=hidden", "-fPIC", "-w"],
+                debug=self.debug,
+            )
         ext.extra_objects = list(objects) + list(ext.extra_objects or [])
         if sys.platform.startswith("linux"):
             # Export only the module's init function: the core's runlane_*

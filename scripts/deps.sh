@@ -12,7 +12,9 @@ need_cmd c++ g++
 need_cmd cmake cmake
 need_cmd ninja ninja-build
 need_cmd pkg-config pkg-config
-need_pkg libhiredis-dev
+# hiredis >= 1.0 with TLS is built from a pinned source (cmake/fetch_hiredis.py,
+# fetched below); it needs OpenSSL's headers.
+need_pkg libssl-dev
 need_pkg libcurl4-openssl-dev
 need_pkg libcjson-dev
 need_cmd redis-server redis-server
@@ -51,3 +53,7 @@ if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
 if ! "$VENV/bin/python" -c 'import pytest, yaml, jsonschema' >/dev/null 2>&1; then
   "$VENV/bin/pip" install -q --disable-pip-version-check pytest pyyaml jsonschema
 fi
+
+# The pinned hiredis 1.x source (sha256-checked), cached in
+# ${RUNLANE_DEPS_CACHE:-build/deps} so that builds need no network.
+"$VENV/bin/python" "$(cd "$(dirname "$0")/.." && pwd)/cmake/fetch_hiredis.py" >/dev/null

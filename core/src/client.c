@@ -13,6 +13,12 @@
 
 runlane_event_t *rl_event_pop(runlane_t *rl, int timeout_ms);
 
+/* Queued by runlane_new when verification is off (no quote or backslash:
+ * it is also embedded in the event's JSON). */
+#define RL_INSECURE_TLS_WARNING                                                              \
+    "redis.tls.insecure.skip.verify=true: the Redis server's TLS certificate is NOT verified; " \
+    "anyone on the network path can read and change the queue. Use it for tests only."
+
 /* ---- version ---- */
 
 RUNLANE_EXTERN(int) runlane_version(void) { return RUNLANE_VERSION_NUM; }
@@ -150,6 +156,12 @@ RUNLANE_EXTERN(runlane_t *) runlane_new(const runlane_conf_t *conf, char *errstr
     rl->sopts.partitions = (int)rl_conf_int(rl->conf, "partitions");
     rl->sopts.connect_timeout_ms = (int)rl_conf_int(rl->conf, "redis.connect.timeout.ms");
     rl->sopts.command_timeout_ms = (int)rl_conf_int(rl->conf, "redis.command.timeout.ms");
+    rl->sopts.tls.ca_file = rl_conf_str(rl->conf, "redis.tls.ca.file");
+    rl->sopts.tls.ca_dir = rl_conf_str(rl->conf, "redis.tls.ca.dir");
+    rl->sopts.tls.cert_file = rl_conf_str(rl->conf, "redis.tls.cert.file");
+    rl->sopts.tls.key_file = rl_conf_str(rl->conf, "redis.tls.key.file");
+    rl->sopts.tls.server_name = rl_conf_str(rl->conf, "redis.tls.server.name");
+    rl->sopts.tls.insecure_skip_verify = rl_conf_bool(rl->conf, "redis.tls.insecure.skip.verify");
     rl->concurrency = (int)rl_conf_int(rl->conf, "worker.concurrency");
     rl->poll_ms = (int)rl_conf_int(rl->conf, "worker.poll.ms");
     rl->recover_ms = (int)rl_conf_int(rl->conf, "worker.recover.ms");
@@ -169,6 +181,11 @@ RUNLANE_EXTERN(runlane_t *) runlane_new(const runlane_conf_t *conf, char *errstr
         rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
         goto fail;
     }
+    if (rl->sopts.tls.insecure_skip_verify && strncmp(rl->sopts.url, "rediss://", 9) == 0)
+        rl_event_push(rl, rl_event_new(RUNLANE_EVENT_ERROR, NULL, NULL, 0,
+                                       "{\"error\":\"" RL_INSECURE_TLS_WARNING "\",\"code\":"
+                                       "\"RUNLANE_ERR_INVALID_VALUE\"}",
+                                       RUNLANE_ERR_INVALID_VALUE, RL_INSECURE_TLS_WARNING));
     rl_error_clear();
     return rl;
 fail:

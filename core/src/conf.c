@@ -23,7 +23,8 @@ const rl_prop_t rl_props[] = {
     {"store", RL_T_STRING, "memory", 0, 0, NULL, 0,
      "Where the queue lives: `memory` (this process only; `memory://NAME` for a separate one), "
      "`redis://[user:password@]host:port/db` (shared by every worker process and machine), or "
-     "`rediss://...` (TLS; only where hiredis was built with TLS, see runlane_features())."},
+     "`rediss://...` (TLS: the server's certificate is verified against redis.tls.ca.file/dir, "
+     "or the system's trust store, and its name against the URL's host; see redis.tls.*)."},
     {"key.prefix", RL_T_STRING, "runlane", 1, 64, NULL, 0,
      "Prefix of every Redis key. Letters, digits and `_.:-` only."},
     {"partitions", RL_T_INT, "1", 1, 1024, NULL, 0,
@@ -32,6 +33,21 @@ const rl_prop_t rl_props[] = {
      "Timeout to connect to Redis."},
     {"redis.command.timeout.ms", RL_T_INT, "5000", 1, 600000, NULL, 0,
      "Timeout of one Redis round trip; an operation that times out fails with RUNLANE_ERR_STORE (retriable)."},
+    {"redis.tls.ca.file", RL_T_STRING, "", 0, 4096, NULL, 0,
+     "With `rediss://`: PEM file of the CA certificates that verify the server's certificate. "
+     "Empty (and no redis.tls.ca.dir): the system's trust store (OpenSSL's default; SSL_CERT_FILE/SSL_CERT_DIR override it)."},
+    {"redis.tls.ca.dir", RL_T_STRING, "", 0, 4096, NULL, 0,
+     "With `rediss://`: directory of CA certificates in OpenSSL's hashed layout (`openssl rehash`), with or instead of redis.tls.ca.file."},
+    {"redis.tls.cert.file", RL_T_STRING, "", 0, 4096, NULL, 0,
+     "With `rediss://`: PEM client certificate (and chain) for servers that require one (mutual TLS, `tls-auth-clients yes`); needs redis.tls.key.file."},
+    {"redis.tls.key.file", RL_T_STRING, "", 0, 4096, NULL, 0,
+     "With `rediss://`: unencrypted PEM private key of redis.tls.cert.file. Messages name the file, never its contents."},
+    {"redis.tls.server.name", RL_T_STRING, "", 0, 255, NULL, 0,
+     "With `rediss://`: the name the server's certificate must carry, also sent as SNI. "
+     "Empty: the store URL's host (an IP address is matched against the certificate's IP addresses and sends no SNI)."},
+    {"redis.tls.insecure.skip.verify", RL_T_BOOL, "false", 0, 1, NULL, 0,
+     "DANGER, tests only: with `rediss://`, accept any server certificate (no CA, no name check), so anyone on the network path can read and change the queue. "
+     "runlane_new then queues an ERROR event (code RUNLANE_ERR_INVALID_VALUE) saying so."},
     {"idempotency.ttl.ms", RL_T_INT, "86400000", 1000, 30 * DAY_MS, NULL, 0,
      "How long an enqueue idempotency key is remembered."},
     /* ---- batching ---- */

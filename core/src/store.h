@@ -268,12 +268,23 @@ struct rl_store {
 };
 
 /* Store options from the conf. */
+/* TLS to Redis (rediss://): the redis.tls.* keys. NULL or "" = not set. */
+typedef struct rl_tls_opts {
+    const char *ca_file;      /* redis.tls.ca.file (default: the system's trust store) */
+    const char *ca_dir;       /* redis.tls.ca.dir */
+    const char *cert_file;    /* redis.tls.cert.file (mutual TLS, with key_file) */
+    const char *key_file;     /* redis.tls.key.file */
+    const char *server_name;  /* redis.tls.server.name (default: the URL's host) */
+    int insecure_skip_verify; /* redis.tls.insecure.skip.verify */
+} rl_tls_opts_t;
+
 typedef struct rl_store_opts {
     const char *url;          /* "memory", "memory://name", "redis://..." */
     const char *prefix;       /* key.prefix */
     int partitions;           /* partitions */
     int connect_timeout_ms;   /* redis.connect.timeout.ms */
     int command_timeout_ms;   /* redis.command.timeout.ms */
+    rl_tls_opts_t tls;        /* used with rediss:// only */
 } rl_store_opts_t;
 
 /* Opens the store named by opts->url. NULL on failure (error detail set). */

@@ -35,15 +35,10 @@
 
 #include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
-#if defined(RUNLANE_HAVE_HIREDIS_SSL) && HIREDIS_MAJOR >= 1
-#include <hiredis/hiredis_ssl.h>
-#define RS_TLS 1
-#else
-#define RS_TLS 0
-#endif
 
 #include "internal.h"
 #include "lua_scripts.h"
+#include "redis_conn.h"
 #include "store.h"
 
 #define RS_IDLE_TTL_MS 86400000LL /* meta hash of an idle conversation */
@@ -122,9 +117,7 @@ typedef struct rstore {
     int64_t retry_at_ms, backoff_ms;
     int down_code, down_retriable;
     char down_msg[400];
-#if RS_TLS
-    redisSSLContext *ssl;
-#endif
+    rl_redis_tls_t *tls_ctx; /* rediss:// only */
 } rstore_t;
 
 /* ------------------------------------------------------------------ */
@@ -253,13 +246,6 @@ static void cmd_conv(rcmd_t *c, const rstore_t *s, int script, const rl_policy_t
 /* connection                                                         */
 /* ------------------------------------------------------------------ */
 
-static struct timeval ms_tv(int ms) {
-    struct timeval tv;
-    tv.tv_sec = ms / 1000;
-    tv.tv_usec = (ms % 1000) * 1000;
-    return tv;
-}
-
 /* Copies a server message with any occurrence of the password masked. */
 static void scrub(const rstore_t *s, const char *in, char *out, size_t size) {
     rl_strlcpy(out, in ? in : "", size);
@@ -275,20 +261,10 @@ static void rs_drop(rstore_t *s) {
     }
 }
 
-static int is_timeout(const redisContext *c, int saved_errno) {
-#if HIREDIS_MAJOR >= 1
-    if (c->err == REDIS_ERR_TIMEOUT) return 1;
-#endif
-    if (c->err != REDIS_ERR_IO) return 0;
-    if (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK) return 1;
-    return strstr(c->errstr, "temporarily unavailable") != NULL ||
-           strstr(c->errstr, "timed out") != NULL;
-}
-
 /* An I/O failure on the live connection: drop it, report retriable. */
 static int rs_io_error(rstore_t *s, int saved_errno) {
     char msg[256];
-    int timeout = s->c && is_timeout(s->c, saved_errno);
+    int timeout = s->c && rl_redis_is_timeout(s->c, saved_errno);
     scrub(s, s->c ? s->c->errstr : "connection lost", msg, sizeof(msg));
     rs_drop(s);
     if (timeout)
@@ -371,33 +347,11 @@ static int rs_setup_cmd(rstore_t *s, int argc, const char **argv, const char *wh
 }
 
 static int rs_do_connect(rstore_t *s) {
-    struct timeval ctv = ms_tv(s->connect_timeout_ms > 0 ? s->connect_timeout_ms : 5000);
-    redisContext *c = s->sock ? redisConnectUnixWithTimeout(s->sock, ctv)
-                              : redisConnectWithTimeout(s->host, s->port, ctv);
-    if (!c) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "redis %s: out of memory", s->where);
-    if (c->err) {
-        char msg[256];
-        scrub(s, c->errstr, msg, sizeof(msg));
-        redisFree(c);
-        return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: cannot connect: %s", s->where, msg);
-    }
-    s->c = c;
-#if RS_TLS
-    if (s->tls && redisInitiateSSLWithContext(c, s->ssl) != REDIS_OK) {
-        char msg[256];
-        scrub(s, c->errstr, msg, sizeof(msg));
-        rs_drop(s);
-        return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: TLS handshake failed: %s", s->where,
-                            msg);
-    }
-#endif
-    if (s->command_timeout_ms > 0 && redisSetTimeout(c, ms_tv(s->command_timeout_ms)) != REDIS_OK) {
-        rs_drop(s);
-        return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: cannot set the command timeout",
-                            s->where);
-    }
-    if (!s->sock) redisEnableKeepAlive(c);
-    int rc = RUNLANE_OK;
+    /* TCP or unix socket, TLS, timeouts, keepalive: redis_conn.c */
+    rl_redis_node_t node = {s->host, s->port, s->sock, s->where,
+                            s->connect_timeout_ms, s->command_timeout_ms, s->tls_ctx};
+    int rc = rl_redis_connect(&node, &s->c);
+    if (rc != RUNLANE_OK) return rc;
     if (s->pass) {
         char what[200];
         if (s->user && *s->user) {
@@ -1628,9 +1582,7 @@ static void r_destroy(rl_store_t *st) {
     rstore_t *s = RS(st);
     if (!s) return;
     rs_drop(s);
-#if RS_TLS
-    if (s->ssl) redisFreeSSLContext(s->ssl);
-#endif
+    rl_redis_tls_free(s->tls_ctx);
     free(s->host);
     free(s->sock);
     free(s->user);
@@ -1746,11 +1698,6 @@ static int parse_url(rstore_t *s, const char *url) {
     if (strncmp(url, "rediss://", 9) == 0) {
         s->tls = 1;
         p = url + 9;
-#if !RS_TLS
-        return rl_error_set(RUNLANE_ERR_UNSUPPORTED, 0,
-                            "store.url: rediss:// needs hiredis built with TLS (hiredis_ssl); "
-                            "this build has none");
-#endif
     } else if (strncmp(url, "redis://", 8) == 0) {
         p = url + 8;
     } else {
@@ -1859,19 +1806,10 @@ rl_store_t *rl_store_redis_open(const rl_store_opts_t *opts) {
         r_destroy(&s->base);
         return NULL;
     }
-#if RS_TLS
-    if (s->tls) {
-        redisSSLContextError e = REDIS_SSL_CTX_NONE;
-        redisInitOpenSSL();
-        s->ssl = redisCreateSSLContext(NULL, NULL, NULL, NULL, s->host, &e);
-        if (!s->ssl) {
-            rl_error_set(RUNLANE_ERR_STORE, 0, "redis %s: cannot create the TLS context: %s",
-                         s->where, redisSSLContextGetError(e));
-            r_destroy(&s->base);
-            return NULL;
-        }
+    if (s->tls && !(s->tls_ctx = rl_redis_tls_new(&opts->tls, s->host, s->where))) {
+        r_destroy(&s->base);
+        return NULL;
     }
-#endif
     if (rs_connect(s) != RUNLANE_OK) {
         r_destroy(&s->base);
         return NULL;

@@ -9,6 +9,7 @@
 //    (runlane_conf_properties()), compile the TypeScript.
 // In a fresh clone the build tools (cmake-js, typescript) are installed
 // first (`npm ci --ignore-scripts`), so `npm pack` alone works.
+import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { IN_REPO, PKG, REPO, run } from './common.mjs';
@@ -22,10 +23,17 @@ if (IN_REPO) {
     cpSync(path.join(REPO, 'core', d), path.join(vendor, 'core', d), { recursive: true });
   }
   mkdirSync(path.join(vendor, 'cmake'), { recursive: true });
-  cpSync(path.join(REPO, 'cmake', 'EmbedLua.cmake'), path.join(vendor, 'cmake', 'EmbedLua.cmake'));
+  for (const f of ['EmbedLua.cmake', 'RunlaneHiredis.cmake', 'fetch_hiredis.py']) {
+    cpSync(path.join(REPO, 'cmake', f), path.join(vendor, 'cmake', f));
+  }
+  // The pinned hiredis 1.x source (sha256-checked, from the deps cache), so
+  // that a user's source build needs neither pip nor the network.
+  const hiredis = execFileSync(process.env.PYTHON || 'python3',
+    [path.join(REPO, 'cmake', 'fetch_hiredis.py')], { encoding: 'utf8' }).trim();
+  cpSync(path.join(hiredis, 'hiredis'), path.join(vendor, 'hiredis', 'hiredis'), { recursive: true });
   mkdirSync(path.join(vendor, 'bindings'), { recursive: true });
   cpSync(path.join(REPO, 'bindings', 'runlane.i'), path.join(vendor, 'bindings', 'runlane.i'));
-  console.log('[runlane] vendored core/src, core/include, core/lua, cmake/EmbedLua.cmake, bindings/runlane.i');
+  console.log('[runlane] vendored core/src, core/include, core/lua, cmake/, hiredis (pinned source), bindings/runlane.i');
 } else if (!existsSync(path.join(PKG, 'vendor', 'core'))) {
   throw new Error('runlane prepack: neither the repository (../core) nor vendor/ is here');
 }

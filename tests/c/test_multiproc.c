@@ -385,7 +385,7 @@ static void test_kill9_worker_batches_come_back(void) {
 
 static void test_kill9_stale_token_refused(void) {
     new_prefix("stale");
-    rl_store_opts_t o = {redis_url, prefix, 1, 2000, 2000};
+    rl_store_opts_t o = {redis_url, prefix, 1, 2000, 2000, {0}};
     rl_policy_t pol = {.window_ms = 0, .max_wait_ms = 0, .max_messages = 100,
                        .max_bytes = 1 << 20, .lease_ms = 400, .max_attempts = 5,
                        .backoff_base_ms = 10, .backoff_max_ms = 100, .backoff_jitter = 0.0,
