@@ -19,6 +19,10 @@ need_pkg libcurl4-openssl-dev
 need_pkg libcjson-dev
 need_cmd redis-server redis-server
 need_cmd redis-cli redis-tools
+# The clean-room install test (tests/install/cleanroom.sh): a Debian minimal
+# root, and certificates for its Redis over TLS.
+need_cmd debootstrap debootstrap
+need_cmd openssl openssl
 need_cmd python3 python3
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ "${RUNLANE_NEED_NODE:-1}" = 1 ]; then
