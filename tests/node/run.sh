@@ -98,6 +98,16 @@ log "node --test"
 export RUNLANE_TEST_EMULATOR="${RUNLANE_TEST_EMULATOR:-$REPO/tests/emulator/emulator.py}"
 node --test --test-timeout=180000 dist/*.test.js dist/*.test.mjs
 
+# ---- 4b. the source fallback, in a copy of the app: `npx runlane-build-addon`
+# builds build/Release/runlane.node, which is then loaded instead of the prebuilt
+log "source fallback: npx runlane-build-addon in a copy of the app"
+cp -a "$APP" "$WORK/fallback"
+(cd "$WORK/fallback" && npx --no-install runlane-build-addon) >"$WORK/fallback.log" 2>&1 || { cat "$WORK/fallback.log"; exit 1; }
+loaded="$(cd "$WORK/fallback" && node -e "require('runlane').features(); console.log(Object.keys(require.cache).find((k) => k.endsWith('.node')))")"
+[[ "$loaded" == "$WORK/fallback/node_modules/runlane/build/Release/runlane.node" ]] || { log "after the source build, loaded: $loaded"; exit 1; }
+(cd "$WORK/fallback" && RUNLANE_NODE_PKG="$WORK/fallback/node_modules/runlane" node "$REPO/tests/memcheck/flow.cjs") || { log "the source-built addon failed a flow"; exit 1; }
+rm -rf "$WORK/fallback"
+
 # ---- 5. one Node flow of the installed package under valgrind --------------------
 # (RUNLANE_NODE_MEMCHECK=1; only reports whose stack passes through runlane
 # count: V8's own are not ours.)

@@ -88,8 +88,18 @@ export interface RawAddon {
 
 /** True on Linux with glibc (the prebuilt addon's platform; musl has no glibcVersionRuntime). */
 function isGlibc(): boolean {
-  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
-  return typeof report?.header?.glibcVersionRuntime === 'string';
+  // excludeNetwork (Node >= 22.13; a boolean setter there, absent before):
+  // the report's network part can take seconds.
+  const pr = process.report as (NodeJS.ProcessReport & { excludeNetwork?: boolean }) | undefined;
+  if (!pr) return false;
+  const had = pr.excludeNetwork;
+  if (typeof had === 'boolean') pr.excludeNetwork = true;
+  try {
+    const report = pr.getReport() as { header?: { glibcVersionRuntime?: string } };
+    return typeof report?.header?.glibcVersionRuntime === 'string';
+  } finally {
+    if (typeof had === 'boolean') pr.excludeNetwork = had;
+  }
 }
 
 /**
