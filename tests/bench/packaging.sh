@@ -62,7 +62,7 @@ SITE=$(ls -d "$T"/venv1/lib/python3*/site-packages)
 py_size=$(du -sk "$SITE/runlane" "$SITE/runlane.libs" | awk '{s+=$1} END{print s}')
 node_size=$(du -sk "$T/app1/node_modules/runlane" | cut -f1)
 node_all=$(du -sk "$T/app1/node_modules" | cut -f1)
-node_pkgs=$(find "$T/app1/node_modules" -name package.json -path '*/node_modules/*/package.json' -not -path '*/node_modules/*/*/node_modules/*' | wc -l)
+node_pkgs=$(cd "$T/app1" && npm ls --all --parseable 2>/dev/null | tail -n +3 | wc -l)  # minus the app and runlane
 wheel_b=$(stat -c %s "$WHEEL"); tgz_b=$(stat -c %s "$TGZ")
 
 report() {
@@ -72,7 +72,7 @@ report() {
   echo "|---|---|---|---|---|"
   echo "| wheel \`$(basename "$WHEEL")\` | $(kb "$wheel_b") KB | $py_size KB (runlane + runlane.libs) | $(printf '%s\n' "${py_install[@]}" | median) s (\`pip install\`, with cffi) | $(printf '%s\n' "${py_import[@]}" | median) s (\`import runlane\`) |"
   echo "| sdist \`$(basename "$SDIST")\` | $(kb "$(stat -c %s "$SDIST")") KB | builds from source | - | - |"
-  echo "| npm \`$(basename "$TGZ")\` | $(kb "$tgz_b") KB | $node_size KB (node_modules/runlane; $node_all KB with its $node_pkgs dependencies) | $(printf '%s\n' "${node_install[@]}" | median) s (\`npm install\`) | $(printf '%s\n' "${node_require[@]}" | median) s (\`require('runlane')\`) |"
+  echo "| npm \`$(basename "$TGZ")\` | $(kb "$tgz_b") KB | $node_size KB (node_modules/runlane; $node_all KB with its $node_pkgs dependency packages) | $(printf '%s\n' "${node_install[@]}" | median) s (\`npm install\`) | $(printf '%s\n' "${node_require[@]}" | median) s (\`require('runlane')\`) |"
   echo
   echo "Build of all three by \`scripts/package.sh\`: $BUILD_S. Install times include fetching the"
   echo "dependencies (cffi; cmake-js and the others) from the registries or the local caches."
