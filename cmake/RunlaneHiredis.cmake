@@ -31,9 +31,10 @@ if(RUNLANE_SYSTEM_HIREDIS)
   pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis>=1.0)
   pkg_check_modules(HIREDIS_SSL IMPORTED_TARGET hiredis_ssl>=1.0)
   if(NOT HIREDIS_FOUND OR NOT HIREDIS_SSL_FOUND)
-    pkg_get_variable(_rl_sys_hiredis_ver hiredis version)
+    execute_process(COMMAND ${PKG_CONFIG_EXECUTABLE} --modversion hiredis
+                    OUTPUT_VARIABLE _rl_sys_hiredis_ver OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
     message(FATAL_ERROR "runlane: RUNLANE_SYSTEM_HIREDIS=ON needs hiredis >= 1.0 with hiredis_ssl "
-                        "(pkg-config hiredis and hiredis_ssl); found hiredis '${_rl_sys_hiredis_ver}'. "
+                        "(pkg-config hiredis and hiredis_ssl); found hiredis '${_rl_sys_hiredis_ver}' (empty: none). "
                         "Debian 12's libhiredis-dev is 0.14 (no TLS): leave the option OFF to build "
                         "the pinned hiredis 1.x.")
   endif()

@@ -19,8 +19,9 @@ need_pkg libcurl4-openssl-dev
 need_pkg libcjson-dev
 need_cmd redis-server redis-server
 need_cmd redis-cli redis-tools
-# The clean-room install test (tests/install/cleanroom.sh): a Debian minimal
-# root, and certificates for its Redis over TLS.
+# TLS tests (tests/c/test_tls.c, cli_tls, tests/python/test_tls.py and the
+# clean-room install test) make their certificates; the clean-room test
+# (tests/install/cleanroom.sh) builds a Debian minimal root.
 need_cmd debootstrap debootstrap
 need_cmd openssl openssl
 need_cmd python3 python3

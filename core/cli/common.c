@@ -304,6 +304,14 @@ runlane_t *cli_open(const cli_ctx_t *ctx, const runlane_conf_t *conf, int *exit_
     char errstr[1024] = "";
     runlane_t *rl = runlane_new(conf, errstr, sizeof(errstr));
     if (rl) {
+        /* Before runlane_start the only events are runlane_new's warnings
+         * (e.g. redis.tls.insecure.skip.verify): say them. */
+        runlane_event_t *ev;
+        while ((ev = runlane_poll(rl, 0)) != NULL) {
+            if (runlane_event_type(ev) == RUNLANE_EVENT_ERROR)
+                cli_err(ctx, "warning: %s", runlane_event_error_message(ev));
+            runlane_event_destroy(ev);
+        }
         *exit_out = CLI_EXIT_OK;
         return rl;
     }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
@@ -81,6 +82,15 @@ rl_redis_tls_t *rl_redis_tls_new(const rl_tls_opts_t *o, const char *host, const
     if (!(t->name = rl_strdup(name ? name : ""))) goto nomem;
     t->name_is_ip = is_ip_literal(t->name);
     if (set(o->ca_file) || set(o->ca_dir)) {
+        const char *bad = set(o->ca_file) && access(o->ca_file, R_OK) != 0 ? o->ca_file
+                          : set(o->ca_dir) && access(o->ca_dir, R_OK) != 0   ? o->ca_dir
+                                                                             : NULL;
+        if (bad) {
+            rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "redis %s: %s \"%.300s\": %s", where,
+                         bad == o->ca_file ? "redis.tls.ca.file" : "redis.tls.ca.dir", bad,
+                         strerror(errno));
+            goto fail;
+        }
         if (SSL_CTX_load_verify_locations(t->ctx, set(o->ca_file) ? o->ca_file : NULL,
                                           set(o->ca_dir) ? o->ca_dir : NULL) != 1) {
             ssl_reason(why, sizeof(why));
@@ -106,6 +116,13 @@ rl_redis_tls_t *rl_redis_tls_new(const rl_tls_opts_t *o, const char *host, const
         }
         if (SSL_CTX_use_PrivateKey_file(t->ctx, o->key_file, SSL_FILETYPE_PEM) != 1) {
             ssl_reason(why, sizeof(why));
+            if (strstr(why, "key values mismatch")) {
+                rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                             "redis %s: redis.tls.key.file \"%.300s\" is not the key of "
+                             "redis.tls.cert.file \"%.300s\"",
+                             where, o->key_file, o->cert_file);
+                goto fail;
+            }
             rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
                          "redis %s: cannot load the private key redis.tls.key.file \"%.300s\": %s "
                          "(an unencrypted PEM key is needed)",
@@ -220,25 +237,25 @@ static int ping_error(const rl_redis_node_t *n, redisContext *c, int saved_errno
                             "redis %s: no reply within %d ms (redis.command.timeout.ms)%s",
                             n->where, n->command_timeout_ms,
                             n->tls ? "" : "; if the server expects TLS on this port, use rediss://");
-    if (n->tls && (strstr(why, "certificate") || (!n->tls->has_cert && c->err == REDIS_ERR_EOF))) {
-        if (!n->tls->has_cert)
-            return rl_error_set(RUNLANE_ERR_STORE, 0,
-                                "redis %s: the server ended the TLS session after the handshake "
-                                "(%s): it requires a client certificate (mutual TLS): set "
-                                "redis.tls.cert.file and redis.tls.key.file",
-                                n->where, why[0] ? why : c->errstr);
+    /* TLS 1.3: the server checks the client certificate after the
+     * client's handshake is done, then answers the first request with an
+     * alert (certificate required, unknown ca, ...) or a reset */
+    if (n->tls && !n->tls->has_cert)
         return rl_error_set(RUNLANE_ERR_STORE, 0,
-                            "redis %s: the server refused the client certificate "
-                            "redis.tls.cert.file (%s)",
+                            "redis %s: the server ended the TLS session right after the handshake "
+                            "(%s), as one that requires a client certificate (mutual TLS) does: "
+                            "set redis.tls.cert.file and redis.tls.key.file",
                             n->where, why[0] ? why : c->errstr);
-    }
-    if (!n->tls && (c->err == REDIS_ERR_EOF || c->err == REDIS_ERR_PROTOCOL))
+    if (n->tls)
         return rl_error_set(RUNLANE_ERR_STORE, 0,
-                            "redis %s: the server closed the connection or did not answer in the "
-                            "Redis protocol (%s): if it expects TLS on this port, use rediss://",
-                            n->where, c->errstr);
-    return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: connection lost at once (%s)", n->where,
-                        why[0] ? why : c->errstr);
+                            "redis %s: the server ended the TLS session right after the handshake "
+                            "(%s): it did not accept the client certificate redis.tls.cert.file "
+                            "(signed by a CA it does not trust?)",
+                            n->where, why[0] ? why : c->errstr);
+    return rl_error_set(RUNLANE_ERR_STORE, 0,
+                        "redis %s: the server closed the connection or did not answer in the "
+                        "Redis protocol (%s): if it expects TLS on this port, use rediss://",
+                        n->where, c->errstr);
 }
 
 int rl_redis_connect(const rl_redis_node_t *n, redisContext **out) {

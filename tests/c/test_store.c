@@ -99,6 +99,7 @@ static rl_store_t *open_ns(int ns) {
         redis_prefix(prefix, sizeof(prefix), ns);
         o.url = g_redis_url;
         o.prefix = prefix;
+        o.tls.ca_file = getenv("RUNLANE_TEST_REDIS_TLS_CA"); /* rediss:// (test_tls.c) */
     }
     o.partitions = g_partitions;
     o.connect_timeout_ms = 2000;
@@ -1622,8 +1623,11 @@ static void test_rate_bucket_is_shared_by_handles(void) {
 
 /* host and port of RUNLANE_TEST_REDIS (redis://[auth@]host[:port][/db]) */
 static void test_server(char *host, size_t hsize, int *port, int *db) {
-    const char *p = strstr(g_redis_url, "://");
-    p = p ? p + 3 : g_redis_url;
+    /* over TLS (tests/c/test_tls.c) the side connections use the same
+     * server's plaintext port */
+    const char *url = getenv("RUNLANE_TEST_REDIS_SIDE") ? getenv("RUNLANE_TEST_REDIS_SIDE") : g_redis_url;
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
     const char *end = p + strcspn(p, "/?");
     const char *at = NULL;
     for (const char *q = p; q < end; q++)
@@ -1795,6 +1799,7 @@ static void check_open_fails(const char *url, const char *prefix, runlane_err_t 
     o.partitions = 1;
     o.connect_timeout_ms = 1000;
     o.command_timeout_ms = 1000;
+    o.tls.ca_file = getenv("RUNLANE_TEST_REDIS_TLS_CA");
     rl_store_t *st = rl_store_open(&o);
     if (st) st->ops->destroy(st);
     RL_CHECK_MSG(st == NULL, "opening %s should fail", must ? must : "the store");
