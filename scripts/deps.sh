@@ -19,7 +19,10 @@ need_pkg libcurl4-openssl-dev
 need_pkg libcjson-dev
 need_cmd redis-server redis-server
 need_cmd redis-cli redis-tools
-# TLS tests (tests/c/test_tls.c, cli_tls, tests/python/test_tls.py) make their certificates.
+# TLS tests (tests/c/test_tls.c, cli_tls, tests/python/test_tls.py and the
+# clean-room install test) make their certificates; the clean-room test
+# (tests/install/cleanroom.sh) builds a Debian minimal root.
+need_cmd debootstrap debootstrap
 need_cmd openssl openssl
 need_cmd python3 python3
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)

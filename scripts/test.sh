@@ -82,6 +82,9 @@ fi
 # The Node step keeps its installed app for the chaos run below.
 export RUNLANE_NODE_KEEP_APP="$ROOT/build/node-app"
 if [ -x tests/node/run.sh ]; then step "Node package" tests/node/run.sh; fi
+# The built wheel and npm tarball (scripts/package.sh) installed and run in a
+# Debian 12 minimal chroot without build tools (needs root).
+step "clean-room install (wheel, npm tarball)" tests/install/cleanroom.sh
 if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   # Producers and workers (CLI, plus the Python and Node packages as
   # installed by the steps above) with kill -9, SIGSTOP past the lease, Redis

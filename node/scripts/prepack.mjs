@@ -2,12 +2,18 @@
 // 1. vendor/: the core's C sources, header, Lua scripts, EmbedLua.cmake and
 //    the SWIG interface, copied from the repository;
 // 2. generated/runlane_wrap.cxx: the SWIG raw layer, so users need no SWIG;
-// 3. build the addon here, generate the typed options from the core's
-//    property table (runlane_conf_properties()), compile the TypeScript.
+// 3. build the addon here and, on linux-x64, bundle it with the libraries it
+//    needs into prebuilds/linux-x64/ (scripts/bundle.mjs): the prebuilt
+//    binary that an install uses when it fits, with no install script;
+// 4. generate the typed options from the core's property table
+//    (runlane_conf_properties()), compile the TypeScript.
+// In a fresh clone the build tools (cmake-js, typescript) are installed
+// first (`npm ci --ignore-scripts`), so `npm pack` alone works.
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { IN_REPO, PKG, REPO, run } from './common.mjs';
+import { bundle } from './bundle.mjs';
 import { generateWrapper } from './swig.mjs';
 
 if (IN_REPO) {
@@ -33,15 +39,24 @@ if (IN_REPO) {
 }
 const bin = (name) => path.join(PKG, 'node_modules', '.bin', name);
 try {
+  if (!existsSync(bin('cmake-js')) || !existsSync(bin('tsc'))) {
+    const npm = process.env.npm_execpath;
+    const args = ['ci', '--ignore-scripts', '--no-audit', '--no-fund', '--loglevel=error'];
+    if (npm && npm.endsWith('.js')) run(process.execPath, [npm, ...args]);
+    else run(npm || 'npm', args);
+  }
   generateWrapper();
   run(bin('cmake-js'), ['compile']);
+  rmSync(path.join(PKG, 'prebuilds'), { recursive: true, force: true });
+  if (process.platform === 'linux' && process.arch === 'x64' && process.env.RUNLANE_NO_PREBUILT !== '1') bundle();
+  else console.log('[runlane] not linux-x64: the tarball carries no prebuilt addon (installs build from source)');
   run(process.execPath, [path.join(PKG, 'scripts', 'gen-options.mjs')]);
   run(bin('tsc'), ['-p', 'tsconfig.json']);
   run(process.execPath, [path.join(PKG, 'scripts', 'gen-esm.mjs')]);
 } catch (e) {
   // npm runs no postpack after a failed prepack: do not leave a stale copy
   // of the core behind (the addon's CMakeLists prefers vendor/ when present).
-  if (IN_REPO) for (const d of ['vendor', 'generated']) rmSync(path.join(PKG, d), { recursive: true, force: true });
+  if (IN_REPO) for (const d of ['vendor', 'generated', 'prebuilds']) rmSync(path.join(PKG, d), { recursive: true, force: true });
   console.error(`[runlane] prepack failed: ${e.message}`);
   process.exit(1);
 }

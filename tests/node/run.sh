@@ -3,8 +3,8 @@
 #   1. a private redis-server on a free loopback port (unless RUNLANE_TEST_REDIS
 #      is given), stopped at exit;
 #   2. `npm pack` of node/ (its prepack vendors the core, runs SWIG, builds);
-#   3. a fresh app dir: `npm install ./runlane-x.y.z.tgz` (built at install by
-#      cmake-js, offline) plus the test deps;
+#   3. a fresh app dir: `npm install ./runlane-x.y.z.tgz` (its prebuilt addon,
+#      no install script) plus the test deps;
 #   4. tsc, then `node --test`.
 # Exits non-zero on any failure. KEEP=1 keeps the temp dir.
 # Env: RUNLANE_NODE_KEEP_APP=DIR keeps the installed app there (its
@@ -66,6 +66,7 @@ if grep -q '^package/build/' "$WORK/contents.txt"; then log "the tarball carries
 grep -q '^package/generated/runlane_wrap.cxx$' "$WORK/contents.txt" || { log "the tarball lacks the SWIG wrapper"; exit 1; }
 grep -q '^package/vendor/core/include/runlane.h$' "$WORK/contents.txt" || { log "the tarball lacks the core"; exit 1; }
 grep -q '^package/dist/esm/index.mjs$' "$WORK/contents.txt" || { log "the tarball lacks the ESM entry"; exit 1; }
+grep -q '^package/prebuilds/linux-x64/runlane.node$' "$WORK/contents.txt" || { log "the tarball lacks the prebuilt addon"; exit 1; }
 
 # ---- 3. a fresh app ------------------------------------------------------------
 APP="$WORK/app"
@@ -79,7 +80,9 @@ npm install --no-audit --no-fund --loglevel=error "$TARBALL" \
   typescript@~5.9.3 @types/node@^20.19.0 \
   @nestjs/common@12.5.1 @nestjs/core@12.5.1 @nestjs/testing@12.1.1 @nestjs/platform-express@12.5.1 \
   reflect-metadata@0.2.2 rxjs@7.8.2 >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log"; exit 1; }
-test -f node_modules/runlane/build/Release/runlane.node || { log "the addon was not built at install"; exit 1; }
+# The prebuilt addon is used as is: no install script, no build.
+test -f node_modules/runlane/prebuilds/linux-x64/runlane.node || { log "the package has no prebuilt addon"; exit 1; }
+test ! -e node_modules/runlane/build || { log "the install built the addon from source"; exit 1; }
 
 # ---- 4. compile and run ----------------------------------------------------------
 cp -r "$HERE/src" "$HERE/tsconfig.json" "$APP/"
@@ -101,6 +104,16 @@ if [[ "${RUNLANE_NO_SKIP:-0}" == "1" ]]; then
   if ! grep -aqE '^(# |ℹ )skipped [0-9]+' "$WORK/node-test.log"; then log "no test summary in the output"; exit 1; fi
   if [[ "$skipped" != 0 ]]; then log "RUNLANE_NO_SKIP=1: $skipped test(s) skipped or todo"; exit 1; fi
 fi
+
+# ---- 4b. the source fallback, in a copy of the app: `npx runlane-build-addon`
+# builds build/Release/runlane.node, which is then loaded instead of the prebuilt
+log "source fallback: npx runlane-build-addon in a copy of the app"
+cp -a "$APP" "$WORK/fallback"
+(cd "$WORK/fallback" && npx --no-install runlane-build-addon) >"$WORK/fallback.log" 2>&1 || { cat "$WORK/fallback.log"; exit 1; }
+loaded="$(cd "$WORK/fallback" && node -e "require('runlane').features(); console.log(Object.keys(require.cache).find((k) => k.endsWith('.node')))")"
+[[ "$loaded" == "$WORK/fallback/node_modules/runlane/build/Release/runlane.node" ]] || { log "after the source build, loaded: $loaded"; exit 1; }
+(cd "$WORK/fallback" && RUNLANE_NODE_PKG="$WORK/fallback/node_modules/runlane" node "$REPO/tests/memcheck/flow.cjs") || { log "the source-built addon failed a flow"; exit 1; }
+rm -rf "$WORK/fallback"
 
 # ---- 5. one Node flow of the installed package under valgrind --------------------
 # (RUNLANE_NODE_MEMCHECK=1; only reports whose stack passes through runlane
