@@ -11,7 +11,6 @@
 
 /* ---- messages ---- */
 
-
 void cli_err(const cli_ctx_t *ctx, const char *fmt, ...) {
     char msg[4096], clean[4096], shown[4096];
     va_list ap;
