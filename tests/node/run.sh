@@ -78,7 +78,7 @@ log "npm install the tarball and the test dependencies"
 npm install --no-audit --no-fund --loglevel=error "$TARBALL" \
   typescript@~5.9.3 @types/node@^20.19.0 \
   @nestjs/common@12.5.1 @nestjs/core@12.5.1 @nestjs/testing@12.1.1 @nestjs/platform-express@12.5.1 \
-  reflect-metadata@0.2.2 rxjs@7.8.2 >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log"; exit 1; }
+  reflect-metadata@0.2.2 rxjs@7.8.2 @nestjs/config@12.0.1 @nestjs/terminus@12.1.0 >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log"; exit 1; }
 test -f node_modules/runlane/build/Release/runlane.node || { log "the addon was not built at install"; exit 1; }
 
 # ---- 4. compile and run ----------------------------------------------------------

@@ -36,6 +36,8 @@ export interface RawAddon {
   runlane_conf_properties(): string;
 
   runlane_metrics(rl: Pointer): string;
+  runlane_health(rl: Pointer): string;
+  runlane_start_check(rl: Pointer, hostFlags: number): void;
   runlane_poll(rl: Pointer, timeoutMs: number): Pointer | null;
   runlane_event_type(ev: Pointer): number;
   runlane_event_type_name(type: number): string;
@@ -59,6 +61,7 @@ export interface RawAddon {
   RUNLANE_EVENT_STOPPED: number;
   RUNLANE_STOP_DRAIN: number;
   RUNLANE_STOP_RELEASE: number;
+  RUNLANE_HOST_RUNS_BATCHES: number;
   RUNLANE_ID_MAX: number;
   RUNLANE_CONVERSATION_ID_MAX: number;
 
