@@ -135,13 +135,14 @@ def test_close_does_not_drain_for_a_batch_nobody_holds(memory_store, caplog):
         q.start_worker()
         q.off("batch", listener)  # nobody takes batches from now on
         q.enqueue("chat-2", "hello")
-        wait_until(lambda: other.status("chat-2").get("inflight") == 1, timeout=10 * SCALE, what="the batch leased")
+        wait_until(lambda: other.status("chat-2").get("state") == "leased", timeout=10 * SCALE, what="the batch leased")
         t0 = time.monotonic()
         q.close(timeout=30.0)
         took = time.monotonic() - t0
         assert took < 5 * SCALE, "close() waited %.1fs for a batch nobody holds" % took
         st = other.status("chat-2")
-        assert not st.get("inflight") and not st.get("attempts"), st
+        # Released: ready again for any worker, and no attempt spent.
+        assert st.get("state") == "ready" and not st.get("owner") and not st.get("attempts"), st
     finally:
         q.close(drain=False)
         other.close(drain=False)
@@ -157,7 +158,7 @@ def test_aio_close_does_not_drain_for_a_batch_nobody_holds(memory_store):
             q.off("batch", listener)
             await q.enqueue("chat-2", "hello")
             deadline = time.monotonic() + 10 * SCALE
-            while (await other.status("chat-2")).get("inflight") != 1:
+            while (await other.status("chat-2")).get("state") != "leased":
                 assert time.monotonic() < deadline, "the batch was not leased"
                 await asyncio.sleep(0.01)
             t0 = time.monotonic()
@@ -165,7 +166,8 @@ def test_aio_close_does_not_drain_for_a_batch_nobody_holds(memory_store):
             took = time.monotonic() - t0
             assert took < 5 * SCALE, "close() waited %.1fs for a batch nobody holds" % took
             st = await other.status("chat-2")
-            assert not st.get("inflight") and not st.get("attempts"), st
+            # Released: ready again for any worker, and no attempt spent.
+            assert st.get("state") == "ready" and not st.get("owner") and not st.get("attempts"), st
         finally:
             await q.close(drain=False)
             await other.close(drain=False)
