@@ -77,6 +77,7 @@ export interface RawAddon {
   bridge_call(bridge: BridgeHandle, op: 'enqueue_many', json: string): Promise<string>;
   bridge_call(bridge: BridgeHandle, op: 'touch', conv: string): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'status', conv: string | null): Promise<string>;
+  bridge_call(bridge: BridgeHandle, op: 'health'): Promise<string>;
   bridge_call(bridge: BridgeHandle, op: 'dead_list', offset: number, limit: number): Promise<string>;
   bridge_call(bridge: BridgeHandle, op: 'dead_retry' | 'dead_purge', id: string | null): Promise<number>;
   bridge_call(bridge: BridgeHandle, op: 'ack', batchId: string, result: string | null): Promise<void>;

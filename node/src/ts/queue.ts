@@ -347,12 +347,12 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
 
   /**
    * Store reachable, worker state, lag of the oldest due conversation: one
-   * core call (runlane_health) making one store round trip. A store that
-   * does not answer is reported (`storeOk: false`), not thrown.
+   * core call (runlane_health) making one store round trip, off the event
+   * loop. A store that does not answer is reported (`storeOk: false`), not
+   * thrown.
    */
   async health(): Promise<QueueHealth> {
-    await this.opened();
-    const h = JSON.parse(this.rawCall(() => raw().runlane_health(this.rl!))) as Json;
+    const h = JSON.parse(await this.call((b) => raw().bridge_call(b, 'health'))) as Json;
     const out: QueueHealth = {
       ok: h.ok === true,
       storeOk: h.store_ok === true,
