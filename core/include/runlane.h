@@ -322,6 +322,25 @@ runlane_dead_purge(size_t *count_out, runlane_t *rl, const char *dead_id);
  */
 RUNLANE_EXTERN(runlane_err_t) runlane_metrics(char **text_out, runlane_t *rl);
 
+/**
+ * Health of this client, for liveness/readiness probes, as a JSON object:
+ * {"ok": store reachable and the worker running (or never started: a
+ * producer-only client),
+ *  "store_ok": the store answered,
+ *  "store_error": why not (only when store_ok is false),
+ *  "worker": "idle" (never started), "running", "stopping" or "stopped",
+ *  "worker_running": worker == "running",
+ *  "backend": the effective backend,
+ *  "inflight": batches this client holds,
+ *  "lag_ms": how long the oldest due conversation has been waiting for a
+ *            worker (store clock; 0 when none is late), null when the store
+ *            did not answer}.
+ * Makes one store round trip on the calling thread (bounded by
+ * redis.command.timeout.ms). A store that fails is reported in the JSON,
+ * not as an error. Free `*json_out` with runlane_free(). Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t) runlane_health(char **json_out, runlane_t *rl);
+
 /* ------------------------------------------------------------------ */
 /* Worker                                                             */
 /* ------------------------------------------------------------------ */
@@ -358,6 +377,23 @@ typedef enum runlane_stop_mode_t {
  */
 RUNLANE_EXTERN(runlane_err_t)
 runlane_stop(runlane_t *rl, runlane_stop_mode_t mode, int timeout_ms);
+
+/** Flag of runlane_start_check(): the host takes RUNLANE_EVENT_BATCH events
+ *  and settles them (a handler, a listener...). */
+#define RUNLANE_HOST_RUNS_BATCHES 1u
+
+/**
+ * Checks, without starting or claiming anything, that a worker of this
+ * client would have someone to run its turns: with the custom backend the
+ * host runs them, so unless `host_flags` has RUNLANE_HOST_RUNS_BATCHES it
+ * returns RUNLANE_ERR_STATE with a message saying what to do (instead of a
+ * worker that leases batches nobody settles). HTTP backends run their own
+ * turns: always RUNLANE_OK. Bindings call it right before runlane_start()
+ * with what their host registered; a C host that polls events passes
+ * RUNLANE_HOST_RUNS_BATCHES. RUNLANE_ERR_INVALID_ARG for unknown flags.
+ * Thread-safe; no I/O.
+ */
+RUNLANE_EXTERN(runlane_err_t) runlane_start_check(runlane_t *rl, unsigned int host_flags);
 
 /** Event types. Values are fixed forever. */
 typedef enum runlane_event_type_t {

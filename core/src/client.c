@@ -141,6 +141,11 @@ RUNLANE_EXTERN(runlane_t *) runlane_new(const runlane_conf_t *conf, char *errstr
         rl_error_copy(errstr, errstr_size);
         return NULL;
     }
+    if (rl_conf_resolve(rl->conf, errstr, errstr_size) != RUNLANE_OK) {
+        runlane_conf_destroy(rl->conf);
+        free(rl);
+        return NULL;
+    }
     policy_from_conf(&rl->pol, rl->conf);
     const char *backend = rl_conf_str(rl->conf, "backend");
     if (strcmp(backend, "custom") != 0 && !(rl->backend = rl_backend_find(backend))) {
@@ -588,6 +593,47 @@ RUNLANE_EXTERN(runlane_err_t) runlane_metrics(char **text_out, runlane_t *rl) {
     return *text_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
 }
 
+RUNLANE_EXTERN(runlane_err_t) runlane_health(char **json_out, runlane_t *rl) {
+    runlane_err_t rc;
+    if ((rc = check_rl(rl, "runlane_health"))) return rc;
+    if (!json_out) return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "runlane_health: json_out is NULL");
+    *json_out = NULL;
+    pthread_mutex_lock(&rl->mu);
+    const char *worker = !rl->started ? "idle" : rl->finished ? "stopped" : rl->stopping ? "stopping" : "running";
+    int inflight = rl->ninflight;
+    pthread_mutex_unlock(&rl->mu);
+    /* One store round trip answers both "reachable" and "how late": the
+     * earliest due time of the ready set, against the store's clock. */
+    int64_t due = INT64_MAX, now = 0;
+    pthread_mutex_lock(&rl->api_mu);
+    runlane_err_t src = rl->api_store->ops->next_due(rl->api_store, &due, &now);
+    pthread_mutex_unlock(&rl->api_mu);
+    char store_err[512] = "";
+    if (src != RUNLANE_OK) rl_strlcpy(store_err, runlane_error_message(runlane_error_last()), sizeof(store_err));
+    int store_ok = src == RUNLANE_OK;
+    int running = strcmp(worker, "running") == 0;
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_printf(&b, "{\"ok\":%s,\"store_ok\":%s,", store_ok && (running || !rl->started) ? "true" : "false",
+                  store_ok ? "true" : "false");
+    if (!store_ok) {
+        rl_buf_puts(&b, "\"store_error\":");
+        rl_buf_json_str(&b, store_err);
+        rl_buf_puts(&b, ",");
+    }
+    rl_buf_printf(&b, "\"worker\":\"%s\",\"worker_running\":%s,\"backend\":", worker,
+                  running ? "true" : "false");
+    rl_buf_json_str(&b, rl_conf_str(rl->conf, "backend"));
+    rl_buf_printf(&b, ",\"inflight\":%d,\"lag_ms\":", inflight);
+    if (!store_ok) rl_buf_puts(&b, "null");
+    else rl_buf_printf(&b, "%lld", (long long)(due != INT64_MAX && due < now ? now - due : 0));
+    rl_buf_puts(&b, "}");
+    *json_out = rl_buf_take(&b);
+    if (!*json_out) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    rl_error_clear();
+    return RUNLANE_OK;
+}
+
 /* ---- worker control ---- */
 
 RUNLANE_EXTERN(runlane_err_t) runlane_start(runlane_t *rl) {
@@ -692,6 +738,24 @@ runlane_stop(runlane_t *rl, runlane_stop_mode_t mode, int timeout_ms) {
                             "runlane_stop: in-flight batches did not finish within %d ms; their "
                             "leases were released",
                             timeout_ms);
+    rl_error_clear();
+    return RUNLANE_OK;
+}
+
+RUNLANE_EXTERN(runlane_err_t) runlane_start_check(runlane_t *rl, unsigned int host_flags) {
+    runlane_err_t rc;
+    if ((rc = check_rl(rl, "runlane_start_check"))) return rc;
+    if (host_flags & ~(unsigned int)RUNLANE_HOST_RUNS_BATCHES)
+        return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "runlane_start_check: unknown flags 0x%x", host_flags);
+    /* With the custom backend the host runs every turn: a worker nobody
+     * takes batches from would lease them and leave them until their lease
+     * is taken back, so it is refused before anything is claimed. */
+    if (!rl->backend && !(host_flags & RUNLANE_HOST_RUNS_BATCHES))
+        return rl_error_set(RUNLANE_ERR_STATE, 0,
+                            "cannot start the worker: the backend is custom (the host runs every turn) "
+                            "and nothing takes its batches; give a batch handler (or a batch listener), "
+                            "or choose an HTTP backend (set backend=responses, or openai.assistant.id "
+                            "for assistants)");
     rl_error_clear();
     return RUNLANE_OK;
 }

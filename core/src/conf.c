@@ -73,7 +73,8 @@ const rl_prop_t rl_props[] = {
      "Fraction (0..1) of the backoff taken off at random, so retries do not stampede."},
     /* ---- worker ---- */
     {"backend", RL_T_ENUM, "custom", 0, 0, "custom|responses|assistants", 0,
-     "Who runs a turn: `custom` (the host, through batch events), `responses` (OpenAI Responses API + Conversations) or `assistants` (Assistants API v2 threads and runs)."},
+     "Who runs a turn: `custom` (the host, through batch events), `responses` (OpenAI Responses API + Conversations) or `assistants` (Assistants API v2 threads and runs). "
+     "Default: `assistants` when openai.assistant.id is set, else `custom`."},
     {"busy.policy", RL_T_ENUM, "queue", 0, 0, "queue|interrupt", 0,
      "Messages arriving while a turn runs: `queue` (sent in the next turn, right after) or `interrupt` (cancel the turn and start again with everything). "
      "With `interrupt` the responses backend creates every response in background mode (streamed as well when openai.stream is true), since only a background response can be cancelled."},
@@ -91,7 +92,7 @@ const rl_prop_t rl_props[] = {
      "How often the worker looks for expired leases of dead workers."},
     /* ---- HTTP backends ---- */
     {"openai.base.url", RL_T_STRING, "https://api.openai.com/v1", 1, 2048, NULL, 0,
-     "Base URL of the OpenAI-compatible API."},
+     "Base URL of the OpenAI-compatible API. Default: the OPENAI_BASE_URL environment variable when set and not empty (as the official SDKs read it), else `https://api.openai.com/v1`."},
     {"openai.api.key", RL_T_STRING, "", 0, 4096, NULL, 1,
      "API key, sent as `Authorization: Bearer`. Never logged. Default: the OPENAI_API_KEY environment variable."},
     {"openai.organization", RL_T_STRING, "", 0, 256, NULL, 0, "OpenAI-Organization header."},
@@ -152,8 +153,32 @@ static int prop_index(const char *key) {
     return -1;
 }
 
+/* Defaults that depend on the environment or on other keys, so that code
+ * written for the official SDKs and for the original AssistantMessageQueue
+ * works as it is: OPENAI_BASE_URL is the default base URL (empty means
+ * unset, as in the SDKs), and an assistant id with no backend chosen means
+ * the assistants backend. Explicit values always win. */
+static const char *env_base_url(void) {
+    const char *v = getenv("OPENAI_BASE_URL");
+    return v && *v ? v : NULL;
+}
+
+static const char *value_of(const runlane_conf_t *conf, int i);
+
+static const char *dynamic_default(const runlane_conf_t *conf, int i) {
+    const char *name = rl_props[i].name;
+    if (strcmp(name, "openai.base.url") == 0) {
+        const char *env = env_base_url();
+        if (env) return env;
+    } else if (strcmp(name, "backend") == 0) {
+        int a = prop_index("openai.assistant.id");
+        if (a >= 0 && *value_of(conf, a)) return "assistants";
+    }
+    return rl_props[i].def;
+}
+
 static const char *value_of(const runlane_conf_t *conf, int i) {
-    return conf->values[i] ? conf->values[i] : rl_props[i].def;
+    return conf->values[i] ? conf->values[i] : dynamic_default(conf, i);
 }
 
 const char *rl_conf_str(const runlane_conf_t *conf, const char *key) {
@@ -390,6 +415,31 @@ runlane_conf_set(runlane_conf_t *conf, const char *key, const char *value, char 
     free(conf->values[i]);
     conf->values[i] = copy;
     rl_error_clear();
+    return RUNLANE_OK;
+}
+
+runlane_err_t rl_conf_resolve(runlane_conf_t *conf, char *errstr, size_t errstr_size) {
+    /* Fixes the defaults above into the client's own copy: the client then
+     * sees one value for its whole life, and a bad OPENAI_BASE_URL fails
+     * runlane_new() with a message naming it, like a bad explicit value. */
+    for (int i = 0; i < rl_props_count; i++) {
+        if (conf->values[i]) continue;
+        const char *v = dynamic_default(conf, i);
+        if (v == rl_props[i].def) continue;
+        if (validate(i, v, NULL, 0) != RUNLANE_OK) {
+            char why[512];
+            rl_strlcpy(why, runlane_error_message(runlane_error_last()), sizeof(why));
+            rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "OPENAI_BASE_URL: %s (it is the default of %s)", why,
+                         rl_props[i].name);
+            rl_error_copy(errstr, errstr_size);
+            return RUNLANE_ERR_INVALID_VALUE;
+        }
+        if (!(conf->values[i] = rl_strdup(v))) {
+            rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+            rl_error_copy(errstr, errstr_size);
+            return RUNLANE_ERR_NOMEM;
+        }
+    }
     return RUNLANE_OK;
 }
 

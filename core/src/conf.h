@@ -32,4 +32,11 @@ int64_t rl_conf_int(const runlane_conf_t *conf, const char *key);
 double rl_conf_float(const runlane_conf_t *conf, const char *key);
 int rl_conf_bool(const runlane_conf_t *conf, const char *key);
 
+/* Fixes the defaults that depend on the environment or on other keys
+ * (OPENAI_BASE_URL; backend from openai.assistant.id) into `conf`, the
+ * client's own copy, at runlane_new(). RUNLANE_ERR_INVALID_VALUE (message
+ * in errstr and runlane_error_last()) when OPENAI_BASE_URL is not a valid
+ * openai.base.url. */
+runlane_err_t rl_conf_resolve(runlane_conf_t *conf, char *errstr, size_t errstr_size);
+
 #endif

@@ -79,7 +79,7 @@ log "npm install the tarball and the test dependencies"
 npm install --no-audit --no-fund --loglevel=error "$TARBALL" \
   typescript@~5.9.3 @types/node@^20.19.0 \
   @nestjs/common@12.5.1 @nestjs/core@12.5.1 @nestjs/testing@12.1.1 @nestjs/platform-express@12.5.1 \
-  reflect-metadata@0.2.2 rxjs@7.8.2 >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log"; exit 1; }
+  reflect-metadata@0.2.2 rxjs@7.8.2 @nestjs/config@12.0.1 @nestjs/terminus@12.1.0 >"$WORK/install.log" 2>&1 || { cat "$WORK/install.log"; exit 1; }
 # The prebuilt addon is used as is: no install script, no build.
 test -f node_modules/runlane/prebuilds/linux-x64/runlane.node || { log "the package has no prebuilt addon"; exit 1; }
 test ! -e node_modules/runlane/build || { log "the install built the addon from source"; exit 1; }

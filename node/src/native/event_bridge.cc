@@ -218,7 +218,7 @@ double req_number(const Napi::CallbackInfo &info, size_t i) {
 
 enum class OpKind {
     Enqueue, EnqueueMany, Touch, Status, DeadList, DeadRetry, DeadPurge, Ack, Fail, Release,
-    SubmitToolOutputs, ReplyAck, Start, Stop, Destroy, ConversationCreate, ThreadCreate
+    SubmitToolOutputs, ReplyAck, Start, Stop, Destroy, ConversationCreate, ThreadCreate, Health
 };
 
 struct OpArgs {
@@ -264,6 +264,9 @@ void run_op(runlane_t *rl, const OpArgs &a, OpResult *r) {
         break;
     case OpKind::Status:
         rc = runlane_status(&out, rl, a.has1 ? a.s1.c_str() : nullptr);
+        break;
+    case OpKind::Health:
+        rc = runlane_health(&out, rl);
         break;
     case OpKind::DeadList:
         rc = runlane_dead_list(&out, rl, (size_t)a.n1, (size_t)a.n2);
@@ -587,6 +590,8 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
     } else if (op == "status") {
         a.kind = OpKind::Status;
         a.has1 = opt_string(info, 2, &a.s1);
+    } else if (op == "health") {
+        a.kind = OpKind::Health;
     } else if (op == "dead_list") {
         a.kind = OpKind::DeadList;
         a.n1 = req_number(info, 2);

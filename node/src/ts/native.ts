@@ -36,6 +36,8 @@ export interface RawAddon {
   runlane_conf_properties(): string;
 
   runlane_metrics(rl: Pointer): string;
+  runlane_health(rl: Pointer): string;
+  runlane_start_check(rl: Pointer, hostFlags: number): void;
   runlane_poll(rl: Pointer, timeoutMs: number): Pointer | null;
   runlane_event_type(ev: Pointer): number;
   runlane_event_type_name(type: number): string;
@@ -59,6 +61,7 @@ export interface RawAddon {
   RUNLANE_EVENT_STOPPED: number;
   RUNLANE_STOP_DRAIN: number;
   RUNLANE_STOP_RELEASE: number;
+  RUNLANE_HOST_RUNS_BATCHES: number;
   RUNLANE_ID_MAX: number;
   RUNLANE_CONVERSATION_ID_MAX: number;
 
@@ -74,6 +77,7 @@ export interface RawAddon {
   bridge_call(bridge: BridgeHandle, op: 'enqueue_many', json: string): Promise<string>;
   bridge_call(bridge: BridgeHandle, op: 'touch', conv: string): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'status', conv: string | null): Promise<string>;
+  bridge_call(bridge: BridgeHandle, op: 'health'): Promise<string>;
   bridge_call(bridge: BridgeHandle, op: 'dead_list', offset: number, limit: number): Promise<string>;
   bridge_call(bridge: BridgeHandle, op: 'dead_retry' | 'dead_purge', id: string | null): Promise<number>;
   bridge_call(bridge: BridgeHandle, op: 'ack', batchId: string, result: string | null): Promise<void>;

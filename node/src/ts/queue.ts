@@ -37,6 +37,7 @@ import type {
   EnqueueOptions,
   EnqueueResult,
   FailedEvent,
+  QueueHealth,
   QueueStatus,
   QueueTotals,
   RunlaneEvent,
@@ -59,6 +60,7 @@ const LEGACY: Record<string, string> = {
   redisUrl: 'store',
   openAIApiKey: 'openaiApiKey',
   assistantId: 'openaiAssistantId',
+  baseURL: 'openaiBaseUrl',
   queuePrefix: 'keyPrefix',
   messageDelay: 'batchWindowMs',
   concurrency: 'workerConcurrency',
@@ -198,6 +200,8 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
   private readonly eventChannels = new Set<Channel<RunlaneEvent>>();
   private readonly batchChannels = new Set<Channel<Batch>>();
   private warnedUnhandled = false;
+  /** Batches delivered to no handler, listener or iterator: close() gives them back instead of draining for them. */
+  private readonly unheld = new Set<string>();
 
   constructor(options: AssistantMessageQueueOptions = {}) {
     super();
@@ -341,6 +345,27 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
     return this.rawCall(() => raw().runlane_metrics(this.rl!));
   }
 
+  /**
+   * Store reachable, worker state, lag of the oldest due conversation: one
+   * core call (runlane_health) making one store round trip, off the event
+   * loop. A store that does not answer is reported (`storeOk: false`), not
+   * thrown.
+   */
+  async health(): Promise<QueueHealth> {
+    const h = JSON.parse(await this.call((b) => raw().bridge_call(b, 'health'))) as Json;
+    const out: QueueHealth = {
+      ok: h.ok === true,
+      storeOk: h.store_ok === true,
+      worker: str(h.worker) as QueueHealth['worker'],
+      workerRunning: h.worker_running === true,
+      backend: str(h.backend),
+      inflight: Number(h.inflight ?? 0),
+      lagMs: typeof h.lag_ms === 'number' ? h.lag_ms : null,
+    };
+    if (typeof h.store_error === 'string') out.storeError = h.store_error;
+    return out;
+  }
+
   // ---- dead letters -------------------------------------------------------
 
   /** Dead-lettered batches, oldest first. */
@@ -402,6 +427,12 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
     this.starting = (async () => {
       this.workerState = 'starting';
       try {
+        await this.opened();
+        // The core decides whether this backend needs someone to take its
+        // batches; the binding only says whether anyone does.
+        const r = raw();
+        const flags = this.takesBatches() ? r.RUNLANE_HOST_RUNS_BATCHES : 0;
+        this.rawCall(() => r.runlane_start_check(this.rl!, flags));
         await this.call((b) => raw().bridge_call(b, 'start'));
       } catch (e) {
         this.workerState = 'idle';
@@ -413,6 +444,18 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
       this.updateRef();
     })();
     return this.starting;
+  }
+
+  /** A handler, a 'batch' listener or an iterator takes the batches. */
+  private takesBatches(): boolean {
+    return this.handler !== undefined || this.listenerCount('batch') > 0 || this.eventChannels.size > 0 || this.batchChannels.size > 0;
+  }
+
+  /** Gives back batches nobody holds (no attempt spent): a drain must not wait for them. */
+  private releaseUnheld(): Promise<unknown> {
+    const held = [...this.unheld].map((id) => this.inflight.get(id)).filter((b): b is Batch => b !== undefined && !b.settled);
+    this.unheld.clear();
+    return Promise.all(held.map((b) => this.settleRelease(b).catch(noop)));
   }
 
   /**
@@ -437,6 +480,7 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
     if (this.starting) await this.starting.catch(noop);
     if (this.workerState === 'running') {
       this.workerState = 'stopping';
+      await this.releaseUnheld();
       const mode = options.mode === 'release' ? raw().RUNLANE_STOP_RELEASE : raw().RUNLANE_STOP_DRAIN;
       const timeout = options.timeoutMs ?? this.drainTimeoutMs;
       try {
@@ -568,7 +612,10 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
   private forget(batch: Batch): void {
     // A released batch may be delivered again (same id) before its settle
     // resolves: forget only this delivery.
-    if (this.inflight.get(batch.batchId) === batch) this.inflight.delete(batch.batchId);
+    if (this.inflight.get(batch.batchId) === batch) {
+      this.inflight.delete(batch.batchId);
+      this.unheld.delete(batch.batchId);
+    }
     this.updateRef();
   }
 
@@ -805,11 +852,18 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
     for (const c of this.batchChannels) c.push(batch);
     if (this.handler) {
       void this.runHandler(this.handler, batch);
-    } else if (!listened && !this.warnedUnhandled) {
+    } else if (!listened && this.state === 'closing') {
+      // Closing: nobody will run it, so it goes back now instead of
+      // holding up the drain.
+      void this.settleRelease(batch).catch(noop);
+    } else if (!listened) {
+      this.unheld.add(batch.batchId);
+    }
+    if (!this.handler && !listened && this.state !== 'closing' && !this.warnedUnhandled) {
       this.warnedUnhandled = true;
       process.emitWarning(
         `runlane: queue "${this.name}" delivered batch ${batch.batchId} but has no handler, no 'batch' listener and no iterator; ` +
-          'it stays leased until acked, failed or close()',
+          'it stays leased until acked, failed or released (close() gives it back at once)',
         'RunlaneWarning',
       );
     }

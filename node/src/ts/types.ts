@@ -63,8 +63,10 @@ export interface LegacyOptions {
   redisUrl?: string;
   /** = `openaiApiKey`. */
   openAIApiKey?: string;
-  /** = `openaiAssistantId`. */
+  /** = `openaiAssistantId`; with no `backend` given it selects the assistants backend. */
   assistantId?: string;
+  /** = `openaiBaseUrl` (the official SDK's name). Default: the OPENAI_BASE_URL environment variable. */
+  baseURL?: string;
   /** = `keyPrefix`. */
   queuePrefix?: string;
   /** = `batchWindowMs`. */
@@ -108,6 +110,25 @@ export interface AssistantMessageQueueOptions extends RunlaneConfigOptions, Lega
   drainTimeoutMs?: number;
   /** A name for messages (NestJS: the queue's name). */
   name?: string;
+}
+
+/** What `health()` reports (one core call, runlane_health). */
+export interface QueueHealth {
+  /** Store reachable and the worker running (or never started: a producer-only queue). */
+  ok: boolean;
+  /** The store answered. */
+  storeOk: boolean;
+  /** Why the store did not answer (only when storeOk is false). */
+  storeError?: string;
+  /** `idle` (never started), `running`, `stopping` or `stopped`. */
+  worker: 'idle' | 'running' | 'stopping' | 'stopped';
+  workerRunning: boolean;
+  /** The effective backend (`custom`, `responses`, `assistants`). */
+  backend: string;
+  /** Batches this queue holds. */
+  inflight: number;
+  /** How long the oldest due conversation has waited for a worker (ms; 0 when none is late); null when the store did not answer. */
+  lagMs: number | null;
 }
 
 /** Options of one enqueue. */

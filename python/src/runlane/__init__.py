@@ -18,7 +18,7 @@ import os as _os
 from typing import Dict, FrozenSet
 
 from ._native import ffi as _ffi, lib as _lib
-from ._base import EVENT_TYPES, Batch, Enqueued, Event, Message, ToolCall
+from ._base import EVENT_TYPES, Batch, Enqueued, Event, Health, Message, ToolCall
 from .config import Property, properties as config_properties, property_names as config_keys
 from .errors import (
     ArgumentTypeError,
@@ -87,6 +87,7 @@ __all__ = [
     "Event",
     "ToolCall",
     "Enqueued",
+    "Health",
     "EVENT_TYPES",
     "Property",
     "config_properties",

@@ -288,6 +288,37 @@ class ToolCall:
         return json.loads(self.arguments) if self.arguments else {}
 
 
+@dataclass(frozen=True)
+class Health:
+    """What ``health()`` reports: one core call (``runlane_health``)."""
+
+    ok: bool  #: store reachable and the worker running (or never started: a producer-only queue)
+    store_ok: bool  #: the store answered
+    worker: str  #: "idle" (never started), "running", "stopping" or "stopped"
+    worker_running: bool
+    backend: str  #: the effective backend
+    inflight: int  #: batches this queue holds
+    lag_ms: Optional[int]  #: how long the oldest due conversation has waited (0: none late; None: store down)
+    store_error: Optional[str] = None  #: why the store did not answer
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Health":
+        lag = d.get("lag_ms")
+        return cls(
+            ok=d.get("ok") is True,
+            store_ok=d.get("store_ok") is True,
+            worker=str(d.get("worker", "")),
+            worker_running=d.get("worker_running") is True,
+            backend=str(d.get("backend", "")),
+            inflight=int(d.get("inflight", 0) or 0),
+            lag_ms=int(lag) if isinstance(lag, (int, float)) else None,
+            store_error=d.get("store_error") if isinstance(d.get("store_error"), str) else None,
+        )
+
+
+HOST_RUNS_BATCHES = lib.RUNLANE_HOST_RUNS_BATCHES
+
+
 # ---------------------------------------------------------------- the handle
 
 _live_handles: "weakref.WeakSet[_Handle]" = weakref.WeakSet()
@@ -516,6 +547,14 @@ class _Handle:
 
     def start(self) -> None:
         self._call(lib.runlane_start)
+
+    def start_check(self, runs_batches: bool) -> None:
+        """The core says whether a worker may start, given whether anyone
+        takes its batches (runlane_start_check)."""
+        self._call(lib.runlane_start_check, HOST_RUNS_BATCHES if runs_batches else 0)
+
+    def health(self) -> Health:
+        return Health.from_json(self._json_out(lib.runlane_health))
 
     def stop(self, mode: int, timeout_ms: int) -> None:
         self._call(lib.runlane_stop, mode, timeout_ms)

@@ -143,6 +143,9 @@ class AssistantMessageQueue:
         self._closed_evt: Optional[asyncio.Event] = None
         self._stopped_evt: Optional[asyncio.Event] = None
         self._warned_unhandled = False
+        # Batches delivered to no handler, listener or iterator: close() gives
+        # them back instead of draining for them.
+        self._unheld: Dict[str, AsyncBatch] = {}
 
     # ------------------------------------------------------------ plumbing
 
@@ -242,6 +245,14 @@ class AssistantMessageQueue:
         h = await self._ready()
         return h.metrics()  # local counters: no round trip
 
+    async def health(self) -> _base.Health:
+        """Store reachable, worker state, lag of the oldest due conversation
+        (``Health``), from one core call; its store round trip runs off the
+        loop (unless ``inline_calls``). A store that does not answer is
+        reported (``store_ok=False``), not raised."""
+        h = await self._ready()
+        return await self._blocking(h.health)
+
     async def dead_list(self, offset: int = 0, limit: int = 100) -> List[Dict[str, Any]]:
         h = await self._ready()
         return await self._blocking(h.dead_list, offset, limit)
@@ -333,6 +344,7 @@ class AssistantMessageQueue:
             raise ClosedError("the queue is closed")
         if self._started:
             raise StateError("the worker was already started")
+        h.start_check(self.handler is not None or self._listeners.has("batch") or bool(self._subscribers))
         self._started = True
         try:
             await self._blocking(h.start)
@@ -434,13 +446,21 @@ class AssistantMessageQueue:
             q.put_nowait(ev)
         if ev.type == "batch" and ev.batch is not None:
             if self.handler is None:
-                if not self._listeners.has("batch") and not self._subscribers and not self._warned_unhandled:
-                    self._warned_unhandled = True
-                    log.warning(
-                        "batch %s delivered but the queue has no handler, no batch listener and "
-                        "no event iterator: it stays leased until acked or failed",
-                        ev.batch_id,
-                    )
+                if not self._listeners.has("batch") and not self._subscribers:
+                    batch = ev.batch
+                    if self._closing:
+                        # Nobody will run it: back now, not after the drain's timeout.
+                        self._spawn(self._release_quietly(batch))  # type: ignore[arg-type]
+                        return
+                    self._unheld[ev.batch_id] = batch  # type: ignore[assignment]
+                    if not self._warned_unhandled:
+                        self._warned_unhandled = True
+                        log.warning(
+                            "batch %s delivered but the queue has no handler, no batch listener and "
+                            "no event iterator: it stays leased until acked, failed or released "
+                            "(close() gives it back at once)",
+                            ev.batch_id,
+                        )
                 return
             self._spawn(self._run_handler(ev.batch), ev.batch_id)  # type: ignore[arg-type]
         elif ev.type == "lease_lost" and not self._closing:
@@ -450,6 +470,14 @@ class AssistantMessageQueue:
                 task.cancel()
         elif ev.type == "tool_calls" and self.handle_requires_action is not None:
             self._spawn(self._run_requires_action(ev))
+
+    async def _release_quietly(self, batch: AsyncBatch) -> None:
+        if batch.settled:
+            return
+        try:
+            await batch.release()
+        except RunlaneError as err:
+            log.debug("release of unheld batch %s: %s", batch.batch_id, err.message)
 
     async def _run_handler(self, batch: AsyncBatch) -> None:
         handler = self.handler
@@ -535,6 +563,9 @@ class AssistantMessageQueue:
         try:
             if h is not None and self._started and not self._stopped:
                 self._stopped = True
+                unheld = list(self._unheld.values())
+                self._unheld.clear()
+                await asyncio.gather(*(self._release_quietly(b) for b in unheld))
                 try:
                     await self._stop_core(h, drain, timeout)
                 except RunlaneError as e:

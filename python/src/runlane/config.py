@@ -141,6 +141,16 @@ def _to_string(prop: Property, value: Any) -> str:
     )
 
 
+#: Keyword names of the official SDK (``base_url``) and of the original
+#: AssistantMessageQueue (``redis_url``, ``assistant_id``), accepted as they
+#: are; the configuration key's own name wins when both are given.
+ALIASES: Dict[str, str] = {
+    "base_url": "openai.base.url",
+    "redis_url": "store",
+    "assistant_id": "openai.assistant.id",
+}
+
+
 def normalize_config(
     config: Optional[Mapping[str, Any]] = None, **options: Any
 ) -> Dict[str, str]:
@@ -150,9 +160,20 @@ def normalize_config(
     by :func:`build_conf`."""
     out: Dict[str, str] = {}
     items = list((config or {}).items()) + list(options.items())
+    given = set()
+    for key, _ in items:
+        if isinstance(key, str) and key not in ALIASES:
+            try:
+                given.add(lookup(key).name)
+            except UnknownKeyError:
+                pass
     for key, value in items:
         if not isinstance(key, str):
             raise ConfigTypeError("configuration keys are strings, got %r" % (key,))
+        if key in ALIASES:
+            if ALIASES[key] in given:
+                continue
+            key = ALIASES[key]
         prop = lookup(key)
         if value is None:
             out.pop(prop.name, None)

@@ -200,6 +200,9 @@ class AssistantMessageQueue:
         self._local = threading.local()
         self._manual_pollers = 0  # threads inside process_events()/events() (manual mode)
         self._warned_unhandled = False
+        # Batches delivered to no handler, listener or iterator: close() gives
+        # them back instead of draining for them.
+        self._unheld: Dict[str, Batch] = {}
         self._h = _base._Handle(values)
         self.config: Dict[str, str] = dict(values)
         self._store_shown = shown_store(values)  # password masked by the core
@@ -266,6 +269,12 @@ class AssistantMessageQueue:
     def metrics(self) -> str:
         """This client's counters in the Prometheus text format."""
         return self._h.metrics()
+
+    def health(self) -> _base.Health:
+        """Store reachable, worker state, lag of the oldest due conversation
+        (``Health``), from one core call making one store round trip. A store
+        that does not answer is reported (``store_ok=False``), not raised."""
+        return self._h.health()
 
     def dead_list(self, offset: int = 0, limit: int = 100) -> List[Dict[str, Any]]:
         """Dead-lettered batches, oldest first."""
@@ -392,6 +401,13 @@ class AssistantMessageQueue:
                 raise ClosedError("the queue is closed")
             if self._started:
                 raise StateError("the worker was already started")
+            # Manual dispatch: the host's own loop takes the events.
+            self._h.start_check(
+                self.handler is not None
+                or self._listeners.has("batch")
+                or bool(self._subscribers)
+                or self._dispatch_mode == "manual"
+            )
             self._h.start()
             self._started = True
             if self._dispatch_mode == "thread":
@@ -530,13 +546,8 @@ class AssistantMessageQueue:
         if ev.type == "batch" and ev.batch is not None:
             batch = ev.batch
             if self.handler is None:
-                if not self._listeners.has("batch") and not self._subscribers and not self._warned_unhandled:
-                    self._warned_unhandled = True
-                    log.warning(
-                        "batch %s delivered but the queue has no handler, no batch listener and "
-                        "no event iterator: it stays leased until acked or failed",
-                        batch.batch_id,
-                    )
+                if not self._listeners.has("batch") and not self._subscribers:
+                    self._unheld_batch(batch)  # type: ignore[arg-type]
                 return
             if inline or self._pool is None:
                 self._run_handler(batch)  # type: ignore[arg-type]
@@ -547,6 +558,29 @@ class AssistantMessageQueue:
                 self._run_requires_action(ev)
             else:
                 self._pool.submit(lambda: self._run_requires_action(ev))
+
+    def _unheld_batch(self, batch: Batch) -> None:
+        if self._closing:
+            # Nobody will run it: back now, not after the drain's timeout.
+            self._release_quietly(batch)
+            return
+        self._unheld[batch.batch_id] = batch
+        if not self._warned_unhandled:
+            self._warned_unhandled = True
+            log.warning(
+                "batch %s delivered but the queue has no handler, no batch listener and "
+                "no event iterator: it stays leased until acked, failed or released "
+                "(close() gives it back at once)",
+                batch.batch_id,
+            )
+
+    def _release_quietly(self, batch: Batch) -> None:
+        if batch.settled:
+            return
+        try:
+            batch.release()
+        except RunlaneError as err:
+            log.debug("release of unheld batch %s: %s", batch.batch_id, err.message)
 
     def _run_handler(self, batch: Batch) -> None:
         handler = self.handler
@@ -623,6 +657,9 @@ class AssistantMessageQueue:
             return
         in_dispatch = self._in_dispatch()
         if running:
+            for b in list(self._unheld.values()):
+                self._release_quietly(b)
+            self._unheld.clear()
             mode = STOP_DRAIN if drain and self._can_drain() else STOP_RELEASE
             try:
                 self._h.stop(mode, max(0, int(timeout * 1000)))

@@ -97,7 +97,7 @@ describe('typed errors', () => {
   });
 
   test('settling an unknown batch is NotFoundError', async () => {
-    const q = new AssistantMessageQueue({ store: memoryStore('nf') });
+    const q = new AssistantMessageQueue({ store: memoryStore('nf'), handler: () => undefined });
     try {
       await q.startWorker();
       await assert.rejects(q.ack('b-no-such-batch'), NotFoundError);

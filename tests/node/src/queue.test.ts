@@ -291,8 +291,8 @@ describe('AssistantMessageQueue (memory store)', () => {
   test('q.release(batchId) gives back a batch taken from batches(); unknown ids reject', async () => {
     const q = new AssistantMessageQueue({ store: memoryStore('release-id'), batchWindowMs: 10 });
     try {
+      const it = q.batches(); // before startWorker: a custom worker needs someone taking its batches
       await q.startWorker();
-      const it = q.batches();
       await q.enqueue('c', 'x');
       const { value: first } = await it.next();
       await q.release(first.batchId);
@@ -320,8 +320,8 @@ describe('AssistantMessageQueue (memory store)', () => {
   test('a batch settles once', async () => {
     const q = new AssistantMessageQueue({ store: memoryStore('once'), batchWindowMs: 10 });
     try {
+      const it = q.batches(); // before startWorker: a custom worker needs someone taking its batches
       await q.startWorker();
-      const it = q.batches();
       await q.enqueue('c', 'x');
       const { value: batch } = await it.next();
       await batch.ack();

@@ -56,7 +56,17 @@ export function RunlaneHandler(queue: string = DEFAULT_QUEUE_NAME): MethodDecora
   };
 }
 
-/** Injects the queue `name` (default: the unnamed queue). */
-export function InjectQueue(name: string = DEFAULT_QUEUE_NAME): PropertyDecorator & ParameterDecorator {
+/**
+ * Injects the runlane queue `name` (default: the unnamed queue), an
+ * AssistantMessageQueueService. Named apart from @nestjs/bullmq's
+ * `@InjectQueue`, so an app can import both.
+ */
+export function InjectRunlaneQueue(name: string = DEFAULT_QUEUE_NAME): PropertyDecorator & ParameterDecorator {
   return Inject(getQueueToken(name));
 }
+
+/**
+ * @deprecated Use {@link InjectRunlaneQueue}: this name is also
+ * @nestjs/bullmq's, and an app that imports both clashes. Same behaviour.
+ */
+export const InjectQueue = InjectRunlaneQueue;

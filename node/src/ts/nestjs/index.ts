@@ -5,7 +5,9 @@ export { AssistantMessageQueueService } from './service';
 export { RunlaneExplorer } from './explorer';
 export { RunlaneRegistry } from './registry';
 export type { RegisteredQueue } from './registry';
-export { AssistantTool, OnRunlaneEvent, RunlaneHandler, InjectQueue } from './decorators';
+export { AssistantTool, OnRunlaneEvent, RunlaneHandler, InjectRunlaneQueue, InjectQueue } from './decorators';
+export { RunlaneHealthIndicator } from './health';
+export type { RunlaneHealthOptions, RunlaneHealthResult, RunlaneHealthDetails } from './health';
 export {
   DEFAULT_QUEUE_NAME,
   RUNLANE_EVENT_HANDLER,

@@ -15,11 +15,12 @@ import { DiscoveryModule } from '@nestjs/core';
 import type { AssistantMessageQueueOptions } from '../types';
 import { DEFAULT_QUEUE_NAME, getQueueOptionsToken, getQueueToken } from './constants';
 import { RunlaneExplorer } from './explorer';
+import { RunlaneHealthIndicator } from './health';
 import { RunlaneRegistry } from './registry';
 import { AssistantMessageQueueService } from './service';
 
 export interface RunlaneModuleOptions extends AssistantMessageQueueOptions {
-  /** Queue name (default 'default'); inject with @InjectQueue(name) or getQueueToken(name). */
+  /** Queue name (default 'default'); inject with @InjectRunlaneQueue(name) or getQueueToken(name). */
   name?: string;
   /**
    * Start the worker on module init. Default: when the queue has a batch
@@ -40,8 +41,8 @@ export interface RunlaneModuleAsyncOptions extends Pick<ModuleMetadata, 'imports
 /** The shared part: one registry and one explorer per application. */
 @Module({
   imports: [DiscoveryModule],
-  providers: [RunlaneRegistry, RunlaneExplorer],
-  exports: [RunlaneRegistry],
+  providers: [RunlaneRegistry, RunlaneExplorer, RunlaneHealthIndicator],
+  exports: [RunlaneRegistry, RunlaneHealthIndicator],
 })
 export class RunlaneCoreModule {}
 
@@ -74,13 +75,15 @@ export class RunlaneModule {
         useFactory: (opts: RunlaneModuleOptions, registry: RunlaneRegistry) => {
           const { worker, ...queueOptions } = opts ?? {};
           const queue = new AssistantMessageQueueService({ ...queueOptions, name });
+          queue.managedByModule = true;
           registry.add({ name, queue, worker });
           return queue;
         },
         inject: [getQueueOptionsToken(name), RunlaneRegistry],
       },
     ];
-    const exports: NonNullable<ModuleMetadata['exports']> = [token];
+    // RunlaneCoreModule re-exported: the app can inject RunlaneHealthIndicator.
+    const exports: NonNullable<ModuleMetadata['exports']> = [token, RunlaneCoreModule];
     if (name === DEFAULT_QUEUE_NAME) {
       providers.push({ provide: AssistantMessageQueueService, useExisting: token });
       exports.push(AssistantMessageQueueService);
