@@ -2,6 +2,7 @@
 #ifndef RUNLANE_INTERNAL_H
 #define RUNLANE_INTERNAL_H
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +29,20 @@ void rl_error_copy(char *errstr, size_t errstr_size);
 /* ---- time (util.c) ---- */
 int64_t rl_now_ms(void);  /* wall clock, ms since the epoch */
 int64_t rl_mono_ms(void); /* monotonic, ms */
+
+/* ---- SIGPIPE (util.c) ----
+ * hiredis writes with send(..., 0) and OpenSSL with write(): a write to a
+ * connection the server reset raises SIGPIPE, whose default action kills
+ * a host that did not ignore it. Around such writes the calling thread
+ * blocks the signal; a SIGPIPE that became pending meanwhile is consumed
+ * (one that was pending before is left alone), then the mask is restored.
+ * The process-wide disposition is never touched. */
+typedef struct rl_sigpipe_guard {
+    sigset_t old;
+    int was_pending;
+} rl_sigpipe_guard_t;
+void rl_sigpipe_block(rl_sigpipe_guard_t *g);
+void rl_sigpipe_restore(rl_sigpipe_guard_t *g);
 
 /* ---- memory and strings (util.c) ---- */
 char *rl_strdup(const char *s);

@@ -428,7 +428,7 @@ static void free_replies(redisReply **replies, size_t n) {
  * caller, which frees them with free_replies). Error replies are returned
  * as replies; scripts missing from the server's cache (NOSCRIPT) are
  * reloaded and their calls retried once. */
-static int rs_exec(rstore_t *s, rcmd_t *cmds, size_t n, redisReply **replies) {
+static int rs_exec_unguarded(rstore_t *s, rcmd_t *cmds, size_t n, redisReply **replies) {
     for (size_t i = 0; i < n; i++) replies[i] = NULL;
     for (size_t i = 0; i < n; i++)
         if (cmds[i].oom) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
@@ -469,6 +469,15 @@ static int rs_exec(rstore_t *s, rcmd_t *cmds, size_t n, redisReply **replies) {
         }
     }
     return RUNLANE_OK;
+}
+
+/* rs_exec_unguarded with SIGPIPE held off: it may connect and write. */
+static int rs_exec(rstore_t *s, rcmd_t *cmds, size_t n, redisReply **replies) {
+    rl_sigpipe_guard_t g;
+    rl_sigpipe_block(&g);
+    int rc = rs_exec_unguarded(s, cmds, n, replies);
+    rl_sigpipe_restore(&g);
+    return rc;
 }
 
 /* One command: exec + error reply check. */
@@ -1833,7 +1842,11 @@ rl_store_t *rl_store_redis_open(const rl_store_opts_t *opts) {
         r_destroy(&s->base);
         return NULL;
     }
-    if (rs_connect(s) != RUNLANE_OK) {
+    rl_sigpipe_guard_t g;
+    rl_sigpipe_block(&g);
+    int rc = rs_connect(s);
+    rl_sigpipe_restore(&g);
+    if (rc != RUNLANE_OK) {
         r_destroy(&s->base);
         return NULL;
     }
