@@ -258,6 +258,10 @@ static int ping_error(const rl_redis_node_t *n, redisContext *c, int saved_errno
                         n->where, c->errstr);
 }
 
+void rl_redis_reader_limits(redisReader *r) {
+    if (r) r->maxelements = RL_REDIS_MAX_ELEMENTS;
+}
+
 int rl_redis_connect(const rl_redis_node_t *n, redisContext **out) {
     *out = NULL;
     struct timeval ctv = ms_tv(n->connect_timeout_ms > 0 ? n->connect_timeout_ms : 5000);
@@ -280,6 +284,7 @@ int rl_redis_connect(const rl_redis_node_t *n, redisContext **out) {
         redisFree(c);
         return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: cannot connect: %s", n->where, msg);
     }
+    rl_redis_reader_limits(c->reader);
     if (n->tls) {
         SSL *ssl = SSL_new(n->tls->ctx);
         if (!ssl) {

@@ -45,6 +45,17 @@ typedef struct rl_redis_node {
  * mismatch. */
 int rl_redis_connect(const rl_redis_node_t *n, redisContext **out);
 
+/* Most elements one reply's array may declare. hiredis allocates an
+ * array's element pointers as soon as its header arrives, and its default
+ * limit is 2^32-1: a broken or hostile server's `*4000000000` would cost
+ * 32 GB for 13 bytes. runlane's largest arrays are a batch's messages
+ * (batch.max.messages <= 100000) and paged listings, far below this. */
+#define RL_REDIS_MAX_ELEMENTS (1 << 20)
+
+/* Applies runlane's limits to a reply reader (every connection's, and the
+ * fuzzer's). */
+void rl_redis_reader_limits(redisReader *r);
+
 /* Whether the context's last error is a timeout (`saved_errno`: errno
  * right after the failed call). */
 int rl_redis_is_timeout(const redisContext *c, int saved_errno);

@@ -32,6 +32,7 @@
 #include "internal.h"
 #include "runlane.h"
 #include "store.h"
+#include "redis_conn.h"
 #include "store_redis.h"
 
 static const char *const convs[] = {"conv_1", "c", "user:42 {x}", "\xc3\xa9t\xc3\xa9"};
@@ -96,6 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *conv = convs[data[0] % 4];
     redisReader *rd = redisReaderCreate();
     if (!rd) return 0;
+    rl_redis_reader_limits(rd); /* as on every connection */
     if (redisReaderFeed(rd, (const char *)data + 1, size - 1) == REDIS_OK) {
         /* Every complete reply of the input, until the reader errs. */
         for (int i = 0; i < 64; i++) {
