@@ -143,3 +143,15 @@ def test_a_run_of_inline_enqueues_lets_the_loop_run(memory_store):
         await q.close()
 
     run(main())
+
+
+def test_large_lists_are_encoded_and_decoded_in_pieces_exactly():
+    import json
+
+    from runlane import _base
+
+    items = [{"conversation_id": "c%d" % i, "content": "m\u00e9\x00\ud800"[: i % 4]} for i in range(5000)]
+    assert _base.dumps_list(items) == _base.to_json_bytes(items)
+    text = json.dumps([{"id": "x%d" % i, "duplicate": i % 2 == 0, "n": [1, {"a": "]"}]} for i in range(5000)], indent=1)
+    assert _base.loads_list(text) == json.loads(text)
+    assert _base.loads_list("[]") == [] and _base.loads_list(" [ ] ") == []

@@ -119,6 +119,47 @@ def to_json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
 
 
+# One json.dumps/json.loads of thousands of items is one C call holding the
+# GIL for 10-20 ms, and with it any asyncio loop of the process (the asyncio
+# queue runs a large enqueue_many in its executor for that loop's sake):
+# large lists are encoded and decoded in pieces, between which the GIL can
+# change hands.
+_JSON_PIECE = 256
+
+
+def dumps_list(items: List[Any]) -> bytes:
+    """``to_json_bytes(items)``, in pieces when there are many."""
+    if len(items) <= _JSON_PIECE:
+        return to_json_bytes(items)
+    parts = [to_json_bytes(items[i : i + _JSON_PIECE])[1:-1] for i in range(0, len(items), _JSON_PIECE)]
+    return b"[" + b",".join(parts) + b"]"
+
+
+def loads_list(text: str) -> List[Any]:
+    """``json.loads`` of a JSON array, element by element."""
+    if len(text) < 16384:
+        result: List[Any] = json.loads(text)
+        return result
+    dec = json.JSONDecoder()
+    out: List[Any] = []
+    ws = " \t\r\n"
+    i = text.index("[") + 1
+    n = len(text)
+    while True:
+        while i < n and text[i] in ws:
+            i += 1
+        if i < n and text[i] == "]":
+            return out
+        obj, i = dec.raw_decode(text, i)
+        out.append(obj)
+        while i < n and text[i] in ws:
+            i += 1
+        if i < n and text[i] == ",":
+            i += 1
+        elif i >= n or text[i] != "]":
+            raise ValueError("malformed JSON array at %d" % i)
+
+
 def take_string(ptr_out: Any) -> str:
     """Decodes and frees a ``char *`` returned through ``char **``."""
     p = ptr_out[0]
@@ -634,12 +675,12 @@ class _Handle:
         out = ffi.new("char **")
         rl = self.acquire()
         try:
-            rc = lib.runlane_enqueue_many(out, rl, to_json_bytes(items))
+            rc = lib.runlane_enqueue_many(out, rl, dumps_list(items))
             if rc:
                 raise last_error(rc)
         finally:
             self.release()
-        return [Enqueued(r["id"], bool(r["duplicate"])) for r in json.loads(take_string(out))]
+        return [Enqueued(r["id"], bool(r["duplicate"])) for r in loads_list(take_string(out))]
 
     def touch(self, conversation_id: Any) -> None:
         self._call(lib.runlane_touch, cstr(conversation_id, "conversation_id"))
