@@ -155,3 +155,26 @@ def test_large_lists_are_encoded_and_decoded_in_pieces_exactly():
     text = json.dumps([{"id": "x%d" % i, "duplicate": i % 2 == 0, "n": [1, {"a": "]"}]} for i in range(5000)], indent=1)
     assert _base.loads_list(text) == json.loads(text)
     assert _base.loads_list("[]") == [] and _base.loads_list(" [ ] ") == []
+
+
+def test_large_async_enqueue_many_is_still_checked_and_all_or_nothing(store):
+    async def main():
+        q = AssistantMessageQueue(**store)
+        await q.open()
+        items = [{"conversation_id": "c%d" % (i % 10), "content": "m%d" % i} for i in range(3000)]
+        items[2500] = {"conversation_id": "c1", "content": 5}
+        try:
+            await q.enqueue_many(items)
+            raise AssertionError("a bad item was accepted")
+        except runlane.ArgumentTypeError as e:
+            assert "messages[2500].content" in str(e)
+        assert (await q.get_queue_status())["pending"] == 0
+        items[2500] = ("c1", "fixed")
+        items[10] = {"conversation_id": "c0", "content": "x", "idempotency_key": "k"}
+        res = await q.enqueue_many(items + [{"conversation_id": "c0", "content": "y", "idempotency_key": "k"}])
+        assert len(res) == 3001 and res[-1].duplicate and res[-1].id == res[10].id
+        assert len({r.id for r in res}) == 3000
+        assert (await q.get_queue_status())["pending"] == 3000
+        await q.close()
+
+    run(main())

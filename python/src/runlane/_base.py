@@ -17,6 +17,7 @@ from typing import (
     Callable,
     Dict,
     Iterable,
+    Iterator,
     List,
     Literal,
     Mapping,
@@ -136,12 +137,16 @@ def dumps_list(items: List[Any]) -> bytes:
 
 
 def loads_list(text: str) -> List[Any]:
-    """``json.loads`` of a JSON array, element by element."""
+    """``json.loads`` of a JSON array, element by element when it is long."""
     if len(text) < 16384:
         result: List[Any] = json.loads(text)
         return result
+    return list(iter_list(text))
+
+
+def iter_list(text: str) -> Iterator[Any]:
+    """The elements of a JSON array, each decoded by one json call."""
     dec = json.JSONDecoder()
-    out: List[Any] = []
     ws = " \t\r\n"
     i = text.index("[") + 1
     n = len(text)
@@ -149,9 +154,9 @@ def loads_list(text: str) -> List[Any]:
         while i < n and text[i] in ws:
             i += 1
         if i < n and text[i] == "]":
-            return out
+            return
         obj, i = dec.raw_decode(text, i)
-        out.append(obj)
+        yield obj
         while i < n and text[i] in ws:
             i += 1
         if i < n and text[i] == ",":
@@ -513,6 +518,58 @@ class Health:
 HOST_RUNS_BATCHES = lib.RUNLANE_HOST_RUNS_BATCHES
 
 
+def check_messages_arg(messages: Any) -> None:
+    """``enqueue_many``'s argument is an iterable of messages."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise ArgumentTypeError(
+            "messages must be an iterable of dicts or (conversation_id, content) pairs, got %s"
+            % type(messages).__name__
+        )
+
+
+def enqueue_items(messages: Iterable[Any], start: int = 0) -> List[Dict[str, Any]]:
+    """The items of runlane_enqueue_many's JSON, type-checked; ``start`` is
+    the index of the first (for the names in errors)."""
+    items: List[Dict[str, Any]] = []
+    for i, m in enumerate(messages, start):
+        what = "messages[%d]." % i
+        if isinstance(m, Mapping):
+            unknown = set(m) - {
+                "conversation_id",
+                "content",
+                "instructions",
+                "idempotency_key",
+                "metadata",
+            }
+            if unknown:
+                raise InvalidArgumentError(
+                    "%s: unknown keys %s (expected conversation_id, content, instructions, "
+                    "idempotency_key, metadata)" % (what[:-1], ", ".join(sorted(map(str, unknown))))
+                )
+            conv, content = m.get("conversation_id"), m.get("content")
+            opts = message_options(
+                m.get("instructions"), m.get("idempotency_key"), m.get("metadata"), what
+            )
+        elif isinstance(m, Sequence) and not isinstance(m, (str, bytes)) and len(m) == 2:
+            conv, content = m[0], m[1]
+            opts = {}
+        else:
+            raise ArgumentTypeError(
+                "%s must be a dict or a (conversation_id, content) pair, got %s"
+                % (what[:-1], type(m).__name__)
+            )
+        text(conv, what + "conversation_id")
+        text(content, what + "content")
+        item = {"conversation_id": conv, "content": content}
+        item.update(opts)
+        items.append(item)
+    return items
+
+
+def enqueued_list(results: Iterable[Mapping[str, Any]]) -> List[Enqueued]:
+    return [Enqueued(r["id"], bool(r["duplicate"])) for r in results]
+
+
 # ---------------------------------------------------------------- the handle
 
 _live_handles: "weakref.WeakSet[_Handle]" = weakref.WeakSet()
@@ -632,55 +689,23 @@ class _Handle:
         return Enqueued(ffi.string(idbuf).decode("utf-8"), bool(dup[0]))
 
     def enqueue_many(self, messages: Iterable[Any]) -> List[Enqueued]:
-        items: List[Dict[str, Any]] = []
-        if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
-            raise ArgumentTypeError(
-                "messages must be an iterable of dicts or (conversation_id, content) pairs, got %s"
-                % type(messages).__name__
-            )
-        for i, m in enumerate(messages):
-            what = "messages[%d]." % i
-            if isinstance(m, Mapping):
-                unknown = set(m) - {
-                    "conversation_id",
-                    "content",
-                    "instructions",
-                    "idempotency_key",
-                    "metadata",
-                }
-                if unknown:
-                    raise InvalidArgumentError(
-                        "%s: unknown keys %s (expected conversation_id, content, instructions, "
-                        "idempotency_key, metadata)" % (what[:-1], ", ".join(sorted(map(str, unknown))))
-                    )
-                conv, content = m.get("conversation_id"), m.get("content")
-                opts = message_options(
-                    m.get("instructions"), m.get("idempotency_key"), m.get("metadata"), what
-                )
-            elif isinstance(m, Sequence) and not isinstance(m, (str, bytes)) and len(m) == 2:
-                conv, content = m[0], m[1]
-                opts = {}
-            else:
-                raise ArgumentTypeError(
-                    "%s must be a dict or a (conversation_id, content) pair, got %s"
-                    % (what[:-1], type(m).__name__)
-                )
-            text(conv, what + "conversation_id")
-            text(content, what + "content")
-            item = {"conversation_id": conv, "content": content}
-            item.update(opts)
-            items.append(item)
+        check_messages_arg(messages)
+        items = enqueue_items(messages)
         if not items:
             return []
+        return enqueued_list(loads_list(self.enqueue_many_raw(dumps_list(items))))
+
+    def enqueue_many_raw(self, body: bytes) -> str:
+        """runlane_enqueue_many on a JSON array; the result's JSON text."""
         out = ffi.new("char **")
         rl = self.acquire()
         try:
-            rc = lib.runlane_enqueue_many(out, rl, dumps_list(items))
+            rc = lib.runlane_enqueue_many(out, rl, body)
             if rc:
                 raise last_error(rc)
         finally:
             self.release()
-        return [Enqueued(r["id"], bool(r["duplicate"])) for r in loads_list(take_string(out))]
+        return take_string(out)
 
     def touch(self, conversation_id: Any) -> None:
         self._call(lib.runlane_touch, cstr(conversation_id, "conversation_id"))

@@ -80,7 +80,7 @@ _END = object()
 # turn. Larger enqueue_many calls run in the executor (one C call, all or
 # nothing), and one wake-up dispatches events for at most this long too.
 _INLINE_SLICE = 0.001
-_INLINE_MANY = 64
+_INLINE_MANY = 128
 
 
 class AsyncBatch(_BatchBase):
@@ -248,11 +248,31 @@ class AssistantMessageQueue(EventSource):
         """Queues many messages in one round trip (see the sync class)."""
         h = await self._ready()
         items = list(messages) if not isinstance(messages, (str, bytes, Mapping)) else messages
-        if self._inline and isinstance(items, list) and len(items) > _INLINE_MANY:
-            # Validating and storing thousands takes milliseconds: off the loop.
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, h.enqueue_many, items)
+        if isinstance(items, list) and len(items) > _INLINE_MANY:
+            return await self._enqueue_many_large(h, items)
         return await self._blocking(h.enqueue_many, items)
+
+    async def _enqueue_many_large(self, h: _base._Handle, messages: List[Any]) -> List[Enqueued]:
+        # Thousands of messages: checked, encoded and decoded in pieces with a
+        # loop turn between them (one piece of Python work holding the GIL
+        # in an executor thread would hold the loop too); the one C call,
+        # which releases the GIL, in the executor. Still all or nothing.
+        items: List[Dict[str, Any]] = []
+        for i in range(0, len(messages), _INLINE_MANY):
+            items.extend(_base.enqueue_items(messages[i : i + _INLINE_MANY], i))
+            await asyncio.sleep(0)
+        parts: List[bytes] = []
+        for i in range(0, len(items), _INLINE_MANY):
+            parts.append(_base.to_json_bytes(items[i : i + _INLINE_MANY])[1:-1])
+            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        text = await loop.run_in_executor(None, h.enqueue_many_raw, b"[" + b",".join(parts) + b"]")
+        out: List[Enqueued] = []
+        for n, r in enumerate(_base.iter_list(text), 1):
+            out.append(Enqueued(r["id"], bool(r["duplicate"])))
+            if n % _INLINE_MANY == 0:
+                await asyncio.sleep(0)
+        return out
 
     async def touch(self, conversation_id: str) -> None:
         """Typing signal: restarts the conversation's quiet window."""
