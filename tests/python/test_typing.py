@@ -110,3 +110,9 @@ def test_every_public_method_has_a_docstring(cls):
             if not (inspect.getdoc(member) or "").strip():
                 missing.append(name)
     assert not missing, "%s: no docstring on %s" % (cls.__name__, ", ".join(missing))
+
+
+def test_mypy_strict_passes_on_the_package_itself(tmp_path):
+    src = os.path.join(REPO, "python", "src", "runlane")
+    rc, out = run_mypy(src, tmp_path)
+    assert rc == 0, out

@@ -78,10 +78,10 @@ def cstr(value: Any, what: str, *, allow_int: bool = False) -> bytes:
     A C string ends at the first NUL, so a str holding one cannot reach the
     core whole: refused here rather than cut. Lone surrogates are passed as
     they are (surrogatepass) for the core to refuse as invalid UTF-8."""
-    value = text(value, what, allow_int=allow_int)
-    if "\x00" in value:
+    s = text(value, what, allow_int=allow_int)
+    if "\x00" in s:
         raise InvalidArgumentError("%s must not contain NUL characters" % what)
-    return value.encode("utf-8", "surrogatepass")
+    return s.encode("utf-8", "surrogatepass")
 
 
 def message_options(

@@ -525,7 +525,7 @@ class AssistantMessageQueue(EventSource):
             task = self._batch_tasks.get(ev.batch_id)
             if task is not None and not task.done():
                 task.cancel()
-        elif ev.type == "tool_calls" and self.handle_requires_action is not None:
+        elif isinstance(ev, ToolCallsEvent) and self.handle_requires_action is not None:
             self._spawn(self._run_requires_action(ev))
 
     async def _release_quietly(self, batch: AsyncBatch) -> None:
@@ -581,7 +581,7 @@ class AssistantMessageQueue(EventSource):
             else:
                 log.error("batch %s could not be settled: %s", batch.batch_id, err.message)
 
-    async def _run_requires_action(self, ev: Event) -> None:
+    async def _run_requires_action(self, ev: ToolCallsEvent) -> None:
         fn = self.handle_requires_action
         assert fn is not None
         try:

@@ -551,7 +551,7 @@ class AssistantMessageQueue(EventSource):
                 self._run_handler(batch)  # type: ignore[arg-type]
             else:
                 self._pool.submit(lambda: self._run_handler(batch))  # type: ignore[arg-type]
-        elif ev.type == "tool_calls" and self.handle_requires_action is not None:
+        elif isinstance(ev, ToolCallsEvent) and self.handle_requires_action is not None:
             if inline or self._pool is None:
                 self._run_requires_action(ev)
             else:
@@ -616,7 +616,7 @@ class AssistantMessageQueue(EventSource):
             else:
                 log.error("batch %s could not be settled: %s", batch.batch_id, err.message)
 
-    def _run_requires_action(self, ev: Event) -> None:
+    def _run_requires_action(self, ev: ToolCallsEvent) -> None:
         fn = self.handle_requires_action
         assert fn is not None
         try:
