@@ -7,6 +7,9 @@ non-blocking ``runlane_poll(rl, 0)``. Handlers are tasks on the loop.
 Calls that do a store round trip (enqueue, status, ack...) run inline on the
 memory store (microseconds) and in the loop's default executor on Redis, so
 the loop is never blocked on the network; ``inline_calls=`` overrides that.
+A run of inline calls gives the loop a turn every millisecond; a large
+``enqueue_many`` is checked and encoded in pieces between turns. Plain
+(non-async) handlers and ``handle_requires_action`` run in the executor.
 Closing with ``drain=True`` runs the core's drain (``runlane_stop``, which
 waits for in-flight batches) in the default executor while the loop keeps
 running the handlers.
