@@ -6,7 +6,7 @@ Python binding of librunlane (the C core is compiled into ``runlane._native``).
 - :class:`runlane.aio.AssistantMessageQueue`: the asyncio queue (event fd).
 - Exceptions: :class:`RunlaneError` and its subclasses (``runlane.errors``).
 - Configuration: every key of :func:`config_properties` is a keyword argument
-  of the queues, dots replaced by underscores.
+  of the queues, dots replaced by underscores (typed: :class:`Options`).
 
 Logging goes to the ``runlane`` logger.
 """
@@ -18,7 +18,32 @@ import os as _os
 from typing import Dict, FrozenSet
 
 from ._native import ffi as _ffi, lib as _lib
-from ._base import EVENT_TYPES, Batch, Enqueued, Event, Health, Message, ToolCall
+from ._base import (
+    EVENT_CLASSES,
+    EVENT_TYPES,
+    Batch,
+    BatchEvent,
+    CompletedEvent,
+    DeadEvent,
+    DeadLetter,
+    DeadMessage,
+    DeltaEvent,
+    Enqueued,
+    ErrorEvent,
+    Event,
+    EventName,
+    FailedEvent,
+    Health,
+    LeaseLostEvent,
+    Message,
+    NewMessage,
+    RunStartedEvent,
+    Status,
+    StoppedEvent,
+    ToolCall,
+    ToolCallsEvent,
+)
+from ._options import Options
 from .config import Property, properties as config_properties, property_names as config_keys
 from .errors import (
     ArgumentTypeError,
@@ -89,6 +114,23 @@ __all__ = [
     "Enqueued",
     "Health",
     "EVENT_TYPES",
+    "EVENT_CLASSES",
+    "EventName",
+    "BatchEvent",
+    "RunStartedEvent",
+    "DeltaEvent",
+    "ToolCallsEvent",
+    "CompletedEvent",
+    "FailedEvent",
+    "DeadEvent",
+    "ErrorEvent",
+    "LeaseLostEvent",
+    "StoppedEvent",
+    "Status",
+    "DeadLetter",
+    "DeadMessage",
+    "NewMessage",
+    "Options",
     "Property",
     "config_properties",
     "config_keys",

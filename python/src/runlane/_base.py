@@ -17,13 +17,19 @@ from typing import (
     Callable,
     Dict,
     Iterable,
+    Iterator,
     List,
+    Literal,
     Mapping,
     NamedTuple,
     Optional,
     Sequence,
     Tuple,
+    Type,
+    TypedDict,
+    TypeVar,
     Union,
+    overload,
 )
 
 from . import config as _config
@@ -72,10 +78,10 @@ def cstr(value: Any, what: str, *, allow_int: bool = False) -> bytes:
     A C string ends at the first NUL, so a str holding one cannot reach the
     core whole: refused here rather than cut. Lone surrogates are passed as
     they are (surrogatepass) for the core to refuse as invalid UTF-8."""
-    value = text(value, what, allow_int=allow_int)
-    if "\x00" in value:
+    s = text(value, what, allow_int=allow_int)
+    if "\x00" in s:
         raise InvalidArgumentError("%s must not contain NUL characters" % what)
-    return value.encode("utf-8", "surrogatepass")
+    return s.encode("utf-8", "surrogatepass")
 
 
 def message_options(
@@ -112,6 +118,51 @@ def to_json_bytes(obj: Any) -> bytes:
     # JSON carries U+0000 (as \u0000) and lone surrogates (surrogatepass):
     # the core refuses both, naming the member.
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
+# One json.dumps/json.loads of thousands of items is one C call holding the
+# GIL for 10-20 ms, and with it any asyncio loop of the process (the asyncio
+# queue runs a large enqueue_many in its executor for that loop's sake):
+# large lists are encoded and decoded in pieces, between which the GIL can
+# change hands.
+_JSON_PIECE = 256
+
+
+def dumps_list(items: List[Any]) -> bytes:
+    """``to_json_bytes(items)``, in pieces when there are many."""
+    if len(items) <= _JSON_PIECE:
+        return to_json_bytes(items)
+    parts = [to_json_bytes(items[i : i + _JSON_PIECE])[1:-1] for i in range(0, len(items), _JSON_PIECE)]
+    return b"[" + b",".join(parts) + b"]"
+
+
+def loads_list(text: str) -> List[Any]:
+    """``json.loads`` of a JSON array, element by element when it is long."""
+    if len(text) < 16384:
+        result: List[Any] = json.loads(text)
+        return result
+    return list(iter_list(text))
+
+
+def iter_list(text: str) -> Iterator[Any]:
+    """The elements of a JSON array, each decoded by one json call."""
+    dec = json.JSONDecoder()
+    ws = " \t\r\n"
+    i = text.index("[") + 1
+    n = len(text)
+    while True:
+        while i < n and text[i] in ws:
+            i += 1
+        if i < n and text[i] == "]":
+            return
+        obj, i = dec.raw_decode(text, i)
+        yield obj
+        while i < n and text[i] in ws:
+            i += 1
+        if i < n and text[i] == ",":
+            i += 1
+        elif i >= n or text[i] != "]":
+            raise ValueError("malformed JSON array at %d" % i)
 
 
 def take_string(ptr_out: Any) -> str:
@@ -192,6 +243,7 @@ class _BatchBase:
 
     @property
     def settled(self) -> bool:
+        """True once acked, failed or released."""
         return self._settled
 
     def _mark_settled(self) -> None:
@@ -288,6 +340,153 @@ class ToolCall:
         return json.loads(self.arguments) if self.arguments else {}
 
 
+#: An event type name (or "*": every event). A test checks these are the
+#: core's names (``runlane_event_type_name``).
+EventName = Literal[
+    "batch", "run_started", "delta", "tool_calls", "completed", "failed", "dead", "error", "lease_lost", "stopped"
+]
+
+
+class BatchEvent(Event):
+    """"batch": a batch is ready (custom backend); ``batch`` is set."""
+
+
+class RunStartedEvent(Event):
+    """"run_started": a provider turn started (HTTP backends)."""
+
+    @property
+    def response_id(self) -> Optional[str]:
+        """The provider's response (responses) or run (assistants) id."""
+        v = self.data.get("response_id", self.data.get("run_id"))
+        return v if isinstance(v, str) else None
+
+
+class DeltaEvent(Event):
+    """"delta": streamed text of the reply (HTTP backends, openai_stream)."""
+
+    @property
+    def delta(self) -> str:
+        """The streamed text."""
+        v = self.data.get("delta")
+        return v if isinstance(v, str) else ""
+
+
+class ToolCallsEvent(Event):
+    """"tool_calls": the turn needs tool outputs (``submit_tool_outputs``)."""
+
+
+class CompletedEvent(Event):
+    """"completed": the turn completed (HTTP backends). Delivered again
+    every reply.redeliver.ms until confirmed with ``reply_ack(batch_id)``."""
+
+    @property
+    def reply(self) -> str:
+        """The reply text."""
+        v = self.data.get("reply")
+        return v if isinstance(v, str) else ""
+
+    @property
+    def redelivered(self) -> bool:
+        """True when this is a delivery again of an unconfirmed reply."""
+        return self.data.get("redelivered") is True
+
+
+class FailedEvent(Event):
+    """"failed": an attempt failed; the batch is retried after a backoff."""
+
+
+class DeadEvent(Event):
+    """"dead": the batch was dead-lettered."""
+
+
+class ErrorEvent(Event):
+    """"error": background trouble (store unreachable...); work goes on."""
+
+
+class LeaseLostEvent(Event):
+    """"lease_lost": this worker lost a batch's lease; its ack is refused."""
+
+
+class StoppedEvent(Event):
+    """"stopped": the worker stopped; the last event."""
+
+    @property
+    def drained(self) -> bool:
+        """Whether every in-flight batch was settled before the stop."""
+        return self.data.get("drained") is True
+
+
+#: The class of each event type's events.
+EVENT_CLASSES: Dict[str, Type[Event]] = {
+    "batch": BatchEvent,
+    "run_started": RunStartedEvent,
+    "delta": DeltaEvent,
+    "tool_calls": ToolCallsEvent,
+    "completed": CompletedEvent,
+    "failed": FailedEvent,
+    "dead": DeadEvent,
+    "error": ErrorEvent,
+    "lease_lost": LeaseLostEvent,
+    "stopped": StoppedEvent,
+}
+
+
+class _NewMessageRequired(TypedDict):
+    conversation_id: str
+    content: str
+
+
+class NewMessage(_NewMessageRequired, total=False):
+    """One item of ``enqueue_many()`` (a ``(conversation_id, content)`` pair
+    is accepted too)."""
+
+    instructions: str
+    idempotency_key: Union[str, int]
+    metadata: Dict[str, str]
+
+
+class DeadMessage(TypedDict, total=False):
+    """One message of a dead letter."""
+
+    id: str
+    content: str
+    ts_ms: int
+    instructions: str
+    metadata: Dict[str, str]
+
+
+class DeadLetter(TypedDict, total=False):
+    """One item of ``dead_list()``: a dead-lettered batch."""
+
+    id: str  #: the dead letter's id (for dead_retry / dead_purge)
+    conversation_id: str
+    batch_id: str
+    attempts: int  #: deliveries
+    stalls: int  #: deliveries whose lease expired (see max.stalls)
+    error: str
+    dead_at_ms: int
+    messages: List[DeadMessage]
+
+
+class Status(TypedDict, total=False):
+    """What ``status()`` returns: queue totals (no conversation id), or the
+    detail of one conversation. Other counters may be present too."""
+
+    # totals
+    pending: int
+    ready: int
+    inflight: int
+    dead: int
+    conversations: int
+    # one conversation
+    attempts: int
+    batch_id: Optional[str]
+    owner: Optional[str]
+    lease_expires_ms: Optional[int]
+    due_ms: Optional[int]
+    last_error: Optional[str]
+
+
 @dataclass(frozen=True)
 class Health:
     """What ``health()`` reports: one core call (``runlane_health``)."""
@@ -317,6 +516,58 @@ class Health:
 
 
 HOST_RUNS_BATCHES = lib.RUNLANE_HOST_RUNS_BATCHES
+
+
+def check_messages_arg(messages: Any) -> None:
+    """``enqueue_many``'s argument is an iterable of messages."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise ArgumentTypeError(
+            "messages must be an iterable of dicts or (conversation_id, content) pairs, got %s"
+            % type(messages).__name__
+        )
+
+
+def enqueue_items(messages: Iterable[Any], start: int = 0) -> List[Dict[str, Any]]:
+    """The items of runlane_enqueue_many's JSON, type-checked; ``start`` is
+    the index of the first (for the names in errors)."""
+    items: List[Dict[str, Any]] = []
+    for i, m in enumerate(messages, start):
+        what = "messages[%d]." % i
+        if isinstance(m, Mapping):
+            unknown = set(m) - {
+                "conversation_id",
+                "content",
+                "instructions",
+                "idempotency_key",
+                "metadata",
+            }
+            if unknown:
+                raise InvalidArgumentError(
+                    "%s: unknown keys %s (expected conversation_id, content, instructions, "
+                    "idempotency_key, metadata)" % (what[:-1], ", ".join(sorted(map(str, unknown))))
+                )
+            conv, content = m.get("conversation_id"), m.get("content")
+            opts = message_options(
+                m.get("instructions"), m.get("idempotency_key"), m.get("metadata"), what
+            )
+        elif isinstance(m, Sequence) and not isinstance(m, (str, bytes)) and len(m) == 2:
+            conv, content = m[0], m[1]
+            opts = {}
+        else:
+            raise ArgumentTypeError(
+                "%s must be a dict or a (conversation_id, content) pair, got %s"
+                % (what[:-1], type(m).__name__)
+            )
+        text(conv, what + "conversation_id")
+        text(content, what + "content")
+        item = {"conversation_id": conv, "content": content}
+        item.update(opts)
+        items.append(item)
+    return items
+
+
+def enqueued_list(results: Iterable[Mapping[str, Any]]) -> List[Enqueued]:
+    return [Enqueued(r["id"], bool(r["duplicate"])) for r in results]
 
 
 # ---------------------------------------------------------------- the handle
@@ -438,55 +689,23 @@ class _Handle:
         return Enqueued(ffi.string(idbuf).decode("utf-8"), bool(dup[0]))
 
     def enqueue_many(self, messages: Iterable[Any]) -> List[Enqueued]:
-        items: List[Dict[str, Any]] = []
-        if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
-            raise ArgumentTypeError(
-                "messages must be an iterable of dicts or (conversation_id, content) pairs, got %s"
-                % type(messages).__name__
-            )
-        for i, m in enumerate(messages):
-            what = "messages[%d]." % i
-            if isinstance(m, Mapping):
-                unknown = set(m) - {
-                    "conversation_id",
-                    "content",
-                    "instructions",
-                    "idempotency_key",
-                    "metadata",
-                }
-                if unknown:
-                    raise InvalidArgumentError(
-                        "%s: unknown keys %s (expected conversation_id, content, instructions, "
-                        "idempotency_key, metadata)" % (what[:-1], ", ".join(sorted(map(str, unknown))))
-                    )
-                conv, content = m.get("conversation_id"), m.get("content")
-                opts = message_options(
-                    m.get("instructions"), m.get("idempotency_key"), m.get("metadata"), what
-                )
-            elif isinstance(m, Sequence) and not isinstance(m, (str, bytes)) and len(m) == 2:
-                conv, content = m[0], m[1]
-                opts = {}
-            else:
-                raise ArgumentTypeError(
-                    "%s must be a dict or a (conversation_id, content) pair, got %s"
-                    % (what[:-1], type(m).__name__)
-                )
-            text(conv, what + "conversation_id")
-            text(content, what + "content")
-            item = {"conversation_id": conv, "content": content}
-            item.update(opts)
-            items.append(item)
+        check_messages_arg(messages)
+        items = enqueue_items(messages)
         if not items:
             return []
+        return enqueued_list(loads_list(self.enqueue_many_raw(dumps_list(items))))
+
+    def enqueue_many_raw(self, body: bytes) -> str:
+        """runlane_enqueue_many on a JSON array; the result's JSON text."""
         out = ffi.new("char **")
         rl = self.acquire()
         try:
-            rc = lib.runlane_enqueue_many(out, rl, to_json_bytes(items))
+            rc = lib.runlane_enqueue_many(out, rl, body)
             if rc:
                 raise last_error(rc)
         finally:
             self.release()
-        return [Enqueued(r["id"], bool(r["duplicate"])) for r in json.loads(take_string(out))]
+        return take_string(out)
 
     def touch(self, conversation_id: Any) -> None:
         self._call(lib.runlane_touch, cstr(conversation_id, "conversation_id"))
@@ -502,18 +721,18 @@ class _Handle:
             self.release()
         return json.loads(take_string(out))
 
-    def status(self, conversation_id: Optional[str] = None) -> Dict[str, Any]:
+    def status(self, conversation_id: Optional[str] = None) -> Status:
         conv = ffi.NULL if conversation_id is None else cstr(conversation_id, "conversation_id")
-        result: Dict[str, Any] = self._json_out(lib.runlane_status, conv)
+        result: Status = self._json_out(lib.runlane_status, conv)
         return result
 
-    def dead_list(self, offset: int = 0, limit: int = 100) -> List[Dict[str, Any]]:
+    def dead_list(self, offset: int = 0, limit: int = 100) -> List[DeadLetter]:
         for name, v in (("offset", offset), ("limit", limit)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ArgumentTypeError("%s must be an int, got %s" % (name, type(v).__name__))
             if v < 0:
                 raise InvalidArgumentError("%s must be >= 0, got %d" % (name, v))
-        result: List[Dict[str, Any]] = self._json_out(lib.runlane_dead_list, offset, limit)
+        result: List[DeadLetter] = self._json_out(lib.runlane_dead_list, offset, limit)
         return result
 
     def _count_out(self, fn: Callable[..., int], dead_id: Optional[str]) -> int:
@@ -652,7 +871,7 @@ def make_event(raw: Tuple[Any, ...], batch_factory: Callable[[Mapping[str, Any]]
     except ValueError:
         data = {"raw": js}
     err = error_from_code(code, msg) if code else None
-    ev = Event(etype, conv, bid, attempt, data, err)
+    ev = EVENT_CLASSES.get(etype, Event)(etype, conv, bid, attempt, data, err)
     if etype == "batch":
         ev.batch = batch_factory(data)
     return ev
@@ -711,6 +930,95 @@ class Listeners:
     def has(self, event_type: str) -> bool:
         with self._lock:
             return bool(self._by_type.get(event_type)) or bool(self._by_type.get("*"))
+
+
+_R = TypeVar("_R")
+
+
+class EventSource:
+    """``on()``/``off()`` of both queues, typed per event name: a listener of
+    "completed" receives a :class:`CompletedEvent`, and so on."""
+
+    _listeners: Listeners
+    @overload
+    def on(self, event_type: Literal["batch"], fn: Callable[[BatchEvent], _R]) -> Callable[[BatchEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["batch"], fn: None = None
+    ) -> Callable[[Callable[[BatchEvent], _R]], Callable[[BatchEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["run_started"], fn: Callable[[RunStartedEvent], _R]) -> Callable[[RunStartedEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["run_started"], fn: None = None
+    ) -> Callable[[Callable[[RunStartedEvent], _R]], Callable[[RunStartedEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["delta"], fn: Callable[[DeltaEvent], _R]) -> Callable[[DeltaEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["delta"], fn: None = None
+    ) -> Callable[[Callable[[DeltaEvent], _R]], Callable[[DeltaEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["tool_calls"], fn: Callable[[ToolCallsEvent], _R]) -> Callable[[ToolCallsEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["tool_calls"], fn: None = None
+    ) -> Callable[[Callable[[ToolCallsEvent], _R]], Callable[[ToolCallsEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["completed"], fn: Callable[[CompletedEvent], _R]) -> Callable[[CompletedEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["completed"], fn: None = None
+    ) -> Callable[[Callable[[CompletedEvent], _R]], Callable[[CompletedEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["failed"], fn: Callable[[FailedEvent], _R]) -> Callable[[FailedEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["failed"], fn: None = None
+    ) -> Callable[[Callable[[FailedEvent], _R]], Callable[[FailedEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["dead"], fn: Callable[[DeadEvent], _R]) -> Callable[[DeadEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["dead"], fn: None = None
+    ) -> Callable[[Callable[[DeadEvent], _R]], Callable[[DeadEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["error"], fn: Callable[[ErrorEvent], _R]) -> Callable[[ErrorEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["error"], fn: None = None
+    ) -> Callable[[Callable[[ErrorEvent], _R]], Callable[[ErrorEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["lease_lost"], fn: Callable[[LeaseLostEvent], _R]) -> Callable[[LeaseLostEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["lease_lost"], fn: None = None
+    ) -> Callable[[Callable[[LeaseLostEvent], _R]], Callable[[LeaseLostEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["stopped"], fn: Callable[[StoppedEvent], _R]) -> Callable[[StoppedEvent], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["stopped"], fn: None = None
+    ) -> Callable[[Callable[[StoppedEvent], _R]], Callable[[StoppedEvent], _R]]: ...
+    @overload
+    def on(self, event_type: Literal["*"], fn: Callable[[Event], _R]) -> Callable[[Event], _R]: ...
+    @overload
+    def on(
+        self, event_type: Literal["*"], fn: None = None
+    ) -> Callable[[Callable[[Event], _R]], Callable[[Event], _R]]: ...
+    def on(self, event_type: str, fn: Optional[Callable[[Any], Any]] = None) -> Any:
+        """Registers ``fn(event)`` for ``event_type`` ("batch", "run_started",
+        "delta", "tool_calls", "completed", "failed", "dead", "error",
+        "lease_lost", "stopped", or "*" for all) and returns it. Without
+        ``fn``, a decorator: ``@queue.on("completed")``. The sync queue runs
+        listeners on its dispatching thread, the asyncio queue on the loop
+        (an ``async def`` listener as a task); an exception is logged, never
+        fatal."""
+        return self._listeners.register(event_type, fn)
+
+    def off(self, event_type: Union[EventName, Literal["*"]], fn: Optional[Callable[[Any], Any]] = None) -> None:
+        """Removes a listener (all of the type when ``fn`` is None)."""
+        self._listeners.remove(event_type, fn)
 
 
 def log_event(ev: Event) -> None:

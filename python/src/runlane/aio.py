@@ -7,6 +7,9 @@ non-blocking ``runlane_poll(rl, 0)``. Handlers are tasks on the loop.
 Calls that do a store round trip (enqueue, status, ack...) run inline on the
 memory store (microseconds) and in the loop's default executor on Redis, so
 the loop is never blocked on the network; ``inline_calls=`` overrides that.
+A run of inline calls gives the loop a turn every millisecond; a large
+``enqueue_many`` is checked and encoded in pieces between turns. Plain
+(non-async) handlers and ``handle_requires_action`` run in the executor.
 Closing with ``drain=True`` runs the core's drain (``runlane_stop``, which
 waits for in-flight batches) in the default executor while the loop keeps
 running the handlers.
@@ -20,6 +23,7 @@ import inspect
 import logging
 import time
 from typing import (
+    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Awaitable,
@@ -30,6 +34,7 @@ from typing import (
     Mapping,
     Optional,
     Set,
+    Tuple,
     TypeVar,
     Union,
 )
@@ -38,10 +43,14 @@ from . import _base
 from ._base import (
     STOP_DRAIN,
     STOP_RELEASE,
+    DeadLetter,
     Enqueued,
     Event,
-    Listener,
+    EventSource,
     Listeners,
+    NewMessage,
+    Status,
+    ToolCallsEvent,
     _BatchBase,
     log_event,
     make_event,
@@ -57,12 +66,24 @@ from .errors import (
     StateError,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._options import Options
+
 log = logging.getLogger("runlane")
 
 __all__ = ["AssistantMessageQueue", "AsyncBatch"]
 
 T = TypeVar("T")
 _END = object()
+# Inline calls (memory store) take microseconds, but a coroutine that awaits
+# only them never suspends: 10,000 enqueues in a row held the loop ~70 ms.
+# After this many seconds of them without a suspension, one gives the loop a
+# turn. Larger enqueue_many calls run in the executor (one C call, all or
+# nothing), and one wake-up dispatches events for at most this long too.
+_INLINE_SLICE = 0.001
+_INLINE_MANY = 128
 
 
 class AsyncBatch(_BatchBase):
@@ -92,7 +113,7 @@ class AsyncBatch(_BatchBase):
 AsyncHandler = Callable[[AsyncBatch], Any]
 
 
-class AssistantMessageQueue:
+class AssistantMessageQueue(EventSource):
     """The asyncio flavour of :class:`runlane.AssistantMessageQueue`: the
     same constructor arguments, every method a coroutine (but :meth:`on`).
 
@@ -110,9 +131,9 @@ class AssistantMessageQueue:
         handler: Optional[AsyncHandler] = None,
         *,
         config: Optional[Mapping[str, Any]] = None,
-        handle_requires_action: Optional[Callable[[Event], Any]] = None,
+        handle_requires_action: Optional[Callable[[ToolCallsEvent], Any]] = None,
         inline_calls: Optional[bool] = None,
-        **options: Any,
+        **options: Unpack[Options],
     ) -> None:
         if handler is not None and not callable(handler):
             raise ArgumentTypeError("handler must be callable, got %s" % type(handler).__name__)
@@ -129,6 +150,7 @@ class AssistantMessageQueue:
             bool(inline_calls) if inline_calls is not None else store.startswith("memory")
         )
         self._h: Optional[_base._Handle] = None
+        self._slice_start = time.perf_counter()
         self._open_lock: Optional[asyncio.Lock] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._listeners = Listeners()
@@ -157,7 +179,11 @@ class AssistantMessageQueue:
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         if self._inline:
-            return fn(*args)
+            result = fn(*args)
+            if time.perf_counter() - self._slice_start >= _INLINE_SLICE:
+                await asyncio.sleep(0)
+                self._slice_start = time.perf_counter()
+            return result
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(fn, *args))
 
@@ -221,11 +247,35 @@ class AssistantMessageQueue:
         h = await self._ready()
         return await self._blocking(h.enqueue, conversation_id, content, opts)
 
-    async def enqueue_many(self, messages: Iterable[Any]) -> List[Enqueued]:
+    async def enqueue_many(self, messages: Iterable[Union[NewMessage, Tuple[str, str]]]) -> List[Enqueued]:
         """Queues many messages in one round trip (see the sync class)."""
         h = await self._ready()
         items = list(messages) if not isinstance(messages, (str, bytes, Mapping)) else messages
+        if isinstance(items, list) and len(items) > _INLINE_MANY:
+            return await self._enqueue_many_large(h, items)
         return await self._blocking(h.enqueue_many, items)
+
+    async def _enqueue_many_large(self, h: _base._Handle, messages: List[Any]) -> List[Enqueued]:
+        # Thousands of messages: checked, encoded and decoded in pieces with a
+        # loop turn between them (one piece of Python work holding the GIL
+        # in an executor thread would hold the loop too); the one C call,
+        # which releases the GIL, in the executor. Still all or nothing.
+        items: List[Dict[str, Any]] = []
+        for i in range(0, len(messages), _INLINE_MANY):
+            items.extend(_base.enqueue_items(messages[i : i + _INLINE_MANY], i))
+            await asyncio.sleep(0)
+        parts: List[bytes] = []
+        for i in range(0, len(items), _INLINE_MANY):
+            parts.append(_base.to_json_bytes(items[i : i + _INLINE_MANY])[1:-1])
+            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        text = await loop.run_in_executor(None, h.enqueue_many_raw, b"[" + b",".join(parts) + b"]")
+        out: List[Enqueued] = []
+        for n, r in enumerate(_base.iter_list(text), 1):
+            out.append(Enqueued(r["id"], bool(r["duplicate"])))
+            if n % _INLINE_MANY == 0:
+                await asyncio.sleep(0)
+        return out
 
     async def touch(self, conversation_id: str) -> None:
         """Typing signal: restarts the conversation's quiet window."""
@@ -234,14 +284,17 @@ class AssistantMessageQueue:
 
     # ------------------------------------------------------------ status
 
-    async def status(self, conversation_id: Optional[str] = None) -> Dict[str, Any]:
+    async def status(self, conversation_id: Optional[str] = None) -> Status:
+        """Queue totals, or the detail of one conversation."""
         h = await self._ready()
         return await self._blocking(h.status, conversation_id)
 
-    async def get_queue_status(self) -> Dict[str, Any]:
+    async def get_queue_status(self) -> Status:
+        """Queue totals (pending, ready, inflight, dead, conversations...)."""
         return await self.status(None)
 
     async def metrics(self) -> str:
+        """This client's counters in the Prometheus text format."""
         h = await self._ready()
         return h.metrics()  # local counters: no round trip
 
@@ -253,25 +306,31 @@ class AssistantMessageQueue:
         h = await self._ready()
         return await self._blocking(h.health)
 
-    async def dead_list(self, offset: int = 0, limit: int = 100) -> List[Dict[str, Any]]:
+    async def dead_list(self, offset: int = 0, limit: int = 100) -> List[DeadLetter]:
+        """Dead-lettered batches, oldest first."""
         h = await self._ready()
         return await self._blocking(h.dead_list, offset, limit)
 
     async def dead_retry(self, dead_id: Optional[str] = None) -> int:
+        """Puts a dead letter (all of them when None) back in its conversation,
+        due at once with attempts reset. Returns how many."""
         h = await self._ready()
         return await self._blocking(h.dead_retry, dead_id)
 
     async def dead_purge(self, dead_id: Optional[str] = None) -> int:
+        """Deletes a dead letter (all of them when None). Returns how many."""
         h = await self._ready()
         return await self._blocking(h.dead_purge, dead_id)
 
     # ------------------------------------------------------------ settling
 
     async def ack(self, batch_id: str, result: Any = None) -> None:
+        """Acks a batch by id (when not using a handler)."""
         h = await self._ready()
         await self._blocking(h.ack, batch_id, result)
 
     async def fail(self, batch_id: str, error: str = "failed by the host", retriable: bool = True) -> None:
+        """Fails a batch attempt by id (when not using a handler)."""
         h = await self._ready()
         await self._blocking(h.fail, batch_id, error, retriable)
 
@@ -282,10 +341,15 @@ class AssistantMessageQueue:
         await self._blocking(h.batch_release, batch_id)
 
     async def reply_ack(self, batch_id: str) -> None:
+        """Confirms that the reply of a "completed" event reached the user
+        (HTTP backends); unconfirmed, it is delivered again every
+        reply.redeliver.ms."""
         h = await self._ready()
         await self._blocking(h.reply_ack, batch_id)
 
     async def submit_tool_outputs(self, batch_id: str, outputs: Any) -> None:
+        """Answers a "tool_calls" event: a list of ``{"tool_call_id",
+        "output"}`` or a dict ``{tool_call_id: output}``."""
         h = await self._ready()
         await self._blocking(h.submit_tool_outputs, batch_id, outputs)
 
@@ -303,15 +367,6 @@ class AssistantMessageQueue:
         return await loop.run_in_executor(None, h.thread_create, metadata)
 
     # ------------------------------------------------------------ events
-
-    def on(self, event_type: str, fn: Optional[Listener] = None) -> Any:
-        """Registers ``fn(event)`` (plain or ``async def``) for an event type
-        or "*". Runs on the loop; exceptions are logged. Usable as a
-        decorator."""
-        return self._listeners.register(event_type, fn)
-
-    def off(self, event_type: str, fn: Optional[Listener] = None) -> None:
-        self._listeners.remove(event_type, fn)
 
     async def events(self) -> AsyncIterator[Event]:
         """``async for event in queue.events():`` until the worker stops or
@@ -393,8 +448,13 @@ class AssistantMessageQueue:
         if h is None:
             self._remove_reader()
             return
+        deadline = time.perf_counter() + _INLINE_SLICE
         try:
-            for _ in range(256):  # then yield to the loop; the fd stays readable
+            # At most 256 events or _INLINE_SLICE, then the loop gets a turn
+            # (the fd stays readable while events are pending).
+            for _ in range(256):
+                if time.perf_counter() >= deadline:
+                    return
                 raw = h.poll(0)
                 if raw is None:
                     return
@@ -468,7 +528,7 @@ class AssistantMessageQueue:
             task = self._batch_tasks.get(ev.batch_id)
             if task is not None and not task.done():
                 task.cancel()
-        elif ev.type == "tool_calls" and self.handle_requires_action is not None:
+        elif isinstance(ev, ToolCallsEvent) and self.handle_requires_action is not None:
             self._spawn(self._run_requires_action(ev))
 
     async def _release_quietly(self, batch: AsyncBatch) -> None:
@@ -483,9 +543,7 @@ class AssistantMessageQueue:
         handler = self.handler
         assert handler is not None
         try:
-            if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-                getattr(handler, "__call__", None)
-            ):
+            if _is_async(handler):
                 result = await handler(batch)
             else:
                 loop = asyncio.get_running_loop()
@@ -526,11 +584,16 @@ class AssistantMessageQueue:
             else:
                 log.error("batch %s could not be settled: %s", batch.batch_id, err.message)
 
-    async def _run_requires_action(self, ev: Event) -> None:
+    async def _run_requires_action(self, ev: ToolCallsEvent) -> None:
         fn = self.handle_requires_action
         assert fn is not None
         try:
-            outputs = fn(ev)
+            if _is_async(fn):
+                outputs = fn(ev)
+            else:
+                # A plain function may block (a tool doing I/O): never on the loop.
+                loop = asyncio.get_running_loop()
+                outputs = await loop.run_in_executor(None, fn, ev)
             if inspect.isawaitable(outputs):
                 outputs = await outputs
             if outputs is not None:
@@ -542,6 +605,7 @@ class AssistantMessageQueue:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` has finished."""
         return self._closed
 
     async def close(self, drain: bool = True, timeout: float = 10.0) -> None:
@@ -610,6 +674,10 @@ class AssistantMessageQueue:
             state,
             self._store_shown,
         )
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 async def _guard(aw: Awaitable[Any], etype: str, fn: Any) -> None:

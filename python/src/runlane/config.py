@@ -214,7 +214,8 @@ def conf_get(conf: Any, key: str) -> str:
     check(lib.runlane_conf_get(conf, bkey, ffi.NULL, size))
     buf = ffi.new("char[]", size[0])
     check(lib.runlane_conf_get(conf, bkey, buf, size))
-    return ffi.string(buf).decode("utf-8")
+    shown: str = ffi.string(buf).decode("utf-8")
+    return shown
 
 
 def shown_store(values: Mapping[str, str]) -> str:

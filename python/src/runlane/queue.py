@@ -23,7 +23,7 @@ import queue as _queue
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 from . import _base
 from ._base import (
@@ -31,9 +31,13 @@ from ._base import (
     STOP_RELEASE,
     Batch,
     Enqueued,
+    DeadLetter,
     Event,
-    Listener,
+    EventSource,
     Listeners,
+    NewMessage,
+    Status,
+    ToolCallsEvent,
     log_event,
     make_event,
     message_options,
@@ -49,12 +53,17 @@ from .errors import (
     StateError,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._options import Options
+
 log = logging.getLogger("runlane")
 
 __all__ = ["AssistantMessageQueue"]
 
 Handler = Callable[[Batch], Any]
-RequiresActionHandler = Callable[[Event], Any]
+RequiresActionHandler = Callable[[ToolCallsEvent], Any]
 
 _END = object()
 
@@ -143,7 +152,7 @@ class _HandlerPool:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
-class AssistantMessageQueue:
+class AssistantMessageQueue(EventSource):
     """A runlane client: queues messages per conversation, batches them by a
     quiet window, and runs one batch per conversation at a time (across every
     process sharing the store) through ``handler``.
@@ -170,7 +179,7 @@ class AssistantMessageQueue:
         handle_requires_action: Optional[RequiresActionHandler] = None,
         dispatch: str = "thread",
         handler_threads: int = 4,
-        **options: Any,
+        **options: Unpack[Options],
     ) -> None:
         if handler is not None and not callable(handler):
             raise ArgumentTypeError("handler must be callable, got %s" % type(handler).__name__)
@@ -245,7 +254,7 @@ class AssistantMessageQueue:
         opts = message_options(instructions, idempotency_key, metadata)
         return self._h.enqueue(conversation_id, content, opts)
 
-    def enqueue_many(self, messages: Iterable[Any]) -> List[Enqueued]:
+    def enqueue_many(self, messages: Iterable[Union[NewMessage, Tuple[str, str]]]) -> List[Enqueued]:
         """Queues many messages in one round trip, all or nothing. Each item is
         a dict ``{"conversation_id", "content", "instructions"?,
         "idempotency_key"?, "metadata"?}`` or a ``(conversation_id, content)``
@@ -258,11 +267,11 @@ class AssistantMessageQueue:
 
     # ------------------------------------------------------------ status
 
-    def status(self, conversation_id: Optional[str] = None) -> Dict[str, Any]:
+    def status(self, conversation_id: Optional[str] = None) -> Status:
         """Queue totals, or the detail of one conversation."""
         return self._h.status(conversation_id)
 
-    def get_queue_status(self) -> Dict[str, Any]:
+    def get_queue_status(self) -> Status:
         """Queue totals (pending, ready, inflight, dead, conversations...)."""
         return self._h.status(None)
 
@@ -276,7 +285,7 @@ class AssistantMessageQueue:
         that does not answer is reported (``store_ok=False``), not raised."""
         return self._h.health()
 
-    def dead_list(self, offset: int = 0, limit: int = 100) -> List[Dict[str, Any]]:
+    def dead_list(self, offset: int = 0, limit: int = 100) -> List[DeadLetter]:
         """Dead-lettered batches, oldest first."""
         return self._h.dead_list(offset, limit)
 
@@ -327,17 +336,6 @@ class AssistantMessageQueue:
         return self._h.thread_create(metadata)
 
     # ------------------------------------------------------------ events
-
-    def on(self, event_type: str, fn: Optional[Listener] = None) -> Any:
-        """Registers ``fn(event)`` for ``event_type`` ("batch", "completed",
-        "failed", "dead", "error", "lease_lost", "stopped", "delta", ... or
-        "*" for all). Usable as a decorator: ``@queue.on("dead")``. Listeners
-        run on the dispatching thread; an exception is logged, never fatal."""
-        return self._listeners.register(event_type, fn)
-
-    def off(self, event_type: str, fn: Optional[Listener] = None) -> None:
-        """Removes a listener (all of the type when ``fn`` is None)."""
-        self._listeners.remove(event_type, fn)
 
     def events(self, timeout: Optional[float] = None) -> Iterator[Event]:
         """Iterates events until the worker stops or the queue closes. With
@@ -553,7 +551,7 @@ class AssistantMessageQueue:
                 self._run_handler(batch)  # type: ignore[arg-type]
             else:
                 self._pool.submit(lambda: self._run_handler(batch))  # type: ignore[arg-type]
-        elif ev.type == "tool_calls" and self.handle_requires_action is not None:
+        elif isinstance(ev, ToolCallsEvent) and self.handle_requires_action is not None:
             if inline or self._pool is None:
                 self._run_requires_action(ev)
             else:
@@ -618,7 +616,7 @@ class AssistantMessageQueue:
             else:
                 log.error("batch %s could not be settled: %s", batch.batch_id, err.message)
 
-    def _run_requires_action(self, ev: Event) -> None:
+    def _run_requires_action(self, ev: ToolCallsEvent) -> None:
         fn = self.handle_requires_action
         assert fn is not None
         try:
@@ -634,6 +632,7 @@ class AssistantMessageQueue:
 
     @property
     def closed(self) -> bool:
+        """True once the queue is closed."""
         return self._h.closed
 
     def close(self, drain: bool = True, timeout: float = 10.0) -> None:
