@@ -856,8 +856,8 @@ class Chaos:
                        "the CLI/package printed one id for two messages" if dup_ids else "")
 
         # dead letters: exactly the batches holding a [[fail-always]] message ([[fail]] fails
-        # once and is retried), each after max.attempts attempts, with the provider's error;
-        # or "lease expired" when the last attempt's worker was killed or paused, allowed only
+        # once and is retried), each after max.attempts failed attempts, with the provider's
+        # error; or "lease expired" (its workers died more than max.stalls times), allowed only
         # where the journal shows the conversation's failed turns.
         dead_batches = {}
         bad_dead = []
@@ -874,9 +874,12 @@ class Chaos:
                                if t.get("status") == "failed")
             lease = err.startswith("lease expired") and failed_turns > 0
             expired += lease
-            if d.get("attempts") != self.MAX_ATTEMPTS or \
-                    not ("[[fail-always]] marker" in err or lease):
-                bad_dead.append((bid, d.get("attempts"), err))
+            # a worker's death (an expired lease) is a stall, not an attempt: the failed
+            # attempts are attempts - stalls (README: max.stalls)
+            failed_attempts = (d.get("attempts") or 0) - (d.get("stalls") or 0)
+            if not lease and (failed_attempts != self.MAX_ATTEMPTS or
+                              "[[fail-always]] marker" not in err):
+                bad_dead.append((bid, d.get("attempts"), d.get("stalls"), err))
         dead_ids = {i for ids in dead_batches.values() for i in ids}
         wrongly_dead = [b for b, ids in dead_batches.items() if not (set(ids) & always_ids)]
         self.add_check("dead letters only for [[fail-always]] batches", not wrongly_dead,
@@ -1300,8 +1303,9 @@ def _fabricated_run(workdir):
                          "path": "/v1/responses", "status": 200, "fault": None,
                          "body": {"conversation": conv, "metadata": {"runlane_batch_id": bid}}})
     journal["requests"] = len(requests)
-    dead = [{"id": "d1", "conversation_id": "conv_b", "attempts": Chaos.MAX_ATTEMPTS,
-             "error": "response resp_10 failed: server_error: The model failed to produce a "
+    # one of its workers died (a stall): attempt numbers run one past max.attempts
+    dead = [{"id": "d1", "conversation_id": "conv_b", "attempts": Chaos.MAX_ATTEMPTS + 1,
+             "stalls": 1, "error": "response resp_10 failed: server_error: The model failed to produce a "
                       "response ([[fail-always]] marker).", "messages": [{"id": "m4"}]}]
     replies = [
         {"batch_id": "b1", "conversation_id": "conv_a", "message_ids": ["m1"],
@@ -1366,6 +1370,8 @@ SELF_TESTS = [
      lambda r: r["requests"][9]["body"]["metadata"].update(runlane_batch_id="b1")),
     ("a [[fail-always]] batch dead too early", "[[fail-always]] batches dead-lettered at "
      "max.attempts with their error", lambda r: r["dead"][0].update(attempts=2)),
+    ("a worker's death spent one of max.attempts", "[[fail-always]] batches dead-lettered at "
+     "max.attempts with their error", lambda r: r["dead"][0].update(attempts=Chaos.MAX_ATTEMPTS)),
     ("a dead letter with another error", "[[fail-always]] batches dead-lettered at "
      "max.attempts with their error", lambda r: r["dead"][0].update(error="HTTP 400: x")),
     ("lease expired, no turn failed", "[[fail-always]] batches dead-lettered at "
