@@ -281,6 +281,7 @@ static void turn_free(rl_turn_t *t) {
     free(t->settle_error);
     cJSON_Delete(t->scratch);
     free(t->complete_json);
+    free(t->provider_id);
     free(t);
 }
 
@@ -513,6 +514,123 @@ void rl_turn_defer(rl_turn_t *t) {
     rl_turn_settle(t, RL_SETTLE_DEFER, NULL, 1, rl_defer_delay_ms());
 }
 
+/* ---- conversation keys ---- */
+
+int rl_is_provider_id(int assistants, const char *id) {
+    const char *pre = assistants ? "thread_" : "conv_";
+    return strncmp(id, pre, strlen(pre)) == 0;
+}
+
+const char *rl_turn_conv(const rl_turn_t *t) {
+    return t->provider_id ? t->provider_id : t->f->claim.conversation_id;
+}
+
+static void resolve_record(rl_turn_t *t);
+
+static void resolve_created(rl_turn_t *t, const rl_http_result_t *res) {
+    if (!res->ok) {
+        rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->retriable);
+        return;
+    }
+    cJSON *o = cJSON_ParseWithLength(res->body, res->body_len);
+    const char *id = rl_json_str(o, "id");
+    if (!rl_is_provider_id(t->bk->assistants, id) || strlen(id) >= 160) {
+        cJSON_Delete(o);
+        rl_turn_unusable(t, t->bk->assistants ? "creating the key's thread: no thread id"
+                                              : "creating the key's conversation: no conversation id",
+                         (rl_turn_fn)resolve_record);
+        return;
+    }
+    free(t->provider_id);
+    t->provider_id = rl_strdup(id);
+    cJSON_Delete(o);
+    if (!t->provider_id) {
+        rl_turn_fail(t, RUNLANE_ERR_NOMEM, "out of memory", 1);
+        return;
+    }
+    resolve_record(t);
+}
+
+/* Records t->provider_id (just created) under the lease, or creates one
+ * when there is none yet (a retry after an unusable answer). */
+static void resolve_record(rl_turn_t *t) {
+    if (!t->f) return;
+    runlane_t *rl = t->bk->rl;
+    if (!t->provider_id) {
+        cJSON *b = cJSON_CreateObject();
+        cJSON *md = cJSON_AddObjectToObject(b, "metadata");
+        /* metadata values hold 512 characters: a longer key is left out */
+        if (strlen(t->f->claim.conversation_id) <= 512)
+            cJSON_AddStringToObject(md, "runlane_key", t->f->claim.conversation_id);
+        cJSON_AddStringToObject(md, "runlane_batch_id", t->f->claim.batch_id);
+        t->state = RL_TS_BUSY;
+        rl_turn_request(t, "POST", t->bk->assistants ? "/threads" : "/conversations", b,
+                        RL_HTTP_UNSAFE | (t->bk->assistants ? RL_HTTP_ASSISTANTS : 0),
+                        resolve_created, NULL);
+        cJSON_Delete(b);
+        return;
+    }
+    char *cur = NULL;
+    runlane_err_t rc = rl->io_store->ops->conv_map(rl->io_store, RL_MAP_RECORD,
+                                                   t->f->claim.conversation_id,
+                                                   t->f->claim.token, t->provider_id, &cur);
+    if (rc == RUNLANE_ERR_STALE) {
+        /* Another worker owns the key now: what we created stays empty. */
+        lease_lost(t);
+        return;
+    }
+    if (rc != RUNLANE_OK) {
+        rl_turn_timer(t, 250, resolve_record);
+        return;
+    }
+    free(t->provider_id);
+    t->provider_id = cur; /* the mapping in effect (an earlier one wins) */
+    if (!t->provider_id) {
+        rl_turn_fail(t, RUNLANE_ERR_NOMEM, "out of memory", 1);
+        return;
+    }
+    rl_turn_fn next = t->resolve_next;
+    t->resolve_next = NULL;
+    next(t);
+}
+
+static void resolve_lookup(rl_turn_t *t) {
+    if (!t->f) return;
+    runlane_t *rl = t->bk->rl;
+    char *cur = NULL;
+    runlane_err_t rc = rl->io_store->ops->conv_map(rl->io_store, RL_MAP_GET,
+                                                   t->f->claim.conversation_id, NULL, NULL, &cur);
+    if (rc != RUNLANE_OK) {
+        rl_turn_timer(t, 250, resolve_lookup);
+        return;
+    }
+    if (cur) {
+        t->provider_id = cur;
+        rl_turn_fn next = t->resolve_next;
+        t->resolve_next = NULL;
+        next(t);
+        return;
+    }
+    resolve_record(t);
+}
+
+int rl_turn_resolve(rl_turn_t *t, rl_turn_fn next) {
+    if (rl_is_provider_id(t->bk->assistants, t->f->claim.conversation_id)) return 0;
+    t->resolve_next = next;
+    char *cur = NULL;
+    runlane_t *rl = t->bk->rl;
+    if (rl->io_store->ops->conv_map(rl->io_store, RL_MAP_GET, t->f->claim.conversation_id, NULL,
+                                    NULL, &cur) == RUNLANE_OK &&
+        cur) {
+        t->provider_id = cur;
+        t->resolve_next = NULL;
+        return 0;
+    }
+    /* store trouble or no mapping yet: the flow goes on from the lookup */
+    resolve_lookup(t);
+    return 1;
+}
+
 /* ---- a dead predecessor's turn ---- */
 
 #define RL_SETTLE_PRIOR_POLLS 120 /* 500 ms apart: a minute */
@@ -520,7 +638,7 @@ void rl_turn_defer(rl_turn_t *t) {
 static char *prior_path(const rl_turn_t *t, const char *suffix) {
     char *id = rl_path_escape(t->prior_id), *p = NULL;
     if (id && t->bk->assistants) {
-        char *th = rl_path_escape(t->f->claim.conversation_id);
+        char *th = rl_path_escape(rl_turn_conv(t));
         if (th) p = rl_asprintf("/threads/%s/runs/%s%s", th, id, suffix);
         free(th);
     } else if (id) {

@@ -542,10 +542,15 @@ static void test_assistants_api_key_in_no_event(void) {
     RL_CHECK(strstr(rlbk_all_events.data, "SECRET") == NULL);
 }
 
+static void test_assistants_conversation_keys(void) {
+    rlbk_check_key_flow("assistants", "/v1/threads", "thread_");
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     rlbk_have_emu = rlemu_start(&rlbk_emu, NULL) == 0;
     if (!rlbk_have_emu) fprintf(stderr, "emulator not available: tests are skipped\n");
+    RL_RUN(test_assistants_conversation_keys);
     RL_RUN(test_assistants_batch_is_one_run_with_messages_in_order);
     RL_RUN(test_assistants_tool_calls_single_and_parallel);
     RL_RUN(test_assistants_tool_timeouts);

@@ -1041,10 +1041,15 @@ static void test_responses_api_key_in_no_event(void) {
     RL_CHECK(strstr(rlbk_all_events.data, "SECRET") == NULL);
 }
 
+static void test_responses_conversation_keys(void) {
+    rlbk_check_key_flow("responses", "/v1/conversations", "conv_");
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     rlbk_have_emu = rlemu_start(&rlbk_emu, NULL) == 0;
     if (!rlbk_have_emu) fprintf(stderr, "emulator not available: tests are skipped\n");
+    RL_RUN(test_responses_conversation_keys);
     RL_RUN(test_responses_batch_is_one_turn_with_items_in_order);
     RL_RUN(test_responses_joined_mode_and_instructions);
     RL_RUN(test_responses_single_tool_call);
