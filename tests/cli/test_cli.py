@@ -805,3 +805,21 @@ def test_http_worker_idle_exit_waits_for_the_turn_in_flight(store, emulator):
     assert [x["conversation_id"] for x in lines] == [conv], f"the slow turn's reply was printed: {out!r} {err}"
     assert queue_idle(store), "the turn was acked before the worker exited"
     assert "idle" in err, err
+
+
+def test_conversation_key_map_get_forget(store):
+    """A conversation key's mapping (issue 12): map imports, get reads (exit 3 when
+    none), forget removes; thread and conversation share one mapping per key."""
+    p = run(*store, "conversation", "get", "chat-42", check=3)
+    assert p.stdout == "" and "no mapping" in p.stderr, p.stderr
+    run(*store, "conversation", "map", "chat-42", "conv_abc", check=0)
+    assert run(*store, "conversation", "get", "chat-42", check=0).stdout.strip() == "conv_abc"
+    assert run(*store, "thread", "get", "chat-42", check=0).stdout.strip() == "conv_abc"
+    run(*store, "thread", "map", "chat-42", "thread_x", check=0)
+    assert run(*store, "conversation", "get", "chat-42", check=0).stdout.strip() == "thread_x"
+    run(*store, "conversation", "forget", "chat-42", check=0)
+    run(*store, "conversation", "forget", "chat-42", check=0)
+    run(*store, "conversation", "get", "chat-42", check=3)
+    assert run(*store, "conversation", "map", "chat-42", check=2).returncode == 2
+    assert run(*store, "conversation", "map", "", "conv_x", check=2).returncode == 2
+    assert run(*store, "conversation", "frobnicate", check=2).returncode == 2
