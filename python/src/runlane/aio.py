@@ -302,6 +302,26 @@ class AssistantMessageQueue:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, h.thread_create, metadata)
 
+    async def get_conversation_mapping(self, key: str) -> Optional[str]:
+        """The provider conversation ("conv_...") or thread ("thread_...") a
+        conversation key maps to, or None when it has none yet (see
+        ``AssistantMessageQueue.get_conversation_mapping``)."""
+        h = await self._ready()
+        result: Optional[str] = await self._blocking(h.conversation_map_get, key)
+        return result
+
+    async def set_conversation_mapping(self, key: str, provider_id: str) -> None:
+        """Maps ``key`` to an existing provider conversation or thread (an
+        import), replacing any mapping; the key's next turn uses it."""
+        h = await self._ready()
+        await self._blocking(h.conversation_map_set, key, provider_id)
+
+    async def forget_conversation_mapping(self, key: str) -> None:
+        """Forgets ``key``'s mapping: its next turn creates a new provider
+        conversation."""
+        h = await self._ready()
+        await self._blocking(h.conversation_map_forget, key)
+
     # ------------------------------------------------------------ events
 
     def on(self, event_type: str, fn: Optional[Listener] = None) -> Any:

@@ -326,6 +326,27 @@ class AssistantMessageQueue:
         as a conversation id. Blocks on an HTTP request."""
         return self._h.thread_create(metadata)
 
+    def get_conversation_mapping(self, key: str) -> Optional[str]:
+        """The provider conversation ("conv_...") or thread ("thread_...") a
+        conversation key maps to, or None when it has none yet.
+
+        With the responses and assistants backends, a conversation id that
+        is not a provider id ("chat-42", a phone number) is a key: its first
+        turn creates the provider conversation and records the mapping in
+        the store, shared by every worker; at most one provider conversation
+        ever receives a key's messages."""
+        return self._h.conversation_map_get(key)
+
+    def set_conversation_mapping(self, key: str, provider_id: str) -> None:
+        """Maps ``key`` to an existing provider conversation or thread (an
+        import), replacing any mapping; the key's next turn uses it."""
+        self._h.conversation_map_set(key, provider_id)
+
+    def forget_conversation_mapping(self, key: str) -> None:
+        """Forgets ``key``'s mapping: its next turn creates a new provider
+        conversation (the old one is left as it is at the provider)."""
+        self._h.conversation_map_forget(key)
+
     # ------------------------------------------------------------ events
 
     def on(self, event_type: str, fn: Optional[Listener] = None) -> Any:

@@ -56,6 +56,33 @@ describe('responses backend (emulator)', { skip }, () => {
     emulator?.kill('SIGTERM');
   });
 
+  test('conversation keys: a key the app names gets one conversation, recorded; get/set/forget', async () => {
+    const q = new AssistantMessageQueue({ ...openaiOptions(), store: memoryStore('keys') });
+    try {
+      assert.equal(await q.getConversationMapping('chat-42'), null);
+      await q.startWorker();
+      let done = nextEvent<CompletedEvent>(q, 'completed');
+      await q.enqueue('chat-42', 'hello');
+      let ev = await done;
+      assert.equal(ev.conversationId, 'chat-42');
+      assert.equal(ev.reply, 'echo: hello');
+      const conv = await q.getConversationMapping('chat-42');
+      assert.match(conv ?? '', /^conv_/);
+      done = nextEvent<CompletedEvent>(q, 'completed');
+      await q.enqueue('chat-42', 'again');
+      ev = await done;
+      assert.equal(await q.getConversationMapping('chat-42'), conv, 'a later turn uses the same conversation');
+      const imported = await q.createConversation();
+      await q.setConversationMapping('+15551234567', imported);
+      assert.equal(await q.getConversationMapping('+15551234567'), imported);
+      await q.forgetConversationMapping('chat-42');
+      assert.equal(await q.getConversationMapping('chat-42'), null);
+      await assert.rejects(q.setConversationMapping('k', ''));
+    } finally {
+      await q.close();
+    }
+  });
+
   test('a turn with a tool call: tools answer, deltas stream, completed carries the reply', async () => {
     const toolEvents: ToolCallsEvent[] = [];
     let deltas = '';
