@@ -634,6 +634,31 @@ runlane_conversation_map_set(runlane_t *rl, const char *key, const char *provide
 RUNLANE_EXTERN(runlane_err_t)
 runlane_conversation_map_forget(runlane_t *rl, const char *key);
 
+/**
+ * Migration off the Assistants API: copies the messages of the Assistants
+ * thread `thread_id` (NULL: the thread `key` maps to, or `key` itself when
+ * it is a thread id), oldest first, as message items (user and assistant
+ * roles, their text parts) into a new Responses conversation (metadata
+ * runlane_key, runlane_migrated_from), then maps `key` to it, so the key's
+ * next turn with the `responses` backend continues there.
+ *
+ * Resumable and idempotent: the conversation being filled is recorded in
+ * the store before the first copy; the items go in order, at most 20 per
+ * request, so a run that stopped half-way (crash, network) is resumed by
+ * running it again: it copies only what the conversation lacks. Once
+ * done, running it again copies nothing ("copied": 0). A crash right after
+ * the conversation is created leaves it empty and unused. Run one
+ * migration of a key at a time, while no turn of the key runs.
+ *
+ * `*result_json_out` (free with runlane_free()): {"conversation_id",
+ * "thread_id"?, "copied", "total"}. Blocking HTTP on the calling thread,
+ * with the client's openai.* and http.* settings; errors as
+ * runlane_conversation_create(). Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_migrate_thread(char **result_json_out, runlane_t *rl, const char *key,
+                       const char *thread_id);
+
 RUNLANE_END_DECL
 
 #endif /* RUNLANE_H */
