@@ -405,3 +405,36 @@ static int create_cmd(cli_ctx_t *ctx, int argc, char **argv, int thread) {
 
 int cli_cmd_conversation(cli_ctx_t *ctx, int argc, char **argv) { return create_cmd(ctx, argc, argv, 0); }
 int cli_cmd_thread(cli_ctx_t *ctx, int argc, char **argv) { return create_cmd(ctx, argc, argv, 1); }
+
+/* `runlane migrate KEY [--thread ID]` (runlane_migrate_thread) */
+int cli_cmd_migrate(cli_ctx_t *ctx, int argc, char **argv) {
+    static const cli_optspec_t specs[] = {{"thread", 0, CLI_ARG_REQUIRED, 1}, {NULL, 0, 0, 0}};
+    const char *thread = NULL, *key = NULL, *val;
+    int id;
+    cli_parser_t p;
+    cli_parser_init(&p, ctx, argc, argv);
+    while ((id = cli_next(&p, specs, &val)) != CLI_END) {
+        if (id == CLI_HELP) return cli_print_help(cli_help_migrate);
+        if (id == 1) thread = val;
+        if (id == CLI_POSITIONAL) {
+            if (key) cli_usage_fail(ctx, "unexpected argument \"%s\"", val);
+            key = val;
+        }
+    }
+    if (!key) cli_usage_fail(ctx, "expected: migrate KEY [--thread THREAD_ID]");
+    runlane_conf_t *conf = cli_conf(ctx);
+    int code = 0;
+    runlane_t *rl = cli_open(ctx, conf, &code);
+    runlane_conf_destroy(conf);
+    if (!rl) return code;
+    char *out = NULL;
+    runlane_err_t rc = runlane_migrate_thread(&out, rl, key, thread);
+    if (rc) {
+        code = cli_lib_fail(ctx, rc, "migrate");
+    } else {
+        printf("%s\n", out);
+        runlane_free(out);
+    }
+    runlane_destroy(rl);
+    return code;
+}

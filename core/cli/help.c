@@ -36,6 +36,8 @@ const char cli_help_main[] =
     "  config                         every configuration key, its default and range\n"
     "  conversation create            create a Responses API conversation (prints its id)\n"
     "  thread create                  create an Assistants API thread (prints its id)\n"
+    "  conversation get|map|forget    a conversation key's provider conversation\n"
+    "  migrate KEY [--thread ID]      copy an Assistants thread into a Responses conversation\n"
     "  demo                           bursts batched per conversation, end to end\n"
     "  help [COMMAND]                 help of a command\n"
     "\n" GLOBAL_OPTIONS
@@ -237,6 +239,17 @@ const char cli_help_conversation[] =
     "(thread) on its first turn, recorded in the store. get prints the id KEY maps to (exit\n"
     "3 when none); map sets it (import an existing conversation or thread); forget removes\n"
     "it (the next turn creates a new one).\n"
+    "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;
+
+const char cli_help_migrate[] =
+    "Usage: runlane migrate KEY [--thread THREAD_ID]\n"
+    "\n"
+    "Migration off the Assistants API: copies the messages of the thread (--thread, else the\n"
+    "thread KEY maps to, else KEY itself when it is a thread id), oldest first, into a new\n"
+    "Responses conversation, then maps KEY to it, so the key's next turn with the responses\n"
+    "backend continues there. Prints {\"conversation_id\",\"thread_id\",\"copied\",\"total\"}.\n"
+    "Resumable: run it again after a failure and it copies only what is missing; once done it\n"
+    "copies nothing. Run one migration of a key at a time, while no turn of the key runs.\n"
     "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;
 
 const char cli_help_thread[] =

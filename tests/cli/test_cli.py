@@ -85,6 +85,7 @@ COMMAND_HELPS = [
     ["demo"],
     ["conversation"],
     ["thread"],
+    ["migrate"],
 ]
 
 
@@ -823,3 +824,28 @@ def test_conversation_key_map_get_forget(store):
     assert run(*store, "conversation", "map", "chat-42", check=2).returncode == 2
     assert run(*store, "conversation", "map", "", "conv_x", check=2).returncode == 2
     assert run(*store, "conversation", "frobnicate", check=2).returncode == 2
+
+
+def test_migrate_copies_a_thread_once(store, emulator):
+    """runlane migrate KEY (issue 12 item 2): the thread's messages, in order, in a new
+    conversation the key maps to; a second run copies nothing."""
+    import urllib.request
+
+    base = ["-X", f"openai.base.url={emulator.base_url}"]
+    thread = run(*store, *base, "thread", "create", check=0).stdout.strip()
+    for i in range(3):
+        req = urllib.request.Request(
+            f"{emulator.base_url}/threads/{thread}/messages", method="POST",
+            data=json.dumps({"role": "user", "content": f"m{i}"}).encode(),
+            headers={"Content-Type": "application/json", "OpenAI-Beta": "assistants=v2"})
+        urllib.request.urlopen(req).read()
+    run(*store, "conversation", "map", "chat-9", thread, check=0)
+    first = json.loads(run(*store, *base, "migrate", "chat-9", check=0).stdout)
+    assert first["copied"] == 3 and first["total"] == 3 and first["thread_id"] == thread, first
+    conv = first["conversation_id"]
+    assert run(*store, "conversation", "get", "chat-9", check=0).stdout.strip() == conv
+    again = json.loads(run(*store, *base, "migrate", "chat-9", check=0).stdout)
+    assert again["conversation_id"] == conv and again["copied"] == 0, again
+    items = emulator.journal()["conversations"][conv]["messages"]
+    assert items == ["m0", "m1", "m2"], items
+    run(*store, *base, "migrate", check=2)
