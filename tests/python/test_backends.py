@@ -188,3 +188,31 @@ def test_conversation_key_mapping_asyncio(emu, memory_store):
         await q.close()
 
     asyncio.run(main())
+
+
+def test_migrate_thread_copies_once(emu, memory_store):
+    """Migration off the Assistants API (issue 12 item 2) through the binding:
+    the thread's messages, in order, in a new conversation the key maps to;
+    running it again copies nothing."""
+    import urllib.request
+
+    q = http_queue(emu, "responses", memory_store)
+    try:
+        thread = q.create_thread()
+        for i, role in enumerate(("user", "assistant", "user")):
+            req = urllib.request.Request(
+                f"{emu.base_url}/threads/{thread}/messages", method="POST",
+                data=json.dumps({"role": role, "content": f"m{i}"}).encode(),
+                headers={"Content-Type": "application/json", "OpenAI-Beta": "assistants=v2",
+                         "Authorization": "Bearer sk-test"})
+            urllib.request.urlopen(req).read()
+        r = q.migrate_thread("chat-mig", thread)
+        assert r["copied"] == 3 and r["total"] == 3, r
+        assert r["conversation_id"].startswith("conv_")
+        assert q.get_conversation_mapping("chat-mig") == r["conversation_id"]
+        again = q.migrate_thread("chat-mig")
+        assert again["copied"] == 0 and again["conversation_id"] == r["conversation_id"], again
+        conv = emu.journal()["conversations"][r["conversation_id"]]
+        assert conv["messages"] == ["m0", "m2"], conv  # the user texts, in order
+    finally:
+        q.close()

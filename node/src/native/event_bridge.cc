@@ -219,7 +219,7 @@ double req_number(const Napi::CallbackInfo &info, size_t i) {
 enum class OpKind {
     Enqueue, EnqueueMany, Touch, Status, DeadList, DeadRetry, DeadPurge, Ack, Fail, Release,
     SubmitToolOutputs, ReplyAck, Start, Stop, Destroy, ConversationCreate, ThreadCreate, Health,
-    MapGet, MapSet, MapForget
+    MapGet, MapSet, MapForget, Migrate
 };
 
 struct OpArgs {
@@ -320,6 +320,9 @@ void run_op(runlane_t *rl, const OpArgs &a, OpResult *r) {
         break;
     case OpKind::MapForget:
         rc = runlane_conversation_map_forget(rl, a.s1.c_str());
+        break;
+    case OpKind::Migrate:
+        rc = runlane_migrate_thread(&out, rl, a.s1.c_str(), a.has2 ? a.s2.c_str() : nullptr);
         break;
     }
     if (rc != RUNLANE_OK) {
@@ -650,6 +653,12 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
     } else if (op == "map_get" || op == "map_forget") {
         a.kind = op == "map_get" ? OpKind::MapGet : OpKind::MapForget;
         a.s1 = req_string(info, 2);
+    } else if (op == "migrate") {
+        // HTTP with retries and paging: may take long, so not in the threadpool.
+        a.kind = OpKind::Migrate;
+        a.s1 = req_string(info, 2);
+        a.has2 = opt_string(info, 3, &a.s2);
+        long_op = true;
     } else if (op == "map_set") {
         a.kind = OpKind::MapSet;
         a.s1 = req_string(info, 2);

@@ -91,6 +91,7 @@ export interface RawAddon {
   bridge_call(bridge: BridgeHandle, op: 'map_get', key: string): Promise<string | null>;
   bridge_call(bridge: BridgeHandle, op: 'map_set', key: string, providerId: string): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'map_forget', key: string): Promise<void>;
+  bridge_call(bridge: BridgeHandle, op: 'migrate', key: string, threadId: string | null): Promise<string>;
 }
 
 /** True on Linux with glibc (the prebuilt addon's platform; musl has no glibcVersionRuntime). */

@@ -341,6 +341,25 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
     await this.call((b) => raw().bridge_call(b, 'map_forget', key));
   }
 
+  /**
+   * Migration off the Assistants API: copies the messages of the thread
+   * `threadId` (omitted: the thread `key` maps to, or `key` itself when it is
+   * a thread id), oldest first, into a new Responses conversation and maps
+   * `key` to it. Resumable (run it again after a failure: only what is
+   * missing is copied) and idempotent (once done, nothing is copied again).
+   */
+  async migrateThread(key: string, threadId?: string): Promise<{ conversationId: string; threadId?: string; copied: number; total: number }> {
+    requireString('key', key);
+    if (threadId !== undefined) requireString('threadId', threadId);
+    const r = JSON.parse(await this.call((b) => raw().bridge_call(b, 'migrate', key, threadId ?? null))) as Json;
+    return {
+      conversationId: r.conversation_id as string,
+      threadId: r.thread_id as string | undefined,
+      copied: r.copied as number,
+      total: r.total as number,
+    };
+  }
+
   /** Typing signal: the conversation's quiet window restarts now. */
   async touch(conversationId: string): Promise<void> {
     requireString('conversationId', conversationId);

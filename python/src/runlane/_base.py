@@ -634,6 +634,19 @@ class _Handle:
     def conversation_map_forget(self, key: str) -> None:
         self._call(lib.runlane_conversation_map_forget, cstr(key, "key"))
 
+    def migrate_thread(self, key: str, thread_id: Optional[str] = None) -> Dict[str, Any]:
+        out = ffi.new("char **")
+        tid = ffi.NULL if thread_id is None else cstr(thread_id, "thread_id")
+        rl = self.acquire()
+        try:
+            rc = lib.runlane_migrate_thread(out, rl, cstr(key, "key"), tid)
+            if rc:
+                raise last_error(rc)
+        finally:
+            self.release()
+        result: Dict[str, Any] = json.loads(take_string(out))
+        return result
+
     def event_fd(self) -> int:
         rl = self.acquire()
         try:

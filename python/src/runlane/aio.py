@@ -322,6 +322,15 @@ class AssistantMessageQueue:
         h = await self._ready()
         await self._blocking(h.conversation_map_forget, key)
 
+    async def migrate_thread(self, key: str, thread_id: Optional[str] = None) -> Dict[str, Any]:
+        """Migration off the Assistants API (see
+        ``AssistantMessageQueue.migrate_thread``); the HTTP requests run in the
+        default executor."""
+        h = await self._ready()
+        loop = asyncio.get_running_loop()
+        result: Dict[str, Any] = await loop.run_in_executor(None, h.migrate_thread, key, thread_id)
+        return result
+
     # ------------------------------------------------------------ events
 
     def on(self, event_type: str, fn: Optional[Listener] = None) -> Any:

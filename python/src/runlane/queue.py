@@ -347,6 +347,16 @@ class AssistantMessageQueue:
         conversation (the old one is left as it is at the provider)."""
         self._h.conversation_map_forget(key)
 
+    def migrate_thread(self, key: str, thread_id: Optional[str] = None) -> Dict[str, Any]:
+        """Migration off the Assistants API: copies the messages of the thread
+        ``thread_id`` (None: the thread ``key`` maps to, or ``key`` itself when
+        it is a thread id), oldest first, into a new Responses conversation
+        and maps ``key`` to it. Resumable (run it again after a failure: only
+        what is missing is copied) and idempotent (once done, nothing is copied
+        again). Returns ``{"conversation_id", "thread_id", "copied", "total"}``.
+        Blocks on HTTP requests."""
+        return self._h.migrate_thread(key, thread_id)
+
     # ------------------------------------------------------------ events
 
     def on(self, event_type: str, fn: Optional[Listener] = None) -> Any:

@@ -78,6 +78,23 @@ describe('responses backend (emulator)', { skip }, () => {
       await q.forgetConversationMapping('chat-42');
       assert.equal(await q.getConversationMapping('chat-42'), null);
       await assert.rejects(q.setConversationMapping('k', ''));
+      // migration off the Assistants API: copied once, in order
+      const thread = await q.createThread();
+      for (const text of ['m0', 'm1']) {
+        const r = await fetch(`${baseUrl}/threads/${thread}/messages`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'openai-beta': 'assistants=v2', authorization: `Bearer ${API_KEY}` },
+          body: JSON.stringify({ role: 'user', content: text }),
+        });
+        assert.equal(r.status, 200);
+      }
+      const m = await q.migrateThread('chat-mig', thread);
+      assert.equal(m.copied, 2);
+      assert.match(m.conversationId, /^conv_/);
+      assert.equal(await q.getConversationMapping('chat-mig'), m.conversationId);
+      const again = await q.migrateThread('chat-mig');
+      assert.equal(again.copied, 0);
+      assert.equal(again.conversationId, m.conversationId);
     } finally {
       await q.close();
     }
