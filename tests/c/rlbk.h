@@ -373,7 +373,7 @@ static inline void rlbk_check_key_flow(const char *backend, const char *create_p
     rlbk_enqueue(&c, "chat-42", "first", NULL);
     rlbk_enqueue(&c, "chat-42", "second", NULL);
     RL_CHECK_OK(runlane_start(c.rl));
-    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, 30000);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, (int)(30000 * rl_test_time_scale()));
     RL_CHECK_STR("chat-42", rlbk_str(done->j, "conversation_id"));
     RL_CHECK_STR("echo: first\nsecond", rlbk_str(done->j, "reply"));
     RL_CHECK_OK(runlane_conversation_map_get(&mapped, c.rl, "chat-42"));
@@ -386,7 +386,7 @@ static inline void rlbk_check_key_flow(const char *backend, const char *create_p
     cJSON_Delete(creates);
     /* a later turn uses the same conversation */
     rlbk_enqueue(&c, "chat-42", "third", NULL);
-    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 2, 30000);
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 2, (int)(30000 * rl_test_time_scale()));
     RL_CHECK_INT(1, rlbk_count_bodies("POST", create_path));
     char *msgs = rlbk_journal_messages(mapped, NULL, NULL, NULL);
     RL_CHECK_STR("first|second|third", msgs);
@@ -395,7 +395,7 @@ static inline void rlbk_check_key_flow(const char *backend, const char *create_p
     char *lane = rlbk_new_lane(create_path);
     int creates_before = rlbk_count_bodies("POST", create_path);
     rlbk_enqueue(&c, lane, "direct", NULL);
-    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 3, 30000);
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 3, (int)(30000 * rl_test_time_scale()));
     RL_CHECK_INT(creates_before, rlbk_count_bodies("POST", create_path));
     char *none = (char *)"x";
     RL_CHECK_OK(runlane_conversation_map_get(&none, c.rl, lane));
@@ -406,7 +406,7 @@ static inline void rlbk_check_key_flow(const char *backend, const char *create_p
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_conversation_map_set(c.rl, "k", ""));
     RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_conversation_map_set(c.rl, "", lane2));
     rlbk_enqueue(&c, "+15551234567", "imported", NULL);
-    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 4, 30000);
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 4, (int)(30000 * rl_test_time_scale()));
     msgs = rlbk_journal_messages(lane2, NULL, NULL, NULL);
     RL_CHECK_STR("imported", msgs);
     free(msgs);
@@ -416,7 +416,7 @@ static inline void rlbk_check_key_flow(const char *backend, const char *create_p
     RL_CHECK_OK(runlane_conversation_map_get(&none, c.rl, "chat-42"));
     RL_CHECK(none == NULL);
     rlbk_enqueue(&c, "chat-42", "again", NULL);
-    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 5, 30000);
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 5, (int)(30000 * rl_test_time_scale()));
     char *mapped2 = NULL;
     RL_CHECK_OK(runlane_conversation_map_get(&mapped2, c.rl, "chat-42"));
     RL_CHECK(mapped2 && strcmp(mapped2, mapped) != 0);

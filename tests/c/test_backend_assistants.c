@@ -626,7 +626,7 @@ static void test_migrate_thread_to_conversation(void) {
     /* the key's next turn continues in the conversation */
     rlbk_enqueue(&c, "chat-m", "after", NULL);
     RL_CHECK_OK(runlane_start(c.rl));
-    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, 30000);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, (int)(30000 * rl_test_time_scale()));
     RL_CHECK_STR("chat-m", rlbk_str(done->j, "conversation_id"));
     got = items_of(conv);
     RL_CHECK(strstr(got, "|user:after") != NULL);

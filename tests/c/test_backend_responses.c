@@ -1096,7 +1096,7 @@ static void test_responses_key_kill9_between_create_and_record(void) {
     rlbk_t w;
     rlbk_new(&w, "responses", kv);
     RL_CHECK_OK(runlane_start(w.rl));
-    rlbk_ev_t *done = rlbk_wait(&w, RUNLANE_EVENT_COMPLETED, 1, 30000);
+    rlbk_ev_t *done = rlbk_wait(&w, RUNLANE_EVENT_COMPLETED, 1, (int)(30000 * rl_test_time_scale()));
     RL_CHECK_STR("echo: hello", rlbk_str(done->j, "reply"));
     char *mapped = NULL;
     RL_CHECK_OK(runlane_conversation_map_get(&mapped, prod.rl, "chat-k9"));
