@@ -326,22 +326,65 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
     return failures || stop_incomplete ? CLI_EXIT_FAILURES : CLI_EXIT_OK;
 }
 
-/* `runlane conversation create` / `runlane thread create` */
+/* `runlane conversation create|get|map|forget` / `runlane thread ...`:
+ * create makes a provider conversation; get/map/forget read, set and
+ * remove a conversation key's mapping (runlane_conversation_map_*). */
+static int map_cmd(cli_ctx_t *ctx, const char *verb, const char *const *args, int nargs) {
+    runlane_conf_t *conf = cli_conf(ctx);
+    int code = 0;
+    runlane_t *rl = cli_open(ctx, conf, &code);
+    runlane_conf_destroy(conf);
+    if (!rl) return code;
+    runlane_err_t rc;
+    char *out = NULL;
+    if (strcmp(verb, "get") == 0) {
+        rc = runlane_conversation_map_get(&out, rl, args[0]);
+        if (rc == RUNLANE_OK && !out) {
+            fprintf(stderr, "runlane: conversation key \"%s\" has no mapping\n", args[0]);
+            code = CLI_EXIT_NOTFOUND;
+        } else if (rc == RUNLANE_OK) {
+            printf("%s\n", out);
+        }
+        runlane_free(out);
+    } else if (strcmp(verb, "map") == 0) {
+        rc = runlane_conversation_map_set(rl, args[0], args[1]);
+    } else {
+        rc = runlane_conversation_map_forget(rl, args[0]);
+    }
+    (void)nargs;
+    if (rc) code = cli_lib_fail(ctx, rc, verb);
+    runlane_destroy(rl);
+    return code;
+}
+
 static int create_cmd(cli_ctx_t *ctx, int argc, char **argv, int thread) {
     static const cli_optspec_t specs[] = {{"metadata", 0, CLI_ARG_REQUIRED, 1}, {NULL, 0, 0, 0}};
-    const char *meta = NULL, *val;
-    int id, seen_create = 0;
+    const char *meta = NULL, *val, *verb = NULL, *args[2] = {NULL, NULL};
+    int id, nargs = 0;
     cli_parser_t p;
     cli_parser_init(&p, ctx, argc, argv);
     while ((id = cli_next(&p, specs, &val)) != CLI_END) {
         if (id == CLI_HELP) return cli_print_help(thread ? cli_help_thread : cli_help_conversation);
         if (id == 1) meta = val;
         if (id == CLI_POSITIONAL) {
-            if (!seen_create && strcmp(val, "create") == 0) seen_create = 1;
-            else cli_usage_fail(ctx, "unexpected argument \"%s\"", val);
+            if (!verb && (strcmp(val, "create") == 0 || strcmp(val, "get") == 0 ||
+                          strcmp(val, "map") == 0 || strcmp(val, "forget") == 0))
+                verb = val;
+            else if (verb && strcmp(verb, "create") != 0 && nargs < 2)
+                args[nargs++] = val;
+            else
+                cli_usage_fail(ctx, "unexpected argument \"%s\"", val);
         }
     }
-    if (!seen_create) cli_usage_fail(ctx, "expected: %s create", thread ? "thread" : "conversation");
+    const char *what = thread ? "thread" : "conversation";
+    if (!verb) cli_usage_fail(ctx, "expected: %s create|get|map|forget", what);
+    if (strcmp(verb, "create") != 0) {
+        int want = strcmp(verb, "map") == 0 ? 2 : 1;
+        if (nargs != want)
+            cli_usage_fail(ctx, "expected: %s %s KEY%s", what, verb, want == 2 ? " PROVIDER_ID" : "");
+        if (meta) cli_usage_fail(ctx, "--metadata only goes with create");
+        return map_cmd(ctx, verb, args, nargs);
+    }
     runlane_conf_t *conf = cli_conf(ctx);
     int code = 0;
     runlane_t *rl = cli_open(ctx, conf, &code);
@@ -362,3 +405,36 @@ static int create_cmd(cli_ctx_t *ctx, int argc, char **argv, int thread) {
 
 int cli_cmd_conversation(cli_ctx_t *ctx, int argc, char **argv) { return create_cmd(ctx, argc, argv, 0); }
 int cli_cmd_thread(cli_ctx_t *ctx, int argc, char **argv) { return create_cmd(ctx, argc, argv, 1); }
+
+/* `runlane migrate KEY [--thread ID]` (runlane_migrate_thread) */
+int cli_cmd_migrate(cli_ctx_t *ctx, int argc, char **argv) {
+    static const cli_optspec_t specs[] = {{"thread", 0, CLI_ARG_REQUIRED, 1}, {NULL, 0, 0, 0}};
+    const char *thread = NULL, *key = NULL, *val;
+    int id;
+    cli_parser_t p;
+    cli_parser_init(&p, ctx, argc, argv);
+    while ((id = cli_next(&p, specs, &val)) != CLI_END) {
+        if (id == CLI_HELP) return cli_print_help(cli_help_migrate);
+        if (id == 1) thread = val;
+        if (id == CLI_POSITIONAL) {
+            if (key) cli_usage_fail(ctx, "unexpected argument \"%s\"", val);
+            key = val;
+        }
+    }
+    if (!key) cli_usage_fail(ctx, "expected: migrate KEY [--thread THREAD_ID]");
+    runlane_conf_t *conf = cli_conf(ctx);
+    int code = 0;
+    runlane_t *rl = cli_open(ctx, conf, &code);
+    runlane_conf_destroy(conf);
+    if (!rl) return code;
+    char *out = NULL;
+    runlane_err_t rc = runlane_migrate_thread(&out, rl, key, thread);
+    if (rc) {
+        code = cli_lib_fail(ctx, rc, "migrate");
+    } else {
+        printf("%s\n", out);
+        runlane_free(out);
+    }
+    runlane_destroy(rl);
+    return code;
+}

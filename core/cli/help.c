@@ -36,6 +36,8 @@ const char cli_help_main[] =
     "  config                         every configuration key, its default and range\n"
     "  conversation create            create a Responses API conversation (prints its id)\n"
     "  thread create                  create an Assistants API thread (prints its id)\n"
+    "  conversation get|map|forget    a conversation key's provider conversation\n"
+    "  migrate KEY [--thread ID]      copy an Assistants thread into a Responses conversation\n"
     "  demo                           bursts batched per conversation, end to end\n"
     "  help [COMMAND]                 help of a command\n"
     "\n" GLOBAL_OPTIONS
@@ -224,16 +226,36 @@ const char cli_help_demo[] =
 
 const char cli_help_conversation[] =
     "Usage: runlane conversation create [--metadata JSON]\n"
+    "       runlane conversation get KEY\n"
+    "       runlane conversation map KEY PROVIDER_ID\n"
+    "       runlane conversation forget KEY\n"
     "\n"
-    "Creates a conversation for the responses backend (POST {openai.base.url}/conversations)\n"
-    "and prints its id (conv_...), to use as the conversation id of enqueue. Uses the\n"
-    "openai.* and http.* keys (-X openai.base.url=..., API key from openai.api.key or\n"
-    "OPENAI_API_KEY).\n"
+    "create: creates a conversation for the responses backend (POST\n"
+    "{openai.base.url}/conversations) and prints its id (conv_...). Uses the openai.* and\n"
+    "http.* keys (-X openai.base.url=..., API key from openai.api.key or OPENAI_API_KEY).\n"
+    "\n"
+    "Conversation keys: with the responses and assistants backends, a conversation id that\n"
+    "is not a provider id (\"chat-42\", a phone number) gets its provider conversation\n"
+    "(thread) on its first turn, recorded in the store. get prints the id KEY maps to (exit\n"
+    "3 when none); map sets it (import an existing conversation or thread); forget removes\n"
+    "it (the next turn creates a new one).\n"
+    "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;
+
+const char cli_help_migrate[] =
+    "Usage: runlane migrate KEY [--thread THREAD_ID]\n"
+    "\n"
+    "Migration off the Assistants API: copies the messages of the thread (--thread, else the\n"
+    "thread KEY maps to, else KEY itself when it is a thread id), oldest first, into a new\n"
+    "Responses conversation, then maps KEY to it, so the key's next turn with the responses\n"
+    "backend continues there. Prints {\"conversation_id\",\"thread_id\",\"copied\",\"total\"}.\n"
+    "Resumable: run it again after a failure and it copies only what is missing; once done it\n"
+    "copies nothing. Run one migration of a key at a time, while no turn of the key runs.\n"
     "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;
 
 const char cli_help_thread[] =
-    "Usage: runlane thread create [--metadata JSON]\n"
+    "Usage: runlane thread create [--metadata JSON] | get KEY | map KEY ID | forget KEY\n"
     "\n"
     "Creates a thread for the assistants backend (POST {openai.base.url}/threads) and\n"
-    "prints its id (thread_...), to use as the conversation id of enqueue.\n"
+    "prints its id (thread_...), to use as the conversation id of enqueue. get, map and\n"
+    "forget KEY work as with `runlane conversation` (one mapping per key).\n"
     "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;

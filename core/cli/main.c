@@ -22,6 +22,7 @@ static const struct {
     {"demo", cli_cmd_demo, cli_help_demo},
     {"conversation", cli_cmd_conversation, cli_help_conversation},
     {"thread", cli_cmd_thread, cli_help_thread},
+    {"migrate", cli_cmd_migrate, cli_help_migrate},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -73,7 +74,7 @@ int main(int argc, char **argv) {
         if (!cli_global_option(&p, arg)) cli_usage_fail(&ctx, "unknown option %s", arg);
     }
     if (p.i >= p.argc)
-        cli_usage_fail(&ctx, "no command given (enqueue, touch, status, dead, worker, config, demo, conversation, thread)");
+        cli_usage_fail(&ctx, "no command given (enqueue, touch, status, dead, worker, config, demo, conversation, thread, migrate)");
     const char *name = p.argv[p.i++];
     if (strcmp(name, "help") == 0) {
         if (p.i >= p.argc) return cli_print_help(cli_help_main);

@@ -592,6 +592,73 @@ runlane_conversation_create(char **id_out, runlane_t *rl, const char *metadata_j
 RUNLANE_EXTERN(runlane_err_t)
 runlane_thread_create(char **id_out, runlane_t *rl, const char *metadata_json);
 
+/*
+ * Conversation keys. With the `responses` and `assistants` backends a
+ * conversation id that is not a provider id (responses: "conv_...",
+ * assistants: "thread_...") is a key the app names itself ("chat-42", a
+ * phone number). The first turn of such a key creates the provider
+ * conversation (thread) and records key -> provider id in the store, under
+ * the lease of the key's batch, so every worker and every later turn uses
+ * the same one. Nothing is sent to a provider conversation before its
+ * mapping is recorded, and a record never replaces a mapping: at most one
+ * provider conversation receives a key's messages. A worker that dies
+ * between the create and the record leaves an empty conversation (an
+ * orphan, with metadata runlane_key and runlane_batch_id) that nothing
+ * uses. Provider ids are used as they are, without a mapping. The custom
+ * backend ignores the mapping.
+ */
+
+/**
+ * Reads the provider conversation/thread id `key` maps to into `*id_out`
+ * (free with runlane_free()), or NULL when the key has no mapping (yet).
+ * Returns RUNLANE_OK in both cases. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conversation_map_get(char **id_out, runlane_t *rl, const char *key);
+
+/**
+ * Maps `key` to the existing provider conversation/thread `provider_id`
+ * (an import, e.g. of a conversation created before runlane), replacing
+ * any mapping; the key's next turn uses it (a turn already running keeps
+ * the conversation it started with). `provider_id` follows the rules of a
+ * conversation id and is at most 159 bytes. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conversation_map_set(runlane_t *rl, const char *key, const char *provider_id);
+
+/**
+ * Forgets the mapping of `key`: its next turn creates a new provider
+ * conversation (the old one is left as it is at the provider). Forgetting
+ * a key with no mapping is not an error. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conversation_map_forget(runlane_t *rl, const char *key);
+
+/**
+ * Migration off the Assistants API: copies the messages of the Assistants
+ * thread `thread_id` (NULL: the thread `key` maps to, or `key` itself when
+ * it is a thread id), oldest first, as message items (user and assistant
+ * roles, their text parts) into a new Responses conversation (metadata
+ * runlane_key, runlane_migrated_from), then maps `key` to it, so the key's
+ * next turn with the `responses` backend continues there.
+ *
+ * Resumable and idempotent: the conversation being filled is recorded in
+ * the store before the first copy; the items go in order, at most 20 per
+ * request, so a run that stopped half-way (crash, network) is resumed by
+ * running it again: it copies only what the conversation lacks. Once
+ * done, running it again copies nothing ("copied": 0). A crash right after
+ * the conversation is created leaves it empty and unused. Run one
+ * migration of a key at a time, while no turn of the key runs.
+ *
+ * `*result_json_out` (free with runlane_free()): {"conversation_id",
+ * "thread_id"?, "copied", "total"}. Blocking HTTP on the calling thread,
+ * with the client's openai.* and http.* settings; errors as
+ * runlane_conversation_create(). Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_migrate_thread(char **result_json_out, runlane_t *rl, const char *key,
+                       const char *thread_id);
+
 RUNLANE_END_DECL
 
 #endif /* RUNLANE_H */

@@ -53,7 +53,7 @@ static void a_tools_timeout(rl_turn_t *t);
 static void a_cancel_done(rl_turn_t *t, const rl_http_result_t *res);
 
 static char *thread_path(const rl_turn_t *t, const char *fmt_suffix, const char *arg) {
-    char *th = rl_path_escape(t->f->claim.conversation_id);
+    char *th = rl_path_escape(rl_turn_conv(t));
     char *a = arg ? rl_path_escape(arg) : NULL;
     char *p = NULL;
     if (th && (!arg || a)) {
@@ -142,9 +142,15 @@ static void a_begin(rl_turn_t *t) {
     }
 }
 
+/* After the key's provider conversation is known: a dead predecessor's
+ * turn first, then the batch's own. */
+static void a_begin_settled(rl_turn_t *t) {
+    if (!rl_turn_settle_prior(t, a_begin)) a_begin(t);
+}
+
 static void a_start(rl_backend_t *bk, rl_inflight_t *f) {
     rl_turn_t *t = rl_turn_new(bk, f);
-    if (t && !rl_turn_settle_prior(t, a_begin)) a_begin(t);
+    if (t && !rl_turn_resolve(t, a_begin_settled)) a_begin_settled(t);
 }
 
 /* ---- 1. create the run ---- */

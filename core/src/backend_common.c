@@ -281,6 +281,7 @@ static void turn_free(rl_turn_t *t) {
     free(t->settle_error);
     cJSON_Delete(t->scratch);
     free(t->complete_json);
+    free(t->provider_id);
     free(t);
 }
 
@@ -513,6 +514,123 @@ void rl_turn_defer(rl_turn_t *t) {
     rl_turn_settle(t, RL_SETTLE_DEFER, NULL, 1, rl_defer_delay_ms());
 }
 
+/* ---- conversation keys ---- */
+
+int rl_is_provider_id(int assistants, const char *id) {
+    const char *pre = assistants ? "thread_" : "conv_";
+    return strncmp(id, pre, strlen(pre)) == 0;
+}
+
+const char *rl_turn_conv(const rl_turn_t *t) {
+    return t->provider_id ? t->provider_id : t->f->claim.conversation_id;
+}
+
+static void resolve_record(rl_turn_t *t);
+
+static void resolve_created(rl_turn_t *t, const rl_http_result_t *res) {
+    if (!res->ok) {
+        rl_turn_fail(t, res->err ? res->err : RUNLANE_ERR_PROVIDER, res->error, res->retriable);
+        return;
+    }
+    cJSON *o = cJSON_ParseWithLength(res->body, res->body_len);
+    const char *id = rl_json_str(o, "id");
+    if (!rl_is_provider_id(t->bk->assistants, id) || strlen(id) >= 160) {
+        cJSON_Delete(o);
+        rl_turn_unusable(t, t->bk->assistants ? "creating the key's thread: no thread id"
+                                              : "creating the key's conversation: no conversation id",
+                         (rl_turn_fn)resolve_record);
+        return;
+    }
+    free(t->provider_id);
+    t->provider_id = rl_strdup(id);
+    cJSON_Delete(o);
+    if (!t->provider_id) {
+        rl_turn_fail(t, RUNLANE_ERR_NOMEM, "out of memory", 1);
+        return;
+    }
+    resolve_record(t);
+}
+
+/* Records t->provider_id (just created) under the lease, or creates one
+ * when there is none yet (a retry after an unusable answer). */
+static void resolve_record(rl_turn_t *t) {
+    if (!t->f) return;
+    runlane_t *rl = t->bk->rl;
+    if (!t->provider_id) {
+        cJSON *b = cJSON_CreateObject();
+        cJSON *md = cJSON_AddObjectToObject(b, "metadata");
+        /* metadata values hold 512 characters: a longer key is left out */
+        if (strlen(t->f->claim.conversation_id) <= 512)
+            cJSON_AddStringToObject(md, "runlane_key", t->f->claim.conversation_id);
+        cJSON_AddStringToObject(md, "runlane_batch_id", t->f->claim.batch_id);
+        t->state = RL_TS_BUSY;
+        rl_turn_request(t, "POST", t->bk->assistants ? "/threads" : "/conversations", b,
+                        RL_HTTP_UNSAFE | (t->bk->assistants ? RL_HTTP_ASSISTANTS : 0),
+                        resolve_created, NULL);
+        cJSON_Delete(b);
+        return;
+    }
+    char *cur = NULL;
+    runlane_err_t rc = rl->io_store->ops->conv_map(rl->io_store, RL_MAP_RECORD,
+                                                   t->f->claim.conversation_id,
+                                                   t->f->claim.token, t->provider_id, &cur);
+    if (rc == RUNLANE_ERR_STALE) {
+        /* Another worker owns the key now: what we created stays empty. */
+        lease_lost(t);
+        return;
+    }
+    if (rc != RUNLANE_OK) {
+        rl_turn_timer(t, 250, resolve_record);
+        return;
+    }
+    free(t->provider_id);
+    t->provider_id = cur; /* the mapping in effect (an earlier one wins) */
+    if (!t->provider_id) {
+        rl_turn_fail(t, RUNLANE_ERR_NOMEM, "out of memory", 1);
+        return;
+    }
+    rl_turn_fn next = t->resolve_next;
+    t->resolve_next = NULL;
+    next(t);
+}
+
+static void resolve_lookup(rl_turn_t *t) {
+    if (!t->f) return;
+    runlane_t *rl = t->bk->rl;
+    char *cur = NULL;
+    runlane_err_t rc = rl->io_store->ops->conv_map(rl->io_store, RL_MAP_GET,
+                                                   t->f->claim.conversation_id, NULL, NULL, &cur);
+    if (rc != RUNLANE_OK) {
+        rl_turn_timer(t, 250, resolve_lookup);
+        return;
+    }
+    if (cur) {
+        t->provider_id = cur;
+        rl_turn_fn next = t->resolve_next;
+        t->resolve_next = NULL;
+        next(t);
+        return;
+    }
+    resolve_record(t);
+}
+
+int rl_turn_resolve(rl_turn_t *t, rl_turn_fn next) {
+    if (rl_is_provider_id(t->bk->assistants, t->f->claim.conversation_id)) return 0;
+    t->resolve_next = next;
+    char *cur = NULL;
+    runlane_t *rl = t->bk->rl;
+    if (rl->io_store->ops->conv_map(rl->io_store, RL_MAP_GET, t->f->claim.conversation_id, NULL,
+                                    NULL, &cur) == RUNLANE_OK &&
+        cur) {
+        t->provider_id = cur;
+        t->resolve_next = NULL;
+        return 0;
+    }
+    /* store trouble or no mapping yet: the flow goes on from the lookup */
+    resolve_lookup(t);
+    return 1;
+}
+
 /* ---- a dead predecessor's turn ---- */
 
 #define RL_SETTLE_PRIOR_POLLS 120 /* 500 ms apart: a minute */
@@ -520,7 +638,7 @@ void rl_turn_defer(rl_turn_t *t) {
 static char *prior_path(const rl_turn_t *t, const char *suffix) {
     char *id = rl_path_escape(t->prior_id), *p = NULL;
     if (id && t->bk->assistants) {
-        char *th = rl_path_escape(t->f->claim.conversation_id);
+        char *th = rl_path_escape(rl_turn_conv(t));
         if (th) p = rl_asprintf("/threads/%s/runs/%s%s", th, id, suffix);
         free(th);
     } else if (id) {
@@ -1021,4 +1139,198 @@ RUNLANE_EXTERN(runlane_err_t)
 runlane_thread_create(char **id_out, runlane_t *rl, const char *metadata_json) {
     return create_remote(id_out, rl, metadata_json, "/threads", RL_HTTP_ASSISTANTS,
                          "runlane_thread_create");
+}
+
+/* ---- migration off the Assistants API (runlane_migrate_thread) ---- */
+
+/* Longest thread a migration copies: a bound on the listing's pages. */
+#define RL_MIGRATE_MAX_MESSAGES 100000
+
+static runlane_err_t mig_get(runlane_t *rl, const char *path, int flags, cJSON **out) {
+    long status = 0;
+    char *resp = NULL;
+    rl_http_rate_t rate = {rl->api_store, &rl->api_mu, rate_note, rl};
+    runlane_err_t rc = rl_http_sync(&status, &resp, rl->conf, "GET", path, NULL, flags, &rate);
+    *out = NULL;
+    if (rc == RUNLANE_OK) {
+        *out = cJSON_Parse(resp);
+        if (!cJSON_IsObject(*out)) {
+            cJSON_Delete(*out);
+            *out = NULL;
+            rc = rl_error_set(RUNLANE_ERR_PROVIDER, 1, "runlane_migrate_thread: GET %s: not a JSON object",
+                              path);
+        }
+    }
+    free(resp);
+    return rc;
+}
+
+/* Every object of a list endpoint, oldest first, into `acc`. */
+static runlane_err_t mig_list(runlane_t *rl, const char *base, int flags, cJSON *acc) {
+    char after[200] = "";
+    for (;;) {
+        char *esc = *after ? rl_path_escape(after) : NULL;
+        char *path = rl_asprintf("%s?order=asc&limit=100%s%s", base, esc ? "&after=" : "",
+                                 esc ? esc : "");
+        free(esc);
+        if (!path) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        cJSON *page = NULL;
+        runlane_err_t rc = mig_get(rl, path, flags, &page);
+        free(path);
+        if (rc) return rc;
+        cJSON *data = cJSON_DetachItemFromObjectCaseSensitive(page, "data");
+        int more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(page, "has_more"));
+        cJSON *it, *last = NULL;
+        int n = 0;
+        while (cJSON_IsArray(data) && (it = cJSON_DetachItemFromArray(data, 0))) {
+            cJSON_AddItemToArray(acc, it);
+            last = it;
+            n++;
+        }
+        cJSON_Delete(data);
+        cJSON_Delete(page);
+        if (cJSON_GetArraySize(acc) > RL_MIGRATE_MAX_MESSAGES)
+            return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                                "runlane_migrate_thread: more than %d messages", RL_MIGRATE_MAX_MESSAGES);
+        if (!more || !n) return RUNLANE_OK;
+        const char *id = rl_json_str(last, "id");
+        if (!*id || strlen(id) >= sizeof(after))
+            return rl_error_set(RUNLANE_ERR_PROVIDER, 1, "runlane_migrate_thread: a listing page without ids");
+        rl_strlcpy(after, id, sizeof(after));
+    }
+}
+
+/* A thread message as a conversation item {type, role, content}; its text
+ * parts joined (other parts, e.g. images, are not copied). */
+static cJSON *mig_item(const cJSON *msg) {
+    rl_buf_t b;
+    rl_buf_init(&b);
+    const cJSON *part;
+    cJSON_ArrayForEach(part, cJSON_GetObjectItemCaseSensitive(msg, "content")) {
+        if (strcmp(rl_json_str(part, "type"), "text") != 0) continue;
+        const char *v = rl_json_str(cJSON_GetObjectItemCaseSensitive(part, "text"), "value");
+        if (b.len) rl_buf_puts(&b, "\n\n");
+        rl_buf_puts(&b, v);
+    }
+    rl_buf_puts(&b, "");
+    cJSON *it = cJSON_CreateObject();
+    cJSON_AddStringToObject(it, "type", "message");
+    cJSON_AddStringToObject(it, "role",
+                            strcmp(rl_json_str(msg, "role"), "assistant") == 0 ? "assistant" : "user");
+    cJSON_AddStringToObject(it, "content", b.data ? b.data : "");
+    rl_buf_free(&b);
+    return it;
+}
+
+static runlane_err_t mig_map(runlane_t *rl, int mode, const char *key, const char *id, char **out) {
+    pthread_mutex_lock(&rl->api_mu);
+    runlane_err_t rc = rl->api_store->ops->conv_map(rl->api_store, mode, key, NULL, id, out);
+    pthread_mutex_unlock(&rl->api_mu);
+    return rc;
+}
+
+RUNLANE_EXTERN(runlane_err_t)
+runlane_migrate_thread(char **result_json_out, runlane_t *rl, const char *key, const char *thread_id) {
+    static const char *fn = "runlane_migrate_thread";
+    if (result_json_out) *result_json_out = NULL;
+    if (!result_json_out || !rl)
+        return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "%s: result_json_out and rl are required", fn);
+    runlane_err_t rc = rl_check_conversation_id(key);
+    if (rc) return rc;
+    if (thread_id && (rc = rl_check_conversation_id(thread_id))) return rc;
+    /* Progress: the conversation being filled, under a map key no app key
+     * can be (app keys have no control characters). */
+    char *mkey = rl_asprintf("\x1fmigrate\x1f%s", key);
+    char *conv = NULL, *cur = NULL, *thread = NULL;
+    cJSON *msgs = NULL, *items = NULL, *res = NULL;
+    int copied = 0;
+    if (!mkey) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    if ((rc = mig_map(rl, RL_MAP_GET, key, NULL, &cur))) goto out;
+    if ((rc = mig_map(rl, RL_MAP_GET, mkey, NULL, &conv))) goto out;
+    if (thread_id) thread = rl_strdup(thread_id);
+    else if (cur && rl_is_provider_id(1, cur)) thread = rl_strdup(cur);
+    else if (rl_is_provider_id(1, key)) thread = rl_strdup(key);
+    if (!conv && cur && rl_is_provider_id(0, cur)) {
+        /* Done before (the key maps to a conversation, no copy under way):
+         * nothing is copied again. */
+        conv = cur;
+        cur = NULL;
+        goto done;
+    }
+    if (!thread) {
+        rc = rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                          "%s: no thread to migrate: \"%.64s\" is not a thread id and maps to none; "
+                          "pass thread_id",
+                          fn, key);
+        goto out;
+    }
+    if (!conv) {
+        cJSON *md = cJSON_CreateObject();
+        if (strlen(key) <= 512) cJSON_AddStringToObject(md, "runlane_key", key);
+        cJSON_AddStringToObject(md, "runlane_migrated_from", thread);
+        char *mds = cJSON_PrintUnformatted(md);
+        cJSON_Delete(md);
+        rc = mds ? create_remote(&conv, rl, mds, "/conversations", 0, fn) : RUNLANE_ERR_NOMEM;
+        free(mds);
+        if (rc) goto out;
+        /* A crash before this record leaves an empty orphan conversation. */
+        if ((rc = mig_map(rl, RL_MAP_SET, mkey, conv, NULL))) goto out;
+    }
+    char *th = rl_path_escape(thread), *cv = rl_path_escape(conv);
+    char *tpath = th ? rl_asprintf("/threads/%s/messages", th) : NULL;
+    char *cpath = cv ? rl_asprintf("/conversations/%s/items", cv) : NULL;
+    free(th);
+    free(cv);
+    msgs = cJSON_CreateArray();
+    items = cJSON_CreateArray();
+    if (!tpath || !cpath || !msgs || !items) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    if (!rc) rc = mig_list(rl, tpath, RL_HTTP_ASSISTANTS, msgs);
+    /* Resumable: items go in in order, at most 20 per request, each
+     * request all or nothing, so the conversation holds a prefix of the
+     * thread: what it holds is not sent again. */
+    if (!rc) rc = mig_list(rl, cpath, 0, items);
+    int total = cJSON_GetArraySize(msgs), have = cJSON_GetArraySize(items);
+    if (!rc && have > total)
+        rc = rl_error_set(RUNLANE_ERR_STATE, 0,
+                          "%s: conversation %s holds %d items, more than the thread's %d messages",
+                          fn, conv, have, total);
+    for (int i = have; !rc && i < total; i += 20) {
+        cJSON *b = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(b, "items");
+        for (int k = i; k < total && k < i + 20; k++)
+            cJSON_AddItemToArray(arr, mig_item(cJSON_GetArrayItem(msgs, k)));
+        char *body = cJSON_PrintUnformatted(b);
+        cJSON_Delete(b);
+        long status = 0;
+        char *resp = NULL;
+        rl_http_rate_t rate = {rl->api_store, &rl->api_mu, rate_note, rl};
+        rc = body ? rl_http_sync(&status, &resp, rl->conf, "POST", cpath, body, RL_HTTP_UNSAFE, &rate)
+                  : RUNLANE_ERR_NOMEM;
+        free(body);
+        free(resp);
+        if (!rc) copied += (i + 20 < total ? 20 : total - i);
+    }
+    free(tpath);
+    free(cpath);
+    if (rc) goto out;
+    if ((rc = mig_map(rl, RL_MAP_SET, key, conv, NULL))) goto out;
+    if ((rc = mig_map(rl, RL_MAP_FORGET, mkey, NULL, NULL))) goto out;
+done:
+    res = cJSON_CreateObject();
+    cJSON_AddStringToObject(res, "conversation_id", conv);
+    if (thread) cJSON_AddStringToObject(res, "thread_id", thread);
+    cJSON_AddNumberToObject(res, "copied", copied);
+    cJSON_AddNumberToObject(res, "total", msgs ? cJSON_GetArraySize(msgs) : 0);
+    *result_json_out = cJSON_PrintUnformatted(res);
+    rc = *result_json_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+out:
+    cJSON_Delete(res);
+    cJSON_Delete(msgs);
+    cJSON_Delete(items);
+    free(mkey);
+    free(conv);
+    free(cur);
+    free(thread);
+    if (rc == RUNLANE_OK) rl_error_clear();
+    return rc;
 }

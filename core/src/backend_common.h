@@ -111,6 +111,11 @@ struct rl_turn {
     char prior_id[160];
     int prior_polls;
     rl_turn_fn prior_next;
+    /* Conversation keys (rl_turn_resolve): the provider conversation or
+     * thread id a key maps to (NULL: the key is the provider id), and what
+     * runs once it is known. */
+    char *provider_id;
+    rl_turn_fn resolve_next;
 };
 
 /* The two backends (backend_responses.c, backend_assistants.c). */
@@ -160,6 +165,24 @@ void rl_turn_aux(rl_turn_t *t, const char *method, const char *path);
  * ended, then run next(t). Returns 1 when it took the flow over, 0 when
  * there is nothing to settle (call next yourself). */
 int rl_turn_settle_prior(rl_turn_t *t, rl_turn_fn next);
+/* Conversation keys: a claim's conversation id that is not a provider id
+ * (responses: "conv_...", assistants: "thread_...") is a key the app named.
+ * Its provider conversation/thread is the store's mapping (conv_map); a key
+ * with none gets one: POST /conversations (or /threads) with metadata
+ * runlane_key and runlane_batch_id, then the id is recorded under the
+ * lease's fencing token, and the mapping in effect afterwards is used (a
+ * concurrent or earlier record wins; a lost lease records nothing and sends
+ * nothing). Nothing is sent to a provider conversation before its mapping is
+ * recorded, so one conversation at most ever receives a key's messages; a
+ * worker that dies between the create and the record leaves an empty
+ * orphan (findable by its metadata). Returns 1 when it took the flow over
+ * (next(t) runs once t->provider_id is set), 0 when next(t) may run now. */
+int rl_turn_resolve(rl_turn_t *t, rl_turn_fn next);
+/* The provider conversation/thread id of the turn. */
+const char *rl_turn_conv(const rl_turn_t *t);
+/* 1 when `id` is a provider id for the backend (used as it is). */
+int rl_is_provider_id(int assistants, const char *id);
+
 /* Defers the batch: the provider is busy with a turn that is not ours. No
  * attempt is spent, but the deferrals of a batch are counted (in its
  * checkpoint): past RL_TURN_MAX_DEFERS (about 10 minutes of 1-3 s waits, a

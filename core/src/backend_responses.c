@@ -75,7 +75,7 @@ static void r_restart_done(rl_turn_t *t, const rl_http_result_t *res);
 static void answer_calls_then(rl_turn_t *t, const char *output, rl_turn_done_fn done);
 
 static char *conv_path(const rl_turn_t *t, const char *suffix) {
-    char *c = rl_path_escape(t->f->claim.conversation_id);
+    char *c = rl_path_escape(rl_turn_conv(t));
     char *p = c ? rl_asprintf("/conversations/%s%s", c, suffix) : NULL;
     free(c);
     return p;
@@ -183,9 +183,15 @@ static void r_begin(rl_turn_t *t) {
     else r_snapshot(t);
 }
 
+/* After the key's provider conversation is known: a dead predecessor's
+ * turn first, then the batch's own. */
+static void r_begin_settled(rl_turn_t *t) {
+    if (!rl_turn_settle_prior(t, r_begin)) r_begin(t);
+}
+
 static void r_start(rl_backend_t *bk, rl_inflight_t *f) {
     rl_turn_t *t = rl_turn_new(bk, f);
-    if (t && !rl_turn_settle_prior(t, r_begin)) r_begin(t);
+    if (t && !rl_turn_resolve(t, r_begin_settled)) r_begin_settled(t);
 }
 
 /* ---- 1. snapshot ---- */
@@ -445,7 +451,7 @@ static void r_post(rl_turn_t *t) {
         cJSON *p = cJSON_AddObjectToObject(b, "prompt");
         cJSON_AddStringToObject(p, "id", bk->prompt_id);
     }
-    cJSON_AddStringToObject(b, "conversation", t->f->claim.conversation_id);
+    cJSON_AddStringToObject(b, "conversation", rl_turn_conv(t));
     cJSON *input = cJSON_CreateArray();
     int n = cJSON_GetArraySize(t->msgs);
     if (t->posting_outputs) {

@@ -484,6 +484,48 @@ RUNLANE_EXTERN(runlane_err_t) runlane_touch(runlane_t *rl, const char *conversat
     return rc;
 }
 
+/* ---- conversation keys (see store.h conv_map) ---- */
+
+static runlane_err_t conv_map_call(runlane_t *rl, const char *fn, int mode, const char *key,
+                                   const char *provider_id, char **out) {
+    runlane_err_t rc;
+    if ((rc = check_rl(rl, fn))) return rc;
+    if ((rc = rl_check_conversation_id(key))) return rc;
+    if (mode == RL_MAP_SET) {
+        if (!provider_id || !*provider_id)
+            return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0, "%s: provider_id is empty", fn);
+        if (strlen(provider_id) > 159)
+            return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                                "%s: provider_id is %zu bytes; the limit is 159 bytes", fn,
+                                strlen(provider_id));
+        if ((rc = rl_check_conversation_id(provider_id))) return rc;
+    }
+    pthread_mutex_lock(&rl->api_mu);
+    rc = rl->api_store->ops->conv_map(rl->api_store, mode, key, NULL, provider_id, out);
+    pthread_mutex_unlock(&rl->api_mu);
+    if (rc == RUNLANE_OK) rl_error_clear();
+    return rc;
+}
+
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conversation_map_get(char **id_out, runlane_t *rl, const char *key) {
+    if (!id_out)
+        return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
+                            "runlane_conversation_map_get: id_out is NULL");
+    *id_out = NULL;
+    return conv_map_call(rl, "runlane_conversation_map_get", RL_MAP_GET, key, NULL, id_out);
+}
+
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conversation_map_set(runlane_t *rl, const char *key, const char *provider_id) {
+    return conv_map_call(rl, "runlane_conversation_map_set", RL_MAP_SET, key, provider_id, NULL);
+}
+
+RUNLANE_EXTERN(runlane_err_t)
+runlane_conversation_map_forget(runlane_t *rl, const char *key) {
+    return conv_map_call(rl, "runlane_conversation_map_forget", RL_MAP_FORGET, key, NULL, NULL);
+}
+
 RUNLANE_EXTERN(runlane_err_t)
 runlane_status(char **json_out, runlane_t *rl, const char *conversation_id) {
     runlane_err_t rc;

@@ -111,6 +111,9 @@ typedef enum rl_fail_outcome {
 
 typedef struct rl_store rl_store_t;
 
+/* Modes of rl_store_ops.conv_map */
+enum { RL_MAP_GET = 0, RL_MAP_RECORD = 1, RL_MAP_SET = 2, RL_MAP_FORGET = 3 };
+
 typedef struct rl_store_ops {
     const char *name;
 
@@ -278,6 +281,23 @@ typedef struct rl_store_ops {
      * rpm: each call refills and caps with its own. The key expires once
      * the bucket would be full again. */
     int (*rate_take)(rl_store_t *st, int64_t rpm, int64_t *wait_ms_out);
+
+    /* The conversation key -> provider conversation id map (one hash per
+     * partition, <prefix>:{p}:convmap, that never expires: unlike meta it
+     * must outlive idle periods). `mode`:
+     *   RL_MAP_GET     *out = the mapping, or NULL when there is none
+     *   RL_MAP_RECORD  under the lease `token`: maps conv to `provider_id`
+     *                  unless conv is already mapped; *out = the mapping in
+     *                  effect afterwards (the earlier one if there was one).
+     *                  A stale token is refused (RUNLANE_ERR_STALE) and
+     *                  changes nothing: a worker that lost its lease while
+     *                  creating a provider conversation never records it.
+     *   RL_MAP_SET     maps conv to `provider_id` whatever was there (an
+     *                  import by the host); *out = the previous mapping
+     *   RL_MAP_FORGET  removes the mapping; *out = the removed one or NULL
+     * *out (may be NULL for SET/FORGET) is malloc'ed. */
+    int (*conv_map)(rl_store_t *st, int mode, const char *conv, const char *token,
+                    const char *provider_id, char **out);
 
     void (*destroy)(rl_store_t *st);
 } rl_store_ops_t;

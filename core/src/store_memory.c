@@ -159,6 +159,7 @@ typedef struct mstate {
     hmap_t convs; /* id -> mconv_t* */
     hmap_t idem;  /* lenprefixed(conv) + key -> idem_t* */
     hmap_t replies; /* batch id -> mreply_t* */
+    hmap_t convmap; /* conversation key -> provider id (char *), see conv_map */
     convvec_t ready, leases;
     dead_t *dead;
     size_t ndead, capdead;
@@ -360,6 +361,17 @@ static void mstate_free(mstate_t *s) {
         }
     }
     free(s->replies.slots);
+    for (size_t i = 0; i < s->convmap.nslots; i++) {
+        hent_t *e = s->convmap.slots[i];
+        while (e) {
+            hent_t *next = e->next;
+            free(e->val);
+            free(e->key);
+            free(e);
+            e = next;
+        }
+    }
+    free(s->convmap.slots);
     free(s->ready.v);
     free(s->leases.v);
     for (size_t i = 0; i < s->ndead; i++) {
@@ -1240,6 +1252,66 @@ static int m_rate_take(rl_store_t *st, int64_t rpm, int64_t *wait_ms_out) {
     return RUNLANE_OK;
 }
 
+/* The conversation key map; the same contract as lua/conv_map-2.lua. */
+static int m_conv_map(rl_store_t *st, int mode, const char *conv, const char *token,
+                      const char *provider_id, char **out) {
+    mstate_t *s = S(st);
+    int rc = RUNLANE_OK;
+    char *res = NULL;
+    if (out) *out = NULL;
+    pthread_mutex_lock(&s->mu);
+    const char *cur = hmap_get(&s->convmap, conv);
+    if (mode == RL_MAP_GET) {
+        res = cur ? rl_strdup(cur) : NULL;
+        if (cur && !res) rc = RUNLANE_ERR_NOMEM;
+    } else if (mode == RL_MAP_RECORD) {
+        /* fenced, and never over a mapping (see store.h) */
+        if (!owned(s, conv, token)) {
+            rc = RUNLANE_ERR_STALE;
+        } else if (cur) {
+            if (!(res = rl_strdup(cur))) rc = RUNLANE_ERR_NOMEM;
+        } else {
+            char *v = rl_strdup(provider_id ? provider_id : "");
+            res = rl_strdup(provider_id ? provider_id : "");
+            if (!v || !res || !hmap_put(&s->convmap, conv, v)) {
+                free(v);
+                rc = RUNLANE_ERR_NOMEM;
+            }
+        }
+    } else if (mode == RL_MAP_SET) {
+        char *v = rl_strdup(provider_id ? provider_id : "");
+        char *old = cur ? rl_strdup(cur) : NULL;
+        if (!v || (cur && !old)) {
+            free(v);
+            free(old);
+            rc = RUNLANE_ERR_NOMEM;
+        } else {
+            free(hmap_del(&s->convmap, conv));
+            if (!hmap_put(&s->convmap, conv, v)) {
+                free(v);
+                free(old);
+                rc = RUNLANE_ERR_NOMEM;
+            } else {
+                res = old;
+            }
+        }
+    } else {
+        res = hmap_del(&s->convmap, conv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc == RUNLANE_ERR_STALE) {
+        free(res);
+        return stale(conv);
+    }
+    if (rc != RUNLANE_OK) {
+        free(res);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    if (out) *out = res;
+    else free(res);
+    return RUNLANE_OK;
+}
+
 static void m_destroy(rl_store_t *st) {
     mstore_t *ms = (mstore_t *)st;
     pthread_mutex_lock(&registry_mu);
@@ -1260,7 +1332,7 @@ static const rl_store_ops_t memory_ops = {
     "memory",      m_enqueue,      m_enqueue_many, m_touch,     m_next_due,   m_claim,
     m_renew,       m_extend_batch, m_checkpoint,   m_ack,       m_ack_reply,  m_fail,
     m_release,     m_defer,        m_recover,      m_status,    m_dead_list,  m_dead_retry,
-    m_dead_purge,  m_reply_claim,  m_reply_ack,    m_rate_take,  m_destroy,
+    m_dead_purge,  m_reply_claim,  m_reply_ack,    m_rate_take,  m_conv_map,   m_destroy,
 };
 
 rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {
@@ -1278,11 +1350,12 @@ rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {
     if (!s) {
         s = calloc(1, sizeof(*s));
         if (!s || !(s->name = rl_strdup(name)) || !hmap_init(&s->convs) || !hmap_init(&s->idem) ||
-            !hmap_init(&s->replies)) {
+            !hmap_init(&s->replies) || !hmap_init(&s->convmap)) {
             if (s) {
                 free(s->name);
                 free(s->convs.slots);
                 free(s->idem.slots);
+                free(s->replies.slots);
                 free(s);
             }
             pthread_mutex_unlock(&registry_mu);

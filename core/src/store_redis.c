@@ -68,6 +68,7 @@ enum {
     S_REPLY_CLAIM,
     S_REPLY_ACK,
     S_RATE_TAKE,
+    S_CONV_MAP,
     S_COUNT
 };
 
@@ -75,7 +76,7 @@ static const char *const script_names[S_COUNT] = {
     "enqueue",     "touch",     "peek",    "claim",      "renew",
     "extend_batch", "checkpoint", "ack",    "ack_reply",  "fail",
     "release",     "recover",   "dead_retry", "dead_purge", "stats",
-    "status_conv", "reply_claim", "reply_ack", "rate_take",
+    "status_conv", "reply_claim", "reply_ack", "rate_take", "conv_map",
 };
 
 /* Per-conversation keys, in the order the scripts take them. */
@@ -1607,6 +1608,45 @@ static int r_rate_take(rl_store_t *st, int64_t rpm, int64_t *wait_ms_out) {
 }
 
 /* ------------------------------------------------------------------ */
+/* conversation keys                                                  */
+/* ------------------------------------------------------------------ */
+
+static int r_conv_map(rl_store_t *st, int mode, const char *conv, const char *token,
+                      const char *provider_id, char **out) {
+    rstore_t *s = RS(st);
+    if (out) *out = NULL;
+    int part = rl_partition_of(conv, s->partitions);
+    rcmd_t c;
+    redisReply *r = NULL;
+    cmd_init(&c);
+    cmd_script(&c, s, S_CONV_MAP);
+    cmd_key(&c, s, part, key_kinds[K_META], conv);
+    cmd_key(&c, s, part, "convmap", NULL);
+    cmd_addll(&c, mode);
+    cmd_add(&c, conv);
+    cmd_add(&c, token ? token : "");
+    cmd_add(&c, provider_id ? provider_id : "");
+    int rc = rs_exec1(s, &c, &r, "conv_map");
+    if (rc != RUNLANE_OK) return rc;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[1]->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        return bad_reply(s, "conv_map");
+    }
+    long long ok = reply_ll(r->element[0]);
+    if (ok <= 0) {
+        freeReplyObject(r);
+        return stale(conv);
+    }
+    if (out && r->element[1]->len > 0) {
+        *out = rl_strndup(r->element[1]->str, r->element[1]->len);
+        if (!*out) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* open / destroy                                                     */
 /* ------------------------------------------------------------------ */
 
@@ -1630,7 +1670,7 @@ static const rl_store_ops_t redis_ops = {
     "redis",      r_enqueue,      r_enqueue_many, r_touch,     r_next_due,  r_claim,
     r_renew,      r_extend_batch, r_checkpoint,   r_ack,       r_ack_reply, r_fail,
     r_release,    r_defer,        r_recover,      r_status,    r_dead_list, r_dead_retry,
-    r_dead_purge, r_reply_claim,  r_reply_ack,    r_rate_take, r_destroy,
+    r_dead_purge, r_reply_claim,  r_reply_ack,    r_rate_take, r_conv_map, r_destroy,
 };
 
 static int hexval(int ch) {

@@ -350,6 +350,86 @@ static inline cJSON *rlbk_bodies(const char *method, const char *path) {
     return out;
 }
 
+/* Conversation keys (issue 12): the key "chat-42" gets one provider
+ * conversation (thread) created on its first turn and used by every later
+ * turn; a provider id is used as it is; map_set imports, map_forget forgets.
+ * `create_path`: "/v1/conversations" or "/v1/threads"; `prefix`: "conv_" or
+ * "thread_". */
+static inline int rlbk_count_bodies(const char *method, const char *path) {
+    cJSON *b = rlbk_bodies(method, path);
+    int n = cJSON_GetArraySize(b);
+    cJSON_Delete(b);
+    return n;
+}
+
+static inline void rlbk_check_key_flow(const char *backend, const char *create_path,
+                                       const char *prefix) {
+    rlbk_need_emu();
+    rlbk_t c;
+    rlbk_new(&c, backend, NULL);
+    char *mapped = (char *)"x";
+    RL_CHECK_OK(runlane_conversation_map_get(&mapped, c.rl, "chat-42"));
+    RL_CHECK(mapped == NULL);
+    rlbk_enqueue(&c, "chat-42", "first", NULL);
+    rlbk_enqueue(&c, "chat-42", "second", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, (int)(30000 * rl_test_time_scale()));
+    RL_CHECK_STR("chat-42", rlbk_str(done->j, "conversation_id"));
+    RL_CHECK_STR("echo: first\nsecond", rlbk_str(done->j, "reply"));
+    RL_CHECK_OK(runlane_conversation_map_get(&mapped, c.rl, "chat-42"));
+    RL_CHECK(mapped && strncmp(mapped, prefix, strlen(prefix)) == 0);
+    cJSON *creates = rlbk_bodies("POST", create_path);
+    RL_CHECK_INT(1, cJSON_GetArraySize(creates));
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(creates, 0), "metadata");
+    RL_CHECK_STR("chat-42", rlbk_str(md, "runlane_key"));
+    RL_CHECK_STR(done->batch_id, rlbk_str(md, "runlane_batch_id"));
+    cJSON_Delete(creates);
+    /* a later turn uses the same conversation */
+    rlbk_enqueue(&c, "chat-42", "third", NULL);
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 2, (int)(30000 * rl_test_time_scale()));
+    RL_CHECK_INT(1, rlbk_count_bodies("POST", create_path));
+    char *msgs = rlbk_journal_messages(mapped, NULL, NULL, NULL);
+    RL_CHECK_STR("first|second|third", msgs);
+    free(msgs);
+    /* a provider id is used as it is: nothing created, nothing mapped */
+    char *lane = rlbk_new_lane(create_path);
+    int creates_before = rlbk_count_bodies("POST", create_path);
+    rlbk_enqueue(&c, lane, "direct", NULL);
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 3, (int)(30000 * rl_test_time_scale()));
+    RL_CHECK_INT(creates_before, rlbk_count_bodies("POST", create_path));
+    char *none = (char *)"x";
+    RL_CHECK_OK(runlane_conversation_map_get(&none, c.rl, lane));
+    RL_CHECK(none == NULL);
+    /* import: a key mapped to an existing conversation */
+    char *lane2 = rlbk_new_lane(create_path);
+    RL_CHECK_OK(runlane_conversation_map_set(c.rl, "+15551234567", lane2));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_conversation_map_set(c.rl, "k", ""));
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_conversation_map_set(c.rl, "", lane2));
+    rlbk_enqueue(&c, "+15551234567", "imported", NULL);
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 4, (int)(30000 * rl_test_time_scale()));
+    msgs = rlbk_journal_messages(lane2, NULL, NULL, NULL);
+    RL_CHECK_STR("imported", msgs);
+    free(msgs);
+    /* forget: the next turn creates a new conversation */
+    RL_CHECK_OK(runlane_conversation_map_forget(c.rl, "chat-42"));
+    RL_CHECK_OK(runlane_conversation_map_forget(c.rl, "chat-42"));
+    RL_CHECK_OK(runlane_conversation_map_get(&none, c.rl, "chat-42"));
+    RL_CHECK(none == NULL);
+    rlbk_enqueue(&c, "chat-42", "again", NULL);
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 5, (int)(30000 * rl_test_time_scale()));
+    char *mapped2 = NULL;
+    RL_CHECK_OK(runlane_conversation_map_get(&mapped2, c.rl, "chat-42"));
+    RL_CHECK(mapped2 && strcmp(mapped2, mapped) != 0);
+    msgs = rlbk_journal_messages(mapped2, NULL, NULL, NULL);
+    RL_CHECK_STR("again", msgs);
+    free(msgs);
+    runlane_free(mapped);
+    runlane_free(mapped2);
+    free(lane);
+    free(lane2);
+    rlbk_free(&c);
+}
+
 /* Claims the batch of `conv` in the store, records `ckpt` on it and gives
  * the lease back: what a worker that crashed after a create leaves. */
 static inline void rlbk_plant_checkpoint(const char *store_url, const char *ckpt, char *batch_out) {

@@ -542,10 +542,111 @@ static void test_assistants_api_key_in_no_event(void) {
     RL_CHECK(strstr(rlbk_all_events.data, "SECRET") == NULL);
 }
 
+static char *items_of(const char *conv) {
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/conversations/%s/items?order=asc&limit=100", conv);
+    cJSON *j = rlemu_call(&rlbk_emu, "GET", path, NULL, NULL, NULL);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "data")) {
+        const cJSON *part = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(it, "content"), 0);
+        if (b.len) rl_buf_puts(&b, "|");
+        rl_buf_puts(&b, rlbk_str(it, "role"));
+        rl_buf_puts(&b, ":");
+        rl_buf_puts(&b, rlbk_str(part, "text"));
+    }
+    rl_buf_puts(&b, "");
+    cJSON_Delete(j);
+    return rl_buf_take(&b);
+}
+
+/* Migration off the Assistants API (issue 12 item 2): a thread of 25
+ * messages is copied, in order, into a new Responses conversation and the
+ * key mapped to it. A run cut half-way (its first items request took
+ * effect but the answer was lost) is resumed by running it again, without
+ * a second copy; a third run copies nothing; the key's next turn
+ * (responses backend) goes to the new conversation. */
+static void test_migrate_thread_to_conversation(void) {
+    rlbk_need_emu();
+    char *thread = rlbk_new_lane("/v1/threads");
+    char path[256], body[256];
+    snprintf(path, sizeof(path), "/v1/threads/%s/messages", thread);
+    rl_buf_t want;
+    rl_buf_init(&want);
+    for (int i = 0; i < 25; i++) {
+        const char *role = i % 2 ? "assistant" : "user";
+        snprintf(body, sizeof(body), "{\"role\":\"%s\",\"content\":\"m%02d\"}", role, i);
+        long st = 0;
+        cJSON_Delete(rlemu_call(&rlbk_emu, "POST", path, body, &st, NULL));
+        RL_CHECK_INT(200, (int)st);
+        rl_buf_printf(&want, "%s%s:m%02d", i ? "|" : "", role, i);
+    }
+    rl_buf_puts(&want, "");
+    rlbk_t c;
+    const char *kv[] = {"http.max.retries", "0", NULL};
+    rlbk_new(&c, "responses", kv);
+    RL_CHECK_OK(runlane_conversation_map_set(c.rl, "chat-m", thread));
+    rlemu_fault(&rlbk_emu, "drop", 1, "POST", "/items");
+    char *res = NULL;
+    RL_CHECK(runlane_migrate_thread(&res, c.rl, "chat-m", NULL) != RUNLANE_OK);
+    RL_CHECK(res == NULL);
+    char *mapped = NULL;
+    RL_CHECK_OK(runlane_conversation_map_get(&mapped, c.rl, "chat-m"));
+    RL_CHECK_STR(thread, mapped); /* not switched before the copy is whole */
+    runlane_free(mapped);
+    /* resumed: only what the conversation lacks */
+    RL_CHECK_OK(runlane_migrate_thread(&res, c.rl, "chat-m", NULL));
+    cJSON *r = cJSON_Parse(res);
+    runlane_free(res);
+    char conv[200];
+    snprintf(conv, sizeof(conv), "%s", rlbk_str(r, "conversation_id"));
+    RL_CHECK(strncmp(conv, "conv_", 5) == 0);
+    RL_CHECK_INT(5, cJSON_GetObjectItemCaseSensitive(r, "copied")->valueint);
+    RL_CHECK_INT(25, cJSON_GetObjectItemCaseSensitive(r, "total")->valueint);
+    RL_CHECK_STR(thread, rlbk_str(r, "thread_id"));
+    cJSON_Delete(r);
+    char *got = items_of(conv);
+    RL_CHECK_STR(want.data, got);
+    free(got);
+    RL_CHECK_OK(runlane_conversation_map_get(&mapped, c.rl, "chat-m"));
+    RL_CHECK_STR(conv, mapped);
+    runlane_free(mapped);
+    /* again: nothing copied */
+    RL_CHECK_OK(runlane_migrate_thread(&res, c.rl, "chat-m", NULL));
+    r = cJSON_Parse(res);
+    runlane_free(res);
+    RL_CHECK_STR(conv, rlbk_str(r, "conversation_id"));
+    RL_CHECK_INT(0, cJSON_GetObjectItemCaseSensitive(r, "copied")->valueint);
+    cJSON_Delete(r);
+    got = items_of(conv);
+    RL_CHECK_STR(want.data, got);
+    free(got);
+    RL_CHECK_INT(1, rlemu_count(&rlbk_emu, "POST", "/v1/conversations"));
+    /* the key's next turn continues in the conversation */
+    rlbk_enqueue(&c, "chat-m", "after", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, (int)(30000 * rl_test_time_scale()));
+    RL_CHECK_STR("chat-m", rlbk_str(done->j, "conversation_id"));
+    got = items_of(conv);
+    RL_CHECK(strstr(got, "|user:after") != NULL);
+    free(got);
+    RL_CHECK_INT(RUNLANE_ERR_INVALID_ARG, runlane_migrate_thread(&res, c.rl, "no-thread", NULL));
+    rl_buf_free(&want);
+    rlbk_free(&c);
+    free(thread);
+}
+
+static void test_assistants_conversation_keys(void) {
+    rlbk_check_key_flow("assistants", "/v1/threads", "thread_");
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     rlbk_have_emu = rlemu_start(&rlbk_emu, NULL) == 0;
     if (!rlbk_have_emu) fprintf(stderr, "emulator not available: tests are skipped\n");
+    RL_RUN(test_assistants_conversation_keys);
+    RL_RUN(test_migrate_thread_to_conversation);
     RL_RUN(test_assistants_batch_is_one_run_with_messages_in_order);
     RL_RUN(test_assistants_tool_calls_single_and_parallel);
     RL_RUN(test_assistants_tool_timeouts);

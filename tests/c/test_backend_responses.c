@@ -1041,10 +1041,101 @@ static void test_responses_api_key_in_no_event(void) {
     RL_CHECK(strstr(rlbk_all_events.data, "SECRET") == NULL);
 }
 
+/* Conversation keys, kill -9 between the create and the record: a worker
+ * (a real process) sends POST /conversations for a key, the emulator
+ * creates it and holds the answer, and the worker is killed. The next
+ * owner creates its own conversation, records it and sends the batch
+ * there: the first one stays empty (the documented orphan), and only the
+ * mapped one ever receives the key's messages. Needs a shared store:
+ * Redis (RUNLANE_TEST_REDIS). */
+static void test_responses_key_kill9_between_create_and_record(void) {
+    rlbk_need_emu();
+    const char *url = rl_test_redis_url();
+    if (!url) RL_SKIP("RUNLANE_TEST_REDIS not set");
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "rlk9-%d-%lld", (int)getpid(), (long long)rl_now_ms());
+    const char *kv[] = {"store", url, "key.prefix", prefix, "lease.ms", "1500",
+                        "worker.recover.ms", "100", NULL};
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", "{\"fault_slow_ms\":20000}");
+    rlemu_fault(&rlbk_emu, "hold", 1, "POST", "/v1/conversations");
+    rlbk_t prod;
+    rlbk_new(&prod, "responses", kv);
+    rlbk_enqueue(&prod, "chat-k9", "hello", NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char err[512];
+        runlane_conf_t *conf = runlane_conf_new();
+        const char *base[] = {"backend", "responses", "openai.base.url", rlbk_emu.base_url,
+                              "openai.api.key", RLBK_API_KEY, "openai.model", "gpt-4o",
+                              "worker.poll.ms", "20", NULL};
+        for (int i = 0; base[i]; i += 2) runlane_conf_set(conf, base[i], base[i + 1], err, sizeof(err));
+        for (int i = 0; kv[i]; i += 2) runlane_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err));
+        runlane_t *rl = runlane_new(conf, err, sizeof(err));
+        if (!rl || runlane_start(rl) != RUNLANE_OK) _exit(3);
+        for (;;) pause();
+    }
+    RL_CHECK(pid > 0);
+    /* the create took effect at the provider: kill the worker now */
+    int convs = 0;
+    int64_t deadline = rl_now_ms() + (int64_t)(15000 * rl_test_time_scale());
+    while (rl_now_ms() < deadline) {
+        cJSON *j = rlemu_journal(&rlbk_emu);
+        convs = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "conversations"));
+        cJSON_Delete(j);
+        if (convs >= 1) break;
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    RL_CHECK_MSG(convs == 1, "the worker did not create the key's conversation (%d)", convs);
+    char *none = (char *)"x";
+    RL_CHECK_OK(runlane_conversation_map_get(&none, prod.rl, "chat-k9"));
+    RL_CHECK(none == NULL);
+    /* the next owner, once the dead worker's lease expired */
+    rlbk_t w;
+    rlbk_new(&w, "responses", kv);
+    RL_CHECK_OK(runlane_start(w.rl));
+    rlbk_ev_t *done = rlbk_wait(&w, RUNLANE_EVENT_COMPLETED, 1, (int)(30000 * rl_test_time_scale()));
+    RL_CHECK_STR("echo: hello", rlbk_str(done->j, "reply"));
+    char *mapped = NULL;
+    RL_CHECK_OK(runlane_conversation_map_get(&mapped, prod.rl, "chat-k9"));
+    RL_CHECK(mapped && strncmp(mapped, "conv_", 5) == 0);
+    cJSON *j = rlemu_journal(&rlbk_emu);
+    const cJSON *all = cJSON_GetObjectItemCaseSensitive(j, "conversations");
+    RL_CHECK_INT(2, cJSON_GetArraySize(all));
+    const cJSON *e;
+    int with_messages = 0;
+    cJSON_ArrayForEach(e, all) {
+        int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(e, "messages"));
+        if (strcmp(e->string, mapped) == 0) RL_CHECK_INT(1, n);
+        else RL_CHECK_MSG(n == 0, "orphan %s received %d messages", e->string, n);
+        if (n) with_messages++;
+    }
+    RL_CHECK_INT(1, with_messages);
+    cJSON_Delete(j);
+    cJSON *creates = rlbk_bodies("POST", "/v1/conversations");
+    RL_CHECK_INT(2, cJSON_GetArraySize(creates));
+    const cJSON *b;
+    cJSON_ArrayForEach(b, creates)
+        RL_CHECK_STR("chat-k9", rlbk_str(cJSON_GetObjectItemCaseSensitive(b, "metadata"),
+                                          "runlane_key"));
+    cJSON_Delete(creates);
+    runlane_free(mapped);
+    rlbk_free(&w);
+    rlbk_free(&prod);
+}
+
+static void test_responses_conversation_keys(void) {
+    rlbk_check_key_flow("responses", "/v1/conversations", "conv_");
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     rlbk_have_emu = rlemu_start(&rlbk_emu, NULL) == 0;
     if (!rlbk_have_emu) fprintf(stderr, "emulator not available: tests are skipped\n");
+    RL_RUN(test_responses_conversation_keys);
+    RL_RUN(test_responses_key_kill9_between_create_and_record);
     RL_RUN(test_responses_batch_is_one_turn_with_items_in_order);
     RL_RUN(test_responses_joined_mode_and_instructions);
     RL_RUN(test_responses_single_tool_call);

@@ -1667,6 +1667,100 @@ static int take_until_wait(rl_store_t **sts, int n, int64_t rpm, int64_t *wait_o
 
 /* The burst of rpm is rpm/60 (at least 1): rpm=60 gives 1 take, then asks
  * to wait ~1000 ms; once that has passed, one more take. */
+/* conv_map: a key's provider conversation, recorded once under the lease */
+static char *map_get(rl_store_t *st, const char *conv) {
+    char *v = NULL;
+    RL_CHECK_OK(st->ops->conv_map(st, RL_MAP_GET, conv, NULL, NULL, &v));
+    return v;
+}
+
+static void check_map(rl_store_t *st, const char *conv, const char *want) {
+    char *v = map_get(st, conv);
+    if (want) RL_CHECK_STR(want, v ? v : "(none)");
+    else RL_CHECK_MSG(v == NULL, "expected no mapping of %s, got %s", conv, v);
+    free(v);
+}
+
+static void test_conv_map_records_once_under_the_lease(void) {
+    rl_store_t *st = fresh();
+    g_pol.lease_ms = TS(300);
+    char *out = NULL;
+    check_map(st, "chat-42", NULL);
+    /* no lease: nobody may record */
+    RL_CHECK_INT(RUNLANE_ERR_STALE,
+                 st->ops->conv_map(st, RL_MAP_RECORD, "chat-42", "1", "conv_x", &out));
+    RL_CHECK(out == NULL);
+    check_map(st, "chat-42", NULL);
+    enq(st, "chat-42", "a");
+    rl_claim_t c = claim1(st, "w1");
+    RL_CHECK_INT(RUNLANE_ERR_STALE,
+                 st->ops->conv_map(st, RL_MAP_RECORD, "chat-42", "999999999", "conv_x", &out));
+    check_map(st, "chat-42", NULL);
+    RL_CHECK_OK(st->ops->conv_map(st, RL_MAP_RECORD, "chat-42", c.token, "conv_A", &out));
+    RL_CHECK_STR("conv_A", out);
+    free(out);
+    /* a second record never replaces the first: it returns the first */
+    RL_CHECK_OK(st->ops->conv_map(st, RL_MAP_RECORD, "chat-42", c.token, "conv_B", &out));
+    RL_CHECK_STR("conv_A", out);
+    free(out);
+    rl_store_t *other = same();
+    check_map(other, "chat-42", "conv_A");
+    check_map(other, "chat-4", NULL);
+    check_map(other, "chat-42 ", NULL);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "chat-42", c.token));
+    /* a worker whose lease expired (it died or stalled) is fenced off */
+    enq(st, "k2", "b");
+    rl_claim_t d = claim1(st, "w1");
+    sleep_ms(TS(500));
+    int rec = -1, dead = -1;
+    RL_CHECK_OK(st->ops->recover(st, &g_pol, &rec, &dead));
+    RL_CHECK(rec >= 1);
+    RL_CHECK_INT(RUNLANE_ERR_STALE,
+                 other->ops->conv_map(other, RL_MAP_RECORD, "k2", d.token, "conv_old", &out));
+    rl_claim_t d2 = claim1(other, "w2");
+    RL_CHECK_STR("k2", d2.conversation_id);
+    RL_CHECK_OK(other->ops->conv_map(other, RL_MAP_RECORD, "k2", d2.token, "conv_new", &out));
+    RL_CHECK_STR("conv_new", out);
+    free(out);
+    check_map(st, "k2", "conv_new");
+    RL_CHECK_OK(other->ops->ack(other, &g_pol, "k2", d2.token));
+    /* the mapping outlives the turn */
+    check_map(st, "k2", "conv_new");
+    rl_claim_free(&c);
+    rl_claim_free(&d);
+    rl_claim_free(&d2);
+}
+
+static void test_conv_map_set_and_forget(void) {
+    rl_store_t *st = fresh();
+    char *out = (char *)"x";
+    RL_CHECK_OK(st->ops->conv_map(st, RL_MAP_SET, "+15551234567", NULL, "thread_1", &out));
+    RL_CHECK(out == NULL);
+    check_map(st, "+15551234567", "thread_1");
+    RL_CHECK_OK(st->ops->conv_map(st, RL_MAP_SET, "+15551234567", NULL, "thread_2", &out));
+    RL_CHECK_STR("thread_1", out);
+    free(out);
+    rl_store_t *other = same();
+    check_map(other, "+15551234567", "thread_2");
+    /* a lease holder's record does not replace an imported mapping */
+    enq(st, "+15551234567", "a");
+    rl_claim_t c = claim1(st, "w");
+    RL_CHECK_OK(st->ops->conv_map(st, RL_MAP_RECORD, "+15551234567", c.token, "thread_3", &out));
+    RL_CHECK_STR("thread_2", out);
+    free(out);
+    RL_CHECK_OK(other->ops->conv_map(other, RL_MAP_FORGET, "+15551234567", NULL, NULL, &out));
+    RL_CHECK_STR("thread_2", out);
+    free(out);
+    check_map(st, "+15551234567", NULL);
+    RL_CHECK_OK(other->ops->conv_map(other, RL_MAP_FORGET, "+15551234567", NULL, NULL, &out));
+    RL_CHECK(out == NULL);
+    /* forgotten: the next record wins again */
+    RL_CHECK_OK(st->ops->conv_map(st, RL_MAP_RECORD, "+15551234567", c.token, "thread_4", NULL));
+    check_map(other, "+15551234567", "thread_4");
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "+15551234567", c.token));
+    rl_claim_free(&c);
+}
+
 static void test_rate_bucket_rpm60_waits_a_second_and_refills(void) {
     rl_store_t *st = fresh();
     RL_CHECK_INT(0, take(st, 60));
@@ -2092,6 +2186,8 @@ static void run_conformance(void) {
     RUN(test_rate_bucket_rpm60_waits_a_second_and_refills);
     RUN(test_rate_bucket_burst_is_one_second_of_rpm);
     RUN(test_rate_bucket_is_shared_by_handles);
+    RUN(test_conv_map_records_once_under_the_lease);
+    RUN(test_conv_map_set_and_forget);
 }
 
 int main(void) {

@@ -85,6 +85,7 @@ COMMAND_HELPS = [
     ["demo"],
     ["conversation"],
     ["thread"],
+    ["migrate"],
 ]
 
 
@@ -805,3 +806,46 @@ def test_http_worker_idle_exit_waits_for_the_turn_in_flight(store, emulator):
     assert [x["conversation_id"] for x in lines] == [conv], f"the slow turn's reply was printed: {out!r} {err}"
     assert queue_idle(store), "the turn was acked before the worker exited"
     assert "idle" in err, err
+
+
+def test_conversation_key_map_get_forget(store):
+    """A conversation key's mapping (issue 12): map imports, get reads (exit 3 when
+    none), forget removes; thread and conversation share one mapping per key."""
+    p = run(*store, "conversation", "get", "chat-42", check=3)
+    assert p.stdout == "" and "no mapping" in p.stderr, p.stderr
+    run(*store, "conversation", "map", "chat-42", "conv_abc", check=0)
+    assert run(*store, "conversation", "get", "chat-42", check=0).stdout.strip() == "conv_abc"
+    assert run(*store, "thread", "get", "chat-42", check=0).stdout.strip() == "conv_abc"
+    run(*store, "thread", "map", "chat-42", "thread_x", check=0)
+    assert run(*store, "conversation", "get", "chat-42", check=0).stdout.strip() == "thread_x"
+    run(*store, "conversation", "forget", "chat-42", check=0)
+    run(*store, "conversation", "forget", "chat-42", check=0)
+    run(*store, "conversation", "get", "chat-42", check=3)
+    assert run(*store, "conversation", "map", "chat-42", check=2).returncode == 2
+    assert run(*store, "conversation", "map", "", "conv_x", check=2).returncode == 2
+    assert run(*store, "conversation", "frobnicate", check=2).returncode == 2
+
+
+def test_migrate_copies_a_thread_once(store, emulator):
+    """runlane migrate KEY (issue 12 item 2): the thread's messages, in order, in a new
+    conversation the key maps to; a second run copies nothing."""
+    import urllib.request
+
+    base = ["-X", f"openai.base.url={emulator.base_url}"]
+    thread = run(*store, *base, "thread", "create", check=0).stdout.strip()
+    for i in range(3):
+        req = urllib.request.Request(
+            f"{emulator.base_url}/threads/{thread}/messages", method="POST",
+            data=json.dumps({"role": "user", "content": f"m{i}"}).encode(),
+            headers={"Content-Type": "application/json", "OpenAI-Beta": "assistants=v2"})
+        urllib.request.urlopen(req).read()
+    run(*store, "conversation", "map", "chat-9", thread, check=0)
+    first = json.loads(run(*store, *base, "migrate", "chat-9", check=0).stdout)
+    assert first["copied"] == 3 and first["total"] == 3 and first["thread_id"] == thread, first
+    conv = first["conversation_id"]
+    assert run(*store, "conversation", "get", "chat-9", check=0).stdout.strip() == conv
+    again = json.loads(run(*store, *base, "migrate", "chat-9", check=0).stdout)
+    assert again["conversation_id"] == conv and again["copied"] == 0, again
+    items = emulator.journal()["conversations"][conv]["messages"]
+    assert items == ["m0", "m1", "m2"], items
+    run(*store, *base, "migrate", check=2)

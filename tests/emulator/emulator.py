@@ -37,7 +37,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-ALL_FAULT_KINDS = ("429", "500", "reset", "slow", "drop")
+ALL_FAULT_KINDS = ("429", "500", "reset", "slow", "drop", "hold")
 DEFAULT_FAULT_KINDS = ("429", "500", "reset", "slow")
 
 LOCKED_MESSAGE = ("Another process is currently operating on this conversation. "
@@ -1885,6 +1885,10 @@ class _Handler(BaseHTTPRequestHandler):
             elif fault == "drop":
                 self._drop = True  # the request takes effect; its answer is lost on the way
             reply = self._dispatch(method, path, query, raw, fault)
+            if fault == "hold":
+                # the request took effect; its answer waits fault_slow_ms (a client killed
+                # meanwhile never learns the result: e.g. a created conversation's id)
+                time.sleep(em.config()["fault_slow_ms"] / 1000.0)
             with em._lock:
                 entry["status"] = reply.status if isinstance(reply, _Json) else 200
             em._request_done(entry)

@@ -218,7 +218,8 @@ double req_number(const Napi::CallbackInfo &info, size_t i) {
 
 enum class OpKind {
     Enqueue, EnqueueMany, Touch, Status, DeadList, DeadRetry, DeadPurge, Ack, Fail, Release,
-    SubmitToolOutputs, ReplyAck, Start, Stop, Destroy, ConversationCreate, ThreadCreate, Health
+    SubmitToolOutputs, ReplyAck, Start, Stop, Destroy, ConversationCreate, ThreadCreate, Health,
+    MapGet, MapSet, MapForget, Migrate
 };
 
 struct OpArgs {
@@ -311,6 +312,18 @@ void run_op(runlane_t *rl, const OpArgs &a, OpResult *r) {
     case OpKind::ThreadCreate:
         rc = runlane_thread_create(&out, rl, a.has1 ? a.s1.c_str() : nullptr);
         break;
+    case OpKind::MapGet:
+        rc = runlane_conversation_map_get(&out, rl, a.s1.c_str());
+        break;
+    case OpKind::MapSet:
+        rc = runlane_conversation_map_set(rl, a.s1.c_str(), a.s2.c_str());
+        break;
+    case OpKind::MapForget:
+        rc = runlane_conversation_map_forget(rl, a.s1.c_str());
+        break;
+    case OpKind::Migrate:
+        rc = runlane_migrate_thread(&out, rl, a.s1.c_str(), a.has2 ? a.s2.c_str() : nullptr);
+        break;
     }
     if (rc != RUNLANE_OK) {
         r->err = capture(rc);
@@ -331,6 +344,7 @@ Napi::Value result_value(Napi::Env env, const OpArgs &a, const OpResult &r) {
     }
     if (r.has_str) return Napi::String::New(env, r.str);
     if (r.has_num) return Napi::Number::New(env, r.num);
+    if (a.kind == OpKind::MapGet) return env.Null();  // no mapping
     return env.Undefined();
 }
 
@@ -636,6 +650,19 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
         a.kind = op == "thread_create" ? OpKind::ThreadCreate : OpKind::ConversationCreate;
         a.has1 = opt_string(info, 2, &a.s1);
         long_op = true;
+    } else if (op == "map_get" || op == "map_forget") {
+        a.kind = op == "map_get" ? OpKind::MapGet : OpKind::MapForget;
+        a.s1 = req_string(info, 2);
+    } else if (op == "migrate") {
+        // HTTP with retries and paging: may take long, so not in the threadpool.
+        a.kind = OpKind::Migrate;
+        a.s1 = req_string(info, 2);
+        a.has2 = opt_string(info, 3, &a.s2);
+        long_op = true;
+    } else if (op == "map_set") {
+        a.kind = OpKind::MapSet;
+        a.s1 = req_string(info, 2);
+        a.s2 = req_string(info, 3);
     } else {
         throw Napi::TypeError::New(env, "runlane: unknown bridge op \"" + op + "\"");
     }

@@ -88,6 +88,10 @@ export interface RawAddon {
   bridge_call(bridge: BridgeHandle, op: 'start' | 'destroy'): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'stop', mode: number, timeoutMs: number): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'conversation_create' | 'thread_create', metadata: string | null): Promise<string>;
+  bridge_call(bridge: BridgeHandle, op: 'map_get', key: string): Promise<string | null>;
+  bridge_call(bridge: BridgeHandle, op: 'map_set', key: string, providerId: string): Promise<void>;
+  bridge_call(bridge: BridgeHandle, op: 'map_forget', key: string): Promise<void>;
+  bridge_call(bridge: BridgeHandle, op: 'migrate', key: string, threadId: string | null): Promise<string>;
 }
 
 /** True on Linux with glibc (the prebuilt addon's platform; musl has no glibcVersionRuntime). */

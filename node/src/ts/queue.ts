@@ -309,6 +309,57 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
     return this.call((b) => raw().bridge_call(b, 'thread_create', metadata ? JSON.stringify(metadata) : null));
   }
 
+  // ---- conversation keys -------------------------------------------------
+
+  /**
+   * The provider conversation (`conv_...`) or thread (`thread_...`) a
+   * conversation key maps to, or null when it has none yet. With the
+   * responses and assistants backends, a conversation id that is not a
+   * provider id ("chat-42", a phone number) is a key: its first turn creates
+   * the provider conversation and records the mapping in the store, shared
+   * by every worker; at most one provider conversation ever receives a
+   * key's messages.
+   */
+  async getConversationMapping(key: string): Promise<string | null> {
+    requireString('key', key);
+    return this.call((b) => raw().bridge_call(b, 'map_get', key));
+  }
+
+  /**
+   * Maps a key to an existing provider conversation or thread (an import),
+   * replacing any mapping; the key's next turn uses it.
+   */
+  async setConversationMapping(key: string, providerId: string): Promise<void> {
+    requireString('key', key);
+    requireString('providerId', providerId);
+    await this.call((b) => raw().bridge_call(b, 'map_set', key, providerId));
+  }
+
+  /** Forgets a key's mapping: its next turn creates a new provider conversation. */
+  async forgetConversationMapping(key: string): Promise<void> {
+    requireString('key', key);
+    await this.call((b) => raw().bridge_call(b, 'map_forget', key));
+  }
+
+  /**
+   * Migration off the Assistants API: copies the messages of the thread
+   * `threadId` (omitted: the thread `key` maps to, or `key` itself when it is
+   * a thread id), oldest first, into a new Responses conversation and maps
+   * `key` to it. Resumable (run it again after a failure: only what is
+   * missing is copied) and idempotent (once done, nothing is copied again).
+   */
+  async migrateThread(key: string, threadId?: string): Promise<{ conversationId: string; threadId?: string; copied: number; total: number }> {
+    requireString('key', key);
+    if (threadId !== undefined) requireString('threadId', threadId);
+    const r = JSON.parse(await this.call((b) => raw().bridge_call(b, 'migrate', key, threadId ?? null))) as Json;
+    return {
+      conversationId: r.conversation_id as string,
+      threadId: r.thread_id as string | undefined,
+      copied: r.copied as number,
+      total: r.total as number,
+    };
+  }
+
   /** Typing signal: the conversation's quiet window restarts now. */
   async touch(conversationId: string): Promise<void> {
     requireString('conversationId', conversationId);

@@ -833,6 +833,39 @@ class _Handle:
     def thread_create(self, metadata: Optional[Mapping[str, str]] = None) -> str:
         return self._create("runlane_thread_create", metadata)
 
+    def conversation_map_get(self, key: str) -> Optional[str]:
+        """The provider id a conversation key maps to, or None."""
+        out = ffi.new("char **")
+        rl = self.acquire()
+        try:
+            rc = lib.runlane_conversation_map_get(out, rl, cstr(key, "key"))
+            if rc:
+                raise last_error(rc)
+        finally:
+            self.release()
+        if out[0] == ffi.NULL:
+            return None
+        return take_string(out)
+
+    def conversation_map_set(self, key: str, provider_id: str) -> None:
+        self._call(lib.runlane_conversation_map_set, cstr(key, "key"), cstr(provider_id, "provider_id"))
+
+    def conversation_map_forget(self, key: str) -> None:
+        self._call(lib.runlane_conversation_map_forget, cstr(key, "key"))
+
+    def migrate_thread(self, key: str, thread_id: Optional[str] = None) -> Dict[str, Any]:
+        out = ffi.new("char **")
+        tid = ffi.NULL if thread_id is None else cstr(thread_id, "thread_id")
+        rl = self.acquire()
+        try:
+            rc = lib.runlane_migrate_thread(out, rl, cstr(key, "key"), tid)
+            if rc:
+                raise last_error(rc)
+        finally:
+            self.release()
+        result: Dict[str, Any] = json.loads(take_string(out))
+        return result
+
     def event_fd(self) -> int:
         rl = self.acquire()
         try:

@@ -366,6 +366,35 @@ class AssistantMessageQueue(EventSource):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, h.thread_create, metadata)
 
+    async def get_conversation_mapping(self, key: str) -> Optional[str]:
+        """The provider conversation ("conv_...") or thread ("thread_...") a
+        conversation key maps to, or None when it has none yet (see
+        ``AssistantMessageQueue.get_conversation_mapping``)."""
+        h = await self._ready()
+        result: Optional[str] = await self._blocking(h.conversation_map_get, key)
+        return result
+
+    async def set_conversation_mapping(self, key: str, provider_id: str) -> None:
+        """Maps ``key`` to an existing provider conversation or thread (an
+        import), replacing any mapping; the key's next turn uses it."""
+        h = await self._ready()
+        await self._blocking(h.conversation_map_set, key, provider_id)
+
+    async def forget_conversation_mapping(self, key: str) -> None:
+        """Forgets ``key``'s mapping: its next turn creates a new provider
+        conversation."""
+        h = await self._ready()
+        await self._blocking(h.conversation_map_forget, key)
+
+    async def migrate_thread(self, key: str, thread_id: Optional[str] = None) -> Dict[str, Any]:
+        """Migration off the Assistants API (see
+        ``AssistantMessageQueue.migrate_thread``); the HTTP requests run in the
+        default executor."""
+        h = await self._ready()
+        loop = asyncio.get_running_loop()
+        result: Dict[str, Any] = await loop.run_in_executor(None, h.migrate_thread, key, thread_id)
+        return result
+
     # ------------------------------------------------------------ events
 
     async def events(self) -> AsyncIterator[Event]:

@@ -335,6 +335,37 @@ class AssistantMessageQueue(EventSource):
         as a conversation id. Blocks on an HTTP request."""
         return self._h.thread_create(metadata)
 
+    def get_conversation_mapping(self, key: str) -> Optional[str]:
+        """The provider conversation ("conv_...") or thread ("thread_...") a
+        conversation key maps to, or None when it has none yet.
+
+        With the responses and assistants backends, a conversation id that
+        is not a provider id ("chat-42", a phone number) is a key: its first
+        turn creates the provider conversation and records the mapping in
+        the store, shared by every worker; at most one provider conversation
+        ever receives a key's messages."""
+        return self._h.conversation_map_get(key)
+
+    def set_conversation_mapping(self, key: str, provider_id: str) -> None:
+        """Maps ``key`` to an existing provider conversation or thread (an
+        import), replacing any mapping; the key's next turn uses it."""
+        self._h.conversation_map_set(key, provider_id)
+
+    def forget_conversation_mapping(self, key: str) -> None:
+        """Forgets ``key``'s mapping: its next turn creates a new provider
+        conversation (the old one is left as it is at the provider)."""
+        self._h.conversation_map_forget(key)
+
+    def migrate_thread(self, key: str, thread_id: Optional[str] = None) -> Dict[str, Any]:
+        """Migration off the Assistants API: copies the messages of the thread
+        ``thread_id`` (None: the thread ``key`` maps to, or ``key`` itself when
+        it is a thread id), oldest first, into a new Responses conversation
+        and maps ``key`` to it. Resumable (run it again after a failure: only
+        what is missing is copied) and idempotent (once done, nothing is copied
+        again). Returns ``{"conversation_id", "thread_id", "copied", "total"}``.
+        Blocks on HTTP requests."""
+        return self._h.migrate_thread(key, thread_id)
+
     # ------------------------------------------------------------ events
 
     def events(self, timeout: Optional[float] = None) -> Iterator[Event]:

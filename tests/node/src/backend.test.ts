@@ -56,6 +56,50 @@ describe('responses backend (emulator)', { skip }, () => {
     emulator?.kill('SIGTERM');
   });
 
+  test('conversation keys: a key the app names gets one conversation, recorded; get/set/forget', async () => {
+    const q = new AssistantMessageQueue({ ...openaiOptions(), store: memoryStore('keys') });
+    try {
+      assert.equal(await q.getConversationMapping('chat-42'), null);
+      await q.startWorker();
+      let done = nextEvent<CompletedEvent>(q, 'completed');
+      await q.enqueue('chat-42', 'hello');
+      let ev = await done;
+      assert.equal(ev.conversationId, 'chat-42');
+      assert.equal(ev.reply, 'echo: hello');
+      const conv = await q.getConversationMapping('chat-42');
+      assert.match(conv ?? '', /^conv_/);
+      done = nextEvent<CompletedEvent>(q, 'completed');
+      await q.enqueue('chat-42', 'again');
+      ev = await done;
+      assert.equal(await q.getConversationMapping('chat-42'), conv, 'a later turn uses the same conversation');
+      const imported = await q.createConversation();
+      await q.setConversationMapping('+15551234567', imported);
+      assert.equal(await q.getConversationMapping('+15551234567'), imported);
+      await q.forgetConversationMapping('chat-42');
+      assert.equal(await q.getConversationMapping('chat-42'), null);
+      await assert.rejects(q.setConversationMapping('k', ''));
+      // migration off the Assistants API: copied once, in order
+      const thread = await q.createThread();
+      for (const text of ['m0', 'm1']) {
+        const r = await fetch(`${baseUrl}/threads/${thread}/messages`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'openai-beta': 'assistants=v2', authorization: `Bearer ${API_KEY}` },
+          body: JSON.stringify({ role: 'user', content: text }),
+        });
+        assert.equal(r.status, 200);
+      }
+      const m = await q.migrateThread('chat-mig', thread);
+      assert.equal(m.copied, 2);
+      assert.match(m.conversationId, /^conv_/);
+      assert.equal(await q.getConversationMapping('chat-mig'), m.conversationId);
+      const again = await q.migrateThread('chat-mig');
+      assert.equal(again.copied, 0);
+      assert.equal(again.conversationId, m.conversationId);
+    } finally {
+      await q.close();
+    }
+  });
+
   test('a turn with a tool call: tools answer, deltas stream, completed carries the reply', async () => {
     const toolEvents: ToolCallsEvent[] = [];
     let deltas = '';
