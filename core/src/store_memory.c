@@ -318,60 +318,43 @@ static void conv_gc(mstate_t *s, mconv_t *c) {
     free(c);
 }
 
+static void mconv_free(void *v) {
+    mconv_t *c = v;
+    pending_clear(c);
+    recvec_clear(&c->batch);
+    free(c->ckpt);
+    free(c->settle);
+    free(c->last_error);
+    free(c->id);
+    free(c);
+}
+
+static void mreply_free(void *v) {
+    mreply_t *r = v;
+    free(r->json);
+    free(r);
+}
+
+/* Frees every entry of m (its value with free_val) and m's slots. */
+static void hmap_free_all(hmap_t *m, void (*free_val)(void *)) {
+    for (size_t i = 0; i < m->nslots; i++) {
+        hent_t *e = m->slots[i];
+        while (e) {
+            hent_t *next = e->next;
+            free_val(e->val);
+            free(e->key);
+            free(e);
+            e = next;
+        }
+    }
+    free(m->slots);
+}
+
 static void mstate_free(mstate_t *s) {
-    for (size_t i = 0; i < s->convs.nslots; i++) {
-        hent_t *e = s->convs.slots[i];
-        while (e) {
-            hent_t *next = e->next;
-            mconv_t *c = e->val;
-            pending_clear(c);
-            recvec_clear(&c->batch);
-            free(c->ckpt);
-            free(c->settle);
-            free(c->last_error);
-            free(c->id);
-            free(c);
-            free(e->key);
-            free(e);
-            e = next;
-        }
-    }
-    free(s->convs.slots);
-    for (size_t i = 0; i < s->idem.nslots; i++) {
-        hent_t *e = s->idem.slots[i];
-        while (e) {
-            hent_t *next = e->next;
-            free(e->val);
-            free(e->key);
-            free(e);
-            e = next;
-        }
-    }
-    free(s->idem.slots);
-    for (size_t i = 0; i < s->replies.nslots; i++) {
-        hent_t *e = s->replies.slots[i];
-        while (e) {
-            hent_t *next = e->next;
-            mreply_t *r = e->val;
-            free(r->json);
-            free(r);
-            free(e->key);
-            free(e);
-            e = next;
-        }
-    }
-    free(s->replies.slots);
-    for (size_t i = 0; i < s->convmap.nslots; i++) {
-        hent_t *e = s->convmap.slots[i];
-        while (e) {
-            hent_t *next = e->next;
-            free(e->val);
-            free(e->key);
-            free(e);
-            e = next;
-        }
-    }
-    free(s->convmap.slots);
+    hmap_free_all(&s->convs, mconv_free);
+    hmap_free_all(&s->idem, free);
+    hmap_free_all(&s->replies, mreply_free);
+    hmap_free_all(&s->convmap, free);
     free(s->ready.v);
     free(s->leases.v);
     for (size_t i = 0; i < s->ndead; i++) {
