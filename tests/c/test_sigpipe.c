@@ -19,13 +19,18 @@
 #include "runlane.h"
 
 static const char *redis_url;
+static char prefix[64];
 
-/* Drops every normal client of the test server but the caller's. */
+/* Drops the library's connections (client name runlane/<prefix>) and no
+ * other: the suite's other tests share the server and run in parallel. */
 static void kill_clients(void) {
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "redis-cli -u '%s' CLIENT KILL TYPE normal >/dev/null 2>&1",
-             redis_url);
-    if (system(cmd) != 0) fprintf(stderr, "redis-cli CLIENT KILL failed\n");
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "redis-cli -u '%s' CLIENT LIST | tr ' ' '\\n' | awk -F= '"
+             "$1==\"id\"{id=$2} $1==\"name\" && $2==\"runlane/%s\"{print id}' | "
+             "while read id; do redis-cli -u '%s' CLIENT KILL ID \"$id\" >/dev/null; done",
+             redis_url, prefix, redis_url);
+    if (system(cmd) != 0) fprintf(stderr, "killing the library's connections failed\n");
 }
 
 /* The child: returns 0 when every call came back. */
@@ -33,7 +38,7 @@ static int child_writes_after_reset(void) {
     char err[512], id[RUNLANE_ID_MAX];
     runlane_conf_t *conf = runlane_conf_new();
     if (runlane_conf_set(conf, "store", redis_url, err, sizeof(err)) ||
-        runlane_conf_set(conf, "key.prefix", "rlt_sigpipe", err, sizeof(err)) ||
+        runlane_conf_set(conf, "key.prefix", prefix, err, sizeof(err)) ||
         runlane_conf_set(conf, "batch.max.bytes", "16777216", err, sizeof(err)))
         return 2;
     runlane_t *rl = runlane_new(conf, err, sizeof(err));
@@ -77,6 +82,7 @@ static void test_closed_connection_raises_no_sigpipe(void) {
 
 int main(void) {
     redis_url = rl_test_redis_url();
+    snprintf(prefix, sizeof(prefix), "rlt_sigpipe_%ld", (long)getpid());
     RL_RUN(test_closed_connection_raises_no_sigpipe);
     return rl_test_summary();
 }
