@@ -49,9 +49,12 @@ def handle(batch):
 SETUPS = {
     None: ("", ""),
     "stubs": (STUBS, ""),
-    # The HTTP walkthrough: the reply must have reached send_to_user.
+    # The HTTP walkthrough: the reply must have reached send_to_user, with the
+    # output of the tool hook (the emulator calls a tool on a marker, which
+    # SUBST appends to the block's question).
     "http": (STUBS, '''
 assert SENT and SENT[0][0] == "chat-42" and SENT[0][1].startswith("echo: hi"), SENT
+assert 'lookup_order={"status": "shipped"}' in SENT[0][1], SENT
 '''),
     # A responses-backend queue `q` on the emulator; its worker runs turns.
     "keys": ('''
@@ -86,6 +89,12 @@ async def _check():
         assert r.status_code == 200 and r.content["store_ok"] is True, (r.status_code, r.content)
 asyncio.run(_check())
 '''),
+}
+
+# setup -> [(text of the block, what the harness runs instead)]
+SUBST = {
+    "http": [("where is my order 1234?\")",
+              "where is my order 1234? [[tool:lookup_order {\\\"id\\\": 1234}]]\")")],
 }
 
 FENCE = re.compile(r"^```(\S*)\s*$")
@@ -157,6 +166,10 @@ def run_program(emu, setup, code, timeout=60.0):
     before, after = SETUPS[setup]
     store = "memory://readme-" + uuid.uuid4().hex
     body = REDIS_URL.sub(store, code)
+    for old, new in SUBST.get(setup, []):
+        if old not in body:
+            pytest.fail("setup %s expects %r in the block" % (setup, old))
+        body = body.replace(old, new)
     prog = "STORE = %r\n%s\n%s\n%s" % (store, before, body, after)
     env = dict(os.environ, OPENAI_BASE_URL=emu.base_url, OPENAI_API_KEY=API_KEY)
     return subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True,
