@@ -45,6 +45,19 @@ def handle(batch):
     return None
 '''
 
+# Around every block: runlane's ERROR records (a listener's exception is
+# logged, never raised) are collected and must be none.
+ALWAYS = ("""
+import logging as _logging
+_ERRORS = []
+class _Collect(_logging.Handler):
+    def emit(self, record):
+        _ERRORS.append(self.format(record))
+_logging.getLogger("runlane").addHandler(_Collect(_logging.ERROR))
+""", """
+assert not _ERRORS, _ERRORS
+""")
+
 # name -> (code before the block, code after it)
 SETUPS = {
     None: ("", ""),
@@ -170,7 +183,7 @@ def run_program(emu, setup, code, timeout=60.0):
         if old not in body:
             pytest.fail("setup %s expects %r in the block" % (setup, old))
         body = body.replace(old, new)
-    prog = "STORE = %r\n%s\n%s\n%s" % (store, before, body, after)
+    prog = "STORE = %r\n%s\n%s\n%s\n%s\n%s" % (store, ALWAYS[0], before, body, after, ALWAYS[1])
     env = dict(os.environ, OPENAI_BASE_URL=emu.base_url, OPENAI_API_KEY=API_KEY)
     return subprocess.run([sys.executable, "-c", prog], env=env, capture_output=True,
                           text=True, timeout=timeout * TIME_SCALE)
@@ -183,9 +196,13 @@ def test_readme_snippet_runs(emu, name, setup, code):
 
 
 def test_a_broken_snippet_fails(emu):
-    """The harness really runs code: a snippet whose reply never reaches
-    send_to_user fails the http checks."""
+    """The harness really runs code: a walkthrough whose reply never reaches
+    send_to_user, or whose listener raises (a typo in reply_ack's argument),
+    fails."""
     name, setup, code = next(p for p in PROGRAMS if p[1] == "http")
-    broken = code.replace("send_to_user(ev.conversation_id, ev.reply)", "pass")
-    assert broken != code
-    assert run_program(emu, setup, broken).returncode != 0
+    for old, new in (("send_to_user(ev.conversation_id, ev.reply)", "pass"),
+                     ("queue.reply_ack(ev.batch_id)", "queue.reply_ack(ev.batch_idd)")):
+        broken = code.replace(old, new)
+        assert broken != code
+        r = run_program(emu, setup, broken)
+        assert r.returncode != 0, (old, r.stderr)
