@@ -754,7 +754,15 @@ static int turn_sse_event(void *opaque, const char *event, const char *data, siz
     rl_turn_t *t = opaque;
     if (t->state == RL_TS_DEAD || !t->req_event) return 1;
     t->last_event_ms = rl_mono_ms();
+    /* (copied only when a peer sent bytes that are not UTF-8: see rl_utf8_scrub) */
+    char *fixed = NULL;
+    if (!rl_utf8_valid(data, len) && (fixed = malloc(len ? len : 1)) != NULL) {
+        memcpy(fixed, data, len);
+        rl_utf8_scrub(fixed, len);
+        data = fixed;
+    }
     cJSON *j = cJSON_ParseWithLength(data, len);
+    free(fixed);
     t->req_event(t, event, j);
     cJSON_Delete(j);
     return t->state == RL_TS_DEAD ? 1 : 0;

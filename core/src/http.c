@@ -827,6 +827,7 @@ static void process_finished(rl_http_req_t *r) {
     memset(&res, 0, sizeof(res));
     res.status = r->status;
     res.curl_code = (int)r->code;
+    if (r->body_buf.data) rl_utf8_scrub(r->body_buf.data, r->body_buf.len);
     res.body = r->body_buf.data ? r->body_buf.data : "";
     res.body_len = r->body_buf.len;
     res.request_id = r->request_id;

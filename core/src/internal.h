@@ -70,6 +70,11 @@ char *rl_buf_take(rl_buf_t *b);
 /* ---- validation (util.c) ---- */
 /* 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates). */
 int rl_utf8_valid(const char *s, size_t n);
+/* Replaces every byte that is not part of a valid UTF-8 sequence with '?'
+ * in place (a peer's JSON must be UTF-8; its strings go into events the
+ * bindings decode and into request bodies a provider refuses otherwise).
+ * Returns the number of bytes replaced. */
+size_t rl_utf8_scrub(char *s, size_t n);
 /* RUNLANE_OK or RUNLANE_ERR_INVALID_ARG with a message naming `what`. */
 runlane_err_t rl_check_conversation_id(const char *conv);
 

@@ -174,6 +174,18 @@ int rl_utf8_valid(const char *str, size_t n) {
     return 1;
 }
 
+size_t rl_utf8_scrub(char *str, size_t n) {
+    unsigned char *s = (unsigned char *)str;
+    size_t fixed = 0;
+    for (size_t i = 0, len; i < n; i += len)
+        if (!(len = utf8_seq_len(s + i, n - i))) {
+            s[i] = '?';
+            len = 1;
+            fixed++;
+        }
+    return fixed;
+}
+
 size_t rl_escape_text(char *dst, size_t dst_size, const char *src, size_t n) {
     static const char hex[] = "0123456789abcdef";
     if (!dst_size) return 0;
