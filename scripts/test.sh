@@ -34,7 +34,8 @@ failed=0
 step() { # name, command...
   local name=$1; shift
   echo; echo "== $name"
-  if "$@"; then results+=("PASS  $name"); else results+=("FAIL  $name"); failed=$((failed + 1)); fi
+  local t0=$SECONDS
+  if "$@"; then results+=("PASS  $name ($((SECONDS - t0)) s)"); else results+=("FAIL  $name ($((SECONDS - t0)) s)"); failed=$((failed + 1)); fi
 }
 
 c_suite() { # build dir, cmake options...
