@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the README's configuration reference from the property table.
+# Regenerates the README's configuration reference (and the Python package's
+# typed options, python/src/runlane/_options.py) from the property table.
 #   scripts/gen-docs.sh [path/to/runlane]        rewrite README.md
 #   scripts/gen-docs.sh --check [path/to/runlane] exit 1 when README.md is stale
 set -euo pipefail
@@ -22,3 +23,12 @@ if [ $check = 1 ]; then
   echo "1 passed, 0 failed"; exit 0
 fi
 printf '%s' "$new" > "$ROOT/README.md"
+# The Python package's typed options come from the same table (a test checks
+# the committed file): rebuilt from the package as installed from this tree.
+VPY=${RUNLANE_VENV:-$ROOT/build/venv}/bin/python
+if [ -x "$VPY" ]; then
+  "$VPY" -m pip install -q --disable-pip-version-check "$ROOT/python"
+  (cd / && "$VPY" -m runlane._optionsgen) > "$ROOT/python/src/runlane/_options.py"
+else
+  echo "gen-docs: no venv at ${VPY%/bin/python}: python/src/runlane/_options.py not regenerated (RUNLANE_VENV=... scripts/deps.sh makes one)"
+fi

@@ -169,6 +169,7 @@ RUNLANE_EXTERN(runlane_t *) runlane_new(const runlane_conf_t *conf, char *errstr
     rl->sopts.tls.server_name = rl_conf_str(rl->conf, "redis.tls.server.name");
     rl->sopts.tls.insecure_skip_verify = rl_conf_bool(rl->conf, "redis.tls.insecure.skip.verify");
     rl->concurrency = (int)rl_conf_int(rl->conf, "worker.concurrency");
+    rl->max_pending_events = (size_t)rl_conf_int(rl->conf, "worker.max.pending.events");
     rl->poll_ms = (int)rl_conf_int(rl->conf, "worker.poll.ms");
     rl->recover_ms = (int)rl_conf_int(rl->conf, "worker.recover.ms");
     rl->renew_ms = (int)(rl->pol.lease_ms / 3);

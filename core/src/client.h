@@ -106,6 +106,7 @@ struct runlane_s {
     rl_store_opts_t sopts;
     char worker_id[160];
     int concurrency;
+    size_t max_pending_events; /* no claims while ev_count is at least this */
     int poll_ms, recover_ms, renew_ms;
     int busy_interrupt; /* busy.policy=interrupt (and the backend can) */
 

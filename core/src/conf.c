@@ -84,6 +84,8 @@ const rl_prop_t rl_props[] = {
      "How long an unconfirmed reply is kept (and delivered again); then it is dropped."},
     {"worker.concurrency", RL_T_INT, "100", 1, 100000, NULL, 0,
      "Most batches in flight in one client (conversations, not threads)."},
+    {"worker.max.pending.events", RL_T_INT, "10000", 1, 10000000, NULL, 0,
+     "The worker claims no new batch while this many events wait to be polled (a host that stops polling holds memory and provider spend to the turns already in flight; claiming resumes as it polls)."},
     {"worker.id", RL_T_STRING, "", 0, 128, NULL, 0,
      "Name of this worker in leases and status; default `<hostname>:<pid>`."},
     {"worker.poll.ms", RL_T_INT, "250", 1, 60000, NULL, 0,

@@ -97,10 +97,11 @@ runlane_event_t *rl_event_pop(runlane_t *rl, int timeout_ms) {
         }
     }
     runlane_event_t *ev = rl->ev_head;
+    int below_cap = 0;
     if (ev) {
         rl->ev_head = ev->next;
         if (!rl->ev_head) rl->ev_tail = NULL;
-        rl->ev_count--;
+        below_cap = rl->ev_count-- == rl->max_pending_events;
         ev->next = NULL;
     }
     if (!rl->ev_head && rl->ev_fd >= 0) {
@@ -108,6 +109,7 @@ runlane_event_t *rl_event_pop(runlane_t *rl, int timeout_ms) {
         while (read(rl->ev_fd, &v, sizeof(v)) > 0) {}
     }
     pthread_mutex_unlock(&rl->ev_mu);
+    if (below_cap) rl_worker_wake(rl); /* claims were held back by the backlog */
     return ev;
 }
 

@@ -107,6 +107,11 @@ static int claim_some(runlane_t *rl) {
     int room = rl->concurrency - rl->ninflight;
     pthread_mutex_unlock(&rl->mu);
     if (room <= 0) return 0;
+    /* A host that does not poll: no new turns (rl_event_pop wakes us). */
+    pthread_mutex_lock(&rl->ev_mu);
+    int backlog = rl->ev_count >= rl->max_pending_events;
+    pthread_mutex_unlock(&rl->ev_mu);
+    if (backlog) return 0;
     rl_claim_t *claims = NULL;
     int n = 0;
     runlane_err_t rc = rl->io_store->ops->claim(rl->io_store, &rl->pol, rl->worker_id, room,

@@ -1130,6 +1130,35 @@ static void test_responses_conversation_keys(void) {
     rlbk_check_key_flow("responses", "/v1/conversations", "conv_");
 }
 
+/* A host that stops polling: the worker claims no new batch once
+ * worker.max.pending.events events wait, and claims again as it polls. */
+static void test_responses_unpolled_events_hold_back_claims(void) {
+    rlbk_need_emu();
+    rlbk_t c;
+    const char *kv[] = {"worker.max.pending.events", "4", "worker.concurrency", "1", NULL};
+    rlbk_new(&c, "responses", kv);
+    enum { N = 10 };
+    char *convs[N];
+    for (int i = 0; i < N; i++) {
+        convs[i] = new_conv();
+        rlbk_enqueue(&c, convs[i], "hello", NULL);
+    }
+    RL_CHECK_OK(runlane_start(c.rl));
+    /* Without the hold all N turns end well inside this wait. */
+    usleep((useconds_t)(1500 * 1000 * rl_test_time_scale()));
+    char *m = NULL;
+    RL_CHECK_OK(runlane_metrics(&m, c.rl));
+    const char *p = m ? strstr(m, "\nrunlane_batches_claimed_total ") : NULL;
+    long claimed = p ? strtol(p + strlen("\nrunlane_batches_claimed_total "), NULL, 10) : -1;
+    free(m);
+    /* every turn emits at least one event (completed): at most 4 + 1 claims */
+    RL_CHECK(claimed >= 1 && claimed <= 5);
+    rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, N, TIMEOUT);
+    RL_CHECK_INT(N, rlbk_count(&c, RUNLANE_EVENT_COMPLETED));
+    for (int i = 0; i < N; i++) free(convs[i]);
+    rlbk_free(&c);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     rlbk_have_emu = rlemu_start(&rlbk_emu, NULL) == 0;
@@ -1169,6 +1198,7 @@ int main(void) {
     RL_RUN(test_responses_rate_limit_shared_by_clients);
     RL_RUN(test_responses_rate_limit_shared_by_clients_redis);
     RL_RUN(test_responses_api_key_in_no_event);
+    RL_RUN(test_responses_unpolled_events_hold_back_claims);
     if (rlbk_have_emu) rlemu_stop(&rlbk_emu);
     rl_buf_free(&rlbk_all_events);
     return rl_test_summary();

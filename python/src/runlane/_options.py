@@ -109,6 +109,10 @@ class Options(TypedDict, total=False):
     #: worker.concurrency (int). Most batches in flight in one client (conversations,
     #: not threads).
     worker_concurrency: Optional[int]
+    #: worker.max.pending.events (int). The worker claims no new batch while this many
+    #: events wait to be polled (a host that stops polling holds memory and provider
+    #: spend to the turns already in flight; claiming resumes as it polls).
+    worker_max_pending_events: Optional[int]
     #: worker.id (string). Name of this worker in leases and status; default
     #: `<hostname>:<pid>`.
     worker_id: Optional[str]
