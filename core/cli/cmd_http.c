@@ -326,14 +326,33 @@ int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, 
     return failures || stop_incomplete ? CLI_EXIT_FAILURES : CLI_EXIT_OK;
 }
 
+/* The client of a one-shot command, or NULL with *code set. */
+static runlane_t *open_once(cli_ctx_t *ctx, int *code) {
+    runlane_conf_t *conf = cli_conf(ctx);
+    runlane_t *rl = cli_open(ctx, conf, code);
+    runlane_conf_destroy(conf);
+    return rl;
+}
+
+/* The end of a one-shot command whose result is text: prints `out` (or
+ * reports `rc`), frees it and closes the client. The exit code. */
+static int print_and_close(cli_ctx_t *ctx, runlane_t *rl, runlane_err_t rc, char *out, const char *what) {
+    int code = 0;
+    if (rc)
+        code = cli_lib_fail(ctx, rc, what);
+    else
+        printf("%s\n", out);
+    runlane_free(out);
+    runlane_destroy(rl);
+    return code;
+}
+
 /* `runlane conversation create|get|map|forget` / `runlane thread ...`:
  * create makes a provider conversation; get/map/forget read, set and
  * remove a conversation key's mapping (runlane_conversation_map_*). */
 static int map_cmd(cli_ctx_t *ctx, const char *verb, const char *const *args, int nargs) {
-    runlane_conf_t *conf = cli_conf(ctx);
     int code = 0;
-    runlane_t *rl = cli_open(ctx, conf, &code);
-    runlane_conf_destroy(conf);
+    runlane_t *rl = open_once(ctx, &code);
     if (!rl) return code;
     runlane_err_t rc;
     char *out = NULL;
@@ -385,22 +404,13 @@ static int create_cmd(cli_ctx_t *ctx, int argc, char **argv, int thread) {
         if (meta) cli_usage_fail(ctx, "--metadata only goes with create");
         return map_cmd(ctx, verb, args, nargs);
     }
-    runlane_conf_t *conf = cli_conf(ctx);
     int code = 0;
-    runlane_t *rl = cli_open(ctx, conf, &code);
-    runlane_conf_destroy(conf);
+    runlane_t *rl = open_once(ctx, &code);
     if (!rl) return code;
     char *out = NULL;
     runlane_err_t rc = thread ? runlane_thread_create(&out, rl, meta)
                               : runlane_conversation_create(&out, rl, meta);
-    if (rc) {
-        code = cli_lib_fail(ctx, rc, "create");
-    } else {
-        printf("%s\n", out);
-        runlane_free(out);
-    }
-    runlane_destroy(rl);
-    return code;
+    return print_and_close(ctx, rl, rc, out, "create");
 }
 
 int cli_cmd_conversation(cli_ctx_t *ctx, int argc, char **argv) { return create_cmd(ctx, argc, argv, 0); }
@@ -422,19 +432,10 @@ int cli_cmd_migrate(cli_ctx_t *ctx, int argc, char **argv) {
         }
     }
     if (!key) cli_usage_fail(ctx, "expected: migrate KEY [--thread THREAD_ID]");
-    runlane_conf_t *conf = cli_conf(ctx);
     int code = 0;
-    runlane_t *rl = cli_open(ctx, conf, &code);
-    runlane_conf_destroy(conf);
+    runlane_t *rl = open_once(ctx, &code);
     if (!rl) return code;
     char *out = NULL;
     runlane_err_t rc = runlane_migrate_thread(&out, rl, key, thread);
-    if (rc) {
-        code = cli_lib_fail(ctx, rc, "migrate");
-    } else {
-        printf("%s\n", out);
-        runlane_free(out);
-    }
-    runlane_destroy(rl);
-    return code;
+    return print_and_close(ctx, rl, rc, out, "migrate");
 }

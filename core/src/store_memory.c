@@ -161,6 +161,11 @@ typedef struct mstate {
     hmap_t replies; /* batch id -> mreply_t* */
     hmap_t convmap; /* conversation key -> provider id (char *), see conv_map */
     convvec_t ready, leases;
+    /* ready.v[i]->due as ready_due[i]: a claim scans every ready
+     * conversation's due under the lock, and reading 10,000 of them from
+     * the conversations themselves was 10,000 cache misses per claim. */
+    int64_t *ready_due;
+    size_t ready_due_cap;
     dead_t *dead;
     size_t ndead, capdead;
     int64_t seq;
@@ -245,6 +250,7 @@ static void ready_remove(mstate_t *s, mconv_t *c) {
     if (c->ready_idx < 0) return;
     size_t i = (size_t)c->ready_idx;
     s->ready.v[i] = s->ready.v[--s->ready.len];
+    s->ready_due[i] = s->ready_due[s->ready.len];
     s->ready.v[i]->ready_idx = (long)i;
     c->ready_idx = -1;
 }
@@ -259,8 +265,21 @@ static void lease_remove(mstate_t *s, mconv_t *c) {
 
 static int ready_set(mstate_t *s, mconv_t *c, int64_t due) {
     c->due = due;
-    if (c->ready_idx >= 0) return 1;
-    return convvec_add(&s->ready, c, &c->ready_idx);
+    if (c->ready_idx < 0) {
+        if (!convvec_add(&s->ready, c, &c->ready_idx)) return 0;
+        if (s->ready_due_cap < s->ready.cap) {
+            int64_t *d = realloc(s->ready_due, s->ready.cap * sizeof(*d));
+            if (!d) { /* the last one added: take it back out */
+                s->ready.len--;
+                c->ready_idx = -1;
+                return 0;
+            }
+            s->ready_due = d;
+            s->ready_due_cap = s->ready.cap;
+        }
+    }
+    s->ready_due[c->ready_idx] = due;
+    return 1;
 }
 
 /* Due time per store.h: at once when full, else the window / max wait. */
@@ -356,6 +375,7 @@ static void mstate_free(mstate_t *s) {
     hmap_free_all(&s->replies, mreply_free);
     hmap_free_all(&s->convmap, free);
     free(s->ready.v);
+    free(s->ready_due);
     free(s->leases.v);
     for (size_t i = 0; i < s->ndead; i++) {
         free(s->dead[i].id);
@@ -477,7 +497,7 @@ static int m_next_due(rl_store_t *st, int64_t *due_out, int64_t *now_out) {
     pthread_mutex_lock(&s->mu);
     int64_t best = INT64_MAX;
     for (size_t i = 0; i < s->ready.len; i++)
-        if (s->ready.v[i]->due < best) best = s->ready.v[i]->due;
+        if (s->ready_due[i] < best) best = s->ready_due[i];
     *due_out = best;
     if (now_out) *now_out = now_locked(s);
     pthread_mutex_unlock(&s->mu);
@@ -496,9 +516,52 @@ static char *join_records(const recvec_t *rv, size_t from) {
     return rl_buf_take(&b);
 }
 
-static int cmp_due(const void *a, const void *b) {
-    const mconv_t *x = *(mconv_t *const *)a, *y = *(mconv_t *const *)b;
-    return x->due < y->due ? -1 : x->due > y->due;
+/* A ready conversation in a claim: its due and its index in ready. */
+typedef struct rdue {
+    int64_t due;
+    size_t i;
+    mconv_t *c;
+} rdue_t;
+
+/* Due first; among equal dues, the ready vector's order (what a stable
+ * sort of it gave). */
+static int earlier(const rdue_t *x, const rdue_t *y) {
+    return x->due != y->due ? x->due < y->due : x->i < y->i;
+}
+
+static void sift_down(rdue_t *h, size_t len, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < len && earlier(&h[l], &h[m])) m = l;
+        if (l + 1 < len && earlier(&h[l + 1], &h[m])) m = l + 1;
+        if (m == i) return;
+        rdue_t t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+/* Leaves the n earliest of v[0..len) in v[0..n), earliest first, in
+ * O(len + n log len): each ack wakes a claim of a slot or two, and a full
+ * sort of 10,000 ready conversations per claim held the store's lock for
+ * most of a millisecond, which every host call (ack, enqueue) waited out. */
+static void select_earliest(rdue_t *v, size_t len, size_t n) {
+    for (size_t i = len / 2; i-- > 0;) sift_down(v, len, i);
+    size_t heap = len;
+    for (size_t k = 0; k < n; k++) { /* the earliest goes behind the heap */
+        rdue_t t = v[0];
+        v[0] = v[--heap];
+        v[heap] = t;
+        sift_down(v, heap, 0);
+    }
+    /* v[len-n..len) holds them latest first */
+    for (size_t a = len - n, b = len - 1; a < b; a++, b--) {
+        rdue_t t = v[a];
+        v[a] = v[b];
+        v[b] = t;
+    }
+    memmove(v, v + (len - n), n * sizeof(*v));
 }
 
 /* Moves pending records into the batch while it stays within the batch
@@ -554,9 +617,9 @@ static int m_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, in
     pthread_mutex_lock(&s->mu);
     int64_t now = now_locked(s);
     size_t ndue = 0;
-    mconv_t **due = NULL;
+    rdue_t *due = NULL;
     for (size_t i = 0; i < s->ready.len; i++)
-        if (s->ready.v[i]->due <= now) ndue++;
+        if (s->ready_due[i] <= now) ndue++;
     if (ndue) {
         due = malloc(ndue * sizeof(*due));
         if (!due) {
@@ -565,15 +628,15 @@ static int m_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, in
         }
         ndue = 0;
         for (size_t i = 0; i < s->ready.len; i++)
-            if (s->ready.v[i]->due <= now) due[ndue++] = s->ready.v[i];
-        qsort(due, ndue, sizeof(*due), cmp_due);
+            if (s->ready_due[i] <= now) due[ndue++] = (rdue_t){s->ready_due[i], i, s->ready.v[i]};
     }
     size_t n = ndue < (size_t)max ? ndue : (size_t)max;
+    if (n) select_earliest(due, ndue, n);
     rl_claim_t *claims = n ? calloc(n, sizeof(*claims)) : NULL;
     int rc = RUNLANE_OK, got = 0;
     if (n && !claims) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
     for (size_t i = 0; i < n && rc == RUNLANE_OK; i++) {
-        mconv_t *c = due[i];
+        mconv_t *c = due[i].c;
         if (c->batch.len == 0 && !form_batch(s, c, pol, now)) {
             rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
             break;

@@ -13,6 +13,10 @@ else) while one scenario runs:
   conversations to an ``async def`` handler that acks them;
 - status x N/10: ``await q.status()`` in a row.
 
+``--compare`` runs every scenario twice: first with the queue's
+time slices off (runlane.aio's slice made infinite and 256 events per
+dispatch: "before"), then as shipped ("after"), and prints both tables.
+
 Run with the Python package installed (python/run_tests.sh's venv, e.g.
 ``build/pyvenv/bin/python tests/bench/py_loop_lag.py``); ``--store
 redis://...`` measures a Redis store instead of memory. Not a test: it
@@ -54,6 +58,20 @@ class Probe:
 
 
 async def main(args) -> None:
+    if args.compare:
+        from runlane import aio
+
+        saved = aio._INLINE_SLICE, aio._DISPATCH_MAX
+        aio._INLINE_SLICE, aio._DISPATCH_MAX = float("inf"), 256
+        await scenarios(args, "before: slices off")
+        aio._INLINE_SLICE, aio._DISPATCH_MAX = saved
+        print()
+        await scenarios(args, "after: slices on")
+    else:
+        await scenarios(args, args.label)
+
+
+async def scenarios(args, label) -> None:
     n = args.n
     probe = Probe()
     rows = []
@@ -98,7 +116,7 @@ async def main(args) -> None:
     rows.append(("deliver %d batches" % n,) + await probe.measure(deliver()))
     await w.close()
 
-    print("runlane %s, store %s%s" % (runlane.__version__, store.split(":")[0], " (" + args.label + ")" if args.label else ""))
+    print("runlane %s, store %s%s" % (runlane.__version__, store.split(":")[0], " (" + label + ")" if label else ""))
     print()
     print("| scenario | total ms | longest loop stretch ms | p99 ms | median ms | probe turns |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -111,4 +129,5 @@ if __name__ == "__main__":
     ap.add_argument("-n", type=int, default=10000, help="messages per scenario (default 10000)")
     ap.add_argument("--store", help="a redis:// URL (default: the memory store)")
     ap.add_argument("--label", default="", help="a label printed with the results")
+    ap.add_argument("--compare", action="store_true", help="before (slices off) and after, one table each")
     asyncio.run(main(ap.parse_args()))

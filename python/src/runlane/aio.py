@@ -5,11 +5,14 @@ No polling thread: the loop waits on the core's event fd
 non-blocking ``runlane_poll(rl, 0)``. Handlers are tasks on the loop.
 
 Calls that do a store round trip (enqueue, status, ack...) run inline on the
-memory store (microseconds) and in the loop's default executor on Redis, so
-the loop is never blocked on the network; ``inline_calls=`` overrides that.
-A run of inline calls gives the loop a turn every millisecond; a large
-``enqueue_many`` is checked and encoded in pieces between turns. Plain
-(non-async) handlers and ``handle_requires_action`` run in the executor.
+memory store and in the loop's default executor on Redis, so the loop is
+never blocked on the network; ``inline_calls=`` overrides that. The queue's
+own work on the loop (inline calls, event dispatch) runs in slices of about
+a millisecond per loop turn: once a turn's slice is spent, further inline
+calls wait, in call order, for the next turn, and events stay in the core
+(see ``_Pacer``). A large ``enqueue_many`` is checked and encoded in pieces
+between turns. Plain (non-async) handlers and ``handle_requires_action`` run
+in the executor.
 Closing with ``drain=True`` runs the core's drain (``runlane_stop``, which
 waits for in-flight batches) in the default executor while the loop keeps
 running the handlers.
@@ -22,12 +25,14 @@ import functools
 import inspect
 import logging
 import time
+from collections import deque
 from typing import (
     TYPE_CHECKING,
     Any,
     AsyncIterator,
     Awaitable,
     Callable,
+    Deque,
     Dict,
     Iterable,
     List,
@@ -77,13 +82,75 @@ __all__ = ["AssistantMessageQueue", "AsyncBatch"]
 
 T = TypeVar("T")
 _END = object()
-# Inline calls (memory store) take microseconds, but a coroutine that awaits
-# only them never suspends: 10,000 enqueues in a row held the loop ~70 ms.
-# After this many seconds of them without a suspension, one gives the loop a
-# turn. Larger enqueue_many calls run in the executor (one C call, all or
-# nothing), and one wake-up dispatches events for at most this long too.
+# The queue's work on the loop per loop turn (see _Pacer). Larger
+# enqueue_many calls are encoded in pieces of _INLINE_MANY and run in the
+# executor (one C call, all or nothing).
 _INLINE_SLICE = 0.001
 _INLINE_MANY = 128
+# Events dispatched per loop turn at most: each becomes a handler task that
+# runs in the next turn, so this also bounds the handler starts per turn.
+_DISPATCH_MAX = 64
+
+
+class _Pacer:
+    """Time-slices the queue's own work on the loop thread.
+
+    An inline core call (memory store) usually takes microseconds, but one
+    can wait on the core's locks while its I/O thread works (an ack waits
+    out a claim), and the handler tasks made ready by one dispatch each ack
+    in the same loop turn: deliveries at worker.concurrency 1000 held the
+    loop up to 70 ms. So a slice opens with a turn's first call or dispatch,
+    and once it has lasted ``_INLINE_SLICE`` inline calls queue (FIFO: a
+    conversation's calls keep their order) and run at the start of a later
+    turn, and dispatch leaves the remaining events in the core after at
+    least one. Every queued call runs, even when its caller was cancelled
+    meanwhile (a batch marked settled gets settled). ``deferred`` and
+    ``slices`` are for tests and benchmarks."""
+
+    __slots__ = ("_t0", "_pending", "deferred", "slices")
+
+    def __init__(self) -> None:
+        self._t0: Optional[float] = None  # the open slice's start; None: none open
+        self._pending: Deque[Tuple[Callable[..., Any], Tuple[Any, ...], "asyncio.Future[Any]"]] = deque()
+        self.deferred = 0  # calls that waited for a later turn
+        self.slices = 0
+
+    def room(self) -> bool:
+        """Whether the queue's work may go on in this turn (opens a slice
+        if none is open)."""
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+            self.slices += 1
+            # The slice ends when the loop has had a turn: this callback runs
+            # after everything the loop already had ready.
+            asyncio.get_running_loop().call_soon(self._next_slice)
+            return True
+        return time.perf_counter() - self._t0 < _INLINE_SLICE
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        if not self._pending and self.room():
+            return fn(*args)
+        self.deferred += 1
+        fut: "asyncio.Future[T]" = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, args, fut))
+        self.room()  # a slice is open, so _next_slice will run
+        return await fut
+
+    def _next_slice(self) -> None:
+        self._t0 = None
+        pending = self._pending
+        while pending and self.room():
+            fn, args, fut = pending.popleft()
+            try:
+                result = fn(*args)
+            except BaseException as e:  # noqa: B902 - the caller's to handle
+                if not fut.cancelled():
+                    fut.set_exception(e)
+                else:
+                    log.debug("queued call %r of a cancelled caller raised: %r", fn, e)
+            else:
+                if not fut.cancelled():
+                    fut.set_result(result)
 
 
 class AsyncBatch(_BatchBase):
@@ -150,7 +217,7 @@ class AssistantMessageQueue(EventSource):
             bool(inline_calls) if inline_calls is not None else store.startswith("memory")
         )
         self._h: Optional[_base._Handle] = None
-        self._slice_start = time.perf_counter()
+        self._pacer = _Pacer()
         self._open_lock: Optional[asyncio.Lock] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._listeners = Listeners()
@@ -179,11 +246,7 @@ class AssistantMessageQueue(EventSource):
 
     async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
         if self._inline:
-            result = fn(*args)
-            if time.perf_counter() - self._slice_start >= _INLINE_SLICE:
-                await asyncio.sleep(0)
-                self._slice_start = time.perf_counter()
-            return result
+            return await self._pacer.call(fn, *args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(fn, *args))
 
@@ -477,12 +540,13 @@ class AssistantMessageQueue(EventSource):
         if h is None:
             self._remove_reader()
             return
-        deadline = time.perf_counter() + _INLINE_SLICE
+        pacer = self._pacer
         try:
-            # At most 256 events or _INLINE_SLICE, then the loop gets a turn
-            # (the fd stays readable while events are pending).
-            for _ in range(256):
-                if time.perf_counter() >= deadline:
+            # Within the turn's slice, at least one event (progress) and at
+            # most _DISPATCH_MAX; the fd stays readable while events are
+            # pending: the rest go in the next turns, in order.
+            for n in range(_DISPATCH_MAX):
+                if not pacer.room() and n > 0:
                     return
                 raw = h.poll(0)
                 if raw is None:

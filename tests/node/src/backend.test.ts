@@ -8,23 +8,20 @@
 import 'reflect-metadata';
 
 import assert from 'node:assert/strict';
-import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import { Injectable } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { AssistantMessageQueue, CompletedEvent, ToolCallsEvent } from 'runlane';
 import { AssistantMessageQueueService, AssistantTool, OnRunlaneEvent, RunlaneModule } from 'runlane/nestjs';
 
-import { memoryStore, nextEvent, skipUnless, waitFor } from './helpers';
+import { memoryStore, nextEvent, skipUnless, useEmulator, waitFor } from './helpers';
 
 const EMULATOR = process.env.RUNLANE_TEST_EMULATOR;
 const skip = skipUnless(!EMULATOR || !existsSync(EMULATOR) ? 'RUNLANE_TEST_EMULATOR is not set' : false);
 const API_KEY = 'sk-runlane-node-test-key';
 
-let emulator: ChildProcess | undefined;
 let baseUrl = '';
 
 function openaiOptions() {
@@ -39,21 +36,8 @@ function openaiOptions() {
 }
 
 describe('responses backend (emulator)', { skip }, () => {
-  before(async () => {
-    emulator = spawn('python3', [EMULATOR!, '--port', '0', '--api-key', API_KEY], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const port = await new Promise<number>((resolve, reject) => {
-      const rl = createInterface({ input: emulator!.stdout! });
-      rl.on('line', (line) => {
-        const m = /^EMULATOR_PORT=(\d+)/.exec(line);
-        if (m) resolve(Number(m[1]));
-      });
-      emulator!.on('exit', (code) => reject(new Error(`the emulator exited (${code})`)));
-    });
-    baseUrl = `http://127.0.0.1:${port}/v1`;
-  });
-
-  after(() => {
-    emulator?.kill('SIGTERM');
+  useEmulator(EMULATOR, API_KEY, (root) => {
+    baseUrl = `${root}/v1`;
   });
 
   test('conversation keys: a key the app names gets one conversation, recorded; get/set/forget', async () => {

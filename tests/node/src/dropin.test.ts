@@ -21,10 +21,8 @@
 import 'reflect-metadata';
 
 import assert from 'node:assert/strict';
-import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createInterface } from 'node:readline';
-import { after, before, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 
 import { Body, Controller, Get, Injectable, Module, Param, Post } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
@@ -41,7 +39,7 @@ import {
   getQueueToken,
 } from 'runlane/nestjs';
 
-import { memoryStore, redisTest, requireRedis, waitFor, within } from './helpers';
+import { memoryStore, redisTest, requireRedis, useEmulator, waitFor, within } from './helpers';
 
 const EMULATOR = process.env.RUNLANE_TEST_EMULATOR;
 const noEmulator = !EMULATOR || !existsSync(EMULATOR) ? 'RUNLANE_TEST_EMULATOR is not set' : false;
@@ -49,7 +47,6 @@ const SCALE = Number(process.env.RUNLANE_TEST_TIME_SCALE || '1') || 1;
 /** The README's literal key: the emulator checks it. */
 const README_KEY = 'your-openai-api-key';
 
-let emulator: ChildProcess | undefined;
 let root = '';
 
 interface LoggedRequest { method: string; path: string; status: number; body?: unknown }
@@ -73,23 +70,13 @@ function bodyOf(r: LoggedRequest): Record<string, unknown> {
 
 describe('the original README code against the emulator', { skip: noEmulator }, () => {
   const savedEnv = { ...process.env };
-  before(async () => {
-    emulator = spawn('python3', [EMULATOR!, '--port', '0', '--api-key', README_KEY], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const port = await new Promise<number>((resolve, reject) => {
-      const rl = createInterface({ input: emulator!.stdout! });
-      rl.on('line', (line) => {
-        const m = /^EMULATOR_PORT=(\d+)/.exec(line);
-        if (m) resolve(Number(m[1]));
-      });
-      emulator!.on('exit', (code) => reject(new Error(`the emulator exited (${code})`)));
-    });
-    root = `http://127.0.0.1:${port}`;
+  useEmulator(EMULATOR, README_KEY, (r) => {
+    root = r;
     // As the official SDKs read it (runlane_new reads the process environment).
     process.env.OPENAI_BASE_URL = `${root}/v1`;
   });
 
   after(() => {
-    emulator?.kill('SIGTERM');
     for (const k of ['OPENAI_BASE_URL', 'REDIS_URL', 'OPENAI_API_KEY', 'OPENAI_ASSISTANT_ID']) {
       if (savedEnv[k] === undefined) delete process.env[k];
       else process.env[k] = savedEnv[k];

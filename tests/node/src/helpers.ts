@@ -1,7 +1,9 @@
 /** Shared helpers of the Node tests. */
+import { ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { test } from 'node:test';
+import { createInterface } from 'node:readline';
+import { after, before, test } from 'node:test';
 
 /** redis://127.0.0.1:PORT/0 from run.sh, or undefined. */
 export const REDIS_URL = process.env.RUNLANE_TEST_REDIS || undefined;
@@ -109,3 +111,38 @@ export function fixture(name: string): string {
 }
 
 export { test };
+
+/**
+ * Starts the OpenAI emulator (tests/emulator/emulator.py, at `script`) on a
+ * free port with `apiKey`; resolves once it prints its port, with the
+ * process (kill it with SIGTERM) and its root URL (`http://127.0.0.1:PORT`,
+ * the API under `/v1`). Rejects if it exits first.
+ */
+export async function startEmulator(script: string, apiKey: string): Promise<{ proc: ChildProcess; root: string }> {
+  const proc = spawn('python3', [script, '--port', '0', '--api-key', apiKey], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    const rl = createInterface({ input: proc.stdout! });
+    rl.on('line', (line) => {
+      const m = /^EMULATOR_PORT=(\d+)/.exec(line);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.on('exit', (code) => reject(new Error(`the emulator exited (${code})`)));
+  });
+  return { proc, root: `http://127.0.0.1:${port}` };
+}
+
+/**
+ * In a suite: starts the emulator before its tests (`onStart(root)` then
+ * runs) and stops it after them.
+ */
+export function useEmulator(script: string | undefined, apiKey: string, onStart: (root: string) => void): void {
+  let proc: ChildProcess | undefined;
+  before(async () => {
+    const e = await startEmulator(script!, apiKey);
+    proc = e.proc;
+    onStart(e.root);
+  });
+  after(() => {
+    proc?.kill('SIGTERM');
+  });
+}

@@ -16,15 +16,14 @@
  * unknown setup, or one that throws, fails: nothing is skipped silently.
  */
 import assert from 'node:assert/strict';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { createInterface } from 'node:readline';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import * as ts from 'typescript';
 
-import { memoryStore, skipUnless } from './helpers';
+import { memoryStore, skipUnless, useEmulator } from './helpers';
 
 const EMULATOR = process.env.RUNLANE_TEST_EMULATOR;
 const README = EMULATOR ? path.resolve(path.dirname(EMULATOR), '..', '..', 'node', 'README.md') : '';
@@ -113,7 +112,6 @@ function programs(file: string): Program[] {
   return out;
 }
 
-let emulator: ChildProcess | undefined;
 let baseUrl = '';
 
 function runProgram(p: Program): { status: number | null; output: string } {
@@ -157,21 +155,8 @@ if (typeof queue !== 'undefined') await queue.close();
 describe('node/README.md snippets', { skip }, () => {
   const progs = skip ? [] : programs(README);
 
-  before(async () => {
-    emulator = spawn('python3', [EMULATOR!, '--port', '0', '--api-key', API_KEY], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const port = await new Promise<number>((resolve, reject) => {
-      const rl = createInterface({ input: emulator!.stdout! });
-      rl.on('line', (line) => {
-        const m = /^EMULATOR_PORT=(\d+)/.exec(line);
-        if (m) resolve(Number(m[1]));
-      });
-      emulator!.on('exit', (code) => reject(new Error(`the emulator exited (${code})`)));
-    });
-    baseUrl = `http://127.0.0.1:${port}/v1`;
-  });
-
-  after(() => {
-    emulator?.kill('SIGTERM');
+  useEmulator(EMULATOR, API_KEY, (root) => {
+    baseUrl = `${root}/v1`;
   });
 
   test('the README has ts blocks', () => {
