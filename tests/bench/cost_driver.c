@@ -18,7 +18,7 @@
  * Script counts: the hiredis entry points the store calls are wrapped at link
  * time (-Wl,--wrap, see CMakeLists.txt), so every EVALSHA/EVAL/FCALL this
  * process sends is counted per script, with the replies that carry nothing
- * (nil, false, empty array). A script is named by the first word of its
+ * (nil, false, or numbers only: see reply_is_empty). A script is named by the first word of its
  * source's first comment line ("-- claim: ..." -> claim), learnt from the
  * SCRIPT LOAD that returns its sha. This is client-side bookkeeping only: it
  * adds no Redis command and no Redis CPU.
@@ -116,9 +116,17 @@ static int classify(int argc, const char **argv, const size_t *lens, char load_n
     return -1;
 }
 
+/* A reply that carries nothing: nil, false, or an array of nothing but numbers
+ * and nils (e.g. {now, next due} of a claim that found nothing). A claim
+ * always returns strings (batch id, token, messages) for what it leased. */
 static int reply_is_empty(const redisReply *r) {
-    return r->type == REDIS_REPLY_NIL || (r->type == REDIS_REPLY_ARRAY && r->elements == 0) ||
-           (r->type == REDIS_REPLY_BOOL && r->integer == 0);
+    if (r->type == REDIS_REPLY_NIL || (r->type == REDIS_REPLY_BOOL && r->integer == 0)) return 1;
+    if (r->type != REDIS_REPLY_ARRAY) return 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        int t = r->element[i]->type;
+        if (t != REDIS_REPLY_INTEGER && t != REDIS_REPLY_NIL && t != REDIS_REPLY_DOUBLE) return 0;
+    }
+    return 1;
 }
 
 static void account(int idx, const char *load_name, const redisReply *r) {

@@ -26,8 +26,9 @@ window from the producers' start to the last message delivered (idle polling in 
 included); commands and scripts come from INFO commandstats deltas (commands run inside scripts
 included; the harness's own INFO calls excluded). Every ratio divides runlane's value per message
 by BullMQ's per message (a BullMQ job carries one message): messages against messages.
-Empty claim scripts: cost_driver counts, client side, every script call and its replies that carry
-nothing (nil/false/empty array); see cost_driver.c.
+Empty claim scripts: cost_driver counts, client side (no Redis command added), every script call
+and the replies that carry nothing (nil, false, or numbers only: a claim returns strings for what it
+leased); see cost_driver.c. Each worker's share: the batches its events delivered.
 
 --write puts the table into tests/bench/RESULTS.md between <!-- redis-cost:begin --> and
 <!-- redis-cost:end --> (the date, the machine, its load average at start, the command and the
