@@ -6,5 +6,5 @@
 
 local m = rl_ack_read(ARGV[8])
 if not m then return 0 end
-rl_ack(rl_now(), m)
+rl_ack(nil, m) -- reads the time only when messages wait
 return 1

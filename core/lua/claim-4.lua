@@ -14,7 +14,7 @@
 -- known (-1: ready is empty, or not looked at).
 -- Per conversation (meta, pending, batch keys built from the key base,
 -- same hash tag as KEYS, so same Cluster slot): one HMGET, one LRANGE,
--- one RPUSH, one LTRIM/DEL, one HSET; per script one ZREM, one ZADD and
+-- one RENAME (or RPUSH + LTRIM when messages stay behind), one HSET; per script one ZREM, one ZADD and
 -- two counters (fence by the number claimed, moved).
 
 if redis.replicate_commands then redis.replicate_commands() end
@@ -111,10 +111,16 @@ if #take > 0 then
         bytes = bytes + sz
       end
       if n > 0 then
-        for i = 1, n, 1000 do
-          redis.call('RPUSH', batch, unpack(entries, i, math.min(n, i + 999)))
+        if n == #entries then
+          -- the whole list becomes the batch (no batch exists: batch_id is
+          -- empty exactly then)
+          redis.call('RENAME', pending, batch)
+        else
+          for i = 1, n, 1000 do
+            redis.call('RPUSH', batch, unpack(entries, i, math.min(n, i + 999)))
+          end
+          redis.call('LTRIM', pending, n, -1)
         end
-        if n == #entries then redis.call('DEL', pending) else redis.call('LTRIM', pending, n, -1) end
         moved = moved + n
         bid = 'b' .. rl_int(now) .. '-' .. part .. '-' .. rl_int(fence)
         attempts = 1

@@ -32,7 +32,8 @@ local bytes = rl_num(m[1]) + tonumber(ARGV[9])
 local first = rl_num(m[2])
 if count == 1 then
   first = now
-  if not has_batch then rl_mark_active() end
+  -- (a meta hash that exists has pbytes: claim and enqueue always set it)
+  if not has_batch and m[1] then rl_mark_active() end
   redis.call('HSET', KEYS[1], 'last_ms', rl_int(now), 'pbytes', rl_int(bytes), 'first_ms',
              rl_int(now))
 else

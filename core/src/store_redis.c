@@ -853,7 +853,7 @@ static int claim_decode(rstore_t *s, const redisReply *r, rl_claim_t *claims, si
         const redisReply *conv = r->element[i];
         int r1;
         char *cv = NULL;
-        if (conv->type != REDIS_REPLY_STRING || conv->len >= RUNLANE_ID_MAX)
+        if (conv->type != REDIS_REPLY_STRING || conv->len > RUNLANE_CONVERSATION_ID_MAX)
             r1 = bad_reply(s, "claim");
         else if (!(cv = rl_strndup(conv->str, conv->len)))
             r1 = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");

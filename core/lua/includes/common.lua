@@ -147,7 +147,7 @@ local function rl_move_on(now)
 end
 
 -- The leased batch is done: deletes it and schedules what waits (needs
--- KEYS 1..6). `m` = HMGET meta pbytes first_ms last_ms, read with the
+-- KEYS 1..6; now may be nil: read when needed). `m` = HMGET meta pbytes first_ms last_ms, read with the
 -- token: one write of the meta hash, and a leased conversation is never
 -- in ready (no ZREM).
 local function rl_ack(now, m)
@@ -158,6 +158,7 @@ local function rl_ack(now, m)
   redis.call('HINCRBY', KEYS[6], 'acked', 1)
   local count = redis.call('LLEN', KEYS[2])
   if count > 0 then
+    now = now or rl_now()
     rl_ready(rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3])))
   else
     rl_mark_idle()
