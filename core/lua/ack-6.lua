@@ -4,6 +4,7 @@
 -- Returns 1, or 0 when the token is stale (nothing changed).
 --@include "common.lua"
 
-if not rl_token_ok(ARGV[8]) then return 0 end
-rl_ack(rl_now())
+local m = rl_ack_read(ARGV[8])
+if not m then return 0 end
+rl_ack(nil, m) -- reads the time only when messages wait
 return 1

@@ -9,11 +9,11 @@
 -- leased batch's (nothing changed).
 --@include "common.lua"
 
-if not rl_token_ok(ARGV[8]) then return 0 end
 local bid = ARGV[9]
-if redis.call('HGET', KEYS[1], 'batch_id') ~= bid then return 0 end
+local m = rl_ack_read(ARGV[8], 'batch_id')
+if not m or m[4] ~= bid then return 0 end
 local now = rl_now()
-rl_ack(now)
+rl_ack(now, m)
 local expires = now + tonumber(ARGV[12])
 redis.call('HSET', KEYS[10], bid, rl_int(expires) .. ':' .. ARGV[10])
 redis.call('ZADD', KEYS[11], rl_int(math.min(now + tonumber(ARGV[11]), expires)), bid)

@@ -34,10 +34,10 @@ if n > 0 then
   if before == 0 then redis.call('HSET', KEYS[1], 'last_ms', rl_int(now)) end
 end
 redis.call('HINCRBY', KEYS[1], 'pbytes', rl_int(bytes))
-redis.call('HINCRBY', KEYS[6], 'pending', rl_int(n))
+if n > 0 then redis.call('HINCRBY', KEYS[6], 'requeued', n) end
 if not has_batch then
   redis.call('HSET', KEYS[1], 'attempts', '0', 'stalls', '0')
-  if n > 0 then redis.call('ZADD', KEYS[4], rl_int(now), CONV) end
+  if n > 0 then rl_ready(now) end
 end
 redis.call('ZREM', KEYS[7], id)
 redis.call('HDEL', KEYS[8], id)

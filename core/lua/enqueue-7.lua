@@ -6,6 +6,9 @@
 --       without id and ts_ms), 9 content bytes, 10 has idempotency key
 --       (0|1), 11 idempotency ttl ms
 -- Returns {message id, 1 if duplicate (nothing stored) else 0}.
+-- Cost: every message runs this, so it reads the meta hash once, writes it
+-- once, takes its pending count from RPUSH's reply and updates one counter
+-- (enqueued, which is also the id sequence).
 --@include "common.lua"
 
 local now = rl_now()
@@ -14,21 +17,28 @@ if has_idem then
   local old = redis.call('GET', KEYS[7])
   if old then return {old, 1} end
 end
-local seq = redis.call('HINCRBY', KEYS[6], 'seq', 1)
+local seq = redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
 local id = 'm' .. rl_int(now) .. '-' .. ARGV[7] .. '-' .. rl_int(seq)
 local head = '{"id":"' .. id .. '","ts_ms":' .. rl_int(now)
 local rest = string.sub(ARGV[8], 2)
 local rec
 if string.match(rest, '^%s*}') then rec = head .. '}' else rec = head .. ',' .. rest end
-local before = redis.call('LLEN', KEYS[2])
-local has_batch = redis.call('EXISTS', KEYS[3]) == 1
-if before == 0 and not has_batch then rl_mark_active() end
-redis.call('RPUSH', KEYS[2], ARGV[9] .. ':' .. rec)
-if before == 0 then redis.call('HSET', KEYS[1], 'first_ms', rl_int(now)) end
-redis.call('HSET', KEYS[1], 'last_ms', rl_int(now))
-redis.call('HINCRBY', KEYS[1], 'pbytes', ARGV[9])
-redis.call('HINCRBY', KEYS[6], 'pending', 1)
-redis.call('HINCRBY', KEYS[6], 'enqueued', 1)
+-- batch_id is set exactly while the conversation has a batch (claim sets
+-- it with the batch, ack and dead-lettering clear it with the batch).
+local m = redis.call('HMGET', KEYS[1], 'pbytes', 'first_ms', 'batch_id')
+local has_batch = m[3] and m[3] ~= ''
+local count = redis.call('RPUSH', KEYS[2], ARGV[9] .. ':' .. rec)
+local bytes = rl_num(m[1]) + tonumber(ARGV[9])
+local first = rl_num(m[2])
+if count == 1 then
+  first = now
+  -- (a meta hash that exists has pbytes: claim and enqueue always set it)
+  if not has_batch and m[1] then rl_mark_active() end
+  redis.call('HSET', KEYS[1], 'last_ms', rl_int(now), 'pbytes', rl_int(bytes), 'first_ms',
+             rl_int(now))
+else
+  redis.call('HSET', KEYS[1], 'last_ms', rl_int(now), 'pbytes', rl_int(bytes))
+end
 if has_idem then
   if tonumber(ARGV[11]) > 0 then
     redis.call('SET', KEYS[7], id, 'PX', ARGV[11])
@@ -39,6 +49,9 @@ end
 -- A batch (leased, or waiting for its retry) goes first; its own due time
 -- stands, and ack/fail/release schedule the pending messages after it.
 if not has_batch then
-  redis.call('ZADD', KEYS[4], rl_int(rl_due(now)), CONV)
+  local due = rl_due_of(now, count, bytes, first, now)
+  -- A new member, or one due now, is announced; a later due time of a
+  -- conversation already in ready was announced already (or is earlier).
+  if redis.call('ZADD', KEYS[4], rl_int(due), CONV) == 1 or due <= now then rl_signal(due) end
 end
 return {id, 0}

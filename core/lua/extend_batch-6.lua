@@ -29,7 +29,7 @@ if n < maxm then
     end
     redis.call('LTRIM', KEYS[2], k, -1)
     redis.call('HINCRBY', KEYS[1], 'pbytes', rl_int(-kbytes))
-    redis.call('HINCRBY', KEYS[6], 'pending', rl_int(-k))
+    redis.call('HINCRBY', KEYS[6], 'moved', k)
     local nexthead = redis.call('LINDEX', KEYS[2], 0)
     if nexthead then
       redis.call('HSET', KEYS[1], 'first_ms', rl_int(rl_entry_ts(nexthead) or now))

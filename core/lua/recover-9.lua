@@ -32,5 +32,5 @@ if stalls > tonumber(ARGV[8]) then
   return 2
 end
 rl_end_lease()
-redis.call('ZADD', KEYS[4], rl_int(now), CONV)
+rl_ready(now)
 return 1

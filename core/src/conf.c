@@ -89,7 +89,7 @@ const rl_prop_t rl_props[] = {
     {"worker.id", RL_T_STRING, "", 0, 128, NULL, 0,
      "Name of this worker in leases and status; default `<hostname>:<pid>`."},
     {"worker.poll.ms", RL_T_INT, "250", 1, 60000, NULL, 0,
-     "Longest wait between two looks for due conversations (the worker also wakes at the earliest due time it knows)."},
+     "Longest wait between two looks for due conversations with the memory store (the worker also wakes at the earliest due time it knows). With Redis the worker is woken by the store when a conversation becomes due in any process, and looks at least every min(10 s, lease.ms / 2) without polling."},
     {"worker.recover.ms", RL_T_INT, "1000", 10, 600000, NULL, 0,
      "How often the worker looks for expired leases of dead workers."},
     /* ---- HTTP backends ---- */

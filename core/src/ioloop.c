@@ -20,6 +20,7 @@ struct rl_ioloop {
     int64_t timer_at; /* curl's next timeout (mono ms), INT64_MAX: none */
     int64_t timeout_acted_at; /* the last CURL_SOCKET_TIMEOUT action */
     int acting;
+    int extfd; /* rl_ioloop_watch's fd, -1: none */
 };
 
 /* curl: watch socket s for `what` (or stop watching it). socketp is the
@@ -66,6 +67,7 @@ rl_ioloop_t *rl_ioloop_new(CURLM *multi) {
     }
     l->multi = multi;
     l->timer_at = INT64_MAX;
+    l->extfd = -1;
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {0};
@@ -108,6 +110,17 @@ void rl_ioloop_wake(rl_ioloop_t *l) {
     (void)n;
 }
 
+void rl_ioloop_watch(rl_ioloop_t *l, int fd) {
+    if (fd == l->extfd) return;
+    if (l->extfd >= 0) epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->extfd, NULL);
+    l->extfd = -1;
+    if (fd < 0) return;
+    struct epoll_event ev = {0};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) l->extfd = fd;
+}
+
 int rl_ioloop_acting(const rl_ioloop_t *l) { return l->acting; }
 
 int64_t rl_ioloop_timer_at(const rl_ioloop_t *l) { return l->timer_at; }
@@ -138,6 +151,7 @@ int rl_ioloop_wait(rl_ioloop_t *l, int64_t timeout_ms) {
             (void)r;
             continue;
         }
+        if (fd == l->extfd) continue; /* its owner reads it after the wait */
         if (!l->multi) continue;
         int mask = 0;
         if (evs[i].events & EPOLLIN) mask |= CURL_CSELECT_IN;

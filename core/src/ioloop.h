@@ -37,6 +37,10 @@ void rl_ioloop_wake(rl_ioloop_t *l);
  * sooner), then lets curl act on every ready socket and on its timer when
  * due. Returns the number of curl actions. */
 int rl_ioloop_wait(rl_ioloop_t *l, int64_t timeout_ms);
+/* Also ends a wait when fd is readable (one fd besides curl's: the
+ * store's wake-up connection); -1 stops watching it. Unwatch before
+ * closing it. The loop does not read it: its owner does after the wait. */
+void rl_ioloop_watch(rl_ioloop_t *l, int fd);
 /* 1 while curl acts (inside curl_multi_socket_action): transfer callbacks
  * run then and must not call multi functions (add, remove). */
 int rl_ioloop_acting(const rl_ioloop_t *l);

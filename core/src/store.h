@@ -300,6 +300,42 @@ typedef struct rl_store_ops {
                     const char *provider_id, char **out);
 
     void (*destroy)(rl_store_t *st);
+
+    /* ---- Optional (NULL when the store has none; the memory store's
+     * enqueue wakes the worker of its process directly). Cross-process
+     * wake-up: every operation that makes a conversation ready (enqueue,
+     * fail, release, recover, dead_retry, an ack with messages waiting)
+     * announces its due time on a per-partition wake key; a claim that
+     * leaves due conversations behind announces them too. An idle worker
+     * waits for an announcement on a dedicated store object (wait_*),
+     * never polls, and looks at heads every few seconds as a safety net. */
+
+    /* Earliest due time in ready, earliest lease expiry and (replies != 0)
+     * earliest reply delivery, over every partition (store ms, INT64_MAX:
+     * none); *now_out the store's now. One round trip. */
+    int (*heads)(rl_store_t *st, int replies, int64_t *ready_out, int64_t *lease_out,
+                 int64_t *reply_out, int64_t *now_out);
+
+    /* After a claim: 1 with the due time (store ms) of the first
+     * conversation the claim left in ready (<= now: more is due) and the
+     * store's now; 0 when the claim did not see one. */
+    int (*claim_hint)(rl_store_t *st, int64_t *due_out, int64_t *now_out);
+
+    /* Waits, without blocking the caller, for one announcement: sends the
+     * blocking pop unless one is outstanding (the store's own timeout is
+     * timeout_ms) and gives the socket to watch for its reply. */
+    int (*wait_arm)(rl_store_t *st, int64_t timeout_ms, int *fd_out);
+
+    /* Reads the outstanding pop's reply if it arrived, without blocking:
+     * 1 with an announcement taken (its partition and due time, store ms),
+     * 0 when the pop timed out or none is outstanding, 2 when no reply yet.
+     * An error drops the connection (the next wait_arm reconnects). */
+    int (*wait_take)(rl_store_t *st, int *part_out, int64_t *due_out);
+
+    /* Announces (again) that partition `part` has a conversation due at
+     * `due`: a worker that took an announcement it cannot act on passes it
+     * on. */
+    int (*wait_give)(rl_store_t *st, int part, int64_t due);
 } rl_store_ops_t;
 
 struct rl_store {

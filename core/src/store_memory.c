@@ -1379,6 +1379,7 @@ static const rl_store_ops_t memory_ops = {
     m_renew,       m_extend_batch, m_checkpoint,   m_ack,       m_ack_reply,  m_fail,
     m_release,     m_defer,        m_recover,      m_status,    m_dead_list,  m_dead_retry,
     m_dead_purge,  m_reply_claim,  m_reply_ack,    m_rate_take,  m_conv_map,   m_destroy,
+    NULL,          NULL,           NULL,           NULL,         NULL, /* no wake-up ops */
 };
 
 rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {

@@ -28,6 +28,7 @@
  * rate-limited by an exponential backoff (50 ms doubling to 2 s) while the
  * server stays unreachable. */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,10 @@ typedef struct rstore {
     int down_code, down_retriable;
     char down_msg[400];
     rl_redis_tls_t *tls_ctx; /* rediss:// only */
+    /* the last claim's view of ready (claim_hint) */
+    int hint_ok;
+    int64_t hint_due, hint_now;
+    int waiting; /* a BZPOPMIN is outstanding on c (wait_arm) */
 } rstore_t;
 
 /* ------------------------------------------------------------------ */
@@ -257,6 +262,7 @@ static void scrub(const rstore_t *s, const char *in, char *out, size_t size) {
 }
 
 static void rs_drop(rstore_t *s) {
+    s->waiting = 0;
     if (s->c) {
         redisFree(s->c);
         s->c = NULL;
@@ -804,61 +810,173 @@ int rl_redis_claim_reply(const char *where, const char *conv, const redisReply *
     return RUNLANE_OK;
 }
 
+/* One claim script on partition `part` (claim-4.lua): up to `max`
+ * conversations, the due head of ready when ncand is 0, else these
+ * candidates in order. */
+static void claim_cmd(rcmd_t *c, const rstore_t *s, const rl_policy_t *pol, const char *owner,
+                      int part, int max, const cand_t *cands, size_t ncand) {
+    cmd_init(c);
+    cmd_script(c, s, S_CLAIM);
+    cmd_key(c, s, part, "ready", NULL);
+    cmd_key(c, s, part, "leases", NULL);
+    cmd_key(c, s, part, "stats", NULL);
+    cmd_key(c, s, part, "wake", NULL);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_printf(&b, "%s:{%d}:", s->prefix, part);
+    if (b.oom)
+        c->oom = 1;
+    else
+        cmd_addn(c, b.data, b.len);
+    rl_buf_free(&b);
+    cmd_addll(c, part);
+    cmd_addll(c, pol->max_messages > 0 ? pol->max_messages : 1);
+    cmd_addll(c, pol->max_bytes > 0 ? pol->max_bytes : 1);
+    cmd_add(c, owner ? owner : "");
+    cmd_addll(c, pol->lease_ms);
+    cmd_addll(c, max);
+    for (size_t i = 0; i < ncand; i++) cmd_add(c, cands[i].conv);
+}
+
+/* Decodes one claim script reply {now, next due, conv, claim, ...} into
+ * claims[*got...] (room for all of them); *got counts what was decoded
+ * (what was claimed is leased: keep going after an error). */
+static int claim_decode(rstore_t *s, const redisReply *r, rl_claim_t *claims, size_t cap,
+                        size_t *got, int64_t *next_out, int64_t *now_out) {
+    if (r->type == REDIS_REPLY_ERROR) return rs_reply_error(s, r, "claim");
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2 || r->elements % 2)
+        return bad_reply(s, "claim");
+    *now_out = (int64_t)reply_ll(r->element[0]);
+    *next_out = (int64_t)reply_ll(r->element[1]);
+    int rc = RUNLANE_OK;
+    for (size_t i = 2; i + 1 < r->elements && *got < cap; i += 2) {
+        const redisReply *conv = r->element[i];
+        int r1;
+        char *cv = NULL;
+        if (conv->type != REDIS_REPLY_STRING || conv->len > RUNLANE_CONVERSATION_ID_MAX)
+            r1 = bad_reply(s, "claim");
+        else if (!(cv = rl_strndup(conv->str, conv->len)))
+            r1 = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        else
+            r1 = rl_redis_claim_reply(s->where, cv, r->element[i + 1], &claims[*got]);
+        free(cv);
+        if (r1 == RUNLANE_OK)
+            (*got)++;
+        else if (rc == RUNLANE_OK)
+            rc = r1;
+    }
+    return rc;
+}
+
 static int r_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, int max,
                    rl_claim_t **out, int *n_out) {
     rstore_t *s = RS(st);
     *out = NULL;
     *n_out = 0;
+    s->hint_ok = 0;
     if (max <= 0) return RUNLANE_OK;
     cand_t *cv = NULL;
-    size_t nc = 0;
-    int rc = rs_peek(s, "ready", max, &cv, &nc);
-    if (rc != RUNLANE_OK || nc == 0) return rc;
-    size_t n = nc < (size_t)max ? nc : (size_t)max;
-    rcmd_t *cmds = calloc(n, sizeof(*cmds));
-    redisReply **rep = calloc(n, sizeof(*rep));
-    rl_claim_t *claims = calloc(n, sizeof(*claims));
-    if (!cmds || !rep || !claims) {
+    size_t nc = 0, nall = 0, ncmd = 1;
+    int rc;
+    if (s->partitions > 1) {
+        /* Oldest due first over every partition: a peek finds them, then
+         * one script per partition claims its candidates (two round trips;
+         * one partition needs one). */
+        rc = rs_peek(s, "ready", max, &cv, &nall);
+        if (rc != RUNLANE_OK || nall == 0) return rc;
+        nc = nall < (size_t)max ? nall : (size_t)max;
+        ncmd = (size_t)s->partitions;
+    }
+    size_t cap = (size_t)max;
+    rcmd_t *cmds = calloc(ncmd, sizeof(*cmds));
+    redisReply **rep = calloc(ncmd, sizeof(*rep));
+    rl_claim_t *claims = calloc(cap, sizeof(*claims));
+    cand_t *byp = nc ? calloc(nc, sizeof(*byp)) : NULL;
+    size_t *order = nc ? calloc(nc, sizeof(*order)) : NULL;
+    size_t total = 0;
+    if (!cmds || !rep || !claims || (nc && (!byp || !order))) {
         free(cmds);
         free(rep);
         free(claims);
-        cands_free(cv, nc);
+        free(byp);
+        free(order);
+        cands_free(cv, nall);
         return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
     }
-    for (size_t i = 0; i < n; i++) {
-        cmd_conv(&cmds[i], s, S_CLAIM, pol, cv[i].conv);
-        cmd_add(&cmds[i], owner ? owner : "");
-        cmd_addll(&cmds[i], pol->lease_ms);
-    }
-    rc = rs_exec(s, cmds, n, rep);
-    int got = 0;
-    if (rc == RUNLANE_OK) {
-        for (size_t i = 0; i < n; i++) {
-            redisReply *r = rep[i];
-            int r1 = RUNLANE_OK;
-            if (r->type == REDIS_REPLY_NIL) continue; /* taken or no longer due */
-            if (r->type == REDIS_REPLY_ERROR)
-                r1 = rs_reply_error(s, r, "claim");
-            else
-                r1 = rl_redis_claim_reply(s->where, cv[i].conv, r, &claims[got]);
-            if (r1 == RUNLANE_OK)
-                got++;
-            else if (rc == RUNLANE_OK)
-                rc = r1;
+    size_t m = 0;
+    if (nc == 0) {
+        claim_cmd(&cmds[m++], s, pol, owner, 0, max, NULL, 0);
+    } else {
+        /* group the candidates by partition, keeping their order */
+        for (int p = 0; p < s->partitions; p++) {
+            size_t from = total;
+            for (size_t i = 0; i < nc; i++)
+                if (cv[i].part == p) byp[total++] = cv[i];
+            if (total > from)
+                claim_cmd(&cmds[m++], s, pol, owner, p, (int)(total - from), byp + from,
+                          total - from);
         }
     }
-    free_replies(rep, n);
+    rc = rs_exec(s, cmds, m, rep);
+    size_t got = 0;
+    int64_t best_next = -1, snow = 0;
+    for (size_t i = 0; rc == RUNLANE_OK && i < m; i++) {
+        int64_t next = -1, now = 0;
+        int r1 = claim_decode(s, rep[i], claims, cap, &got, &next, &now);
+        if (r1 != RUNLANE_OK) {
+            rc = r1;
+            continue;
+        }
+        snow = now;
+        if (next >= 0 && (best_next < 0 || next < best_next)) best_next = next;
+    }
+    if (nc == 0 && rc == RUNLANE_OK) {
+        s->hint_ok = best_next >= 0;
+        s->hint_due = best_next;
+        s->hint_now = snow;
+    }
+    if (nc > 1 && got > 1) {
+        /* back to oldest due first (the candidates' order) */
+        for (size_t i = 0; i < got; i++) {
+            order[i] = nc;
+            for (size_t k = 0; k < nc; k++)
+                if (strcmp(cv[k].conv, claims[i].conversation_id) == 0) {
+                    order[i] = k;
+                    break;
+                }
+        }
+        for (size_t i = 1; i < got; i++)
+            for (size_t k = i; k > 0 && order[k - 1] > order[k]; k--) {
+                rl_claim_t t = claims[k];
+                claims[k] = claims[k - 1];
+                claims[k - 1] = t;
+                size_t o = order[k];
+                order[k] = order[k - 1];
+                order[k - 1] = o;
+            }
+    }
+    free_replies(rep, m);
     free(rep);
-    cmds_free(cmds, n);
-    cands_free(cv, nc);
+    cmds_free(cmds, m);
+    free(byp); /* shallow copies of cv's */
+    free(order);
+    cands_free(cv, nall);
     if (got == 0) {
         free(claims);
         return rc;
     }
     /* what was claimed is leased: hand it over even if another failed */
     *out = claims;
-    *n_out = got;
+    *n_out = (int)got;
     return RUNLANE_OK;
+}
+
+static int r_claim_hint(rl_store_t *st, int64_t *due_out, int64_t *now_out) {
+    rstore_t *s = RS(st);
+    if (!s->hint_ok) return 0;
+    *due_out = s->hint_due;
+    *now_out = s->hint_now;
+    return 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1647,6 +1765,181 @@ static int r_conv_map(rl_store_t *st, int mode, const char *conv, const char *to
 }
 
 /* ------------------------------------------------------------------ */
+/* cross-process wake-up                                              */
+/* ------------------------------------------------------------------ */
+
+/* Why a blocking pop on a per-partition wake key (<prefix>:{p}:wake, a
+ * sorted set of one member, see rl_signal in core/lua/includes/common.lua)
+ * rather than Pub/Sub: one announcement wakes ONE waiting worker (Redis
+ * serves blocked clients in order), not every subscriber, so idle workers
+ * do not all race for the same conversation (empty claims), and
+ * announcements made while no worker waits merge into one (the earliest
+ * due time) instead of being lost or piling up. An idle worker costs one
+ * BZPOPMIN per timeout (seconds) and nothing else.
+ * Redis Cluster: the key carries its partition's hash tag, so scripts write
+ * it in their own slot. One BZPOPMIN names every partition's key, which a
+ * single server accepts; on a Cluster a blocking command must stay in one
+ * slot, so the waiting connection has to be split per partition (one
+ * outstanding BZPOPMIN each, routed to the partition's node). */
+
+static int r_heads(rl_store_t *st, int replies, int64_t *ready_out, int64_t *lease_out,
+                   int64_t *reply_out, int64_t *now_out) {
+    rstore_t *s = RS(st);
+    int per = replies ? 3 : 2;
+    size_t n = 1 + (size_t)s->partitions * (size_t)per;
+    static const char *const kinds[3] = {"ready", "leases", "reply_due"};
+    rcmd_t *cmds = calloc(n, sizeof(*cmds));
+    redisReply **rep = calloc(n, sizeof(*rep));
+    if (!cmds || !rep) {
+        free(cmds);
+        free(rep);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    cmd_init(&cmds[0]);
+    cmd_add(&cmds[0], "TIME");
+    for (int p = 0; p < s->partitions; p++)
+        for (int k = 0; k < per; k++) {
+            rcmd_t *c = &cmds[1 + (size_t)p * (size_t)per + (size_t)k];
+            cmd_init(c);
+            cmd_add(c, "ZRANGE");
+            cmd_key(c, s, p, kinds[k], NULL);
+            cmd_add(c, "0");
+            cmd_add(c, "0");
+            cmd_add(c, "WITHSCORES");
+        }
+    int64_t best[3] = {INT64_MAX, INT64_MAX, INT64_MAX}, now = 0;
+    int rc = rs_exec(s, cmds, n, rep);
+    for (size_t i = 0; rc == RUNLANE_OK && i < n; i++) {
+        redisReply *r = rep[i];
+        if (r->type == REDIS_REPLY_ERROR) {
+            rc = rs_reply_error(s, r, i ? "ZRANGE" : "TIME");
+        } else if (r->type != REDIS_REPLY_ARRAY) {
+            rc = bad_reply(s, "heads");
+        } else if (i == 0) {
+            if (r->elements != 2)
+                rc = bad_reply(s, "TIME");
+            else
+                now = (int64_t)reply_ll(r->element[0]) * 1000 +
+                      (int64_t)reply_ll(r->element[1]) / 1000;
+        } else if (r->elements == 2) {
+            int k = (int)((i - 1) % (size_t)per);
+            int64_t d = (int64_t)reply_ll(r->element[1]);
+            if (d < best[k]) best[k] = d;
+        }
+    }
+    free_replies(rep, n);
+    free(rep);
+    cmds_free(cmds, n);
+    if (rc != RUNLANE_OK) return rc;
+    *ready_out = best[0];
+    *lease_out = best[1];
+    if (reply_out) *reply_out = best[2];
+    *now_out = now;
+    return RUNLANE_OK;
+}
+
+static int r_wait_arm(rl_store_t *st, int64_t timeout_ms, int *fd_out) {
+    rstore_t *s = RS(st);
+    *fd_out = -1;
+    if (s->waiting && s->c) {
+        *fd_out = s->c->fd;
+        return RUNLANE_OK;
+    }
+    rcmd_t c;
+    cmd_init(&c);
+    cmd_add(&c, "BZPOPMIN");
+    for (int p = 0; p < s->partitions; p++) cmd_key(&c, s, p, "wake", NULL);
+    if (timeout_ms < 1) timeout_ms = 1;
+    char t[32];
+    snprintf(t, sizeof(t), "%lld.%03lld", (long long)(timeout_ms / 1000),
+             (long long)(timeout_ms % 1000));
+    cmd_add(&c, t);
+    if (c.oom) {
+        cmd_free(&c);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    rl_sigpipe_guard_t g;
+    rl_sigpipe_block(&g);
+    int rc = rs_connect(s);
+    if (rc == RUNLANE_OK) {
+        int done = 0;
+        if (redisAppendCommandArgv(s->c, c.argc, (const char **)c.argv, c.lens) != REDIS_OK)
+            rc = rs_io_error(s, errno);
+        /* a small command: the socket takes it at once */
+        while (rc == RUNLANE_OK && !done)
+            if (redisBufferWrite(s->c, &done) != REDIS_OK) rc = rs_io_error(s, errno);
+    }
+    rl_sigpipe_restore(&g);
+    cmd_free(&c);
+    if (rc != RUNLANE_OK) return rc;
+    s->waiting = 1;
+    *fd_out = s->c->fd;
+    return RUNLANE_OK;
+}
+
+static int r_wait_take(rl_store_t *st, int *part_out, int64_t *due_out) {
+    rstore_t *s = RS(st);
+    if (!s->waiting || !s->c) return 0;
+    void *v = NULL;
+    if (redisGetReplyFromReader(s->c, &v) != REDIS_OK) return rs_io_error(s, errno);
+    if (!v) {
+        struct pollfd pfd = {s->c->fd, POLLIN, 0};
+        if (poll(&pfd, 1, 0) <= 0) return 2;
+        if (redisBufferRead(s->c) != REDIS_OK) return rs_io_error(s, errno);
+        if (redisGetReplyFromReader(s->c, &v) != REDIS_OK) return rs_io_error(s, errno);
+        if (!v) return 2;
+    }
+    s->waiting = 0;
+    redisReply *r = v;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_NIL) {
+        rc = 0; /* timed out */
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        rc = rs_reply_error(s, r, "BZPOPMIN wake");
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+               r->element[0]->type != REDIS_REPLY_STRING ||
+               r->element[2]->type != REDIS_REPLY_STRING) {
+        rc = bad_reply(s, "BZPOPMIN wake");
+    } else {
+        /* <prefix>:{p}:wake; the prefix has no braces */
+        const char *k = r->element[0]->str, *b = strchr(k, '{');
+        long p = b ? strtol(b + 1, NULL, 10) : -1;
+        if (p < 0 || p >= s->partitions) p = 0;
+        *part_out = (int)p;
+        *due_out = (int64_t)strtod(r->element[2]->str, NULL);
+        rc = 1;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static int r_wait_give(rl_store_t *st, int part, int64_t due) {
+    rstore_t *s = RS(st);
+    rcmd_t c;
+    redisReply *r = NULL;
+    cmd_init(&c);
+    cmd_add(&c, "ZADD");
+    cmd_key(&c, s, part, "wake", NULL);
+    cmd_add(&c, "LT");
+    cmd_addll(&c, due);
+    cmd_add(&c, "w");
+    int rc = rs_exec1(s, &c, &r, "ZADD wake");
+    if (r) freeReplyObject(r);
+    if (rc == RUNLANE_ERR_STORE && !runlane_error_retriable(runlane_error_last()) && s->c) {
+        /* Redis < 6.2: no LT; a later due time only wakes a worker early */
+        cmd_init(&c);
+        cmd_add(&c, "ZADD");
+        cmd_key(&c, s, part, "wake", NULL);
+        cmd_addll(&c, due);
+        cmd_add(&c, "w");
+        r = NULL;
+        rc = rs_exec1(s, &c, &r, "ZADD wake");
+        if (r) freeReplyObject(r);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* open / destroy                                                     */
 /* ------------------------------------------------------------------ */
 
@@ -1671,6 +1964,7 @@ static const rl_store_ops_t redis_ops = {
     r_renew,      r_extend_batch, r_checkpoint,   r_ack,       r_ack_reply, r_fail,
     r_release,    r_defer,        r_recover,      r_status,    r_dead_list, r_dead_retry,
     r_dead_purge, r_reply_claim,  r_reply_ack,    r_rate_take, r_conv_map, r_destroy,
+    r_heads,      r_claim_hint,   r_wait_arm,     r_wait_take, r_wait_give,
 };
 
 static int hexval(int ch) {

@@ -26,6 +26,11 @@
  * takes (a full look is followed by another at once). */
 #define RL_REPLY_CLAIM_MS 2000
 #define RL_REPLY_CLAIM_MAX 100
+/* With the store's wake-up (Redis): longest wait between two looks at the
+ * heads of ready/leases/replies, a safety net for a lost announcement. At
+ * most lease.ms / 2, so that every lease taken after one look is seen by
+ * the next before it can expire (recovery stays on time). */
+#define RL_IDLE_TICK_MS 10000
 
 void rl_worker_wake(runlane_t *rl) {
     pthread_mutex_lock(&rl->mu);
@@ -521,6 +526,20 @@ void *rl_worker_main(void *arg) {
      * trips a second. */
     int64_t next_claim = now;
     int inflight_after_claim = 0;
+    /* Wake-up mode (stores with wait_* ops): a dedicated store object
+     * waits for announcements (store.h); claims happen when something is
+     * known due (an announcement, a look at the heads, a claim's hint),
+     * never by polling; recovery and replies at the heads' times. */
+    rl_store_t *ws = NULL;
+    int64_t tick_ms = rl->pol.lease_ms / 2;
+    if (tick_ms > RL_IDLE_TICK_MS) tick_ms = RL_IDLE_TICK_MS;
+    /* same for replies: one stored after a look is seen before it is due */
+    if (rl->backend && rl->pol.reply_redeliver_ms / 2 < tick_ms)
+        tick_ms = rl->pol.reply_redeliver_ms / 2;
+    if (tick_ms < 10) tick_ms = 10;
+    int64_t next_tick = now, next_ws_open = now, ready_at = now, last_recover = 0;
+    int64_t skew = 0; /* store ms - rl_mono_ms */
+    int can_wake = rl->io_store->ops->wait_arm && rl->io_store->ops->heads;
     for (;;) {
         pthread_mutex_lock(&rl->mu);
         int stopping = rl->stopping, n = rl->ninflight;
@@ -535,6 +554,51 @@ void *rl_worker_main(void *arg) {
             if (mode == RUNLANE_STOP_RELEASE || n == 0 || now >= deadline) break;
         }
         int failed = 0;
+        if (can_wake && !ws && !stopping && now >= next_ws_open) {
+            ws = rl_store_open(&rl->sopts);
+            if (!ws) next_ws_open = now + tick_ms; /* store down: poll meanwhile */
+        }
+        int wake = ws != NULL;
+        if (wake) {
+            int part = 0;
+            int64_t due = 0;
+            int r = ws->ops->wait_take(ws, &part, &due);
+            if (r == 1) {
+                if (n >= rl->concurrency || stopping) {
+                    /* cannot act on it: pass it on to a worker with room */
+                    rl->io_store->ops->wait_give(rl->io_store, part, due);
+                } else if (due - skew < ready_at) {
+                    ready_at = due - skew;
+                }
+            } else if (r < 0) {
+                rl_ioloop_watch(rl->loop, -1);
+                ws->ops->destroy(ws);
+                ws = NULL;
+                wake = 0;
+                next_ws_open = now + tick_ms;
+            }
+        }
+        if (wake && now >= next_tick) {
+            int64_t rd, ld, pd = INT64_MAX, snow;
+            if (rl->io_store->ops->heads(rl->io_store, rl->backend != NULL, &rd, &ld, &pd,
+                                         &snow) == RUNLANE_OK) {
+                skew = snow - rl_mono_ms();
+                if (rd != INT64_MAX && rd - skew < ready_at) ready_at = rd - skew;
+                next_recover = INT64_MAX;
+                if (ld != INT64_MAX) {
+                    next_recover = ld - skew;
+                    if (next_recover < last_recover + rl->recover_ms)
+                        next_recover = last_recover + rl->recover_ms;
+                }
+                if (rl->backend && !stopping) next_reply = pd == INT64_MAX ? INT64_MAX : pd - skew;
+                next_tick = now + tick_ms;
+            } else {
+                failed = 1;
+                if (store_failures % 100 == 0)
+                    emit_error(rl, runlane_error_code(runlane_error_last()), "heads");
+                next_tick = now + 50;
+            }
+        }
         /* Renew before recovering: after a slow pass the recovery must not
          * take back this worker's own, still running, batches. */
         if (now >= next_renew) {
@@ -558,6 +622,13 @@ void *rl_worker_main(void *arg) {
             }
             RL_ADD(rl, leases_recovered, rec);
             next_recover = now + rl->recover_ms;
+            if (wake) {
+                /* the next expiry is learnt by a look at the heads */
+                last_recover = now;
+                next_recover = INT64_MAX;
+                next_tick = now;
+                if (rec > 0) ready_at = now;
+            }
         }
         if (!failed && !stopping && now >= next_reply) {
             int got = redeliver_replies(rl);
@@ -568,6 +639,10 @@ void *rl_worker_main(void *arg) {
                     emit_error(rl, runlane_error_code(runlane_error_last()), "reply_claim");
             }
             next_reply = now + (got >= RL_REPLY_CLAIM_MAX ? 0 : RL_REPLY_CLAIM_MS);
+            if (wake && got >= 0 && got < RL_REPLY_CLAIM_MAX) {
+                next_reply = INT64_MAX; /* learnt by the next look at the heads */
+                next_tick = now;
+            }
         }
         int64_t backend_wake = INT64_MAX;
         if (rl->backend) {
@@ -575,7 +650,22 @@ void *rl_worker_main(void *arg) {
             backend_wake = rl->backend->drive(rl->bk);
         }
         int claimed = 0, looked = 0;
-        if (!failed && !stopping && (claim_now || rl_mono_ms() >= next_claim)) {
+        if (wake) {
+            if (!failed && !stopping && n < rl->concurrency && rl_mono_ms() >= ready_at) {
+                ready_at = INT64_MAX;
+                claimed = claim_some(rl);
+                int64_t hd, hn;
+                if (claimed < 0) {
+                    failed = 1;
+                    if (store_failures % 100 == 0)
+                        emit_error(rl, runlane_error_code(runlane_error_last()), "claim");
+                    ready_at = rl_mono_ms() + 50;
+                } else if (rl->io_store->ops->claim_hint(rl->io_store, &hd, &hn)) {
+                    skew = hn - rl_mono_ms();
+                    ready_at = hd - skew;
+                }
+            }
+        } else if (!failed && !stopping && (claim_now || rl_mono_ms() >= next_claim)) {
             looked = 1;
             claimed = claim_some(rl);
             if (claimed < 0) {
@@ -585,7 +675,8 @@ void *rl_worker_main(void *arg) {
                     emit_error(rl, runlane_error_code(runlane_error_last()), "claim");
             }
         }
-        int64_t wait = rl->poll_ms;
+        /* woken by announcements: the poll is only for stores without them */
+        int64_t wait = wake ? tick_ms : rl->poll_ms;
         if (failed) {
             RL_ADD(rl, store_errors, 1);
             store_failures++;
@@ -610,7 +701,25 @@ void *rl_worker_main(void *arg) {
             }
         }
         now = rl_mono_ms();
-        if (!failed && !stopping && next_claim - now < wait) wait = next_claim - now;
+        if (wake) {
+            pthread_mutex_lock(&rl->mu);
+            int room = rl->ninflight < rl->concurrency;
+            pthread_mutex_unlock(&rl->mu);
+            int fd = -1;
+            if (!stopping && room) {
+                if (ready_at - now < wait) wait = ready_at - now;
+                if (ws->ops->wait_arm(ws, tick_ms, &fd) == RUNLANE_OK) {
+                    rl_ioloop_watch(rl->loop, fd);
+                } else {
+                    rl_ioloop_watch(rl->loop, -1);
+                    ws->ops->destroy(ws);
+                    ws = NULL;
+                    next_ws_open = now + tick_ms;
+                    if (now + rl->poll_ms < ready_at) ready_at = now + rl->poll_ms;
+                }
+            }
+            if (next_tick - now < wait) wait = next_tick - now;
+        } else if (!failed && !stopping && next_claim - now < wait) wait = next_claim - now;
         if (next_renew - now < wait) wait = next_renew - now;
         if (next_recover - now < wait) wait = next_recover - now;
         if (!stopping && next_reply != INT64_MAX && next_reply - now < wait)
@@ -620,6 +729,10 @@ void *rl_worker_main(void *arg) {
         if (wait < 0) wait = 0;
         /* Also with wait 0: curl acts on ready sockets only in the wait. */
         rl_ioloop_wait(rl->loop, wait);
+    }
+    if (ws) {
+        rl_ioloop_watch(rl->loop, -1);
+        ws->ops->destroy(ws); /* closing the socket ends its BZPOPMIN */
     }
     release_all(rl);
     pthread_mutex_lock(&rl->mu);

@@ -18,10 +18,18 @@
 --   6 idle_ttl_ms (expiry of the meta hash of an idle conversation),
 --   7 partition
 -- List entries are "<content bytes>:<record JSON>".
--- stats fields: pending (messages in pending lists), convs (conversations
--- with pending messages or a batch), enqueued, acked, failed,
--- dead_lettered, recovered, seq (ids), fence (lease tokens; per partition so
--- that a token is never reused even after an idle meta hash expired).
+--  (+) wake     zset   <prefix>:{p}:wake      "w" -> earliest announced due
+--                 ms; derived from KEYS[4] (same slot: same hash tag). One
+--                 member at most: workers BZPOPMIN it (see rl_signal).
+-- stats fields: enqueued (also the message id sequence), moved (messages
+-- moved from pending lists into batches), requeued (messages a dead_retry
+-- put back), acked, failed, dead_lettered, recovered, fence (lease tokens,
+-- also the batch id sequence; per partition so that a token is never
+-- reused even after an idle meta hash expired). Derived, not stored, so
+-- that the hot path updates one counter per script at most:
+--   pending       = enqueued + requeued - moved
+--   conversations = ZCARD ready + ZCARD leases (a conversation with pending
+--                   messages or a batch is either leased or in ready)
 
 local CONV = ARGV[1]
 
@@ -70,24 +78,51 @@ local function rl_token_ok(token)
   return cur and cur ~= '' and cur == token
 end
 
--- Due time of the pending messages per store.h (never before now).
-local function rl_due(now)
-  local count = redis.call('LLEN', KEYS[2])
-  local m = redis.call('HMGET', KEYS[1], 'pbytes', 'first_ms', 'last_ms')
-  local bytes, first, last = rl_num(m[1]), rl_num(m[2]), rl_num(m[3])
+-- Due time per store.h (never before now) of `count` pending messages of
+-- `bytes` content bytes, first arrived at `first`, last activity `last`.
+local function rl_due_of(now, count, bytes, first, last)
   if count >= tonumber(ARGV[4]) or bytes >= tonumber(ARGV[5]) then return now end
   local d = math.min(last + tonumber(ARGV[2]), first + tonumber(ARGV[3]))
   if d < now then d = now end
   return d
 end
 
+-- Due time of the pending messages, read from the store.
+local function rl_due(now)
+  local count = redis.call('LLEN', KEYS[2])
+  local m = redis.call('HMGET', KEYS[1], 'pbytes', 'first_ms', 'last_ms')
+  return rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3]))
+end
+
+-- Wakes one worker blocked on the partition's wake key (BZPOPMIN, see
+-- store_redis.c r_wait_*): the key holds one member whose score is the
+-- earliest due time announced and not yet taken, so announcements merge
+-- while no worker waits and each wakes one worker, not all of them.
+-- The key is built from KEYS[4] (<prefix>:{p}:ready -> <prefix>:{p}:wake):
+-- same hash tag, so same Cluster slot as every key of the script.
+local function rl_signal(due)
+  local wake = string.sub(KEYS[4], 1, -6) .. 'wake'
+  local ok = redis.pcall('ZADD', wake, 'LT', rl_int(due), 'w')
+  if type(ok) == 'table' and ok.err then
+    -- Redis < 6.2 has no ZADD LT
+    local cur = redis.call('ZSCORE', wake, 'w')
+    if not cur or tonumber(cur) > due then redis.call('ZADD', wake, rl_int(due), 'w') end
+  end
+end
+
+-- Conversation is due at `due`: in ready, and announced.
+local function rl_ready(due)
+  redis.call('ZADD', KEYS[4], rl_int(due), CONV)
+  rl_signal(due)
+end
+
+-- The meta hash expires while the conversation is idle (ARGV[6]), not
+-- while it has work.
 local function rl_mark_active()
-  redis.call('HINCRBY', KEYS[6], 'convs', 1)
   redis.call('PERSIST', KEYS[1])
 end
 
 local function rl_mark_idle()
-  redis.call('HINCRBY', KEYS[6], 'convs', -1)
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
 end
 
@@ -104,7 +139,7 @@ end
 -- After the batch is gone: due again if messages wait, else idle.
 local function rl_move_on(now)
   if redis.call('LLEN', KEYS[2]) > 0 then
-    redis.call('ZADD', KEYS[4], rl_int(rl_due(now)), CONV)
+    rl_ready(rl_due(now))
   else
     redis.call('ZREM', KEYS[4], CONV)
     rl_mark_idle()
@@ -112,14 +147,29 @@ local function rl_move_on(now)
 end
 
 -- The leased batch is done: deletes it and schedules what waits (needs
--- KEYS 1..6).
-local function rl_ack(now)
-  rl_end_lease()
-  rl_drop_batch()
-  redis.call('HDEL', KEYS[1], 'settle')
-  redis.call('HSET', KEYS[1], 'last_error', '')
+-- KEYS 1..6; now may be nil: read when needed). `m` = HMGET meta pbytes first_ms last_ms, read with the
+-- token: one write of the meta hash, and a leased conversation is never
+-- in ready (no ZREM).
+local function rl_ack(now, m)
+  redis.call('HSET', KEYS[1], 'token', '', 'owner', '', 'lease_until', '0', 'attempts', '0',
+             'stalls', '0', 'batch_id', '', 'ckpt', '', 'settle', '', 'last_error', '')
+  redis.call('ZREM', KEYS[5], CONV)
+  redis.call('DEL', KEYS[3])
   redis.call('HINCRBY', KEYS[6], 'acked', 1)
-  rl_move_on(now)
+  local count = redis.call('LLEN', KEYS[2])
+  if count > 0 then
+    now = now or rl_now()
+    rl_ready(rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3])))
+  else
+    rl_mark_idle()
+  end
+end
+
+-- The token check of an ack, with what rl_ack needs: nil when stale.
+local function rl_ack_read(token, ...)
+  local m = redis.call('HMGET', KEYS[1], 'token', 'pbytes', 'first_ms', 'last_ms', ...)
+  if not m[1] or m[1] == '' or m[1] ~= token then return nil end
+  return {m[2], m[3], m[4], m[5]}
 end
 
 -- Moves the current batch to the dead letters (needs KEYS 1..9).

@@ -1,0 +1,335 @@
+/* test_cost.c - Redis work per message, cross-process wake-up, fair claims.
+ *
+ * On a private redis-server (scripts/redis-server.sh), so that INFO
+ * commandstats counts only this test's commands (counts, not timings):
+ * - budget: enqueue + claim + ack of one-message batches run at most 3
+ *   scripts per message (enqueue 1, claim 1, ack 1: no peek before a
+ *   claim) and a bounded number of commands inside them; no claim of a
+ *   due conversation comes back empty.
+ * - fairness: 4 store objects in 4 threads race for 400 due
+ *   conversations: at most 5% of their claims come back empty while some
+ *   wait in ready, and each one's share is within 2x of the others.
+ * - wake-up: a worker with worker.poll.ms=60000 gets a BATCH for a message
+ *   enqueued by another client within a few seconds (it is announced, not
+ *   polled for).
+ * - idle: a started worker with nothing to do issues at most ~1 command per
+ *   second over a 5 s window (counted on the server).
+ * Needs redis-server (skipped without, failed with RUNLANE_REQUIRE_REDIS=1). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "internal.h"
+#include "rltest.h"
+#include "runlane.h"
+#include "store.h"
+
+static char src_dir[512], priv_dir[256], url[128];
+static int priv_port;
+
+static int start_private_redis(void) {
+    snprintf(src_dir, sizeof(src_dir), "%s", __FILE__);
+    char *cut = strstr(src_dir, "/tests/c/");
+    if (!cut) return 0;
+    *cut = '\0';
+    snprintf(priv_dir, sizeof(priv_dir), "/tmp/runlane-cost-redis.%d", (int)getpid());
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "%s/scripts/redis-server.sh start %s 2>/dev/null", src_dir,
+             priv_dir);
+    FILE *pp = popen(cmd, "r");
+    int port = 0;
+    if (!pp) return 0;
+    if (fscanf(pp, "%d", &port) != 1) port = 0;
+    pclose(pp);
+    priv_port = port;
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", port);
+    return port > 0;
+}
+
+static void stop_private_redis(void) {
+    if (!priv_port) return;
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), "%s/scripts/redis-server.sh stop %s >/dev/null 2>&1; rm -rf %s",
+             src_dir, priv_dir, priv_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not stop the private redis\n");
+}
+
+static redisContext *admin(void) {
+    redisContext *c = redisConnect("127.0.0.1", priv_port);
+    RL_CHECK_MSG(c && !c->err, "connect to the private redis");
+    return c;
+}
+
+static void reset_stats(redisContext *c) {
+    redisReply *r = redisCommand(c, "CONFIG RESETSTAT");
+    RL_CHECK(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+}
+
+/* Calls of every command since the reset, and of EVALSHA alone, leaving
+ * out this admin connection's own INFO / CONFIG. */
+static void count_calls(redisContext *c, long long *all, long long *scripts) {
+    redisReply *r = redisCommand(c, "INFO commandstats");
+    RL_CHECK(r && r->str && (r->type == REDIS_REPLY_VERB || r->type == REDIS_REPLY_STRING));
+    *all = 0;
+    *scripts = 0;
+    for (const char *p = strstr(r->str, "cmdstat_"); p; p = strstr(p + 1, "cmdstat_")) {
+        char name[64];
+        long long calls = 0, usec = 0;
+        if (sscanf(p, "cmdstat_%63[^:]:calls=%lld,usec=%lld", name, &calls, &usec) < 2) continue;
+        if (!strcmp(name, "info") || !strncmp(name, "config", 6)) continue;
+        if (getenv("RUNLANE_TEST_VERBOSE")) fprintf(stderr, "    %s %lld calls %lld us\n", name, calls, usec);
+        *all += calls;
+        if (!strcmp(name, "evalsha")) *scripts += calls;
+    }
+    freeReplyObject(r);
+}
+
+static rl_store_t *open_store_raw(const char *prefix) {
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = url;
+    o.prefix = prefix;
+    o.partitions = 1;
+    o.connect_timeout_ms = 2000;
+    o.command_timeout_ms = 5000;
+    return rl_store_open(&o);
+}
+
+static rl_store_t *open_store(const char *prefix) {
+    rl_store_t *st = open_store_raw(prefix);
+    RL_CHECK_MSG(st != NULL, "open store: %s", runlane_error_message(runlane_error_last()));
+    return st;
+}
+
+static rl_policy_t policy(void) {
+    rl_policy_t p;
+    memset(&p, 0, sizeof(p));
+    p.window_ms = 0;
+    p.max_wait_ms = 0;
+    p.max_messages = 1;
+    p.max_bytes = 1000000;
+    p.lease_ms = 30000;
+    p.max_attempts = 3;
+    p.max_stalls = 3;
+    p.backoff_base_ms = 100;
+    p.backoff_max_ms = 1000;
+    p.idem_ttl_ms = 60000;
+    p.reply_redeliver_ms = 60000;
+    p.reply_ttl_ms = 600000;
+    return p;
+}
+
+static void test_budget_per_message(void) {
+    rl_store_t *st = open_store("cost-budget");
+    rl_policy_t pol = policy();
+    redisContext *c = admin();
+    enum { N = 50 };
+    char id[RUNLANE_ID_MAX], conv[32];
+    reset_stats(c);
+    int empty = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(conv, sizeof(conv), "c%d", i);
+        RL_CHECK_OK(st->ops->enqueue(st, &pol, conv, "{\"content\":\"hi\"}", 2, NULL, id, NULL));
+        rl_claim_t *cl = NULL;
+        int n = 0;
+        RL_CHECK_OK(st->ops->claim(st, &pol, "w", 1, &cl, &n));
+        if (n == 0) {
+            empty++;
+            continue;
+        }
+        RL_CHECK_OK(st->ops->ack(st, &pol, cl[0].conversation_id, cl[0].token));
+        rl_claim_free(&cl[0]);
+        free(cl);
+    }
+    long long all = 0, scripts = 0;
+    count_calls(c, &all, &scripts);
+    fprintf(stderr, "  %d messages: %lld scripts, %lld commands (%.1f / %.1f per message)\n", N,
+            scripts, all, (double)scripts / N, (double)all / N);
+    RL_CHECK_INT(0, empty);
+    RL_CHECK_MSG(scripts <= 3 * N, "%lld scripts for %d messages: more than 3 per message",
+                 scripts, N);
+    RL_CHECK_MSG(all <= 30 * N, "%lld commands for %d messages: more than 30 per message", all,
+                 N);
+    /* status stays exact */
+    char *json = NULL;
+    RL_CHECK_OK(st->ops->status(st, NULL, &json));
+    RL_CHECK_MSG(strstr(json, "\"pending\":0,") && strstr(json, "\"conversations\":0,") &&
+                     strstr(json, "\"enqueued\":50,") && strstr(json, "\"acked\":50,"),
+                 "status %s", json);
+    free(json);
+    redisFree(c);
+    st->ops->destroy(st);
+}
+
+enum { FAIR_CONVS = 400, FAIR_WORKERS = 4 };
+static int fair_done;
+static pthread_mutex_t fair_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_barrier_t fair_start; /* all connected before the race */
+typedef struct fair_worker {
+    pthread_t th;
+    int claims, empty, got, errors;
+    char owner[16];
+} fair_worker_t;
+
+static void *fair_main(void *arg) {
+    fair_worker_t *w = arg;
+    rl_store_t *st = open_store_raw("cost-fair"); /* no RL_CHECK off the main thread */
+    pthread_barrier_wait(&fair_start);
+    if (!st) {
+        w->errors++;
+        return NULL;
+    }
+    rl_policy_t pol = policy();
+    for (int guard = 0; guard < 100000; guard++) {
+        pthread_mutex_lock(&fair_mu);
+        int done = fair_done >= FAIR_CONVS;
+        pthread_mutex_unlock(&fair_mu);
+        if (done) break;
+        rl_claim_t *cl = NULL;
+        int n = 0;
+        if (st->ops->claim(st, &pol, w->owner, 2, &cl, &n) != RUNLANE_OK) {
+            w->errors++;
+            break;
+        }
+        if (n == 0) {
+            /* Every conversation is due: an empty ready set means the others
+             * hold the rest (that last look is not a wasted claim), anything
+             * else is a lost race. */
+            int64_t due = 0, now = 0;
+            if (st->ops->next_due(st, &due, &now) != RUNLANE_OK) {
+                w->errors++;
+                break;
+            }
+            if (due == INT64_MAX) break;
+            w->empty++;
+        }
+        w->claims++;
+        for (int i = 0; i < n; i++) {
+            if (st->ops->ack(st, &pol, cl[i].conversation_id, cl[i].token) != RUNLANE_OK)
+                w->errors++;
+            rl_claim_free(&cl[i]);
+        }
+        free(cl);
+        w->got += n;
+        pthread_mutex_lock(&fair_mu);
+        fair_done += n;
+        pthread_mutex_unlock(&fair_mu);
+    }
+    st->ops->destroy(st);
+    return NULL;
+}
+
+static void test_fair_claims(void) {
+    rl_store_t *st = open_store("cost-fair");
+    rl_policy_t pol = policy();
+    char id[RUNLANE_ID_MAX], conv[32];
+    for (int i = 0; i < FAIR_CONVS; i++) {
+        snprintf(conv, sizeof(conv), "f%d", i);
+        RL_CHECK_OK(st->ops->enqueue(st, &pol, conv, "{\"content\":\"x\"}", 1, NULL, id, NULL));
+    }
+    fair_worker_t w[FAIR_WORKERS];
+    memset(w, 0, sizeof(w));
+    RL_CHECK(pthread_barrier_init(&fair_start, NULL, FAIR_WORKERS) == 0);
+    for (int i = 0; i < FAIR_WORKERS; i++) {
+        snprintf(w[i].owner, sizeof(w[i].owner), "w%d", i);
+        RL_CHECK(pthread_create(&w[i].th, NULL, fair_main, &w[i]) == 0);
+    }
+    int claims = 0, empty = 0, lo = FAIR_CONVS, hi = 0;
+    for (int i = 0; i < FAIR_WORKERS; i++) {
+        pthread_join(w[i].th, NULL);
+        RL_CHECK_INT(0, w[i].errors);
+        claims += w[i].claims;
+        empty += w[i].empty;
+        if (w[i].got < lo) lo = w[i].got;
+        if (w[i].got > hi) hi = w[i].got;
+        fprintf(stderr, "  worker %d: %d claims, %d empty, %d conversations\n", i, w[i].claims,
+                w[i].empty, w[i].got);
+    }
+    pthread_barrier_destroy(&fair_start);
+    RL_CHECK_INT(FAIR_CONVS, fair_done);
+    RL_CHECK_MSG(empty * 20 <= claims,
+                 "%d of %d claims came back empty (more than 5%%)", empty, claims);
+    RL_CHECK_MSG(lo > 0 && hi <= 2 * lo, "unfair shares: %d .. %d conversations", lo, hi);
+    st->ops->destroy(st);
+}
+
+static runlane_t *client(const char *prefix) {
+    runlane_conf_t *conf = runlane_conf_new();
+    char err[512];
+    if (runlane_conf_set(conf, "store", url, err, sizeof(err)) ||
+        runlane_conf_set(conf, "key.prefix", prefix, err, sizeof(err)) ||
+        runlane_conf_set(conf, "worker.poll.ms", "60000", err, sizeof(err)) ||
+        runlane_conf_set(conf, "batch.window.ms", "0", err, sizeof(err)))
+        RL_FAILF("conf: %s", err);
+    runlane_t *rl = runlane_new(conf, err, sizeof(err));
+    runlane_conf_destroy(conf);
+    if (!rl) RL_FAILF("runlane_new: %s", err);
+    return rl;
+}
+
+static runlane_event_t *wait_batch(runlane_t *rl, int timeout_ms) {
+    int64_t end = rl_mono_ms() + (int64_t)(timeout_ms * rl_test_time_scale());
+    while (rl_mono_ms() < end) {
+        runlane_event_t *ev = runlane_poll(rl, 10);
+        if (!ev) continue;
+        if (runlane_event_type(ev) == RUNLANE_EVENT_BATCH) return ev;
+        runlane_event_destroy(ev);
+    }
+    return NULL;
+}
+
+static void test_wakeup_across_clients_and_idle_cost(void) {
+    runlane_t *w = client("cost-wake");
+    runlane_t *producer = client("cost-wake"); /* never started: another process's view */
+    RL_CHECK_OK(runlane_start(w));
+    /* Started and idle: let its first looks pass, then count. */
+    sleep(1);
+    redisContext *c = admin();
+    reset_stats(c);
+    sleep(5);
+    long long all = 0, scripts = 0;
+    count_calls(c, &all, &scripts);
+    fprintf(stderr, "  idle worker: %lld commands in 5 s\n", all);
+    RL_CHECK_MSG(all <= 8, "an idle worker issued %lld commands in 5 s (at most ~1/s)", all);
+    char id[RUNLANE_ID_MAX];
+    int64_t t0 = rl_mono_ms();
+    RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, producer, "wake1", "hello", NULL));
+    /* worker.poll.ms is 60 s: only the announcement can deliver it this soon */
+    runlane_event_t *ev = wait_batch(w, 3000);
+    RL_CHECK_MSG(ev != NULL, "no BATCH within 3 s of an enqueue by another client");
+    fprintf(stderr, "  enqueue -> BATCH: %lld ms\n", (long long)(rl_mono_ms() - t0));
+    RL_CHECK_OK(runlane_batch_ack(w, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    /* a stop cuts the wait short */
+    int64_t s0 = rl_mono_ms();
+    RL_CHECK_OK(runlane_stop(w, RUNLANE_STOP_RELEASE, 5000));
+    RL_CHECK_MSG(rl_mono_ms() - s0 < (int64_t)(2000 * rl_test_time_scale()),
+                 "stop took %lld ms", (long long)(rl_mono_ms() - s0));
+    redisFree(c);
+    runlane_destroy(producer);
+    runlane_destroy(w);
+}
+
+static void test_private_redis_missing(void) { RL_SKIP("no redis-server for a private server"); }
+
+int main(void) {
+    if (!start_private_redis()) {
+        if (getenv("RUNLANE_REQUIRE_REDIS") && atoi(getenv("RUNLANE_REQUIRE_REDIS"))) {
+            fprintf(stderr, "no redis-server for a private server and RUNLANE_REQUIRE_REDIS=1\n");
+            printf("0 passed, 1 failed\n");
+            return 1;
+        }
+        RL_RUN(test_private_redis_missing);
+        return rl_test_summary();
+    }
+    RL_RUN(test_budget_per_message);
+    RL_RUN(test_fair_claims);
+    RL_RUN(test_wakeup_across_clients_and_idle_cost);
+    stop_private_redis();
+    return rl_test_summary();
+}
