@@ -49,16 +49,19 @@ c_suite() { # build dir, cmake options...
 step "C suite" c_suite build/default
 step "emulator tests" "$VPY" -m pytest -q -p no:cacheprovider tests/emulator
 
-valgrind_suite() { # the C tests of the default build under valgrind (leaks: definite)
-  local t rc=0
-  for t in test_client test_store test_sse test_http test_backend_responses test_backend_assistants; do
-    [ -x "build/default/tests/c/$t" ] || continue
-    echo "-- valgrind $t"
-    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --child-silent-after-fork=yes \
-      "build/default/tests/c/$t" >"build/valgrind-$t.log" 2>&1 || { rc=1; tail -40 "build/valgrind-$t.log"; }
-    tail -1 "build/valgrind-$t.log"
-  done
+valgrind_one() { # one C test of the default build under valgrind (leaks: definite)
+  local t=$1 rc=0
+  valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --child-silent-after-fork=yes \
+    "build/default/tests/c/$t" >"build/valgrind-$t.log" 2>&1 || { rc=1; tail -40 "build/valgrind-$t.log"; }
+  echo "-- valgrind $t: $(tail -1 "build/valgrind-$t.log")"
   return $rc
+}
+export -f valgrind_one
+valgrind_suite() { # valgrind runs one thread at a time: $JOBS tests side by side
+  local t
+  for t in test_client test_store test_sse test_http test_backend_responses test_backend_assistants; do
+    [ -x "build/default/tests/c/$t" ] && echo "$t"
+  done | xargs -P "$JOBS" -I{} bash -c 'valgrind_one "$1"' _ {}
 }
 if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   # Sanitized and valgrind runs are slower: timing-based tests stretch.
