@@ -17,6 +17,8 @@ need_cmd pkg-config pkg-config
 need_pkg libssl-dev
 need_pkg libcurl4-openssl-dev
 need_pkg libcjson-dev
+# `runlane dashboard` serves HTTP with libmicrohttpd.
+need_pkg libmicrohttpd-dev
 need_cmd redis-server redis-server
 need_cmd redis-cli redis-tools
 # TLS tests (tests/c/test_tls.c, cli_tls, tests/python/test_tls.py and the

@@ -659,6 +659,137 @@ RUNLANE_EXTERN(runlane_err_t)
 runlane_migrate_thread(char **result_json_out, runlane_t *rl, const char *key,
                        const char *thread_id);
 
+/* ------------------------------------------------------------------ */
+/* Dashboard                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The web dashboard's request handler: no socket and no HTTP library
+ * inside. A server (the `runlane dashboard` command, the Node and Python
+ * mounts) passes each request's method, path, query and body in and
+ * writes the response's status, headers and body out; all data and
+ * actions live here, once.
+ *
+ * Paths are relative to where the dashboard is mounted: a server mounting
+ * it under "/ops/lanes" strips that prefix and passes "/" or "/api/...";
+ * the page uses relative URLs, so it works under any prefix that ends
+ * with "/".
+ *
+ *   GET  /                     the page (HTML, self-contained, offline)
+ *   GET  /api/session          {"csrf_token","version","history_interval_ms",
+ *                               "history_size","read_only"}
+ *   GET  /api/overview         {"now_ms","totals":{runlane_status totals},
+ *                               "history":[{"t_ms","pending","ready",
+ *                               "inflight","dead","conversations","enqueued",
+ *                               "acked","failed","dead_lettered",
+ *                               "recovered"}...]} oldest first; takes a
+ *                               history sample when one is due
+ *   GET  /api/conversations?state=S&search=Q&offset=O&limit=L
+ *                               S: pending (batch window not over), ready,
+ *                               inflight, retrying or dead; Q: part of the
+ *                               conversation id (at most 256 bytes); O:
+ *                               0..1000000 (default 0); L: 1..200 (default
+ *                               50). {"state","offset","limit","total",
+ *                               "truncated","now_ms","items":[...]}
+ *   GET  /api/conversation?id=C one conversation: runlane_status detail plus
+ *                               "pending_messages", "batch_messages" (up to
+ *                               50 each), "lease_token" (the fencing token
+ *                               to pass to /api/lease/release) and
+ *                               "provider_conversation_id"
+ *   GET  /api/dead?search=Q&offset=O&limit=L
+ *                               dead letters as runlane_dead_list, with
+ *                               "total" and "items"
+ *   POST /api/dead/retry       body {"id":"..."} or {"all":true}
+ *   POST /api/dead/purge       body {"id":"..."} or {"all":true}
+ *   POST /api/lease/release    body {"conversation_id","lease_token"}: gives
+ *                               a stuck lease back (no attempt spent), fenced:
+ *                               refused with 409 when the lease changed
+ *
+ * Every POST needs the CSRF token of GET /api/session in `csrf_header`
+ * (the server passes the request's X-Runlane-CSRF header); it is compared
+ * in constant time. Answers are JSON except for the page; errors are
+ * {"error":{"status","code","message"}}: 400 bad input (bad paging, bad
+ * JSON, unknown state), 403 missing or wrong CSRF token, 404 unknown path
+ * or id, 405 wrong method, 409 stale lease, 413 body over 16 KiB, 503 store
+ * unreachable. A refused request changes nothing. No secret (API key,
+ * store password) is ever part of an answer.
+ *
+ * The load on the store per request is bounded: see README "Dashboard".
+ */
+
+/** A dashboard request handler bound to one client. Opaque. */
+typedef struct runlane_dashboard_s runlane_dashboard_t;
+
+/** One response of runlane_dashboard_handle(). Opaque. */
+typedef struct runlane_dashboard_response_s runlane_dashboard_response_t;
+
+/**
+ * Creates a dashboard handler over `rl` (which must outlive it; no worker
+ * needs to run). `options_json`: NULL or a JSON object with optional
+ * members "history_interval_ms" (1000..3600000, default 10000: spacing of
+ * the totals history samples), "history_size" (2..10000, default 360:
+ * samples kept in a ring, one hour by default), "read_only" (bool: refuse
+ * every action with 403), "scan_limit" (100..100000, default 10000: the
+ * most members of one partition's ready or lease set a list request looks
+ * at). Returns NULL on bad options or out of memory (reason in
+ * runlane_error_last()). A fresh random CSRF token is made per handler.
+ * Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_dashboard_t *)
+runlane_dashboard_new(runlane_t *rl, const char *options_json);
+
+/** Frees a dashboard handler. NULL is ignored. Must not race with other
+ *  calls on `d`. */
+RUNLANE_EXTERN(void) runlane_dashboard_destroy(runlane_dashboard_t *d);
+
+/**
+ * Answers one request. `method` ("GET", "POST", ...) and `path` are
+ * required; `query` is the raw query string without "?" (NULL or "" for
+ * none); `body` holds `body_len` bytes (NULL when 0); `csrf_header` the
+ * X-Runlane-CSRF header or NULL. `*out` receives the response (free with
+ * runlane_dashboard_response_destroy()) whenever RUNLANE_OK is returned,
+ * including 4xx and 5xx answers: the return value is an error only for a
+ * NULL argument or out of memory. Makes store round trips on the calling
+ * thread. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t)
+runlane_dashboard_handle(runlane_dashboard_response_t **out, runlane_dashboard_t *d,
+                         const char *method, const char *path, const char *query,
+                         const char *body, size_t body_len, const char *csrf_header);
+
+/**
+ * Takes one sample of the totals into the history ring now if one is due
+ * (history_interval_ms since the last one). Servers call it on a timer so
+ * the chart has data before a page opens; GET /api/overview also calls
+ * it. One store round trip when due, none otherwise. Thread-safe.
+ */
+RUNLANE_EXTERN(runlane_err_t) runlane_dashboard_sample(runlane_dashboard_t *d);
+
+/** HTTP status of a response (200, 400, ...). */
+RUNLANE_EXTERN(int) runlane_dashboard_response_status(const runlane_dashboard_response_t *r);
+
+/** Content-Type of a response, e.g. "application/json". Valid until the
+ *  response is destroyed. */
+RUNLANE_EXTERN(const char *)
+runlane_dashboard_response_content_type(const runlane_dashboard_response_t *r);
+
+/**
+ * Every header the server should send (Content-Type included, plus
+ * Cache-Control, X-Content-Type-Options, Content-Security-Policy,
+ * X-Frame-Options, Referrer-Policy) as a JSON object of strings. Valid
+ * until the response is destroyed.
+ */
+RUNLANE_EXTERN(const char *)
+runlane_dashboard_response_headers(const runlane_dashboard_response_t *r);
+
+/** Body of a response; `*len_out` (may be NULL) receives its length. Valid
+ *  until the response is destroyed. */
+RUNLANE_EXTERN(const char *)
+runlane_dashboard_response_body(const runlane_dashboard_response_t *r, size_t *len_out);
+
+/** Frees a response. NULL is ignored. */
+RUNLANE_EXTERN(void) runlane_dashboard_response_destroy(runlane_dashboard_response_t *r);
+
 RUNLANE_END_DECL
 
 #endif /* RUNLANE_H */

@@ -336,6 +336,26 @@ typedef struct rl_store_ops {
      * `due`: a worker that took an announcement it cannot act on passes it
      * on. */
     int (*wait_give)(rl_store_t *st, int part, int64_t due);
+
+    /* Conversations in one state, for the dashboard. `state`: "waiting"
+     * (pending messages, batch window not over), "ready" (due, not yet
+     * claimed), "leased" (in flight), "backoff" (a batch waiting for its
+     * retry). Ordered by due time (leased: lease expiry), oldest first,
+     * over every partition. `search` NULL or "" keeps all, else the ids
+     * containing it (bytes). At most `scan` members of each partition are
+     * looked at, a bound on the store's work per call. JSON (malloc'ed):
+     * {"now_ms","total","truncated","items":[{"conversation_id","state",
+     * "score_ms","attempts","owner","last_error"}]}: items offset..
+     * offset+limit-1 of the matches; total counts the matches among those
+     * scanned, truncated says some members were not scanned. */
+    int (*conv_list)(rl_store_t *st, const char *state, const char *search, size_t offset,
+                     size_t limit, size_t scan, char **json_out);
+
+    /* Up to `max` pending records (oldest first) and up to `max` records
+     * of the batch of one conversation, with the current lease token (""
+     * when none): {"pending":[...],"batch":[...],"token":"..."}
+     * (malloc'ed). Read only. */
+    int (*conv_peek)(rl_store_t *st, const char *conv, size_t max, char **json_out);
 } rl_store_ops_t;
 
 struct rl_store {

@@ -1374,12 +1374,109 @@ static void m_destroy(rl_store_t *st) {
     free(ms);
 }
 
+/* ---- dashboard reads (see store.h conv_list, conv_peek) ---- */
+
+typedef struct mlist_item {
+    mconv_t *c;
+    int64_t score;
+} mlist_item_t;
+
+static int cmp_mlist(const void *a, const void *b) {
+    const mlist_item_t *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? -1 : 1;
+    return strcmp(x->c->id, y->c->id);
+}
+
+static int m_conv_list(rl_store_t *st, const char *state, const char *search, size_t offset,
+                       size_t limit, size_t scan, char **json_out) {
+    mstate_t *s = S(st);
+    *json_out = NULL;
+    int leased = strcmp(state, "leased") == 0;
+    pthread_mutex_lock(&s->mu);
+    int64_t now = now_locked(s);
+    const convvec_t *src = leased ? &s->leases : &s->ready;
+    mlist_item_t *v = src->len ? malloc(src->len * sizeof(*v)) : NULL;
+    if (src->len && !v) {
+        pthread_mutex_unlock(&s->mu);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    /* Same selection as the redis store: the first `scan` members of the
+     * state's range in score order, then the filters. */
+    size_t n = 0;
+    for (size_t i = 0; i < src->len; i++) {
+        mconv_t *c = src->v[i];
+        int64_t score = leased ? c->lease_until : c->due;
+        if (!leased && (strcmp(state, "ready") == 0) != (score <= now)) continue;
+        v[n].c = c;
+        v[n].score = score;
+        n++;
+    }
+    if (n > 1) qsort(v, n, sizeof(*v), cmp_mlist);
+    int truncated = n > scan;
+    if (truncated) n = scan;
+    rl_buf_t b;
+    rl_buf_init(&b);
+    rl_buf_puts(&b, "{\"items\":[");
+    size_t total = 0, shown = 0;
+    for (size_t i = 0; i < n; i++) {
+        mconv_t *c = v[i].c;
+        if (search && *search && !strstr(c->id, search)) continue;
+        if (!leased && strcmp(state, "ready") != 0 &&
+            (strcmp(state, "backoff") == 0) != (c->batch.len > 0))
+            continue;
+        total++;
+        if (total <= offset || shown >= limit) continue;
+        if (shown++) rl_buf_puts(&b, ",");
+        rl_buf_puts(&b, "{\"conversation_id\":");
+        rl_buf_json_str(&b, c->id);
+        rl_buf_printf(&b, ",\"state\":\"%s\",\"score_ms\":%lld,\"attempts\":%lld,\"owner\":",
+                      state_of(c, now), (long long)v[i].score, (long long)c->attempts);
+        if (c->token[0]) rl_buf_json_str(&b, c->owner); else rl_buf_puts(&b, "null");
+        rl_buf_puts(&b, ",\"last_error\":");
+        if (c->last_error) rl_buf_json_str(&b, c->last_error); else rl_buf_puts(&b, "null");
+        rl_buf_puts(&b, "}");
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(v);
+    rl_buf_printf(&b, "],\"now_ms\":%lld,\"total\":%zu,\"truncated\":%s}", (long long)now, total,
+                  truncated ? "true" : "false");
+    *json_out = rl_buf_take(&b);
+    return *json_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+}
+
+static int m_conv_peek(rl_store_t *st, const char *conv, size_t max, char **json_out) {
+    mstate_t *s = S(st);
+    rl_buf_t b;
+    rl_buf_init(&b);
+    pthread_mutex_lock(&s->mu);
+    mconv_t *c = conv_get(s, conv, 0);
+    rl_buf_puts(&b, "{\"pending\":[");
+    if (c)
+        for (size_t i = c->head, k = 0; i < c->pending.len && k < max; i++, k++) {
+            if (k) rl_buf_puts(&b, ",");
+            rl_buf_puts(&b, c->pending.v[i].json);
+        }
+    rl_buf_puts(&b, "],\"batch\":[");
+    if (c)
+        for (size_t i = 0; i < c->batch.len && i < max; i++) {
+            if (i) rl_buf_puts(&b, ",");
+            rl_buf_puts(&b, c->batch.v[i].json);
+        }
+    rl_buf_puts(&b, "],\"token\":");
+    rl_buf_json_str(&b, c ? c->token : "");
+    rl_buf_puts(&b, "}");
+    pthread_mutex_unlock(&s->mu);
+    *json_out = rl_buf_take(&b);
+    return *json_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+}
+
 static const rl_store_ops_t memory_ops = {
     "memory",      m_enqueue,      m_enqueue_many, m_touch,     m_next_due,   m_claim,
     m_renew,       m_extend_batch, m_checkpoint,   m_ack,       m_ack_reply,  m_fail,
     m_release,     m_defer,        m_recover,      m_status,    m_dead_list,  m_dead_retry,
     m_dead_purge,  m_reply_claim,  m_reply_ack,    m_rate_take,  m_conv_map,   m_destroy,
     NULL,          NULL,           NULL,           NULL,         NULL, /* no wake-up ops */
+    m_conv_list,   m_conv_peek,
 };
 
 rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {

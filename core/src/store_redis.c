@@ -70,6 +70,7 @@ enum {
     S_REPLY_ACK,
     S_RATE_TAKE,
     S_CONV_MAP,
+    S_CONV_LIST,
     S_COUNT
 };
 
@@ -78,6 +79,7 @@ static const char *const script_names[S_COUNT] = {
     "extend_batch", "checkpoint", "ack",    "ack_reply",  "fail",
     "release",     "recover",   "dead_retry", "dead_purge", "stats",
     "status_conv", "reply_claim", "reply_ack", "rate_take", "conv_map",
+    "conv_list",
 };
 
 /* Per-conversation keys, in the order the scripts take them. */
@@ -1940,6 +1942,187 @@ static int r_wait_give(rl_store_t *st, int part, int64_t due) {
 }
 
 /* ------------------------------------------------------------------ */
+/* dashboard reads                                                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct litem {
+    double score;
+    size_t order;
+    redisReply **e; /* conv, score, attempts, owner, last_error */
+} litem_t;
+
+static int cmp_litem(const void *a, const void *b) {
+    const litem_t *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static void json_str_or_null(rl_buf_t *b, const redisReply *r) {
+    if (r->type == REDIS_REPLY_STRING && r->len > 0)
+        rl_buf_json_str(b, r->str);
+    else
+        rl_buf_puts(b, "null");
+}
+
+/* One script per partition (pipelined), each returning its first
+ * offset + limit matches; merged here by score. */
+static int r_conv_list(rl_store_t *st, const char *state, const char *search, size_t offset,
+                       size_t limit, size_t scan, char **json_out) {
+    rstore_t *s = RS(st);
+    size_t np = (size_t)s->partitions;
+    *json_out = NULL;
+    rcmd_t *cmds = calloc(np, sizeof(*cmds));
+    redisReply **rep = calloc(np, sizeof(*rep));
+    if (!cmds || !rep) {
+        free(cmds);
+        free(rep);
+        return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t p = 0; p < np; p++) {
+        char kp[512];
+        snprintf(kp, sizeof(kp), "%s:{%d}:", s->prefix, (int)p);
+        cmd_init(&cmds[p]);
+        cmd_script(&cmds[p], s, S_CONV_LIST);
+        cmd_key(&cmds[p], s, (int)p, key_kinds[K_READY], NULL);
+        cmd_key(&cmds[p], s, (int)p, key_kinds[K_LEASES], NULL);
+        cmd_add(&cmds[p], state);
+        cmd_add(&cmds[p], search ? search : "");
+        cmd_addll(&cmds[p], (long long)(offset + limit));
+        cmd_addll(&cmds[p], (long long)scan);
+        cmd_add(&cmds[p], kp);
+    }
+    int rc = rs_exec(s, cmds, np, rep);
+    litem_t *v = NULL;
+    size_t n = 0, total = 0;
+    long long now = 0;
+    int truncated = 0;
+    if (rc == RUNLANE_OK) {
+        size_t cap = 0;
+        for (size_t p = 0; p < np; p++) {
+            redisReply *r = rep[p];
+            if (r->type == REDIS_REPLY_ERROR) {
+                rc = rs_reply_error(s, r, "conv_list");
+                break;
+            }
+            if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || (r->elements - 3) % 5) {
+                rc = bad_reply(s, "conv_list");
+                break;
+            }
+            now = reply_ll(r->element[0]);
+            total += (size_t)reply_ll(r->element[1]);
+            truncated |= reply_ll(r->element[2]) != 0;
+            cap += (r->elements - 3) / 5;
+        }
+        if (rc == RUNLANE_OK && cap && !(v = calloc(cap, sizeof(*v))))
+            rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        for (size_t p = 0; rc == RUNLANE_OK && p < np; p++) {
+            redisReply *r = rep[p];
+            for (size_t i = 3; i + 4 < r->elements; i += 5) {
+                if (r->element[i]->type != REDIS_REPLY_STRING ||
+                    r->element[i + 1]->type != REDIS_REPLY_STRING) {
+                    rc = bad_reply(s, "conv_list");
+                    break;
+                }
+                v[n].e = &r->element[i];
+                v[n].score = strtod(r->element[i + 1]->str, NULL);
+                v[n].order = n;
+                n++;
+            }
+        }
+    }
+    if (rc == RUNLANE_OK) {
+        if (n > 1) qsort(v, n, sizeof(*v), cmp_litem);
+        rl_buf_t b;
+        rl_buf_init(&b);
+        rl_buf_puts(&b, "{\"items\":[");
+        for (size_t i = offset, k = 0; i < n && k < limit; i++, k++) {
+            redisReply **e = v[i].e;
+            if (k) rl_buf_puts(&b, ",");
+            rl_buf_puts(&b, "{\"conversation_id\":");
+            rl_buf_json_str(&b, e[0]->str);
+            rl_buf_puts(&b, ",\"state\":");
+            rl_buf_json_str(&b, strcmp(state, "waiting") && strcmp(state, "backoff") &&
+                                        strcmp(state, "leased") && v[i].score <= (double)now
+                                    ? "ready"
+                                    : state);
+            rl_buf_printf(&b, ",\"score_ms\":%lld,\"attempts\":%lld,\"owner\":",
+                          (long long)v[i].score, reply_ll(e[2]));
+            json_str_or_null(&b, e[3]);
+            rl_buf_puts(&b, ",\"last_error\":");
+            json_str_or_null(&b, e[4]);
+            rl_buf_puts(&b, "}");
+        }
+        rl_buf_printf(&b, "],\"now_ms\":%lld,\"total\":%zu,\"truncated\":%s}", now, total,
+                      truncated ? "true" : "false");
+        *json_out = rl_buf_take(&b);
+        if (!*json_out) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    free(v);
+    free_replies(rep, np);
+    free(rep);
+    cmds_free(cmds, np);
+    return rc;
+}
+
+/* Appends the records of list entries "<bytes>:<json>" as a JSON array. */
+static void entries_json(rl_buf_t *b, const redisReply *r) {
+    rl_buf_puts(b, "[");
+    size_t k = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING) continue;
+        const char *colon = memchr(e->str, ':', e->len);
+        if (!colon) continue;
+        if (k++) rl_buf_puts(b, ",");
+        rl_buf_append(b, colon + 1, e->len - (size_t)(colon + 1 - e->str));
+    }
+    rl_buf_puts(b, "]");
+}
+
+static int r_conv_peek(rl_store_t *st, const char *conv, size_t max, char **json_out) {
+    rstore_t *s = RS(st);
+    *json_out = NULL;
+    int part = rl_partition_of(conv, s->partitions);
+    rcmd_t cmds[3];
+    redisReply *rep[3] = {0};
+    static const int kinds[2] = {K_PENDING, K_BATCH};
+    for (int i = 0; i < 2; i++) {
+        cmd_init(&cmds[i]);
+        cmd_add(&cmds[i], "LRANGE");
+        cmd_key(&cmds[i], s, part, key_kinds[kinds[i]], conv);
+        cmd_add(&cmds[i], "0");
+        cmd_addll(&cmds[i], max ? (long long)max - 1 : 0);
+    }
+    cmd_init(&cmds[2]);
+    cmd_add(&cmds[2], "HGET");
+    cmd_key(&cmds[2], s, part, key_kinds[K_META], conv);
+    cmd_add(&cmds[2], "token");
+    int rc = rs_exec(s, cmds, 3, rep);
+    for (int i = 0; rc == RUNLANE_OK && i < 3; i++) {
+        if (rep[i]->type == REDIS_REPLY_ERROR)
+            rc = rs_reply_error(s, rep[i], "conv_peek");
+        else if (i < 2 && rep[i]->type != REDIS_REPLY_ARRAY)
+            rc = bad_reply(s, "conv_peek");
+    }
+    if (rc == RUNLANE_OK) {
+        rl_buf_t b;
+        rl_buf_init(&b);
+        rl_buf_puts(&b, "{\"pending\":");
+        entries_json(&b, rep[0]);
+        rl_buf_puts(&b, ",\"batch\":");
+        entries_json(&b, rep[1]);
+        rl_buf_puts(&b, ",\"token\":");
+        rl_buf_json_str(&b, rep[2]->type == REDIS_REPLY_STRING ? rep[2]->str : "");
+        rl_buf_puts(&b, "}");
+        *json_out = rl_buf_take(&b);
+        if (!*json_out) rc = rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    }
+    free_replies(rep, 3);
+    for (int i = 0; i < 3; i++) cmd_free(&cmds[i]);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* open / destroy                                                     */
 /* ------------------------------------------------------------------ */
 
@@ -1965,6 +2148,7 @@ static const rl_store_ops_t redis_ops = {
     r_release,    r_defer,        r_recover,      r_status,    r_dead_list, r_dead_retry,
     r_dead_purge, r_reply_claim,  r_reply_ack,    r_rate_take, r_conv_map, r_destroy,
     r_heads,      r_claim_hint,   r_wait_arm,     r_wait_take, r_wait_give,
+    r_conv_list,  r_conv_peek,
 };
 
 static int hexval(int ch) {
