@@ -38,6 +38,7 @@
 #include "internal.h"
 #include "rltest.h"
 #include "store.h"
+#include "store_redis.h"
 
 /* ------------------------------------------------------------------ */
 /* the store under test                                               */
@@ -2100,6 +2101,20 @@ static void test_redis_keys_are_hash_tagged(void) {
                  rkey, pttl);
 }
 
+/* On a cluster, 12 partitions land 4 per master of the 3. */
+static void test_cluster_spread(void) {
+    g_partitions = 12;
+    rl_store_t *st = fresh();
+    int per[8], nm = 0;
+    RL_CHECK_INT(12, rl_store_redis_spread(st, per, 8, &nm));
+    RL_CHECK_INT(3, nm);
+    for (int m = 0; m < 3; m++) RL_CHECK_MSG(per[m] == 4, "master %d has %d partitions", m, per[m]);
+    char *json = NULL;
+    RL_CHECK_OK(st->ops->status(st, NULL, &json));
+    RL_CHECK_MSG(json && strstr(json, "\"partitions_per_master\":[4,4,4]"), "status: %s", json ? json : "");
+    free(json);
+}
+
 static void test_redis_required(void) {
     RL_FAILF("RUNLANE_REQUIRE_REDIS=1 but RUNLANE_TEST_REDIS is not set: the redis store was "
              "not tested");
@@ -2201,7 +2216,19 @@ int main(void) {
     }
     if (!only || strcmp(only, "redis") == 0) {
         g_redis_url = rl_test_redis_url();
-        if (g_redis_url) {
+        if (g_redis_url && strncmp(g_redis_url, "redis+", 6) == 0) {
+            /* a private cluster or Sentinel setup (scripts/redis-cluster.sh,
+             * redis-sentinel.sh via tests/c/run_multi.sh): the conformance
+             * suite, and no side connection to one server; the setup is
+             * thrown away after the run */
+            g_kind = "redis";
+            static const int parts[3] = {1, 3, 12};
+            for (volatile size_t i = 0; i < 3; i++) {
+                g_partitions = parts[i];
+                run_conformance();
+            }
+            if (strncmp(g_redis_url, "redis+cluster", 13) == 0) RUN(test_cluster_spread);
+        } else if (g_redis_url) {
             g_kind = "redis";
             static const int parts[2] = {1, 3};
             for (volatile size_t i = 0; i < 2; i++) {
