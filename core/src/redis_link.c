@@ -46,6 +46,7 @@ struct rl_redis_link {
     int nsentinels;
     char *master_name;
     int16_t slots[RL_CLUSTER_SLOTS]; /* node index, -1: unknown */
+    int16_t next_slots[RL_CLUSTER_SLOTS]; /* a map being read */
     int nmasters, map_stale;
     int connect_timeout_ms, command_timeout_ms;
     rl_redis_tls_t *tls;
@@ -295,7 +296,7 @@ static int sentinel_open(rl_redis_link_t *l) {
 /* Applies a CLUSTER SLOTS reply got from node `from`. 0 if unusable. */
 static int map_apply(rl_redis_link_t *l, const lnode_t *from, const redisReply *r) {
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return 0;
-    static int16_t tmp[RL_CLUSTER_SLOTS];
+    int16_t *tmp = l->next_slots; /* per link: stores of other threads refresh too */
     for (int s = 0; s < RL_CLUSTER_SLOTS; s++) tmp[s] = -1;
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *e = r->element[i];
@@ -317,7 +318,7 @@ static int map_apply(rl_redis_link_t *l, const lnode_t *from, const redisReply *
         if (idx < 0) continue; /* table full: those slots stay unknown */
         for (long long s = a; s <= b; s++) tmp[s] = (int16_t)idx;
     }
-    memcpy(l->slots, tmp, sizeof(tmp));
+    memcpy(l->slots, tmp, sizeof(l->slots));
     /* masters numbered by their lowest slot */
     for (int i = 0; i < l->nnodes; i++) l->nodes[i]->master = -1;
     l->nmasters = 0;
