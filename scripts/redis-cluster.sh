@@ -34,7 +34,7 @@ stop_all() {
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     kill -9 "$pid" 2>/dev/null || true
   done
-  rm -rf "$dir"/node-* "$dir/ports" "$dir/url"
+  rm -rf "$dir"/node-* "$dir/ports" "$dir/url" "$dir/create.log"
 }
 case "$cmd" in
 start)
