@@ -168,6 +168,8 @@ RUNLANE_EXTERN(runlane_t *) runlane_new(const runlane_conf_t *conf, char *errstr
     rl->sopts.tls.key_file = rl_conf_str(rl->conf, "redis.tls.key.file");
     rl->sopts.tls.server_name = rl_conf_str(rl->conf, "redis.tls.server.name");
     rl->sopts.tls.insecure_skip_verify = rl_conf_bool(rl->conf, "redis.tls.insecure.skip.verify");
+    rl->sopts.wait_replicas = (int)rl_conf_int(rl->conf, "redis.wait.replicas");
+    rl->sopts.wait_timeout_ms = (int)rl_conf_int(rl->conf, "redis.wait.timeout.ms");
     rl->concurrency = (int)rl_conf_int(rl->conf, "worker.concurrency");
     rl->max_pending_events = (size_t)rl_conf_int(rl->conf, "worker.max.pending.events");
     rl->poll_ms = (int)rl_conf_int(rl->conf, "worker.poll.ms");

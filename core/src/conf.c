@@ -24,15 +24,29 @@ const rl_prop_t rl_props[] = {
      "Where the queue lives: `memory` (this process only; `memory://NAME` for a separate one), "
      "`redis://[user:password@]host:port/db` (shared by every worker process and machine), or "
      "`rediss://...` (TLS: the server's certificate is verified against redis.tls.ca.file/dir, "
-     "or the system's trust store, and its name against the URL's host; see redis.tls.*)."},
+     "or the system's trust store, and its name against the URL's host; see redis.tls.*), "
+     "`redis+cluster://[user:password@]host:port[,host:port...]` (Redis Cluster: seed nodes; "
+     "`rediss+cluster://` with TLS), or `redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]` "
+     "(the master that these sentinels name; `rediss+sentinel://` with TLS to sentinels and nodes)."},
     {"key.prefix", RL_T_STRING, "runlane", 1, 64, NULL, 0,
      "Prefix of every Redis key. Letters, digits and `_.:-` only."},
-    {"partitions", RL_T_INT, "1", 1, 1024, NULL, 0,
-     "Number of partitions; each is one Redis Cluster hash tag `{p}`. Every client of a queue must use the same value."},
+    {"partitions", RL_T_INT, "0", 0, 1024, NULL, 0,
+     "Number of partitions; each is one Redis Cluster hash tag, so on a cluster the partitions are "
+     "what spreads a queue over the masters (tags chosen so that N partitions land evenly on masters "
+     "owning equal slot ranges). 0: 1 on a single server or Sentinel, 12 on a cluster (even on 1, 2, "
+     "3, 4, 6 or 12 masters). Every client of a queue must use the same value."},
     {"redis.connect.timeout.ms", RL_T_INT, "5000", 1, 600000, NULL, 0,
      "Timeout to connect to Redis."},
     {"redis.command.timeout.ms", RL_T_INT, "5000", 1, 600000, NULL, 0,
      "Timeout of one Redis round trip; an operation that times out fails with RUNLANE_ERR_STORE (retriable)."},
+    {"redis.wait.replicas", RL_T_INT, "0", 0, 16, NULL, 0,
+     "Replication-safe acknowledgements: an enqueue and every state change return only once this "
+     "many replicas of the master that took it have it (Redis WAIT, in the same round trip), else "
+     "fail retriable. 0: answered as soon as the master has it (a master that dies right after may "
+     "lose the last writes). Costs one replication delay per call."},
+    {"redis.wait.timeout.ms", RL_T_INT, "1000", 1, 600000, NULL, 0,
+     "With redis.wait.replicas: how long a write waits for its replicas; must be below "
+     "redis.command.timeout.ms."},
     {"redis.tls.ca.file", RL_T_STRING, "", 0, 4096, NULL, 0,
      "With `rediss://`: PEM file of the CA certificates that verify the server's certificate. "
      "Empty (and no redis.tls.ca.dir): the system's trust store (OpenSSL's default; SSL_CERT_FILE/SSL_CERT_DIR override it)."},

@@ -376,10 +376,12 @@ typedef struct rl_tls_opts {
 typedef struct rl_store_opts {
     const char *url;          /* "memory", "memory://name", "redis://..." */
     const char *prefix;       /* key.prefix */
-    int partitions;           /* partitions */
+    int partitions;           /* partitions (0: 1, or 12 on a Redis Cluster) */
     int connect_timeout_ms;   /* redis.connect.timeout.ms */
     int command_timeout_ms;   /* redis.command.timeout.ms */
     rl_tls_opts_t tls;        /* used with rediss:// only */
+    int wait_replicas;        /* redis.wait.replicas (0: no WAIT) */
+    int wait_timeout_ms;      /* redis.wait.timeout.ms */
 } rl_store_opts_t;
 
 /* Opens the store named by opts->url. NULL on failure (error detail set). */

@@ -12,7 +12,8 @@ rl_store_t *rl_store_open(const rl_store_opts_t *opts) {
     if (strcmp(url, "memory") == 0 || strncmp(url, "memory://", 9) == 0)
         return rl_store_memory_open(opts);
     if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0 ||
-        strncmp(url, "unix://", 7) == 0)
+        strncmp(url, "unix://", 7) == 0 || strncmp(url, "redis+", 6) == 0 ||
+        strncmp(url, "rediss+", 7) == 0)
         return rl_store_redis_open(opts);
     rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "store: unsupported URL scheme");
     return NULL;

@@ -40,6 +40,7 @@
 #include "internal.h"
 #include "lua_scripts.h"
 #include "redis_conn.h"
+#include "redis_link.h"
 #include "store.h"
 #include "store_redis.h"
 
@@ -48,6 +49,7 @@
 #define RS_BACKOFF_MAX_MS 2000
 #define RS_RECOVER_BATCH 1000
 #define RS_CHUNK 500
+#define RS_CLUSTER_PARTITIONS 12
 
 enum {
     S_ENQUEUE,
@@ -115,18 +117,23 @@ typedef struct rstore {
     char client_name[72]; /* "runlane/<prefix>", printable, no spaces */
     int partitions;
     int connect_timeout_ms, command_timeout_ms;
-    redisContext *c;
     const rl_lua_script_t *scripts[S_COUNT];
     char sha[S_COUNT][41];
-    /* reconnect rate limit */
-    int64_t retry_at_ms, backoff_ms;
-    int down_code, down_retriable;
-    char down_msg[400];
     rl_redis_tls_t *tls_ctx; /* rediss:// only */
     /* the last claim's view of ready (claim_hint) */
     int hint_ok;
     int64_t hint_due, hint_now;
     int waiting; /* a BZPOPMIN is outstanding on c (wait_arm) */
+    /* how the nodes are reached (redis_link.c): single server, Cluster or
+     * Sentinel; the nodes' connections and reconnect backoff live there */
+    int mode; /* RL_LINK_* */
+    int nseeds;
+    char **seed_hosts; /* redis+cluster:// seeds or redis+sentinel:// sentinels */
+    int *seed_ports;
+    char *master_name; /* redis+sentinel:// */
+    int wait_replicas, wait_timeout_ms;
+    rl_redis_link_t *link;
+    char (*tags)[16]; /* hash tag of each partition */
 } rstore_t;
 
 /* ------------------------------------------------------------------ */
@@ -201,7 +208,7 @@ static void cmd_addd(rcmd_t *c, double v) {
 static void cmd_key(rcmd_t *c, const rstore_t *s, int part, const char *kind, const char *conv) {
     rl_buf_t b;
     rl_buf_init(&b);
-    rl_buf_printf(&b, "%s:{%d}:%s", s->prefix, part, kind);
+    rl_buf_printf(&b, "%s:{%s}:%s", s->prefix, s->tags[part], kind);
     if (conv) {
         rl_buf_puts(&b, ":");
         rl_buf_append(&b, conv, strlen(conv));
@@ -263,28 +270,11 @@ static void scrub(const rstore_t *s, const char *in, char *out, size_t size) {
     for (char *p = strstr(out, s->pass); p; p = strstr(p + pl, s->pass)) memset(p, '*', pl);
 }
 
-static void rs_drop(rstore_t *s) {
-    s->waiting = 0;
-    if (s->c) {
-        redisFree(s->c);
-        s->c = NULL;
-    }
-}
-
-/* An I/O failure on the live connection: drop it, report retriable. */
+/* An I/O failure on the wake-up's connection (the link's single one):
+ * the link drops it; the outstanding pop is gone with it. */
 static int rs_io_error(rstore_t *s, int saved_errno) {
-    char msg[256];
-    int timeout = s->c && rl_redis_is_timeout(s->c, saved_errno);
-    scrub(s, s->c ? s->c->errstr : "connection lost", msg, sizeof(msg));
-    rs_drop(s);
-    if (timeout)
-        return rl_error_set(RUNLANE_ERR_STORE, 1,
-                            "redis %s: no reply within %d ms (redis.command.timeout.ms); "
-                            "connection dropped, the next call reconnects",
-                            s->where, s->command_timeout_ms);
-    return rl_error_set(RUNLANE_ERR_STORE, 1,
-                        "redis %s: connection lost (%s); the next call reconnects", s->where,
-                        msg[0] ? msg : "I/O error");
+    s->waiting = 0;
+    return rl_redis_link_single_io_error(s->link, saved_errno);
 }
 
 static int prefix_is(const char *str, const char *p) { return strncmp(str, p, strlen(p)) == 0; }
@@ -293,11 +283,11 @@ static int prefix_is(const char *str, const char *p) { return strncmp(str, p, st
 static int rs_reply_error(const rstore_t *s, const redisReply *r, const char *what) {
     char msg[300];
     scrub(s, r->str, msg, sizeof(msg));
-    if (prefix_is(msg, "MOVED") || prefix_is(msg, "ASK"))
+    if ((prefix_is(msg, "MOVED") || prefix_is(msg, "ASK")) && s->mode != RL_LINK_CLUSTER)
         return rl_error_set(RUNLANE_ERR_STORE, 0,
                             "redis %s: %s: the server is a Redis Cluster node and the key lives "
-                            "on another node (%s); cluster routing is not supported, point "
-                            "store.url at a single server or proxy",
+                            "on another node (%s); use redis+cluster://host:port[,host:port...] "
+                            "for a cluster",
                             s->where, what, msg);
     if (prefix_is(msg, "NOAUTH"))
         return rl_error_set(RUNLANE_ERR_STORE, 0,
@@ -313,17 +303,25 @@ static int rs_reply_error(const rstore_t *s, const redisReply *r, const char *wh
                         msg);
 }
 
-/* Loads every script (pipelined) on the live connection. */
-static int rs_load_scripts(rstore_t *s) {
+/* A connection lost while setting it up (the link drops it). */
+static int setup_io_error(const rstore_t *s, redisContext *c, const char *where) {
+    char msg[256];
+    scrub(s, c->errstr, msg, sizeof(msg));
+    return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: connection lost (%s)", where,
+                        msg[0] ? msg : "I/O error");
+}
+
+/* Loads every script (pipelined) on a new connection. */
+static int rs_load_scripts(rstore_t *s, redisContext *c, const char *where) {
     for (int i = 0; i < S_COUNT; i++) {
         const char *argv[3] = {"SCRIPT", "LOAD", s->scripts[i]->source};
         size_t lens[3] = {6, 4, strlen(s->scripts[i]->source)};
-        if (redisAppendCommandArgv(s->c, 3, argv, lens) != REDIS_OK) return rs_io_error(s, errno);
+        if (redisAppendCommandArgv(c, 3, argv, lens) != REDIS_OK) return setup_io_error(s, c, where);
     }
     int rc = RUNLANE_OK;
     for (int i = 0; i < S_COUNT; i++) {
         void *v = NULL;
-        if (redisGetReply(s->c, &v) != REDIS_OK) return rs_io_error(s, errno);
+        if (redisGetReply(c, &v) != REDIS_OK) return setup_io_error(s, c, where);
         redisReply *r = v;
         if (rc == RUNLANE_OK) {
             if (r->type == REDIS_REPLY_ERROR) {
@@ -331,9 +329,8 @@ static int rs_load_scripts(rstore_t *s) {
                 snprintf(what, sizeof(what), "SCRIPT LOAD %s", script_names[i]);
                 rc = rs_reply_error(s, r, what);
             } else if (r->type != REDIS_REPLY_STRING || r->len != 40) {
-                rc = rl_error_set(RUNLANE_ERR_STORE, 0,
-                                  "redis %s: SCRIPT LOAD %s: unexpected reply", s->where,
-                                  script_names[i]);
+                rc = rl_error_set(RUNLANE_ERR_STORE, 0, "redis %s: SCRIPT LOAD %s: unexpected reply",
+                                  where, script_names[i]);
             } else {
                 memcpy(s->sha[i], r->str, 40);
                 s->sha[i][40] = '\0';
@@ -346,33 +343,34 @@ static int rs_load_scripts(rstore_t *s) {
 
 /* Runs one command at connect time; error replies are reported with
  * `what` (never with the command's arguments). */
-static int rs_setup_cmd(rstore_t *s, int argc, const char **argv, const char *what) {
+static int rs_setup_cmd(rstore_t *s, redisContext *c, const char *where, int argc,
+                        const char **argv, const char *what) {
     size_t lens[3];
     for (int i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
-    redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
-    if (!r) return rs_io_error(s, errno);
+    redisReply *r = redisCommandArgv(c, argc, argv, lens);
+    if (!r) return setup_io_error(s, c, where);
     int rc = r->type == REDIS_REPLY_ERROR ? rs_reply_error(s, r, what) : RUNLANE_OK;
     freeReplyObject(r);
     return rc;
 }
 
-static int rs_do_connect(rstore_t *s) {
-    /* TCP or unix socket, TLS, timeouts, keepalive: redis_conn.c */
-    rl_redis_node_t node = {s->host, s->port, s->sock, s->where,
-                            s->connect_timeout_ms, s->command_timeout_ms, s->tls_ctx};
-    int rc = rl_redis_connect(&node, &s->c);
-    if (rc != RUNLANE_OK) return rc;
+/* The link's setup of every new connection to a data node (TCP or unix
+ * socket, TLS, timeouts, keepalive and PING are done: redis_conn.c). */
+static int rs_setup(redisContext *c, const char *where, int scripts_only, void *opaque) {
+    rstore_t *s = opaque;
+    int rc = RUNLANE_OK;
+    if (scripts_only) return rs_load_scripts(s, c, where);
     if (s->pass) {
         char what[200];
         if (s->user && *s->user) {
             const char *argv[3] = {"AUTH", s->user, s->pass};
             snprintf(what, sizeof(what), "AUTH as user \"%.100s\"", s->user);
-            rc = rs_setup_cmd(s, 3, argv, what);
+            rc = rs_setup_cmd(s, c, where, 3, argv, what);
         } else {
             const char *argv[2] = {"AUTH", s->pass};
-            rc = rs_setup_cmd(s, 2, argv, "AUTH (password only)");
+            rc = rs_setup_cmd(s, c, where, 2, argv, "AUTH (password only)");
         }
-        if (rc == RUNLANE_ERR_STORE && !runlane_error_retriable(runlane_error_last()) && s->c) {
+        if (rc == RUNLANE_ERR_STORE && !runlane_error_retriable(runlane_error_last())) {
             /* a wrong password does not fix itself: say so */
             char msg[400];
             rl_strlcpy(msg, runlane_error_message(runlane_error_last()), sizeof(msg));
@@ -384,46 +382,18 @@ static int rs_do_connect(rstore_t *s) {
         char db[16];
         snprintf(db, sizeof(db), "%d", s->db);
         const char *argv[2] = {"SELECT", db};
-        rc = rs_setup_cmd(s, 2, argv, "SELECT");
+        rc = rs_setup_cmd(s, c, where, 2, argv, "SELECT");
     }
     if (rc == RUNLANE_OK) {
         /* CLIENT LIST shows who we are; refused by some ACLs: not needed */
         const char *argv[3] = {"CLIENT", "SETNAME", s->client_name};
         size_t lens[3] = {6, 7, strlen(s->client_name)};
-        redisReply *r = redisCommandArgv(s->c, 3, argv, lens);
-        if (!r) rc = rs_io_error(s, errno);
+        redisReply *r = redisCommandArgv(c, 3, argv, lens);
+        if (!r) rc = setup_io_error(s, c, where);
         else freeReplyObject(r);
     }
-    if (rc == RUNLANE_OK) rc = rs_load_scripts(s);
-    if (rc != RUNLANE_OK) rs_drop(s);
+    if (rc == RUNLANE_OK) rc = rs_load_scripts(s, c, where);
     return rc;
-}
-
-/* Makes sure there is a connection, rate-limiting reconnects. */
-static int rs_connect(rstore_t *s) {
-    if (s->c) return RUNLANE_OK;
-    int64_t now = rl_mono_ms();
-    if (now < s->retry_at_ms)
-        return rl_error_set((runlane_err_t)s->down_code, s->down_retriable,
-                            "%s (next reconnect attempt in %lld ms)", s->down_msg,
-                            (long long)(s->retry_at_ms - now));
-    int rc = rs_do_connect(s);
-    if (rc != RUNLANE_OK) {
-        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : RS_BACKOFF_MIN_MS;
-        if (s->backoff_ms > RS_BACKOFF_MAX_MS) s->backoff_ms = RS_BACKOFF_MAX_MS;
-        s->retry_at_ms = rl_mono_ms() + s->backoff_ms;
-        s->down_code = rc;
-        s->down_retriable = runlane_error_retriable(runlane_error_last());
-        rl_strlcpy(s->down_msg, runlane_error_message(runlane_error_last()), sizeof(s->down_msg));
-        return rc;
-    }
-    s->backoff_ms = 0;
-    s->retry_at_ms = 0;
-    return RUNLANE_OK;
-}
-
-static int is_noscript(const redisReply *r) {
-    return r && r->type == REDIS_REPLY_ERROR && r->str && prefix_is(r->str, "NOSCRIPT");
 }
 
 static void free_replies(redisReply **replies, size_t n) {
@@ -433,51 +403,31 @@ static void free_replies(redisReply **replies, size_t n) {
     }
 }
 
-/* Sends n commands in one round trip and reads every reply (owned by the
- * caller, which frees them with free_replies). Error replies are returned
- * as replies; scripts missing from the server's cache (NOSCRIPT) are
- * reloaded and their calls retried once. */
+/* Scripts whose effects must survive a failover (WAIT with
+ * redis.wait.replicas): every one but the read-only ones. */
+static int script_writes(int script) {
+    return script >= 0 && script != S_PEEK && script != S_STATS && script != S_STATUS_CONV;
+}
+
+/* Sends n commands (one round trip per node) and reads every reply (owned
+ * by the caller, which frees them with free_replies). Error replies are
+ * returned as replies; routing, redirections, NOSCRIPT reloads and
+ * reconnects are the link's. */
 static int rs_exec_unguarded(rstore_t *s, rcmd_t *cmds, size_t n, redisReply **replies) {
     for (size_t i = 0; i < n; i++) replies[i] = NULL;
     for (size_t i = 0; i < n; i++)
         if (cmds[i].oom) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
-    int rc = rs_connect(s);
-    if (rc != RUNLANE_OK) return rc;
-    for (size_t i = 0; i < n; i++)
-        if (redisAppendCommandArgv(s->c, cmds[i].argc, (const char **)cmds[i].argv,
-                                   cmds[i].lens) != REDIS_OK)
-            return rs_io_error(s, errno);
+    rl_redis_cmd_t one, *lc = n == 1 ? &one : calloc(n, sizeof(*lc));
+    if (!lc) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
     for (size_t i = 0; i < n; i++) {
-        void *v = NULL;
-        if (redisGetReply(s->c, &v) != REDIS_OK) {
-            int e = errno;
-            free_replies(replies, i);
-            return rs_io_error(s, e);
-        }
-        replies[i] = v;
+        lc[i].argc = cmds[i].argc;
+        lc[i].argv = (const char *const *)cmds[i].argv;
+        lc[i].lens = cmds[i].lens;
+        lc[i].write = script_writes(cmds[i].script);
     }
-    int reloaded = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (cmds[i].script < 0 || !is_noscript(replies[i])) continue;
-        if (!reloaded) {
-            rc = rs_load_scripts(s);
-            if (rc != RUNLANE_OK) {
-                free_replies(replies, n);
-                return rc;
-            }
-            reloaded = 1;
-        }
-        /* the sha is the same: it is the source's SHA1 */
-        freeReplyObject(replies[i]);
-        replies[i] = redisCommandArgv(s->c, cmds[i].argc, (const char **)cmds[i].argv,
-                                      cmds[i].lens);
-        if (!replies[i]) {
-            int e = errno;
-            free_replies(replies, n);
-            return rs_io_error(s, e);
-        }
-    }
-    return RUNLANE_OK;
+    int rc = rl_redis_link_exec(s->link, lc, n, replies);
+    if (lc != &one) free(lc);
+    return rc;
 }
 
 /* rs_exec_unguarded with SIGPIPE held off: it may connect and write. */
@@ -541,7 +491,7 @@ static void enqueue_cmd(rcmd_t *c, const rstore_t *s, const rl_policy_t *pol, co
     /* <prefix>:{p}:idem:<len(conv)>:<conv>:<key> */
     rl_buf_t b;
     rl_buf_init(&b);
-    rl_buf_printf(&b, "%s:{%d}:idem:%zu:", s->prefix, part, strlen(conv));
+    rl_buf_printf(&b, "%s:{%s}:idem:%zu:", s->prefix, s->tags[part], strlen(conv));
     rl_buf_append(&b, conv, strlen(conv));
     rl_buf_puts(&b, ":");
     if (ikey) rl_buf_append(&b, ikey, strlen(ikey));
@@ -825,7 +775,7 @@ static void claim_cmd(rcmd_t *c, const rstore_t *s, const rl_policy_t *pol, cons
     cmd_key(c, s, part, "wake", NULL);
     rl_buf_t b;
     rl_buf_init(&b);
-    rl_buf_printf(&b, "%s:{%d}:", s->prefix, part);
+    rl_buf_printf(&b, "%s:{%s}:", s->prefix, s->tags[part]);
     if (b.oom)
         c->oom = 1;
     else
@@ -1176,6 +1126,19 @@ static int r_recover(rl_store_t *st, const rl_policy_t *pol, int *recovered_out,
 /* status                                                             */
 /* ------------------------------------------------------------------ */
 
+/* On a cluster, status reports how the partitions spread over the
+ * masters: "cluster":{"masters":3,"partitions_per_master":[4,4,4]}. */
+static void append_topology(rstore_t *s, rl_buf_t *b) {
+    if (s->mode != RL_LINK_CLUSTER || b->oom || b->len == 0 || b->data[b->len - 1] != '}') return;
+    int per[64], nm = 0;
+    rl_store_redis_spread(&s->base, per, 64, &nm);
+    b->len--;
+    rl_buf_printf(b, ",\"cluster\":{\"masters\":%d,\"partitions\":%d,\"partitions_per_master\":[",
+                  nm, s->partitions);
+    for (int m = 0; m < nm && m < 64; m++) rl_buf_printf(b, "%s%d", m ? "," : "", per[m]);
+    rl_buf_puts(b, "]}}");
+}
+
 static int status_totals(rstore_t *s, char **json_out) {
     size_t np = (size_t)s->partitions;
     rcmd_t *cmds = calloc(np, sizeof(*cmds));
@@ -1215,6 +1178,7 @@ static int status_totals(rstore_t *s, char **json_out) {
                   "\"conversations\":%lld,\"enqueued\":%lld,\"acked\":%lld,\"failed\":%lld,"
                   "\"dead_lettered\":%lld,\"recovered\":%lld}",
                   t[0], t[7], t[8], t[9], t[1], t[2], t[3], t[4], t[5], t[6]);
+    append_topology(s, &b);
     *json_out = rl_buf_take(&b);
     return *json_out ? RUNLANE_OK : rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
 }
@@ -1843,10 +1807,12 @@ static int r_heads(rl_store_t *st, int replies, int64_t *ready_out, int64_t *lea
 static int r_wait_arm(rl_store_t *st, int64_t timeout_ms, int *fd_out) {
     rstore_t *s = RS(st);
     *fd_out = -1;
-    if (s->waiting && s->c) {
-        *fd_out = s->c->fd;
+    redisContext *wc = s->waiting ? rl_redis_link_single_context(s->link) : NULL;
+    if (wc) {
+        *fd_out = wc->fd;
         return RUNLANE_OK;
     }
+    s->waiting = 0;
     rcmd_t c;
     cmd_init(&c);
     cmd_add(&c, "BZPOPMIN");
@@ -1862,33 +1828,39 @@ static int r_wait_arm(rl_store_t *st, int64_t timeout_ms, int *fd_out) {
     }
     rl_sigpipe_guard_t g;
     rl_sigpipe_block(&g);
-    int rc = rs_connect(s);
+    /* (a cluster has no one connection: the worker falls back to polling) */
+    redisContext *ctx = rl_redis_link_single_context(s->link);
+    int rc = ctx ? RUNLANE_OK : (int)runlane_error_code(runlane_error_last());
     if (rc == RUNLANE_OK) {
         int done = 0;
-        if (redisAppendCommandArgv(s->c, c.argc, (const char **)c.argv, c.lens) != REDIS_OK)
+        if (redisAppendCommandArgv(ctx, c.argc, (const char **)c.argv, c.lens) != REDIS_OK)
             rc = rs_io_error(s, errno);
         /* a small command: the socket takes it at once */
         while (rc == RUNLANE_OK && !done)
-            if (redisBufferWrite(s->c, &done) != REDIS_OK) rc = rs_io_error(s, errno);
+            if (redisBufferWrite(ctx, &done) != REDIS_OK) rc = rs_io_error(s, errno);
     }
     rl_sigpipe_restore(&g);
     cmd_free(&c);
     if (rc != RUNLANE_OK) return rc;
     s->waiting = 1;
-    *fd_out = s->c->fd;
+    *fd_out = ctx->fd;
     return RUNLANE_OK;
 }
 
 static int r_wait_take(rl_store_t *st, int *part_out, int64_t *due_out) {
     rstore_t *s = RS(st);
-    if (!s->waiting || !s->c) return 0;
+    redisContext *wc = s->waiting ? rl_redis_link_single_context(s->link) : NULL;
+    if (!wc) {
+        s->waiting = 0;
+        return 0;
+    }
     void *v = NULL;
-    if (redisGetReplyFromReader(s->c, &v) != REDIS_OK) return rs_io_error(s, errno);
+    if (redisGetReplyFromReader(wc, &v) != REDIS_OK) return rs_io_error(s, errno);
     if (!v) {
-        struct pollfd pfd = {s->c->fd, POLLIN, 0};
+        struct pollfd pfd = {wc->fd, POLLIN, 0};
         if (poll(&pfd, 1, 0) <= 0) return 2;
-        if (redisBufferRead(s->c) != REDIS_OK) return rs_io_error(s, errno);
-        if (redisGetReplyFromReader(s->c, &v) != REDIS_OK) return rs_io_error(s, errno);
+        if (redisBufferRead(wc) != REDIS_OK) return rs_io_error(s, errno);
+        if (redisGetReplyFromReader(wc, &v) != REDIS_OK) return rs_io_error(s, errno);
         if (!v) return 2;
     }
     s->waiting = 0;
@@ -1927,7 +1899,7 @@ static int r_wait_give(rl_store_t *st, int part, int64_t due) {
     cmd_add(&c, "w");
     int rc = rs_exec1(s, &c, &r, "ZADD wake");
     if (r) freeReplyObject(r);
-    if (rc == RUNLANE_ERR_STORE && !runlane_error_retriable(runlane_error_last()) && s->c) {
+    if (rc == RUNLANE_ERR_STORE && !runlane_error_retriable(runlane_error_last())) {
         /* Redis < 6.2: no LT; a later due time only wakes a worker early */
         cmd_init(&c);
         cmd_add(&c, "ZADD");
@@ -1980,7 +1952,7 @@ static int r_conv_list(rl_store_t *st, const char *state, const char *search, si
     }
     for (size_t p = 0; p < np; p++) {
         char kp[512];
-        snprintf(kp, sizeof(kp), "%s:{%d}:", s->prefix, (int)p);
+        snprintf(kp, sizeof(kp), "%s:{%s}:", s->prefix, s->tags[p]);
         cmd_init(&cmds[p]);
         cmd_script(&cmds[p], s, S_CONV_LIST);
         cmd_key(&cmds[p], s, (int)p, key_kinds[K_READY], NULL);
@@ -2129,8 +2101,13 @@ static int r_conv_peek(rl_store_t *st, const char *conv, size_t max, char **json
 static void r_destroy(rl_store_t *st) {
     rstore_t *s = RS(st);
     if (!s) return;
-    rs_drop(s);
+    rl_redis_link_free(s->link);
     rl_redis_tls_free(s->tls_ctx);
+    for (int i = 0; i < s->nseeds; i++) free(s->seed_hosts[i]);
+    free(s->seed_hosts);
+    free(s->seed_ports);
+    free(s->master_name);
+    free(s->tags);
     free(s->host);
     free(s->sock);
     free(s->user);
@@ -2214,12 +2191,105 @@ static int parse_userinfo(rstore_t *s, const char *p, const char *at) {
     return RUNLANE_OK;
 }
 
+/* redis+cluster://[[user]:password@]host[:port][,host[:port]...][/],
+ * redis+sentinel://[[user]:password@]host[:port][,...]/master[/db], and
+ * the rediss+ forms (TLS to every node; sentinels too). A port defaults
+ * to 6379 (26379 for a sentinel). */
+static int parse_multi_url(rstore_t *s, const char *url) {
+    int sentinel = strstr(url, "+sentinel://") != NULL;
+    const char *p = strstr(url, "://") + 3;
+    s->tls = strncmp(url, "rediss+", 7) == 0;
+    s->mode = sentinel ? RL_LINK_SENTINEL : RL_LINK_CLUSTER;
+    size_t ub, ue;
+    if (rl_store_url_userinfo(url, &ub, &ue)) {
+        int rc = parse_userinfo(s, url + ub, url + ue);
+        if (rc != RUNLANE_OK) return rc;
+        p = url + ue + 1;
+    }
+    const char *end = p + strcspn(p, "/?#");
+    int cap = 1;
+    for (const char *q = p; q < end; q++) cap += *q == ',';
+    if (cap > 64)
+        return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "store.url: at most 64 nodes");
+    s->seed_hosts = calloc((size_t)cap, sizeof(char *));
+    s->seed_ports = calloc((size_t)cap, sizeof(int));
+    if (!s->seed_hosts || !s->seed_ports) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    while (p < end) {
+        const char *e = memchr(p, ',', (size_t)(end - p));
+        if (!e) e = end;
+        const char *hend = e, *port = NULL;
+        const char *h = p;
+        if (*p == '[') {
+            const char *rb = memchr(p, ']', (size_t)(e - p));
+            if (!rb) return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "store.url: unterminated [ in an IPv6 host");
+            h = p + 1;
+            hend = rb;
+            if (rb + 1 < e && rb[1] == ':') port = rb + 2;
+        } else {
+            const char *colon = memchr(p, ':', (size_t)(e - p));
+            if (colon) {
+                hend = colon;
+                port = colon + 1;
+            }
+        }
+        long v = sentinel ? 26379 : 6379;
+        if (hend == h)
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "store.url: empty host in the node list");
+        if (port && !parse_int(port, (size_t)(e - port), 1, 65535, &v))
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                "store.url: port \"%.*s\" is not a number in 1..65535",
+                                (int)(e - port > 16 ? 16 : e - port), port);
+        if (!(s->seed_hosts[s->nseeds] = rl_strndup(h, (size_t)(hend - h))))
+            return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        s->seed_ports[s->nseeds++] = (int)v;
+        p = e < end ? e + 1 : e;
+    }
+    if (s->nseeds == 0)
+        return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                            "store.url: no node, e.g. %s://127.0.0.1:7000,127.0.0.1:7001%s",
+                            sentinel ? "redis+sentinel" : "redis+cluster", sentinel ? "/mymaster" : "");
+    const char *rest = end;
+    if (sentinel) {
+        if (*rest != '/' || rest[1] == '\0' || rest[1] == '/')
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                "store.url: redis+sentinel:// needs the master's name: "
+                                "redis+sentinel://host:port[,host:port...]/mymaster[/db]");
+        rest++;
+        size_t nl = strcspn(rest, "/?#");
+        if (nl > 200 || !(s->master_name = pct_decode(rest, nl)) || !*s->master_name)
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "store.url: bad master name");
+        rest += nl;
+    }
+    if (*rest == '/') {
+        rest++;
+        size_t dlen = strcspn(rest, "?#");
+        long v;
+        if (dlen && (!parse_int(rest, dlen, 0, 1000000, &v) || (!sentinel && v != 0)))
+            return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                                sentinel ? "store.url: database \"%.*s\" is not a number"
+                                         : "store.url: a Redis Cluster has database 0 only (\"%.*s\")",
+                                (int)(dlen > 16 ? 16 : dlen), rest);
+        if (dlen) s->db = (int)v;
+        rest += dlen;
+    }
+    if (*rest)
+        return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0, "store.url: unexpected \"%.16s\" after the nodes",
+                            rest);
+    s->host = rl_strdup(s->seed_hosts[0]); /* the default TLS server name */
+    if (!s->host) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    s->port = s->seed_ports[0];
+    return RUNLANE_OK;
+}
+
 /* redis://[[user]:password@]host[:port][/db], rediss://...,
  * unix://[[user]:password@]/path[?db=N].
  * Error messages never quote the user info. */
 static int parse_url(rstore_t *s, const char *url) {
     const char *p;
     long v;
+    if (strncmp(url, "redis+cluster://", 16) == 0 || strncmp(url, "rediss+cluster://", 17) == 0 ||
+        strncmp(url, "redis+sentinel://", 17) == 0 || strncmp(url, "rediss+sentinel://", 18) == 0)
+        return parse_multi_url(s, url);
     if (strncmp(url, "unix://", 7) == 0) {
         p = url + 7;
         size_t ub, ue;
@@ -2252,7 +2322,8 @@ static int parse_url(rstore_t *s, const char *url) {
         p = url + 8;
     } else {
         return rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
-                            "store.url: expected redis://, rediss:// or unix://");
+                            "store.url: expected redis://, rediss://, unix://, redis+cluster:// "
+                            "or redis+sentinel://");
     }
     const char *auth_end = p + strcspn(p, "/?#");
     const char *hp = p;
@@ -2360,9 +2431,60 @@ rl_store_t *rl_store_redis_open(const rl_store_opts_t *opts) {
         r_destroy(&s->base);
         return NULL;
     }
+    s->wait_replicas = opts->wait_replicas;
+    s->wait_timeout_ms = opts->wait_timeout_ms > 0 ? opts->wait_timeout_ms : 1000;
+    if (s->wait_replicas > 0 && s->command_timeout_ms > 0 &&
+        s->wait_timeout_ms >= s->command_timeout_ms) {
+        rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
+                     "redis.wait.timeout.ms (%d) must be below redis.command.timeout.ms (%d): "
+                     "the WAIT's reply comes in the same round trip",
+                     s->wait_timeout_ms, s->command_timeout_ms);
+        r_destroy(&s->base);
+        return NULL;
+    }
+    /* partitions: 0 picks a default; on a cluster, 12 spreads evenly over
+     * 1, 2, 3, 4, 6 or 12 masters, and a fixed number (not one derived
+     * from today's masters) keeps every client agreeing after a scale-out */
+    if (opts->partitions <= 0) s->partitions = s->mode == RL_LINK_CLUSTER ? RS_CLUSTER_PARTITIONS : 1;
+    s->tags = calloc((size_t)s->partitions, sizeof(*s->tags));
+    if (!s->tags) {
+        rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+        r_destroy(&s->base);
+        return NULL;
+    }
+    /* a single server keeps the tags {0}, {1}...: the keys of existing
+     * queues stay where they are */
+    for (int p = 0; p < s->partitions; p++) {
+        if (s->mode == RL_LINK_CLUSTER) rl_redis_cluster_tag(p, s->partitions, s->tags[p], sizeof(s->tags[p]));
+        else snprintf(s->tags[p], sizeof(s->tags[p]), "%d", p);
+    }
+    rl_redis_link_opts_t lo;
+    memset(&lo, 0, sizeof(lo));
+    lo.mode = s->mode;
+    lo.nseeds = s->mode == RL_LINK_SINGLE ? (s->host ? 1 : 0) : s->nseeds;
+    const char *h1[1] = {s->host};
+    int p1[1] = {s->port};
+    lo.hosts = s->mode == RL_LINK_SINGLE ? h1 : (const char *const *)s->seed_hosts;
+    lo.ports = s->mode == RL_LINK_SINGLE ? p1 : s->seed_ports;
+    lo.sock = s->sock;
+    lo.where = s->where;
+    lo.master_name = s->master_name;
+    lo.connect_timeout_ms = s->connect_timeout_ms;
+    lo.command_timeout_ms = s->command_timeout_ms;
+    lo.tls = s->tls_ctx;
+    lo.secret = s->pass;
+    lo.setup = rs_setup;
+    lo.opaque = s;
+    lo.wait_replicas = s->wait_replicas;
+    lo.wait_timeout_ms = s->wait_timeout_ms;
+    if (!(s->link = rl_redis_link_new(&lo))) {
+        r_destroy(&s->base);
+        return NULL;
+    }
+    if (s->mode != RL_LINK_SINGLE) rl_strlcpy(s->where, rl_redis_link_where(s->link), sizeof(s->where));
     rl_sigpipe_guard_t g;
     rl_sigpipe_block(&g);
-    int rc = rs_connect(s);
+    int rc = rl_redis_link_connect(s->link);
     rl_sigpipe_restore(&g);
     if (rc != RUNLANE_OK) {
         r_destroy(&s->base);
@@ -2370,3 +2492,32 @@ rl_store_t *rl_store_redis_open(const rl_store_opts_t *opts) {
     }
     return &s->base;
 }
+
+int rl_store_redis_spread(rl_store_t *st, int *per_master, int max, int *nmasters) {
+    rstore_t *s = RS(st);
+    int nm = 0;
+    for (int i = 0; i < max; i++) per_master[i] = 0;
+    for (int p = 0; p < s->partitions; p++) {
+        char key[32];
+        int len = snprintf(key, sizeof(key), "{%s}", s->tags[p]);
+        int m = s->mode == RL_LINK_CLUSTER
+                    ? rl_redis_link_master_of(s->link, rl_redis_key_slot(key, (size_t)len), &nm)
+                    : 0;
+        if (s->mode != RL_LINK_CLUSTER) nm = 1;
+        if (m >= 0 && m < max) per_master[m]++;
+    }
+    *nmasters = nm;
+    return s->partitions;
+}
+
+void rl_store_redis_link_stats(rl_store_t *st, long *moved, long *ask, long *refreshes,
+                               long *rediscoveries) {
+    rl_redis_link_stats_t v;
+    rl_redis_link_stats(RS(st)->link, &v);
+    *moved = v.moved;
+    *ask = v.ask;
+    *refreshes = v.refreshes;
+    *rediscoveries = v.rediscoveries;
+}
+
+const char *rl_store_redis_tag(rl_store_t *st, int part) { return RS(st)->tags[part]; }

@@ -425,9 +425,13 @@ int rl_store_url_userinfo(const char *url, size_t *begin, size_t *end) {
         if (!slash || slash == p || slash[-1] != '@') return 0;
         at = slash - 1;
     } else {
-        if (strncmp(url, "redis://", 8) == 0) p = url + 8;
-        else if (strncmp(url, "rediss://", 9) == 0) p = url + 9;
-        else return 0;
+        static const char *const schemes[] = {"redis://",         "rediss://",
+                                              "redis+cluster://", "rediss+cluster://",
+                                              "redis+sentinel://", "rediss+sentinel://"};
+        p = NULL;
+        for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]) && !p; i++)
+            if (strncmp(url, schemes[i], strlen(schemes[i])) == 0) p = url + strlen(schemes[i]);
+        if (!p) return 0;
         const char *auth_end = p + strcspn(p, "/?#");
         for (const char *q = p; q < auth_end; q++)
             if (*q == '@') at = q;

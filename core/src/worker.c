@@ -708,9 +708,12 @@ void *rl_worker_main(void *arg) {
             int fd = -1;
             if (!stopping && room) {
                 if (ready_at - now < wait) wait = ready_at - now;
-                if (ws->ops->wait_arm(ws, tick_ms, &fd) == RUNLANE_OK) {
+                int arm = ws->ops->wait_arm(ws, tick_ms, &fd);
+                if (arm == RUNLANE_OK) {
                     rl_ioloop_watch(rl->loop, fd);
                 } else {
+                    /* a Cluster: no one connection to block on; poll */
+                    if (arm == RUNLANE_ERR_UNSUPPORTED) can_wake = 0;
                     rl_ioloop_watch(rl->loop, -1);
                     ws->ops->destroy(ws);
                     ws = NULL;

@@ -483,7 +483,7 @@ static void test_three_owners_die_batch_is_answered(void) {
 
 static void test_kill9_stale_token_refused(void) {
     new_prefix("stale");
-    rl_store_opts_t o = {redis_url, prefix, 1, 2000, 2000, {0}};
+    rl_store_opts_t o = {redis_url, prefix, 1, 2000, 2000, {0}, 0, 0};
     rl_policy_t pol = {.window_ms = 0, .max_wait_ms = 0, .max_messages = 100,
                        .max_bytes = 1 << 20, .lease_ms = 400, .max_attempts = 5, .max_stalls = 5,
                        .backoff_base_ms = 10, .backoff_max_ms = 100, .backoff_jitter = 0.0,

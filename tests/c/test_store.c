@@ -20,6 +20,7 @@
  * well inside its window, and a check that it IS due polls with a generous
  * deadline, so the suite asserts no exact timing.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +39,8 @@
 #include "internal.h"
 #include "rltest.h"
 #include "store.h"
+#include "store_redis.h"
+#include "redis_link.h"
 
 /* ------------------------------------------------------------------ */
 /* the store under test                                               */
@@ -2100,6 +2103,220 @@ static void test_redis_keys_are_hash_tagged(void) {
                  rkey, pttl);
 }
 
+/* On a cluster, 12 partitions land 4 per master of the 3. */
+static void test_cluster_spread(void) {
+    g_partitions = 12;
+    rl_store_t *st = fresh();
+    int per[8], nm = 0;
+    RL_CHECK_INT(12, rl_store_redis_spread(st, per, 8, &nm));
+    RL_CHECK_INT(3, nm);
+    for (int m = 0; m < 3; m++) RL_CHECK_MSG(per[m] == 4, "master %d has %d partitions", m, per[m]);
+    char *json = NULL;
+    RL_CHECK_OK(st->ops->status(st, NULL, &json));
+    RL_CHECK_MSG(json && strstr(json, "\"partitions_per_master\":[4,4,4]"), "status: %s", json ? json : "");
+    free(json);
+}
+
+/* A side connection to a node of the private setup (port). */
+static redisContext *node_conn(int port) {
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    RL_CHECK_MSG(c && !c->err, "side connection to node %d failed", port);
+    return c;
+}
+
+/* The ports of the cluster's nodes (run_multi.sh's DIR/ports). */
+static int node_ports(int *ports, int max) {
+    const char *dir = getenv("RUNLANE_TEST_REDIS_DIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/ports", dir ? dir : ".");
+    FILE *f = fopen(path, "r");
+    RL_CHECK_MSG(f != NULL, "cannot read %s", path);
+    int n = 0;
+    while (n < max && fscanf(f, "%d", &ports[n]) == 1) n++;
+    fclose(f);
+    return n;
+}
+
+/* Port of the master owning `slot` (from CLUSTER SLOTS of node `via`). */
+static int slot_owner(int via, int slot) {
+    redisContext *c = node_conn(via);
+    redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+    int port = -1;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (e->element[0]->integer <= slot && slot <= e->element[1]->integer)
+            port = (int)e->element[2]->element[1]->integer;
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return port;
+}
+
+static void node_cmd_ok(int port, const char *what, redisReply *r) {
+    int ok = r && r->type != REDIS_REPLY_ERROR;
+    char msg[200];
+    snprintf(msg, sizeof(msg), "%s", r && r->type == REDIS_REPLY_ERROR ? r->str : "");
+    freeReplyObject(r);
+    RL_CHECK_MSG(ok, "node %d: %s failed: %s", port, what, msg);
+}
+
+/* The slot of an active partition migrates to another master mid-test
+ * (CLUSTER SETSLOT MIGRATING/IMPORTING, MIGRATE of its keys, SETSLOT
+ * NODE), as redis-cli --cluster reshard does: while the keys are moved
+ * the store follows ASK, afterwards MOVED, and nothing is lost. */
+static void test_cluster_moved_and_ask(void) {
+    g_partitions = 3;
+    rl_store_t *st = fresh();
+    enq(st, "mig", "a");
+    int part = rl_partition_of("mig", g_partitions);
+    char tagkey[40];
+    int tl = snprintf(tagkey, sizeof(tagkey), "{%s}", rl_store_redis_tag(st, part));
+    int slot = rl_redis_key_slot(tagkey, (size_t)tl);
+    int ports[6];
+    int np = node_ports(ports, 6);
+    RL_CHECK(np == 6);
+    int src = slot_owner(ports[0], slot), dst = -1;
+    RL_CHECK(src > 0);
+    for (int i = 0; i < np && dst < 0; i++) {
+        if (ports[i] == src) continue;
+        int own = 0; /* another master: it owns some slot */
+        for (int s = 0; s < RL_CLUSTER_SLOTS && !own; s += 64) own = slot_owner(ports[0], s) == ports[i];
+        if (own) dst = ports[i];
+    }
+    RL_CHECK(dst > 0);
+    redisContext *cs = node_conn(src), *cd = node_conn(dst);
+    redisReply *r = redisCommand(cs, "CLUSTER MYID");
+    char sid[64], did[64];
+    snprintf(sid, sizeof(sid), "%s", r && r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+    r = redisCommand(cd, "CLUSTER MYID");
+    snprintf(did, sizeof(did), "%s", r && r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+    node_cmd_ok(dst, "SETSLOT IMPORTING", redisCommand(cd, "CLUSTER SETSLOT %d IMPORTING %s", slot, sid));
+    node_cmd_ok(src, "SETSLOT MIGRATING", redisCommand(cs, "CLUSTER SETSLOT %d MIGRATING %s", slot, did));
+    for (int guard = 0; guard < 1000; guard++) {
+        r = redisCommand(cs, "CLUSTER GETKEYSINSLOT %d 100", slot);
+        size_t nk = r && r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+        for (size_t i = 0; i < nk; i++)
+            node_cmd_ok(src, "MIGRATE",
+                        redisCommand(cs, "MIGRATE 127.0.0.1 %d %b 0 5000", dst, r->element[i]->str,
+                                     r->element[i]->len));
+        freeReplyObject(r);
+        if (nk == 0) break;
+    }
+    long moved0, ask0, ref0, red0, moved, ask, ref, red;
+    rl_store_redis_link_stats(st, &moved0, &ask0, &ref0, &red0);
+    /* keys on dst, slot still migrating: src answers ASK. A one-key read
+     * is served by dst after ASKING; a script whose keys are not all there
+     * (new keys) gets TRYAGAIN from the importing node until the slot is
+     * settled, which Redis answers every client: retriable, nothing run */
+    int64_t due = 0, now = 0;
+    RL_CHECK_OK(st->ops->next_due(st, &due, &now));
+    RL_CHECK_MSG(due <= now, "the partition's conversation is not due through ASK");
+    char id[RUNLANE_ID_MAX];
+    int dup;
+    char *tail = tail_of("b", NULL);
+    int rc = st->ops->enqueue(st, &g_pol, "mig", tail, 1, "k-b", id, &dup);
+    RL_CHECK_MSG(rc == RUNLANE_OK || (rc == RUNLANE_ERR_STORE && runlane_error_retriable(runlane_error_last()) &&
+                                      strstr(errmsg(), "TRYAGAIN")),
+                 "enqueue during the migration: %d %s", rc, errmsg());
+    rl_store_redis_link_stats(st, &moved, &ask, &ref, &red);
+    RL_CHECK_MSG(ask > ask0, "no ASK followed (ask %ld)", ask);
+    for (int i = 0; i < np; i++) { /* the slot is dst's now, on every master */
+        redisContext *c = node_conn(ports[i]);
+        freeReplyObject(redisCommand(c, "CLUSTER SETSLOT %d NODE %s", slot, did));
+        redisFree(c);
+    }
+    redisFree(cs);
+    redisFree(cd);
+    if (rc != RUNLANE_OK) rc = st->ops->enqueue(st, &g_pol, "mig", tail, 1, "k-b", id, &dup);
+    free(tail);
+    RL_CHECK_MSG(rc == RUNLANE_OK, "enqueue after the migration: %s", errmsg());
+    enq(st, "mig", "c"); /* the store's map still says src: MOVED */
+    rl_store_redis_link_stats(st, &moved, &ask, &ref, &red);
+    RL_CHECK_MSG(moved > moved0, "no MOVED followed (moved %ld)", moved);
+    rl_claim_t c = claim1(st, "w");
+    CHECK_CONTENTS("a|b|c", c.messages_json);
+    RL_CHECK_OK(st->ops->ack(st, &g_pol, "mig", c.token));
+    rl_claim_free(&c);
+}
+
+/* Sentinel: kill -9 the master; the sentinels promote the replica, the
+ * store finds it through them and keeps working, and with
+ * redis.wait.replicas=1 every enqueue acknowledged before the kill is
+ * there. */
+static void test_sentinel_failover_keeps_acked(void) {
+    g_partitions = 1;
+    reset_policy();
+    char prefix[128];
+    redis_prefix(prefix, sizeof(prefix), ++g_ns);
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = g_redis_url;
+    o.prefix = prefix;
+    o.partitions = 1;
+    o.connect_timeout_ms = 1000;
+    o.command_timeout_ms = 3000;
+    o.wait_replicas = 1;
+    o.wait_timeout_ms = 2000;
+    rl_store_t *st = rl_store_open(&o);
+    RL_CHECK_MSG(st != NULL, "open: %s", errmsg());
+    RL_CHECK(g_nopen < MAX_OPEN);
+    g_open[g_nopen++] = st;
+    char expect[400] = "";
+    for (int i = 0; i < 30; i++) {
+        char m[16];
+        snprintf(m, sizeof(m), "m%d", i);
+        enq(st, "fo", m);
+        snprintf(expect + strlen(expect), sizeof(expect) - strlen(expect), "%s%s", i ? "|" : "", m);
+    }
+    int ports[5];
+    const char *dir = getenv("RUNLANE_TEST_REDIS_DIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/ports", dir ? dir : ".");
+    FILE *f = fopen(path, "r");
+    RL_CHECK(f != NULL);
+    int n = 0;
+    while (n < 5 && fscanf(f, "%d", &ports[n]) == 1) n++;
+    fclose(f);
+    RL_CHECK(n == 5);
+    snprintf(path, sizeof(path), "%s/data-%d/redis.pid", dir, ports[0]);
+    f = fopen(path, "r");
+    int pid = 0;
+    RL_CHECK(f != NULL && fscanf(f, "%d", &pid) == 1 && pid > 0);
+    fclose(f);
+    RL_CHECK_INT(0, kill(pid, SIGKILL));
+    long m0, a0, r0, red0, m1, a1, r1, red1;
+    rl_store_redis_link_stats(st, &m0, &a0, &r0, &red0);
+    int64_t end = rl_mono_ms() + TS(40000);
+    char id[RUNLANE_ID_MAX];
+    int dup, rc, tries = 0;
+    char *tail = tail_of("after", NULL);
+    /* the promoted replica has no replica of its own now: its writes are
+     * applied but WAIT cannot confirm them (reported, retriable) */
+    while ((rc = st->ops->enqueue(st, &g_pol, "fo", tail, 5, "k-after", id, &dup)) != RUNLANE_OK &&
+           !strstr(errmsg(), "of 1 replicas within")) {
+        const runlane_error_t *e = runlane_error_last();
+        if (rc != RUNLANE_ERR_STORE || !runlane_error_retriable(e) || rl_mono_ms() > end) {
+            free(tail);
+            RL_FAILF("after the master's kill: enqueue %d (retriable %d) after %d tries: %s", rc,
+                     runlane_error_retriable(e), tries, runlane_error_message(e));
+        }
+        tries++;
+        sleep_ms(100);
+    }
+    free(tail);
+    rl_store_redis_link_stats(st, &m1, &a1, &r1, &red1);
+    RL_CHECK_MSG(red1 > red0, "the master was not looked up again");
+    strcat(expect, "|after");
+    rl_store_t *plain = open_ns(g_ns); /* no WAIT: nothing left to wait for */
+    rl_claim_t c = claim1(plain, "w");
+    CHECK_CONTENTS(expect, c.messages_json);
+    RL_CHECK_OK(plain->ops->ack(plain, &g_pol, "fo", c.token));
+    rl_claim_free(&c);
+}
+
 static void test_redis_required(void) {
     RL_FAILF("RUNLANE_REQUIRE_REDIS=1 but RUNLANE_TEST_REDIS is not set: the redis store was "
              "not tested");
@@ -2201,7 +2418,24 @@ int main(void) {
     }
     if (!only || strcmp(only, "redis") == 0) {
         g_redis_url = rl_test_redis_url();
-        if (g_redis_url) {
+        if (g_redis_url && strncmp(g_redis_url, "redis+", 6) == 0) {
+            /* a private cluster or Sentinel setup (scripts/redis-cluster.sh,
+             * redis-sentinel.sh via tests/c/run_multi.sh): the conformance
+             * suite, and no side connection to one server; the setup is
+             * thrown away after the run */
+            g_kind = "redis";
+            static const int parts[3] = {1, 3, 12};
+            for (volatile size_t i = 0; i < 3; i++) {
+                g_partitions = parts[i];
+                run_conformance();
+            }
+            if (strncmp(g_redis_url, "redis+cluster", 13) == 0) {
+                RUN(test_cluster_spread);
+                RUN(test_cluster_moved_and_ask);
+            } else {
+                RUN(test_sentinel_failover_keeps_acked); /* last: it kills the master */
+            }
+        } else if (g_redis_url) {
             g_kind = "redis";
             static const int parts[2] = {1, 3};
             for (volatile size_t i = 0; i < 2; i++) {
