@@ -61,7 +61,7 @@ def vendor_core():
         )
     tmp = "%s.tmp-%d" % (VENDOR, os.getpid())
     shutil.rmtree(tmp, ignore_errors=True)
-    for sub in ("src", "include", "lua"):
+    for sub in ("src", "include", "lua", "dashboard"):
         if os.path.isdir(os.path.join(src, sub)):
             shutil.copytree(os.path.join(src, sub), os.path.join(tmp, "core", sub))
     if not system_hiredis():
@@ -93,6 +93,32 @@ def header_version():
         m = re.search(r"#define RUNLANE_VERSION_%s (\d+)" % what, text)
         parts.append(m.group(1) if m else "0")
     return ".".join(parts)
+
+
+# ---- a file as a C byte array (the same symbols as cmake/EmbedFile.cmake) ----
+
+
+def embed_file(in_path, out_path, name):
+    """Writes out_path defining ``const unsigned char name[]`` (NUL-terminated)
+    and ``const size_t name_len``: the dashboard page the core serves."""
+    with open(in_path, "rb") as f:
+        data = f.read()
+    rows = [
+        "".join("0x%02x," % b for b in data[i : i + 16]) for i in range(0, len(data), 16)
+    ]
+    text = (
+        "/* Generated from %s by the Python package's setup.py. Do not edit. */\n"
+        "#include <stddef.h>\nextern const unsigned char %s[];\nextern const size_t %s_len;\n"
+        "const unsigned char %s[] = {\n%s\n0x00};\nconst size_t %s_len = %d;\n"
+        % (os.path.basename(in_path), name, name, name, "\n".join(rows), name, len(data))
+    )
+    old = None
+    if os.path.exists(out_path):
+        with open(out_path, encoding="utf-8") as f:
+            old = f.read()
+    if old != text:
+        with open(out_path, "w", encoding="utf-8") as f:
+            f.write(text)
 
 
 # ---- Lua embedding (same output as cmake/EmbedLua.cmake) ----

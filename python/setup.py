@@ -64,7 +64,11 @@ class build_ext_with_core(build_ext):
         os.makedirs(gen_dir, exist_ok=True)
         lua_c = os.path.join(gen_dir, "lua_scripts.c")
         support.embed_lua(os.path.join(VENDOR_CORE, "lua"), lua_c)
-        sources = sorted(glob.glob(os.path.join(VENDOR_CORE, "src", "*.c"))) + [lua_c]
+        page_c = os.path.join(gen_dir, "dashboard_html.c")
+        support.embed_file(
+            os.path.join(VENDOR_CORE, "dashboard", "index.html"), page_c, "rl_dashboard_html"
+        )
+        sources = sorted(glob.glob(os.path.join(VENDOR_CORE, "src", "*.c"))) + [lua_c, page_c]
         inc, _libdirs, _libs, defines = support.dependencies()
         objects = self.compiler.compile(
             sources,

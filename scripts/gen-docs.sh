@@ -28,7 +28,8 @@ printf '%s' "$new" > "$ROOT/README.md"
 VPY=${RUNLANE_VENV:-$ROOT/build/venv}/bin/python
 if [ -x "$VPY" ]; then
   "$VPY" -m pip install -q --disable-pip-version-check "$ROOT/python"
-  (cd / && "$VPY" -m runlane._optionsgen) > "$ROOT/python/src/runlane/_options.py"
+  (cd / && "$VPY" -m runlane._optionsgen) > "$ROOT/build/_options.py.new"
+  mv "$ROOT/build/_options.py.new" "$ROOT/python/src/runlane/_options.py"
 else
   echo "gen-docs: no venv at ${VPY%/bin/python}: python/src/runlane/_options.py not regenerated (RUNLANE_VENV=... scripts/deps.sh makes one)"
 fi

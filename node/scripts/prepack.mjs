@@ -19,11 +19,11 @@ import { generateWrapper } from './swig.mjs';
 if (IN_REPO) {
   const vendor = path.join(PKG, 'vendor');
   rmSync(vendor, { recursive: true, force: true });
-  for (const d of ['src', 'include', 'lua']) {
+  for (const d of ['src', 'include', 'lua', 'dashboard']) {
     cpSync(path.join(REPO, 'core', d), path.join(vendor, 'core', d), { recursive: true });
   }
   mkdirSync(path.join(vendor, 'cmake'), { recursive: true });
-  for (const f of ['EmbedLua.cmake', 'RunlaneHiredis.cmake', 'fetch_hiredis.py']) {
+  for (const f of ['EmbedLua.cmake', 'EmbedFile.cmake', 'RunlaneHiredis.cmake', 'fetch_hiredis.py']) {
     cpSync(path.join(REPO, 'cmake', f), path.join(vendor, 'cmake', f));
   }
   // The pinned hiredis 1.x source (sha256-checked, from the deps cache), so
@@ -33,7 +33,7 @@ if (IN_REPO) {
   cpSync(path.join(hiredis, 'hiredis'), path.join(vendor, 'hiredis', 'hiredis'), { recursive: true });
   mkdirSync(path.join(vendor, 'bindings'), { recursive: true });
   cpSync(path.join(REPO, 'bindings', 'runlane.i'), path.join(vendor, 'bindings', 'runlane.i'));
-  console.log('[runlane] vendored core/src, core/include, core/lua, cmake/, hiredis (pinned source), bindings/runlane.i');
+  console.log('[runlane] vendored core/src, core/include, core/lua, core/dashboard, cmake/, hiredis (pinned source), bindings/runlane.i');
 } else if (!existsSync(path.join(PKG, 'vendor', 'core'))) {
   throw new Error('runlane prepack: neither the repository (../core) nor vendor/ is here');
 }
