@@ -13,6 +13,9 @@ export RUNLANE_VENV=${RUNLANE_VENV:-$ROOT/build/venv}
 RUNLANE_NEED_VALGRIND=1 RUNLANE_NEED_CLANG=$([ "${RUNLANE_QUICK:-0}" = 1 ] && echo 0 || echo 1) scripts/deps.sh || { echo "dependency install failed"; exit 1; }
 VPY="$RUNLANE_VENV/bin/python"
 JOBS=${RUNLANE_JOBS:-2}
+# The C tests spend most of their time waiting (leases, windows, backoffs,
+# the emulator), not computing: ctest runs three per build job side by side.
+CTEST_JOBS=${RUNLANE_CTEST_JOBS:-$((JOBS * 3))}
 
 RDIR=$(mktemp -d /tmp/runlane-test-redis.XXXXXX)
 cleanup() { scripts/redis-server.sh stop "$RDIR" >/dev/null 2>&1; rm -rf "$RDIR"; }
@@ -43,7 +46,7 @@ c_suite() { # build dir, cmake options...
   cmake -S . -B "$dir" -G Ninja -DPython3_EXECUTABLE="$VPY" "$@" >"$dir.configure.log" 2>&1 \
     || { cat "$dir.configure.log"; return 1; }
   cmake --build "$dir" -j "$JOBS" || return 1
-  (cd "$dir" && PATH="$RUNLANE_VENV/bin:$PATH" ctest -j "$JOBS" --output-on-failure --timeout 600)
+  (cd "$dir" && PATH="$RUNLANE_VENV/bin:$PATH" ctest -j "$CTEST_JOBS" --output-on-failure --timeout 600)
 }
 
 step "C suite" c_suite build/default
@@ -57,15 +60,18 @@ valgrind_one() { # one C test of the default build under valgrind (leaks: defini
   return $rc
 }
 export -f valgrind_one
-valgrind_suite() { # valgrind runs one thread at a time: $JOBS tests side by side
+valgrind_suite() { # valgrind runs one thread at a time, and the tests mostly wait: 2×$JOBS side by side
   local t
   for t in test_client test_store test_sse test_http test_backend_responses test_backend_assistants; do
     [ -x "build/default/tests/c/$t" ] && echo "$t"
-  done | xargs -P "$JOBS" -I{} bash -c 'valgrind_one "$1"' _ {}
+  done | xargs -P "$((JOBS * 2))" -I{} bash -c 'valgrind_one "$1"' _ {}
 }
 if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   # Sanitized and valgrind runs are slower: timing-based tests stretch.
   export RUNLANE_TEST_TIME_SCALE=3
+  # ...and the Redis conformance suite runs once (most partitions) instead of
+  # once per partition count, which the plain run above covers.
+  export RUNLANE_TEST_PARTITIONS=last
   step "C suite under valgrind" valgrind_suite
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -73,7 +79,7 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
   unset ASAN_OPTIONS UBSAN_OPTIONS
   export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
   step "C suite under TSan" c_suite build/tsan -DRUNLANE_TSAN=ON -DCMAKE_BUILD_TYPE=Debug
-  unset TSAN_OPTIONS RUNLANE_TEST_TIME_SCALE
+  unset TSAN_OPTIONS RUNLANE_TEST_TIME_SCALE RUNLANE_TEST_PARTITIONS
   # libFuzzer targets (tests/fuzz): regressions and seeds replayed, then a
   # fixed number of inputs from a fixed seed each (clang, ASan+UBSan).
   step "fuzz (libFuzzer, fixed inputs per target)" tests/fuzz/run.sh ci
