@@ -24,7 +24,7 @@
 extern const unsigned char rl_dashboard_html[];
 extern const size_t rl_dashboard_html_len;
 
-#define DB_BODY_MAX 16384       /* POST bodies */
+#define DB_BODY_MAX RUNLANE_DASHBOARD_BODY_MAX /* POST bodies */
 #define DB_QUERY_MAX 4096       /* query strings */
 #define DB_SEARCH_MAX 256       /* search terms */
 #define DB_OFFSET_MAX 1000000
