@@ -289,3 +289,32 @@ def test_dashboard_handle_without_http(redis_store):
     with pytest.raises(runlane.ClosedError):
         d.handle("GET", "/api/overview")
     assert time.monotonic() - started < 5 * TIME_SCALE
+
+
+def test_dashboard_server_runner_prints_its_url_and_serves(redis_store):
+    """tests/python/dashboard_server.py (the browser scenario's ASGI server):
+    prints the URL, serves the page and the API there, stops on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboard_server.py")
+    proc = subprocess.Popen(
+        [sys.executable, script, "--store", redis_store["store"],
+         "--set", "key.prefix=" + redis_store["key_prefix"], "--path", "/ops/lanes"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/ops/lanes/"), (url, proc.stderr.read() if proc.poll() is not None else "")
+        parts = urllib.parse.urlsplit(url)
+        page = request(parts.port, parts.path)
+        assert page.status == 200 and "<html" in page.text.lower()
+        session = request(parts.port, parts.path + "api/session")
+        assert session.status == 200 and session.json["csrf_token"]
+        assert request(parts.port, parts.path + "api/overview").json["totals"]["dead"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20 * TIME_SCALE)
+    assert rc == 0, proc.stderr.read()

@@ -9,7 +9,10 @@
  */
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
@@ -290,4 +293,36 @@ describe('RunlaneDashboardModule (NestJS, platform-express)', () => {
       await worker.close();
     }
   });
+});
+
+describe('dashboard_server (the browser scenario\'s Node server)', () => {
+  for (const mount of ['express', 'http', 'nest']) {
+    test(`--mount ${mount}: prints its URL, serves the page and the API there, stops on SIGTERM`, redisTest(), async () => {
+      const store = requireRedis();
+      const child = spawn(process.execPath, [path.join(__dirname, 'dashboard_server.js'), '--store', store, '--set', `key.prefix=${unique('dash-runner')}`, '--mount', mount], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      try {
+        const url = await new Promise<string>((resolve, reject) => {
+          const rl = createInterface({ input: child.stdout! });
+          rl.once('line', (l) => resolve(l.trim()));
+          child.once('exit', (code) => reject(new Error(`exited ${code}: ${stderr}`)));
+        });
+        assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/ops\/lanes\/$/);
+        const page = await plainRequest(url, '');
+        assert.equal(page.status, 200, page.text);
+        assert.match(page.text, /<html/i);
+        const session = await plainRequest(url, 'api/session');
+        assert.equal(session.status, 200, session.text);
+        assert.match(session.json.csrf_token, /^[0-9a-f]{64}$/);
+        assert.equal((await plainRequest(url, 'api/overview')).json.totals.dead, 0);
+      } finally {
+        child.kill('SIGTERM');
+      }
+      assert.equal(await exited, 0, stderr);
+    });
+  }
 });
