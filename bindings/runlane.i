@@ -19,6 +19,12 @@
  * - runlane_new() throws instead of returning NULL; (errstr, errstr_size)
  *   buffers are internal.
  * - runlane_conf_get()'s size negotiation is done here: it returns the value.
+ * - Dashboard: runlane_dashboard_handle() returns its response (free it with
+ *   runlane_dashboard_response_destroy()) and takes the body as a Buffer, a
+ *   string or null; runlane_dashboard_response_body() returns a Buffer (a
+ *   copy); runlane_dashboard_new() throws instead of returning NULL. These
+ *   run on the calling thread: the Node mount goes through the bridge's
+ *   dashboard ops instead, off the event loop.
  * - runlane_free() and runlane_set_wake_cb() are not exposed: nothing owned
  *   escapes, and a wake callback needs a language-specific bridge (Node: the
  *   node-addon-api event bridge in node/src/native, added below with

@@ -22,9 +22,9 @@ import type { INestApplication } from '@nestjs/common';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const express = require('express') as () => any;
 
-import { AssistantMessageQueue, runlaneDashboard } from 'runlane';
+import { AssistantMessageQueue, rawBinding, runlaneDashboard } from 'runlane';
 import { RunlaneDashboardModule, RunlaneModule } from 'runlane/nestjs';
-import { redisTest, requireRedis, unique, waitFor } from './helpers';
+import { memoryStore, redisTest, requireRedis, unique, waitFor } from './helpers';
 
 interface Answer {
   status: number;
@@ -325,4 +325,40 @@ describe('dashboard_server (the browser scenario\'s Node server)', () => {
       assert.equal(await exited, 0, stderr);
     });
   }
+});
+
+describe('the raw layer (SWIG typemaps of runlane.i)', () => {
+  test('runlane_dashboard_new/handle/response_*: response out-parameter returned, Buffer bodies, NULL -> throw', () => {
+    const r = rawBinding() as any;
+    const conf = r.runlane_conf_new();
+    r.runlane_conf_set(conf, 'store', memoryStore('dash-raw'));
+    const rl = r.runlane_new(conf);
+    r.runlane_conf_destroy(conf);
+    try {
+      assert.throws(() => r.runlane_dashboard_new(rl, '{"history_size": 1}'), (e: any) => e.code === 'RUNLANE_ERR_INVALID_ARG' || /history_size/.test(e.message));
+      const d = r.runlane_dashboard_new(rl, null);
+      try {
+        const s = r.runlane_dashboard_handle(d, 'GET', '/api/session', null, null, null);
+        assert.equal(r.runlane_dashboard_response_status(s), 200);
+        const body = r.runlane_dashboard_response_body(s);
+        assert.ok(Buffer.isBuffer(body), 'the body is a Buffer');
+        const token = JSON.parse(body.toString('utf8')).csrf_token;
+        assert.match(JSON.parse(r.runlane_dashboard_response_headers(s))['Content-Type'], /json/);
+        r.runlane_dashboard_response_destroy(s);
+        // A Buffer body with a NUL inside reaches the core whole (its length
+        // travels with it): refused as bad JSON, not cut at the NUL.
+        const nul = r.runlane_dashboard_handle(d, 'POST', '/api/dead/purge', null, Buffer.from('{"all":true}\u0000x'), token);
+        assert.equal(r.runlane_dashboard_response_status(nul), 400);
+        r.runlane_dashboard_response_destroy(nul);
+        const ok = r.runlane_dashboard_handle(d, 'POST', '/api/dead/purge', null, '{"all":true}', token);
+        assert.equal(r.runlane_dashboard_response_status(ok), 200, r.runlane_dashboard_response_body(ok).toString());
+        r.runlane_dashboard_response_destroy(ok);
+        assert.equal(r.RUNLANE_DASHBOARD_BODY_MAX, 16384);
+      } finally {
+        r.runlane_dashboard_destroy(d);
+      }
+    } finally {
+      r.runlane_destroy(rl);
+    }
+  });
 });
