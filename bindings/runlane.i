@@ -19,6 +19,12 @@
  * - runlane_new() throws instead of returning NULL; (errstr, errstr_size)
  *   buffers are internal.
  * - runlane_conf_get()'s size negotiation is done here: it returns the value.
+ * - Dashboard: runlane_dashboard_handle() returns its response (free it with
+ *   runlane_dashboard_response_destroy()) and takes the body as a Buffer, a
+ *   string or null; runlane_dashboard_response_body() returns a Buffer (a
+ *   copy); runlane_dashboard_new() throws instead of returning NULL. These
+ *   run on the calling thread: the Node mount goes through the bridge's
+ *   dashboard ops instead, off the event loop.
  * - runlane_free() and runlane_set_wake_cb() are not exposed: nothing owned
  *   escapes, and a wake callback needs a language-specific bridge (Node: the
  *   node-addon-api event bridge in node/src/native, added below with
@@ -150,6 +156,64 @@ static Napi::Value rlswig_append(Napi::Env env, Napi::Value result, Napi::Value 
 }
 
 /* ------------------------------------------------------------------ */
+/* Dashboard                                                          */
+/* ------------------------------------------------------------------ */
+
+/* runlane_dashboard_new: NULL (bad options) -> throw with the detail. */
+%typemap(out) runlane_dashboard_t *runlane_dashboard_new {
+    if (!$1) {
+#if defined(SWIGJAVASCRIPT)
+        rlnode_throw_last(env, runlane_error_code(runlane_error_last()));
+#else
+        SWIG_exception(SWIG_RuntimeError, runlane_error_message(runlane_error_last()));
+#endif
+    }
+    $result = SWIG_NewPointerObj(SWIG_as_voidptr($1), $1_descriptor, 0);
+}
+
+/* runlane_dashboard_handle's response comes back as the return value (a
+ * pointer the caller frees with runlane_dashboard_response_destroy). */
+%typemap(in, numinputs=0) runlane_dashboard_response_t **out (runlane_dashboard_response_t *resp) {
+    resp = NULL;
+    $1 = &resp;
+}
+%typemap(argout) runlane_dashboard_response_t **out {
+    if (result == RUNLANE_OK)
+        RLSWIG_APPEND(SWIG_NewPointerObj(SWIG_as_voidptr(*$1), SWIGTYPE_p_runlane_dashboard_response_s, 0));
+}
+
+#if defined(SWIGJAVASCRIPT)
+/* The request body: a Buffer (bytes as they came, NULs included), a string
+ * (its UTF-8) or null/undefined (none). */
+%typemap(in) (const char *body, size_t body_len) (std::string text) {
+    if ($input.IsBuffer()) {
+        Napi::Buffer<char> buf = $input.As<Napi::Buffer<char>>();
+        $1 = buf.Data();
+        $2 = buf.Length();
+    } else if ($input.IsString()) {
+        text = $input.As<Napi::String>().Utf8Value();
+        $1 = (char *)text.data();
+        $2 = text.size();
+    } else if ($input.IsNull() || $input.IsUndefined()) {
+        $1 = NULL;
+        $2 = 0;
+    } else {
+        SWIG_exception_fail(SWIG_TypeError, "runlane_dashboard_handle: the body must be a Buffer, a string or null");
+    }
+}
+
+/* A response body is bytes with a length: it comes back as a Buffer (a
+ * copy, so it outlives the response). */
+%typemap(in, numinputs=0) size_t *len_out (size_t len) {
+    len = 0;
+    $1 = &len;
+}
+%typemap(argout) size_t *len_out {
+    $result = Napi::Buffer<char>::Copy(env, result ? result : "", *$1);
+}
+#endif
+
+/* ------------------------------------------------------------------ */
 /* The API                                                            */
 /* ------------------------------------------------------------------ */
 
@@ -218,4 +282,5 @@ static Napi::Value rlswig_from_rl(Napi::Env env, runlane_t *rl) {
 %native(bridge_close) Napi::Value rlnode_bridge_close(const Napi::CallbackInfo &info);
 %native(bridge_call) Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info);
 %native(bridge_new) Napi::Value rlnode_bridge_new(const Napi::CallbackInfo &info);
+%native(dashboard_new) Napi::Value rlnode_dashboard_new(const Napi::CallbackInfo &info);
 #endif

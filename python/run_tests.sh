@@ -17,8 +17,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating venv $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-echo "== pip install ./python pytest mypy"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "$ROOT/python" pytest mypy
+echo "== pip install ./python pytest mypy uvicorn starlette (the ASGI dashboard tests)"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "$ROOT/python" pytest mypy uvicorn starlette
 
 SCRATCH=$(mktemp -d)
 REDIS_PIDFILE=""

@@ -717,6 +717,11 @@ runlane_migrate_thread(char **result_json_out, runlane_t *rl, const char *key,
  * The load on the store per request is bounded: see README "Dashboard".
  */
 
+/** The largest POST body runlane_dashboard_handle() accepts (bytes); a
+ *  longer one gets 413. A server reads at most one byte more than this
+ *  before it passes the body in, so it never buffers an unbounded body. */
+#define RUNLANE_DASHBOARD_BODY_MAX 16384
+
 /** A dashboard request handler bound to one client. Opaque. */
 typedef struct runlane_dashboard_s runlane_dashboard_t;
 

@@ -24,7 +24,7 @@
 extern const unsigned char rl_dashboard_html[];
 extern const size_t rl_dashboard_html_len;
 
-#define DB_BODY_MAX 16384       /* POST bodies */
+#define DB_BODY_MAX RUNLANE_DASHBOARD_BODY_MAX /* POST bodies */
 #define DB_QUERY_MAX 4096       /* query strings */
 #define DB_SEARCH_MAX 256       /* search terms */
 #define DB_OFFSET_MAX 1000000
@@ -703,7 +703,19 @@ static runlane_dashboard_response_t *parse_body(const char *body, size_t len,
     if (!body || !len) return resp_error(400, "the body must be a JSON object");
     if (rl_json_check_strings(body, len, "body") != RUNLANE_OK || !rl_utf8_valid(body, len))
         return resp_error(400, runlane_error_message(runlane_error_last()));
-    cJSON *o = cJSON_ParseWithLength(body, len);
+    /* One JSON object and nothing after it but blanks: cJSON alone would
+     * ignore trailing bytes ("{...} junk", or anything after a NUL). */
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (o && end) {
+        size_t at = (size_t)(end - body);
+        while (at < len && (body[at] == ' ' || body[at] == '\t' || body[at] == '\r' || body[at] == '\n'))
+            at++;
+        if (at < len) {
+            cJSON_Delete(o);
+            o = NULL;
+        }
+    }
     if (!o || !cJSON_IsObject(o)) {
         cJSON_Delete(o);
         return resp_error(400, "the body must be a JSON object");

@@ -484,6 +484,13 @@ static void test_bad_input_changes_nothing(void) {
     memset(big, ' ', sizeof(big) - 1);
     big[sizeof(big) - 1] = 0;
     memcpy(big, good, strlen(good));
+    /* At the cap and one byte over it (what the mounts pass for a body
+     * they stopped reading): a missing id gets 404, not 413. */
+    static char at_cap[RUNLANE_DASHBOARD_BODY_MAX + 1], over_cap[RUNLANE_DASHBOARD_BODY_MAX + 2];
+    memset(at_cap, ' ', RUNLANE_DASHBOARD_BODY_MAX);
+    memcpy(at_cap, "{\"id\":\"b1-0-404\"}", 17);
+    memcpy(over_cap, at_cap, RUNLANE_DASHBOARD_BODY_MAX);
+    over_cap[RUNLANE_DASHBOARD_BODY_MAX] = ' ';
     char forged[65];
     memcpy(forged, csrf, 65);
     forged[10] = forged[10] == 'a' ? 'b' : 'a';
@@ -524,8 +531,12 @@ static void test_bad_input_changes_nothing(void) {
         {"POST", "/api/dead/purge", NULL, good, forged, 403},
         {"POST", "/api/dead/retry", NULL, good, "short", 403},
         {"POST", "/api/dead/retry", NULL, big, csrf, 413},
+        {"POST", "/api/dead/retry", NULL, at_cap, csrf, 404},
+        {"POST", "/api/dead/retry", NULL, over_cap, csrf, 413},
         {"POST", "/api/dead/retry", NULL, "{\"id\":", csrf, 400},
         {"POST", "/api/dead/retry", NULL, "[]", csrf, 400},
+        {"POST", "/api/dead/retry", NULL, "{\"all\":true} junk", csrf, 400},
+        {"POST", "/api/dead/retry", NULL, "{\"all\":true}{}", csrf, 400},
         {"POST", "/api/dead/retry", NULL, "", csrf, 400},
         {"POST", "/api/dead/retry", NULL, "{}", csrf, 400},
         {"POST", "/api/dead/retry", NULL, "{\"all\":false}", csrf, 400},

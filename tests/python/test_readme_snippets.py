@@ -102,6 +102,26 @@ async def _check():
         assert r.status_code == 200 and r.content["store_ok"] is True, (r.status_code, r.content)
 asyncio.run(_check())
 '''),
+    # The ASGI mount: a GET of the session through the Starlette app (an ASGI
+    # call, no server) must answer 200 with a CSRF token.
+    "dashboard": ("", '''
+import asyncio, json
+async def _get(path):
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": b"", "headers": [], "server": ("test", 80), "client": ("test", 1)}
+    sent = []
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+    async def send(msg):
+        sent.append(msg)
+    await web(scope, receive, send)
+    return sent
+_sent = asyncio.run(_get("/ops/lanes/api/session"))
+assert _sent[0]["status"] == 200, _sent
+assert json.loads(_sent[1]["body"])["csrf_token"], _sent
+queue.close()
+'''),
 }
 
 # setup -> [(text of the block, what the harness runs instead)]

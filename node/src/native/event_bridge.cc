@@ -208,6 +208,9 @@ std::string req_string(const Napi::CallbackInfo &info, size_t i) {
     return s;
 }
 
+struct Dash;
+Dash *dash_arg(const Napi::CallbackInfo &info, size_t i);
+
 double req_number(const Napi::CallbackInfo &info, size_t i) {
     if (info.Length() <= i || !info[i].IsNumber())
         throw Napi::TypeError::New(info.Env(), "runlane: expected a number argument");
@@ -219,14 +222,38 @@ double req_number(const Napi::CallbackInfo &info, size_t i) {
 enum class OpKind {
     Enqueue, EnqueueMany, Touch, Status, DeadList, DeadRetry, DeadPurge, Ack, Fail, Release,
     SubmitToolOutputs, ReplyAck, Start, Stop, Destroy, ConversationCreate, ThreadCreate, Health,
-    MapGet, MapSet, MapForget, Migrate
+    MapGet, MapSet, MapForget, Migrate, DashboardHandle, DashboardSample
 };
+
+// A dashboard handler (runlane_dashboard_t) held by a JS External: freed by
+// its GC finalizer (runlane_dashboard_destroy touches no client, so the
+// order against the client's destroy does not matter). An op on it holds a
+// reference to the External, so it cannot be freed under a running call.
+struct Dash {
+    runlane_dashboard_t *d = nullptr;
+};
+
+void dash_finalize(Napi::Env, Dash *dash) {
+    runlane_dashboard_destroy(dash->d);
+    delete dash;
+}
+
+Dash *dash_arg(const Napi::CallbackInfo &info, size_t i) {
+    if (info.Length() <= i || !info[i].IsExternal())
+        throw Napi::TypeError::New(info.Env(), "runlane: expected a dashboard handle");
+    return info[i].As<Napi::External<Dash>>().Data();
+}
 
 struct OpArgs {
     OpKind kind;
     std::string s1, s2, s3;
     bool has1 = false, has2 = false, has3 = false;
     double n1 = 0, n2 = 0;
+    // dashboard_handle: the handler, and the request body as bytes (any
+    // content, NULs included: its length travels with it).
+    runlane_dashboard_t *dash = nullptr;
+    std::string s4, bytes;
+    bool has4 = false, has_bytes = false;
 };
 
 struct OpResult {
@@ -236,6 +263,10 @@ struct OpResult {
     double num = 0;
     bool has_num = false;
     bool dup = false;
+    // dashboard_handle: the response.
+    bool has_resp = false;
+    int status = 0;
+    std::string headers, body;
 };
 
 // Runs one operation on the calling (non-JS) thread.
@@ -324,6 +355,26 @@ void run_op(runlane_t *rl, const OpArgs &a, OpResult *r) {
     case OpKind::Migrate:
         rc = runlane_migrate_thread(&out, rl, a.s1.c_str(), a.has2 ? a.s2.c_str() : nullptr);
         break;
+    case OpKind::DashboardHandle: {
+        runlane_dashboard_response_t *resp = nullptr;
+        rc = runlane_dashboard_handle(&resp, a.dash, a.s1.c_str(), a.s2.c_str(),
+                                      a.has3 ? a.s3.c_str() : nullptr,
+                                      a.has_bytes ? a.bytes.data() : nullptr,
+                                      a.has_bytes ? a.bytes.size() : 0, a.has4 ? a.s4.c_str() : nullptr);
+        if (rc == RUNLANE_OK) {
+            size_t len = 0;
+            const char *body = runlane_dashboard_response_body(resp, &len);
+            r->status = runlane_dashboard_response_status(resp);
+            r->headers = runlane_dashboard_response_headers(resp);
+            r->body.assign(body, len);
+            r->has_resp = true;
+            runlane_dashboard_response_destroy(resp);
+        }
+        break;
+    }
+    case OpKind::DashboardSample:
+        rc = runlane_dashboard_sample(a.dash);
+        break;
     }
     if (rc != RUNLANE_OK) {
         r->err = capture(rc);
@@ -340,6 +391,13 @@ Napi::Value result_value(Napi::Env env, const OpArgs &a, const OpResult &r) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("id", Napi::String::New(env, r.str));
         o.Set("duplicate", Napi::Boolean::New(env, r.dup));
+        return o;
+    }
+    if (r.has_resp) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("status", Napi::Number::New(env, r.status));
+        o.Set("headers", Napi::String::New(env, r.headers));
+        o.Set("body", Napi::Buffer<char>::Copy(env, r.body.data(), r.body.size()));
         return o;
     }
     if (r.has_str) return Napi::String::New(env, r.str);
@@ -365,13 +423,15 @@ void op_done(Napi::Env env, Bridge *b, Napi::Object keep) {
 // A short store call in the libuv threadpool.
 class Op : public Napi::AsyncWorker {
    public:
-    Op(Napi::Env env, Bridge *b, Napi::Object keep, OpArgs args)
+    Op(Napi::Env env, Bridge *b, Napi::Object keep, OpArgs args, Napi::Value keep2)
         : Napi::AsyncWorker(env, "runlane"),
           b_(b),
           rl_(b->rl),
           keep_(Napi::Persistent(keep)),
           args_(std::move(args)),
-          deferred_(Napi::Promise::Deferred::New(env)) {}
+          deferred_(Napi::Promise::Deferred::New(env)) {
+        if (keep2.IsObject()) keep2_ = Napi::Persistent(keep2.As<Napi::Object>());
+    }
 
     Napi::Promise Promise() { return deferred_.Promise(); }
 
@@ -398,6 +458,7 @@ class Op : public Napi::AsyncWorker {
     Bridge *b_;
     runlane_t *rl_;
     Napi::ObjectReference keep_;
+    Napi::ObjectReference keep2_;  // the dashboard External of a dashboard op
     OpArgs args_;
     OpResult res_;
     Napi::Promise::Deferred deferred_;
@@ -589,6 +650,7 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
     Napi::Object keep = info[0].As<Napi::Object>();
     std::string op = req_string(info, 1);
     OpArgs a;
+    Napi::Value keep2 = env.Undefined();
     bool long_op = false;
     if (op == "enqueue") {
         a.kind = OpKind::Enqueue;
@@ -663,6 +725,26 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
         a.kind = OpKind::MapSet;
         a.s1 = req_string(info, 2);
         a.s2 = req_string(info, 3);
+    } else if (op == "dashboard_handle") {
+        // (dash, method, path, query|null, body: Buffer|null, csrf|null)
+        a.kind = OpKind::DashboardHandle;
+        a.dash = dash_arg(info, 2)->d;
+        keep2 = info[2];
+        a.s1 = req_string(info, 3);
+        a.s2 = req_string(info, 4);
+        a.has3 = opt_string(info, 5, &a.s3);
+        if (info.Length() > 6 && info[6].IsBuffer()) {
+            Napi::Buffer<char> buf = info[6].As<Napi::Buffer<char>>();
+            a.bytes.assign(buf.Data(), buf.Length());
+            a.has_bytes = true;
+        } else if (info.Length() > 6 && !info[6].IsNull() && !info[6].IsUndefined()) {
+            throw Napi::TypeError::New(env, "runlane: dashboard_handle: the body must be a Buffer or null");
+        }
+        a.has4 = opt_string(info, 7, &a.s4);
+    } else if (op == "dashboard_sample") {
+        a.kind = OpKind::DashboardSample;
+        a.dash = dash_arg(info, 2)->d;
+        keep2 = info[2];
     } else {
         throw Napi::TypeError::New(env, "runlane: unknown bridge op \"" + op + "\"");
     }
@@ -670,7 +752,7 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
     // A C string ends at the first NUL: such an argument cannot reach the
     // core whole ("victim\0x" would become "victim"), so it is refused here
     // rather than cut. Text carried in JSON is the core's to check.
-    for (const std::string *s : {&a.s1, &a.s2, &a.s3}) {
+    for (const std::string *s : {&a.s1, &a.s2, &a.s3, &a.s4}) {
         if (s->find('\0') == std::string::npos) continue;
         Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
         std::string msg = "runlane: " + op +
@@ -701,8 +783,28 @@ Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info) {
     }
     if (long_op) return start_long_op(env, b, keep, a);
     b->ops++;
-    Op *w = new Op(env, b, keep, std::move(a));
+    Op *w = new Op(env, b, keep, std::move(a), keep2);
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
+}
+
+// dashboard_new(bridge, options_json|null) -> dashboard handle (External).
+// On the JS thread: runlane_dashboard_new makes no store call.
+Napi::Value rlnode_dashboard_new(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    Bridge *b = bridge_arg(info, 0);
+    std::string opts;
+    bool has_opts = opt_string(info, 1, &opts);
+    if (b->destroyed || b->destroying)
+        throw Napi::Error(env, error_value(env, make_info(RUNLANE_ERR_DESTROYED,
+                                                          "runlane: the client is closed"),
+                                           &b->error_factory));
+    runlane_dashboard_t *d = runlane_dashboard_new(b->rl, has_opts ? opts.c_str() : nullptr);
+    if (!d)
+        throw Napi::Error(env, error_value(env, capture(runlane_error_code(runlane_error_last())),
+                                           &b->error_factory));
+    Dash *dash = new Dash();
+    dash->d = d;
+    return Napi::External<Dash>::New(env, dash, dash_finalize);
 }

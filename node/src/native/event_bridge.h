@@ -57,6 +57,12 @@ Napi::Value rlnode_bridge_close(const Napi::CallbackInfo &info);
 // stop(mode, timeout_ms); destroy(); conversation_create(metadata|null) and
 // thread_create(metadata|null) -> id (HTTP, on a thread of their own). After destroy every op rejects with
 // RUNLANE_ERR_DESTROYED; destroy waits for the ops already running.
+// dashboard_handle(dash, method, path, query|null, body: Buffer|null,
+// csrf|null) -> {status, headers: JSON string, body: Buffer} and
+// dashboard_sample(dash): runlane_dashboard_handle/_sample in the threadpool.
 Napi::Value rlnode_bridge_call(const Napi::CallbackInfo &info);
+// dashboard_new(bridge, options_json|null) -> dashboard handle (an External
+// freed by its GC finalizer). Throws on bad options or a closed client.
+Napi::Value rlnode_dashboard_new(const Napi::CallbackInfo &info);
 
 #endif

@@ -14,6 +14,8 @@ import { raw } from './native';
 export { AssistantMessageQueue, buildConf, isConfigOption, runlaneConfigProperties } from './queue';
 export type { CloseOptions } from './queue';
 export { Batch } from './batch';
+export { RunlaneDashboard, runlaneDashboard } from './dashboard';
+export type { RunlaneDashboardOptions, DashboardMiddleware, DashboardRequest, DashboardResponse } from './dashboard';
 export type { PropertyInfo, ConfigValue } from './config';
 export type { RunlaneConfigOptions } from './options.generated';
 export { CONFIG_KEYS } from './options.generated';

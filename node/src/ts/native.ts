@@ -11,6 +11,10 @@ import path from 'node:path';
 export interface Pointer {
   readonly __runlanePointer?: never;
 }
+/** A dashboard handler (runlane_dashboard_t in a Napi::External, freed by its GC finalizer). */
+export interface DashboardHandle {
+  readonly __runlaneDashboard?: never;
+}
 /** The bridge handle of one client (a Napi::External). */
 export interface BridgeHandle {
   readonly __runlaneBridge?: never;
@@ -90,6 +94,19 @@ export interface RawAddon {
   bridge_call(bridge: BridgeHandle, op: 'conversation_create' | 'thread_create', metadata: string | null): Promise<string>;
   bridge_call(bridge: BridgeHandle, op: 'map_get', key: string): Promise<string | null>;
   bridge_call(bridge: BridgeHandle, op: 'map_set', key: string, providerId: string): Promise<void>;
+  bridge_call(
+    bridge: BridgeHandle,
+    op: 'dashboard_handle',
+    dash: DashboardHandle,
+    method: string,
+    path: string,
+    query: string | null,
+    body: Buffer | null,
+    csrf: string | null,
+  ): Promise<{ status: number; headers: string; body: Buffer }>;
+  bridge_call(bridge: BridgeHandle, op: 'dashboard_sample', dash: DashboardHandle): Promise<void>;
+  dashboard_new(bridge: BridgeHandle, optionsJson: string | null): DashboardHandle;
+  RUNLANE_DASHBOARD_BODY_MAX: number;
   bridge_call(bridge: BridgeHandle, op: 'map_forget', key: string): Promise<void>;
   bridge_call(bridge: BridgeHandle, op: 'migrate', key: string, threadId: string | null): Promise<string>;
 }

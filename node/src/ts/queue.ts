@@ -764,6 +764,14 @@ export class AssistantMessageQueue extends EventEmitter implements BatchSettler 
     return this.opened(internal).then(() => fn(this.bridge!));
   }
 
+  /**
+   * @internal The dashboard adapter's way to the bridge (dashboard.ts): a
+   * call once the queue is open, refused with ClosedError after close.
+   */
+  _bridgeCall<T>(fn: (b: BridgeHandle) => Promise<T> | T): Promise<T> {
+    return this.call(async (b) => fn(b));
+  }
+
   private rawCall<T>(fn: () => T): T {
     try {
       return fn();

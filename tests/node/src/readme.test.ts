@@ -73,11 +73,39 @@ const queue = new AssistantMessageQueue({ backend: 'responses', openaiModel: 'gp
 await queue.startWorker();`,
     '',
   ],
+  // The Express mount: requireOperator lets every request through; the
+  // page and the session answer over HTTP, then the server closes.
+  dashboard: [
+    `const requireOperator = (req, res, next) => next();`,
+    `if (!server.listening) await new Promise((r) => server.once('listening', r));
+const port = server.address().port;
+const page = await fetch('http://127.0.0.1:' + port + '/ops/lanes/');
+if (page.status !== 200 || !(await page.text()).includes('<html')) throw new Error('page: ' + page.status);
+const s = await fetch('http://127.0.0.1:' + port + '/ops/lanes/api/session');
+if (s.status !== 200 || !(await s.json()).csrf_token) throw new Error('session: ' + s.status);
+await new Promise((r) => server.close(r));`,
+  ],
+  // The NestJS mount: the app starts; the guard refuses a request without
+  // the token and lets one with it through to the dashboard.
+  'nest-dashboard': [
+    `require('reflect-metadata');
+process.env.OPS_TOKEN = 'ops-secret';`,
+    `const { NestFactory } = require('@nestjs/core');
+const nest = await NestFactory.create(AppModule, { logger: false, abortOnError: false });
+await nest.listen(0, '127.0.0.1');
+const base = 'http://127.0.0.1:' + nest.getHttpServer().address().port + '/ops/lanes/';
+const denied = await fetch(base + 'api/session');
+if (denied.status !== 403) throw new Error('without the token: ' + denied.status);
+const s = await fetch(base + 'api/session', { headers: { authorization: 'Bearer ops-secret' } });
+if (s.status !== 200 || !(await s.json()).csrf_token) throw new Error('session: ' + s.status);
+await nest.close();`,
+  ],
 };
 
 // setup -> [text of the block, what the harness runs instead]
 const SUBST: Record<string, [string, string][]> = {
   http: [["'where is my order 1234?'", `'where is my order 1234? [[tool:lookup_order {"id": 1234}]]'`]],
+  dashboard: [['app.listen(8080)', "app.listen(0, '127.0.0.1')"]],
 };
 
 interface Program {

@@ -7,6 +7,8 @@ export { RunlaneRegistry } from './registry';
 export type { RegisteredQueue } from './registry';
 export { AssistantTool, OnRunlaneEvent, RunlaneHandler, InjectRunlaneQueue, InjectQueue } from './decorators';
 export { RunlaneHealthIndicator } from './health';
+export { RunlaneDashboardModule } from './dashboard';
+export type { RunlaneDashboardModuleOptions } from './dashboard';
 export type { RunlaneHealthOptions, RunlaneHealthResult, RunlaneHealthDetails } from './health';
 export {
   DEFAULT_QUEUE_NAME,
