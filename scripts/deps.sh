@@ -19,6 +19,9 @@ need_pkg libcurl4-openssl-dev
 need_pkg libcjson-dev
 # `runlane dashboard` serves HTTP with libmicrohttpd.
 need_pkg libmicrohttpd-dev
+# The dashboard's browser test (tests/browser) drives Debian's chromium,
+# headless, with playwright-core (no browser download).
+need_cmd chromium chromium
 need_cmd redis-server redis-server
 need_cmd redis-cli redis-tools
 # TLS tests (tests/c/test_tls.c, cli_tls, tests/python/test_tls.py and the

@@ -51,6 +51,10 @@ c_suite() { # build dir, cmake options...
 
 step "C suite" c_suite build/default
 step "emulator tests" "$VPY" -m pytest -q -p no:cacheprovider tests/emulator
+# The dashboard through `runlane dashboard` in Debian's chromium, headless
+# (playwright-core): live traffic, a dead letter retried from the page;
+# screenshots in build/browser-artifacts/.
+step "dashboard in a browser" tests/browser/run.sh
 
 valgrind_one() { # one C test of the default build under valgrind (leaks: definite)
   local t=$1 rc=0

@@ -169,6 +169,7 @@ int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_conversation(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_thread(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_migrate(cli_ctx_t *ctx, int argc, char **argv);
+int cli_cmd_dashboard(cli_ctx_t *ctx, int argc, char **argv);
 /* The worker for the HTTP backends (cmd_http.c); max_replies 0 = no limit. */
 int cli_http_worker(cli_ctx_t *ctx, const char *backend, const char *tool_exec, int print_deltas,
                     uint64_t max_replies, uint64_t concurrency, double idle_exit_s, double drain_s);
@@ -188,6 +189,7 @@ extern const char cli_help_demo[];
 extern const char cli_help_conversation[];
 extern const char cli_help_thread[];
 extern const char cli_help_migrate[];
+extern const char cli_help_dashboard[];
 
 /* Prints a help text to stdout and returns 0. */
 int cli_print_help(const char *text);

@@ -38,6 +38,7 @@ const char cli_help_main[] =
     "  thread create                  create an Assistants API thread (prints its id)\n"
     "  conversation get|map|forget    a conversation key's provider conversation\n"
     "  migrate KEY [--thread ID]      copy an Assistants thread into a Responses conversation\n"
+    "  dashboard [--listen HOST:PORT] serve the web dashboard (loopback by default)\n"
     "  demo                           bursts batched per conversation, end to end\n"
     "  help [COMMAND]                 help of a command\n"
     "\n" GLOBAL_OPTIONS
@@ -250,6 +251,30 @@ const char cli_help_migrate[] =
     "backend continues there. Prints {\"conversation_id\",\"thread_id\",\"copied\",\"total\"}.\n"
     "Resumable: run it again after a failure and it copies only what is missing; once done it\n"
     "copies nothing. Run one migration of a key at a time, while no turn of the key runs.\n"
+    "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;
+
+const char cli_help_dashboard[] =
+    "Usage: runlane dashboard [--listen HOST:PORT] [--token TOKEN] [--read-only]\n"
+    "                         [--history-interval SECS]\n"
+    "\n"
+    "Serves the web dashboard of the store (totals and their history, conversations by\n"
+    "state, one conversation, dead letters; retry/purge dead letters, release a stuck\n"
+    "lease) until SIGINT or SIGTERM. Prints \"runlane dashboard: listening on URL\" once\n"
+    "it listens. Built only when libmicrohttpd was found.\n"
+    "\n"
+    "Options:\n"
+    "  -l, --listen HOST:PORT  address to listen on (default 127.0.0.1:8080; port 0 picks\n"
+    "                          a free one). A loopback address needs no token, and then\n"
+    "                          only loopback Host headers are served (DNS rebinding).\n"
+    "                          Any other address requires a token.\n"
+    "  --token TOKEN           16..256 characters of A-Z a-z 0-9 - _ . ~ (or the\n"
+    "                          RUNLANE_DASHBOARD_TOKEN environment variable, which other\n"
+    "                          users cannot read in the process list). Every request must\n"
+    "                          carry it: \"Authorization: Bearer TOKEN\", or open\n"
+    "                          URL?token=TOKEN once and the browser keeps it in an\n"
+    "                          HttpOnly cookie.\n"
+    "  --read-only             refuse every action (403)\n"
+    "  --history-interval SECS spacing of the totals history samples (default 10)\n"
     "\n" GLOBAL_OPTIONS "\n" EXIT_CODES;
 
 const char cli_help_thread[] =

@@ -23,6 +23,7 @@ static const struct {
     {"conversation", cli_cmd_conversation, cli_help_conversation},
     {"thread", cli_cmd_thread, cli_help_thread},
     {"migrate", cli_cmd_migrate, cli_help_migrate},
+    {"dashboard", cli_cmd_dashboard, cli_help_dashboard},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -74,7 +75,7 @@ int main(int argc, char **argv) {
         if (!cli_global_option(&p, arg)) cli_usage_fail(&ctx, "unknown option %s", arg);
     }
     if (p.i >= p.argc)
-        cli_usage_fail(&ctx, "no command given (enqueue, touch, status, dead, worker, config, demo, conversation, thread, migrate)");
+        cli_usage_fail(&ctx, "no command given (enqueue, touch, status, dead, worker, config, demo, conversation, thread, migrate, dashboard)");
     const char *name = p.argv[p.i++];
     if (strcmp(name, "help") == 0) {
         if (p.i >= p.argc) return cli_print_help(cli_help_main);
