@@ -242,10 +242,15 @@ class MultiRedis:
         if self.kind == "sentinel":
             ms = self.masters()
             return bool(ms) and ms[0][0] != dead_port
+        # Not just cluster_state:ok: that stays ok until the node timeout flags the master as
+        # failed, and a node restarted before its replica took over would come back an empty
+        # master of its slots (no persistence here), losing what it held.
         for p in self.ports:
             if p == dead_port:
                 continue
-            return "cluster_state:ok" in self.cli(p, "cluster", "info")
+            if "cluster_state:ok" not in self.cli(p, "cluster", "info"):
+                return False
+            return dead_port not in [m[0] for m in self.masters() if m[2] > 0]
         return False
 
     def restart(self, port):
@@ -275,15 +280,35 @@ class MultiRedis:
         if len(ms) < 2:
             return None
         src, dst = r.sample(ms, 2)
+        # Not every slot: a master left without slots stops voting, and with two voting
+        # masters left no failover could win a majority after the kill -9. reshard moves the
+        # source's lowest slots first: move them up to its lowest slot that holds keys, so
+        # that an active partition moves.
+        slots = sorted(int(x) for x in set(
+            self.cli(src[0], "eval", "local o={} local c='0' repeat local r=redis.call("
+                     "'SCAN',c,'COUNT',1000) c=r[1] for _,k in ipairs(r[2]) do o[#o+1]="
+                     "redis.call('CLUSTER','KEYSLOT',k) end until c=='0' return o", "0").split()))
+        mine = []
+        for line in self.cli(src[0], "cluster", "nodes").splitlines():
+            if "myself" in line:
+                for rg in line.split()[8:]:
+                    if not rg.startswith("["):
+                        a, _, b = rg.partition("-")
+                        mine += range(int(a), int(b or a) + 1)
+        if not slots or not mine:
+            return None
+        n = sorted(mine).index(slots[0]) + 1 if slots[0] in mine else len(mine) // 2
+        n = min(n, len(mine) - 1)
         p = subprocess.run(["redis-cli", "--cluster", "reshard", "127.0.0.1:%d" % dst[0],
                             "--cluster-from", src[1], "--cluster-to", dst[1],
-                            "--cluster-slots", str(src[2]), "--cluster-yes",
+                            "--cluster-slots", str(n), "--cluster-yes",
                             "--cluster-pipeline", "50"],
                            capture_output=True, text=True, timeout=300)
         if p.returncode != 0:
             log("reshard failed: %s" % (p.stdout[-500:] + p.stderr[-500:]))
             return None
-        return "%d slots %d -> %d" % (src[2], src[0], dst[0])
+        return "%d slots %d -> %d (up to slot %d, which holds keys)" % (n, src[0], dst[0],
+                                                                         slots[0])
 
     def stop(self):
         subprocess.run([self.script, "stop", self.dir], capture_output=True, timeout=60)
