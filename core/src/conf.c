@@ -274,8 +274,11 @@ static runlane_err_t validate_store(const char *v, char *errstr, size_t n) {
         if (!v[9]) return invalid(errstr, n, "store: memory:// needs a name, e.g. memory://jobs");
         return RUNLANE_OK;
     }
-    if (strncmp(v, "redis://", 8) == 0 || strncmp(v, "unix://", 7) == 0) return RUNLANE_OK;
-    if (strncmp(v, "rediss://", 9) == 0) {
+    if (strncmp(v, "redis://", 8) == 0 || strncmp(v, "unix://", 7) == 0 ||
+        strncmp(v, "redis+cluster://", 16) == 0 || strncmp(v, "redis+sentinel://", 17) == 0)
+        return RUNLANE_OK;
+    if (strncmp(v, "rediss://", 9) == 0 || strncmp(v, "rediss+cluster://", 17) == 0 ||
+        strncmp(v, "rediss+sentinel://", 18) == 0) {
 #ifdef RUNLANE_HAVE_HIREDIS_SSL
         return RUNLANE_OK;
 #else
@@ -285,8 +288,9 @@ static runlane_err_t validate_store(const char *v, char *errstr, size_t n) {
 #endif
     }
     return invalid(errstr, n,
-                   "store: expected memory, memory://NAME, redis://[user:password@]host:port/db "
-                   "or unix:///path/to/socket");
+                   "store: expected memory, memory://NAME, redis://[user:password@]host:port/db, "
+                   "unix:///path/to/socket, redis+cluster://host:port[,host:port...] or "
+                   "redis+sentinel://host:port[,host:port...]/MASTER");
 }
 
 /* Keys whose value is sent as an HTTP header (besides openai.headers). */

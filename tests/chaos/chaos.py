@@ -164,6 +164,156 @@ class Redis:
         self.up = False
 
 
+class MultiRedis:
+    """A private Redis Cluster (3 masters, 3 replicas) or Sentinel setup (1 master, 1 replica,
+    3 sentinels) from scripts/redis-cluster.sh / redis-sentinel.sh. Its faults are a kill -9 of
+    a master (a replica is promoted; the killed node comes back later as a replica) and, in a
+    Cluster, a live `redis-cli --cluster reshard` of every slot of one master to another (so
+    slots holding active partitions move while workers run)."""
+
+    def __init__(self, workdir, kind):
+        self.kind = kind
+        self.dir = os.path.join(workdir, "redis-" + kind)
+        self.script = os.path.join(ROOT, "scripts", "redis-%s.sh" % kind)
+        self.url = None
+        self.ports = []
+        self.up = True
+        self.port = 0
+
+    def start(self):
+        p = subprocess.run([self.script, "start", self.dir], capture_output=True, text=True,
+                           timeout=120)
+        if p.returncode != 0:
+            raise SetupError("redis %s did not start: %s" % (self.kind, p.stderr.strip()))
+        self.url = p.stdout.strip()
+        self.ports = [int(x) for x in open(os.path.join(self.dir, "ports")).read().split()]
+        self.port = self.ports[0]
+        return self.port
+
+    def cli(self, port, *args, timeout=30):
+        return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port)] + list(args),
+                              capture_output=True, text=True, timeout=timeout).stdout
+
+    def _node_dir(self, port):
+        return os.path.join(self.dir, ("node-%d" if self.kind == "cluster" else "data-%d") % port)
+
+    def masters(self):
+        """[(port, node id, slot count)] of the masters that are up (Cluster); [(port,)] of the
+        master the sentinels name (Sentinel)."""
+        if self.kind == "sentinel":
+            for s in self.ports[2:]:
+                out = self.cli(s, "sentinel", "get-master-addr-by-name", "mymaster").split()
+                if len(out) == 2:
+                    return [(int(out[1]), None, 0)]
+            return []
+        for p in self.ports:
+            out = self.cli(p, "cluster", "nodes")
+            if not out.strip():
+                continue
+            res = []
+            for line in out.splitlines():
+                f = line.split()
+                if "master" in f[2] and "fail" not in f[2]:
+                    slots = 0
+                    for r in f[8:]:
+                        if r.startswith("["):
+                            continue
+                        a, _, b = r.partition("-")
+                        slots += int(b or a) - int(a) + 1
+                    res.append((int(f[1].split(":")[1].split("@")[0]), f[0], slots))
+            return sorted(res)
+        return []
+
+    def kill_master(self, r):
+        """kill -9 a master that owns slots; returns its port (restart() brings it back)."""
+        ms = [m for m in self.masters() if self.kind == "sentinel" or m[2] > 0]
+        if not ms:
+            return None
+        port = r.choice(ms)[0]
+        try:
+            pid = int(open(os.path.join(self._node_dir(port), "redis.pid")).read().strip())
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            return None
+        return port
+
+    def promoted(self, dead_port):
+        """True once another node serves as the master (in a Cluster: every slot is covered)."""
+        if self.kind == "sentinel":
+            ms = self.masters()
+            return bool(ms) and ms[0][0] != dead_port
+        # Not just cluster_state:ok: that stays ok until the node timeout flags the master as
+        # failed, and a node restarted before its replica took over would come back an empty
+        # master of its slots (no persistence here), losing what it held.
+        for p in self.ports:
+            if p == dead_port:
+                continue
+            if "cluster_state:ok" not in self.cli(p, "cluster", "info"):
+                return False
+            return dead_port not in [m[0] for m in self.masters() if m[2] > 0]
+        return False
+
+    def restart(self, port):
+        """The killed node again, on its port and dir: it rejoins as a replica."""
+        nd = self._node_dir(port)
+        args = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", nd,
+                "--save", "", "--appendonly", "no", "--daemonize", "yes",
+                "--pidfile", os.path.join(nd, "redis.pid"),
+                "--logfile", os.path.join(nd, "redis.log")]
+        if self.kind == "cluster":
+            args += ["--cluster-enabled", "yes", "--cluster-config-file",
+                     os.path.join(nd, "nodes.conf"), "--cluster-node-timeout", "2000"]
+            # The cluster bus port is kept in nodes.conf's "myself" line.
+            for line in open(os.path.join(nd, "nodes.conf")):
+                if "myself" in line:
+                    args += ["--cluster-port", line.split()[1].split("@")[1].split(",")[0]]
+        else:
+            ms = self.masters()
+            if ms:
+                args += ["--replicaof", "127.0.0.1", str(ms[0][0])]
+        subprocess.run(args, capture_output=True, timeout=30)
+
+    def reshard(self, r):
+        """Every slot of one master moved to another master with redis-cli --cluster reshard
+        (live: MOVED/ASK for the clients while it runs). Returns a description or None."""
+        ms = [m for m in self.masters() if m[2] > 0]
+        if len(ms) < 2:
+            return None
+        src, dst = r.sample(ms, 2)
+        # Not every slot: a master left without slots stops voting, and with two voting
+        # masters left no failover could win a majority after the kill -9. reshard moves the
+        # source's lowest slots first: move them up to its lowest slot that holds keys, so
+        # that an active partition moves.
+        slots = sorted(int(x) for x in set(
+            self.cli(src[0], "eval", "local o={} local c='0' repeat local r=redis.call("
+                     "'SCAN',c,'COUNT',1000) c=r[1] for _,k in ipairs(r[2]) do o[#o+1]="
+                     "redis.call('CLUSTER','KEYSLOT',k) end until c=='0' return o", "0").split()))
+        mine = []
+        for line in self.cli(src[0], "cluster", "nodes").splitlines():
+            if "myself" in line:
+                for rg in line.split()[8:]:
+                    if not rg.startswith("["):
+                        a, _, b = rg.partition("-")
+                        mine += range(int(a), int(b or a) + 1)
+        if not slots or not mine:
+            return None
+        n = sorted(mine).index(slots[0]) + 1 if slots[0] in mine else len(mine) // 2
+        n = min(n, len(mine) - 1)
+        p = subprocess.run(["redis-cli", "--cluster", "reshard", "127.0.0.1:%d" % dst[0],
+                            "--cluster-from", src[1], "--cluster-to", dst[1],
+                            "--cluster-slots", str(n), "--cluster-yes",
+                            "--cluster-pipeline", "50"],
+                           capture_output=True, text=True, timeout=300)
+        if p.returncode != 0:
+            log("reshard failed: %s" % (p.stdout[-500:] + p.stderr[-500:]))
+            return None
+        return "%d slots %d -> %d (up to slot %d, which holds keys)" % (n, src[0], dst[0],
+                                                                         slots[0])
+
+    def stop(self):
+        subprocess.run([self.script, "stop", self.dir], capture_output=True, timeout=60)
+
+
 # ---------------------------------------------------------------------------------------------
 # The OpenAI emulator (its own process; driven through its control endpoints)
 
@@ -360,7 +510,9 @@ class Chaos:
         self.rng = random.Random(self.seed)
         self.bin = opts.bin
         self.workdir = opts.workdir
-        self.redis = Redis(self.workdir)
+        self.multi = getattr(opts, "redis", "single") or "single"
+        self.redis = (Redis(self.workdir) if self.multi == "single"
+                      else MultiRedis(self.workdir, self.multi))
         self.emulator = None
         self.workers = []
         self.worker_seq = 0
@@ -375,6 +527,7 @@ class Chaos:
         self.checks = []       # (name, ok, detail)
         self.breaks = opts.breaks
         self.double_create = None
+        self.reshard_threads = []
 
     # -- configuration shared by every client of the queue --
 
@@ -390,6 +543,10 @@ class Chaos:
             "backoff.max.ms": "3000",
             "redis.connect.timeout.ms": "1000",
             "redis.command.timeout.ms": "3000",
+            # Through a Cluster or Sentinel a master is killed: what it acknowledged must be
+            # on a replica already (WAIT), or the promoted replica would not have it.
+            **({} if self.multi == "single" else
+               {"redis.wait.replicas": "1", "redis.wait.timeout.ms": "2000"}),
         }
 
     def worker_config(self):
@@ -412,6 +569,8 @@ class Chaos:
 
     @property
     def store(self):
+        if self.multi != "single":
+            return self.redis.url
         return "redis://127.0.0.1:%d/0" % self.redis.port
 
     def cli(self, *args, config=None, timeout=60):
@@ -527,7 +686,11 @@ class Chaos:
         nr = self.size["restarts"]
         for k in range(nr):
             span = (hi - lo) / nr
-            ev.append((t0 + lo + span * k + r.uniform(0.2, 0.8) * span, "redis_restart"))
+            # Through a Cluster the first fault is a live reshard, the next a master's kill -9;
+            # through Sentinel every one is a master's kill -9.
+            kind = ("redis_restart" if self.multi == "single" else
+                    "reshard" if self.multi == "cluster" and k % 2 == 0 else "master_kill")
+            ev.append((t0 + lo + span * k + r.uniform(0.2, 0.8) * span, kind))
         for _ in range(self.size["kills"]):
             ev.append((t0 + r.uniform(lo, hi), "kill"))
         for _ in range(self.size["pauses"]):
@@ -572,6 +735,26 @@ class Chaos:
             self.events.append((now, "SIGSTOP %s for %.1fs" % (w.name, pause_s)))
             log("SIGSTOP %s for %.1fs" % (w.name, pause_s))
             pending.append((now + pause_s, "resume", w))
+        elif kind == "reshard":
+            # In a thread: the reshard takes seconds, the other chaos goes on meanwhile.
+            def run():
+                t = time.time()
+                what = self.redis.reshard(r)
+                if what:
+                    self.counts["reshards"] += 1
+                    self.events.append((t, "reshard %s (%.1fs)" % (what, time.time() - t)))
+                    log("reshard: %s in %.1fs" % (what, time.time() - t))
+            th = threading.Thread(target=run, daemon=True)
+            th.start()
+            self.reshard_threads.append(th)
+        elif kind == "master_kill":
+            port = self.redis.kill_master(r)
+            if port is None:
+                return
+            self.counts["master_kills"] += 1
+            self.events.append((now, "kill -9 redis master %d" % port))
+            log("kill -9 redis master on port %d" % port)
+            pending.append((now + 0.5, "promoted?", (port, now)))
         elif kind == "redis_restart":
             if not self.redis.up:
                 return
@@ -586,6 +769,19 @@ class Chaos:
             w = self.start_worker(arg)
             self.events.append((time.time(), "started %s" % w.name))
             log("started replacement %s" % w.name)
+        elif what == "promoted?":
+            port, t = arg
+            if self.redis.promoted(port):
+                log("redis: a replica took over from %d after %.1fs" % (port, time.time() - t))
+                self.events.append((time.time(), "replica promoted (%.1fs)" % (time.time() - t)))
+                self.redis.restart(port)
+                log("redis: %d started again (a replica now)" % port)
+            elif time.time() - t > 60:
+                self.counts["promotion_timeouts"] += 1
+                log("redis: no replica took over from %d within 60s" % port)
+                self.redis.restart(port)
+            else:
+                return [(time.time() + 0.25, "promoted?", arg)]
         elif what == "redis_up":
             self.redis.start()
             down = time.monotonic() - self.redis_down_at
@@ -660,7 +856,10 @@ class Chaos:
         self.py = self.find_python()
         self.node_pkg = self.find_node()
         port = self.redis.start()
-        log("redis on 127.0.0.1:%d (appendonly yes, dir %s)" % (port, self.redis.dir))
+        if self.multi == "single":
+            log("redis on 127.0.0.1:%d (appendonly yes, dir %s)" % (port, self.redis.dir))
+        else:
+            log("redis %s: %s (dir %s)" % (self.multi, self.redis.url, self.redis.dir))
         modes = dict(EMULATOR_MODES)
         if "request-log" in self.breaks:
             modes["request_log_drop_every"] = 50
@@ -705,7 +904,7 @@ class Chaos:
                 self.do_event(kind, r, pending)
             pending.sort(key=lambda x: x[0])
             while pending and pending[0][0] <= time.time():
-                self.do_pending(pending.pop(0))
+                pending.extend(self.do_pending(pending.pop(0)) or [])
             self.watch_workers(pending)
             producing = any(p.poll() is None for _, p in self.producers)
             if not producing and not events and not pending:
@@ -719,6 +918,8 @@ class Chaos:
                 log("t=%3.0fs replies=%d workers=%d live, events left %d"
                     % (now - t0, len(self.replies.lines), len(self.live_workers()), len(events)))
             time.sleep(0.05)
+        for th in self.reshard_threads:
+            th.join()
         T["produced"] = time.time()
         for plan, p in self.producers:
             if p.returncode != 0:
@@ -1132,10 +1333,24 @@ class Chaos:
         # the chaos happened
         C["faults"] = journal.get("faults", 0)
         C["requests"] = journal.get("requests", 0)
-        ok = C["kills"] >= 1 and C["pauses"] >= 1 and C["redis_restarts"] >= 1 and C["faults"] > 0
-        self.add_check("chaos happened (kills, pauses, Redis restarts, faults)", ok,
-                       "%d kills, %d pauses, %d restarts, %d faults" % (
-                           C["kills"], C["pauses"], C["redis_restarts"], C["faults"]))
+        if self.multi == "single":
+            ok = C["kills"] >= 1 and C["pauses"] >= 1 and C["redis_restarts"] >= 1 \
+                and C["faults"] > 0
+            self.add_check("chaos happened (kills, pauses, Redis restarts, faults)", ok,
+                           "%d kills, %d pauses, %d restarts, %d faults" % (
+                               C["kills"], C["pauses"], C["redis_restarts"], C["faults"]))
+        else:
+            # Through a Cluster: at least one live reshard and one master's kill -9 with a
+            # replica promoted; through Sentinel: the kill -9 and the promotion.
+            ok = C["kills"] >= 1 and C["pauses"] >= 1 and C["master_kills"] >= 1 \
+                and not C["promotion_timeouts"] and C["faults"] > 0 \
+                and (self.multi != "cluster" or C["reshards"] >= 1)
+            self.add_check("chaos happened (kills, pauses, %s, master kill -9 + promotion, "
+                           "faults)" % ("reshard" if self.multi == "cluster" else "sentinel"), ok,
+                           "%d kills, %d pauses, %d reshards, %d master kills, %d promotions "
+                           "timed out, %d faults" % (
+                               C["kills"], C["pauses"], C["reshards"], C["master_kills"],
+                               C["promotion_timeouts"], C["faults"]))
 
         # counters for the table
         self.count_logs()
@@ -1210,6 +1425,8 @@ class Chaos:
             ("kills (kill -9)", C["kills"]),
             ("pauses (SIGSTOP > lease)", C["pauses"]),
             ("redis restarts", C["redis_restarts"]),
+            ("redis reshards", C["reshards"]),
+            ("redis master kills", C["master_kills"]),
             ("faults injected", C["faults"]),
             ("API requests", C["requests"]),
             ("retries seen (failed attempts)", C["retries"]),
@@ -1427,6 +1644,10 @@ def main():
     ap.add_argument("--emulator-seed", type=int, default=None,
                     help="seed of the emulator's faults (default: --seed)")
     ap.add_argument("--bin", default=os.environ.get("RUNLANE_BIN"))
+    ap.add_argument("--redis", choices=["single", "cluster", "sentinel"], default="single",
+                    help="one redis-server (restarted), a 3-master Cluster (live reshard, master "
+                         "kill -9) or Sentinel (master kill -9); the last two with "
+                         "redis.wait.replicas=1")
     ap.add_argument("--workdir", default=None, help="where logs go (default: a new temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory when all passed")
     ap.add_argument("--break", dest="breaks", action="append", choices=sorted(BREAKS),
