@@ -51,10 +51,6 @@ c_suite() { # build dir, cmake options...
 
 step "C suite" c_suite build/default
 step "emulator tests" "$VPY" -m pytest -q -p no:cacheprovider tests/emulator
-# The dashboard through `runlane dashboard` in Debian's chromium, headless
-# (playwright-core): live traffic, a dead letter retried from the page;
-# screenshots in build/browser-artifacts/.
-step "dashboard in a browser" tests/browser/run.sh
 
 valgrind_one() { # one C test of the default build under valgrind (leaks: definite)
   local t=$1 rc=0
@@ -95,7 +91,14 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
 fi
 # The Node step keeps its installed app for the chaos run below.
 export RUNLANE_NODE_KEEP_APP="$ROOT/build/node-app"
+rm -rf "$RUNLANE_NODE_KEEP_APP"   # never a stale app from an earlier run
 if [ -x tests/node/run.sh ]; then step "Node package" tests/node/run.sh; fi
+# The dashboard in Debian's chromium, headless (playwright-core), through
+# `runlane dashboard`, the Node mount (the app kept above) and the ASGI mount
+# (the venv of the Python step): live traffic, a dead letter retried from the
+# page; screenshots in build/browser-artifacts/{cli,node,asgi}/. After the
+# Python and Node steps: it needs what they build (missing: it fails).
+step "dashboard in a browser" env RUNLANE_BROWSER_NODE_APP="$RUNLANE_NODE_KEEP_APP" tests/browser/run.sh
 # The built wheel and npm tarball (scripts/package.sh) installed and run in a
 # Debian 12 minimal chroot without build tools (needs root).
 step "clean-room install (wheel, npm tarball)" tests/install/cleanroom.sh

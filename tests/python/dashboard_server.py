@@ -2,7 +2,8 @@
 browser scenario (tests/browser) and for looking at it by hand::
 
     python tests/python/dashboard_server.py --store redis://127.0.0.1:6379/0 \\
-        [--set key.prefix=P]... [--path /ops/lanes] [--port 0] [--host 127.0.0.1]
+        [--set key.prefix=P]... [--path /ops/lanes] [--port 0] [--host 127.0.0.1] \\
+        [--history-interval-ms N]
 
 Run with the venv where ``pip install ./python uvicorn starlette`` was done
 (python/run_tests.sh's). The app is mounted under ``--path`` in a Starlette
@@ -35,6 +36,7 @@ def main():
     p.add_argument("--path", default="/ops/lanes")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--history-interval-ms", type=int, default=None)
     a = p.parse_args()
     config = {}
     for kv in a.set:
@@ -46,8 +48,11 @@ def main():
     if path == "/":
         p.error("--path must not be the root (the mount is tested under a path)")
 
+    opts = {}
+    if a.history_interval_ms is not None:
+        opts["history_interval_ms"] = a.history_interval_ms
     queue = runlane.AssistantMessageQueue(store=a.store, config=config)
-    web = Starlette(routes=[Mount(path, app=dashboard_app(queue))])
+    web = Starlette(routes=[Mount(path, app=dashboard_app(queue, **opts))])
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((a.host, a.port))

@@ -4,6 +4,7 @@
  *
  *   node dist/dashboard_server.js --store redis://127.0.0.1:6379/0 [--set key.prefix=P]...
  *        [--mount express|http|nest] [--path /ops/lanes] [--port 0] [--host 127.0.0.1]
+ *        [--history-interval-ms N]
  *
  * Run from the Node test app (tests/node/run.sh builds it into dist/; with
  * RUNLANE_NODE_KEEP_APP the app stays, e.g. build/node-app). Prints the
@@ -18,8 +19,24 @@ import type { AddressInfo } from 'node:net';
 
 import { AssistantMessageQueue, runlaneDashboard } from 'runlane';
 
-function parseArgs(argv: string[]): { store: string; config: Record<string, string>; mount: string; path: string; port: number; host: string } {
-  const out = { store: '', config: {} as Record<string, string>, mount: 'express', path: '/ops/lanes', port: 0, host: '127.0.0.1' };
+function parseArgs(argv: string[]): {
+  store: string;
+  config: Record<string, string>;
+  mount: string;
+  path: string;
+  port: number;
+  host: string;
+  historyIntervalMs?: number;
+} {
+  const out = {
+    store: '',
+    config: {} as Record<string, string>,
+    mount: 'express',
+    path: '/ops/lanes',
+    port: 0,
+    host: '127.0.0.1',
+    historyIntervalMs: undefined as number | undefined,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = (): string => {
@@ -36,6 +53,7 @@ function parseArgs(argv: string[]): { store: string; config: Record<string, stri
     else if (a === '--path') out.path = '/' + v().replace(/^\/+|\/+$/g, '');
     else if (a === '--port') out.port = Number(v());
     else if (a === '--host') out.host = v();
+    else if (a === '--history-interval-ms') out.historyIntervalMs = Number(v());
     else throw new Error(`unknown argument ${a}`);
   }
   if (!out.store) throw new Error('--store URL is required');
@@ -55,7 +73,7 @@ async function main(): Promise<void> {
     @Module({
       imports: [
         RunlaneModule.forRoot({ store: args.store, config: args.config, worker: false }),
-        RunlaneDashboardModule.register({ path: args.path }),
+        RunlaneDashboardModule.register({ path: args.path, historyIntervalMs: args.historyIntervalMs }),
       ],
     })
     class DashboardApp {}
@@ -70,10 +88,10 @@ async function main(): Promise<void> {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const express = require('express') as () => any;
       const app = express();
-      app.use(args.path, runlaneDashboard(queue));
+      app.use(args.path, runlaneDashboard(queue, { historyIntervalMs: args.historyIntervalMs }));
       server = http.createServer(app);
     } else {
-      const mw = runlaneDashboard(queue, { prefix: args.path });
+      const mw = runlaneDashboard(queue, { prefix: args.path, historyIntervalMs: args.historyIntervalMs });
       server = http.createServer((req, res) =>
         mw(req, res, () => {
           res.statusCode = 404;
