@@ -37,10 +37,10 @@ int cli_cmd_dashboard(cli_ctx_t *ctx, int argc, char **argv) {
 
 #include <microhttpd.h>
 
-/* The core refuses bodies over 16 KiB with 413; one byte more than that
- * is all this server ever keeps, so the core sees the overflow and the
- * memory per request stays bounded whatever a peer sends. */
-#define DASH_BODY_CAP (16384 + 1)
+/* The core refuses bodies over RUNLANE_DASHBOARD_BODY_MAX with 413; one
+ * byte more than that is all this server ever keeps, so the core sees the
+ * overflow and the memory per request stays bounded whatever a peer sends. */
+#define DASH_BODY_CAP (RUNLANE_DASHBOARD_BODY_MAX + 1)
 #define DASH_URI_MAX 8192 /* the core caps queries at 4096 */
 #define DASH_TOKEN_MIN 16
 #define DASH_TOKEN_MAX 256

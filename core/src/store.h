@@ -347,7 +347,11 @@ typedef struct rl_store_ops {
      * {"now_ms","total","truncated","items":[{"conversation_id","state",
      * "score_ms","attempts","owner","last_error"}]}: items offset..
      * offset+limit-1 of the matches; total counts the matches among those
-     * scanned, truncated says some members were not scanned. */
+     * scanned, truncated says some members were not scanned. The redis
+     * store counts "ready" and "leased" without a search exactly in
+     * O(log N); for the others it stops looking once more than
+     * offset+limit matched and 1,000 members were looked at (truncated),
+     * so a call's work does not grow with the queue. */
     int (*conv_list)(rl_store_t *st, const char *state, const char *search, size_t offset,
                      size_t limit, size_t scan, char **json_out);
 

@@ -1936,6 +1936,11 @@ static void json_str_or_null(rl_buf_t *b, const redisReply *r) {
         rl_buf_puts(b, "null");
 }
 
+/* Members a filtered list (pending, retrying, or a search) looks at past
+ * its page to count the total: the page polls every 2 s, so the work per
+ * call must not grow with the queue (see conv_list-2.lua). */
+#define RS_LIST_COUNT 1000
+
 /* One script per partition (pipelined), each returning its first
  * offset + limit matches; merged here by score. */
 static int r_conv_list(rl_store_t *st, const char *state, const char *search, size_t offset,
@@ -1962,6 +1967,7 @@ static int r_conv_list(rl_store_t *st, const char *state, const char *search, si
         cmd_addll(&cmds[p], (long long)(offset + limit));
         cmd_addll(&cmds[p], (long long)scan);
         cmd_add(&cmds[p], kp);
+        cmd_addll(&cmds[p], (long long)(scan < RS_LIST_COUNT ? scan : RS_LIST_COUNT));
     }
     int rc = rs_exec(s, cmds, np, rep);
     litem_t *v = NULL;
