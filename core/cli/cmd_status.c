@@ -288,7 +288,8 @@ static int dead_list(cli_ctx_t *ctx, runlane_t *rl, size_t offset, size_t limit,
         value_text(cells[r][1], 256, NULL, conv);
         trunc_text(cells[r][1], 256, 40);
         value_text(cells[r][2], 256, NULL, att);
-        if (cJSON_IsNumber(at))
+        /* in range before the cast (a stored value is not trusted) */
+        if (cJSON_IsNumber(at) && at->valuedouble >= 0 && at->valuedouble < 9e15)
             cli_format_time(cells[r][3], 256, (int64_t)at->valuedouble);
         else
             snprintf(cells[r][3], 256, "-");

@@ -73,8 +73,9 @@ struct runlane_dashboard_response_s {
 static int opt_int(const cJSON *o, const char *name, int64_t lo, int64_t hi, int64_t *v) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
     if (!it) return RUNLANE_OK;
-    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int64_t)it->valuedouble ||
-        it->valuedouble < (double)lo || it->valuedouble > (double)hi)
+    /* the range first: casting an out-of-range double is undefined */
+    if (!cJSON_IsNumber(it) || !(it->valuedouble >= (double)lo && it->valuedouble <= (double)hi) ||
+        it->valuedouble != (double)(int64_t)it->valuedouble)
         return rl_error_set(RUNLANE_ERR_INVALID_ARG, 0,
                             "runlane_dashboard_new: options.%s must be an integer in %lld..%lld",
                             name, (long long)lo, (long long)hi);
@@ -365,7 +366,7 @@ static void sample_put(runlane_dashboard_t *d, const cJSON *totals, int force) {
         s->t_ms = rl_now_ms();
         for (int i = 0; i < H_N; i++) {
             const cJSON *it = cJSON_GetObjectItemCaseSensitive(totals, hist_keys[i]);
-            s->v[i] = cJSON_IsNumber(it) ? (int64_t)it->valuedouble : 0;
+            s->v[i] = cJSON_IsNumber(it) ? rl_f64_to_i64(it->valuedouble) : 0;
         }
         d->ring_next = (d->ring_next + 1) % d->hist_size;
         if (d->ring_len < d->hist_size) d->ring_len++;
@@ -499,7 +500,7 @@ static runlane_dashboard_response_t *dead_page(runlane_dashboard_t *d, const cha
         rc = totals_get(d, &tj, &t);
         if (rc != RUNLANE_OK) return resp_rc(rc);
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(t, "dead");
-        total = cJSON_IsNumber(n) ? (size_t)n->valuedouble : 0;
+        total = cJSON_IsNumber(n) && n->valuedouble > 0 ? (size_t)rl_f64_to_i64(n->valuedouble) : 0;
         cJSON_Delete(t);
         runlane_free(tj);
         rc = runlane_dead_list(&json, d->rl, offset, limit);

@@ -28,6 +28,9 @@ void rl_error_copy(char *errstr, size_t errstr_size);
 
 /* ---- time (util.c) ---- */
 int64_t rl_now_ms(void);  /* wall clock, ms since the epoch */
+/* A number read from a peer (Redis, stored JSON) as an integer: NaN is 0,
+ * out-of-range values saturate (a plain cast of 1e300 or inf is undefined). */
+int64_t rl_f64_to_i64(double d);
 int64_t rl_mono_ms(void); /* monotonic, ms */
 
 /* ---- SIGPIPE (util.c) ----

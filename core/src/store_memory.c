@@ -591,7 +591,7 @@ static int take_pending(mstate_t *s, mconv_t *c, const rl_policy_t *pol, int64_t
         /* The remaining head message starts the next window. */
         cJSON *j = cJSON_Parse(c->pending.v[c->head].json);
         cJSON *ts = cJSON_GetObjectItemCaseSensitive(j, "ts_ms");
-        c->first_ms = cJSON_IsNumber(ts) ? (int64_t)ts->valuedouble : now;
+        c->first_ms = cJSON_IsNumber(ts) ? rl_f64_to_i64(ts->valuedouble) : now;
         cJSON_Delete(j);
     }
     return ok;
@@ -1082,7 +1082,7 @@ static int retry_at(mstate_t *s, const rl_policy_t *pol, size_t i, int64_t now) 
         rec_t r;
         cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         cJSON *ts = cJSON_GetObjectItemCaseSensitive(m, "ts_ms");
-        if (!oldest && cJSON_IsNumber(ts)) oldest = (int64_t)ts->valuedouble;
+        if (!oldest && cJSON_IsNumber(ts)) oldest = rl_f64_to_i64(ts->valuedouble);
         r.bytes = cJSON_IsString(content) ? (int64_t)strlen(content->valuestring) : 0;
         r.json = cJSON_PrintUnformatted(m);
         if (!r.json || !recvec_push(&nv, r)) {

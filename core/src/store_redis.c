@@ -471,8 +471,10 @@ static int stale(const char *conv) {
 static long long reply_ll(const redisReply *r) {
     if (!r) return 0;
     if (r->type == REDIS_REPLY_INTEGER) return r->integer;
-    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
-        return (long long)strtod(r->str, NULL);
+    if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) {
+        /* a score may come back as "inf" or "1e300" */
+        return rl_f64_to_i64(strtod(r->str, NULL));
+    }
     return 0;
 }
 
@@ -1222,7 +1224,7 @@ static int status_conv(rstore_t *s, const char *conv, char **json_out) {
     else
         rl_buf_puts(&b, ",\"lease_expires_ms\":null");
     if (*due)
-        rl_buf_printf(&b, ",\"due_ms\":%lld", (long long)strtod(due, NULL));
+        rl_buf_printf(&b, ",\"due_ms\":%lld", (long long)rl_f64_to_i64(strtod(due, NULL)));
     else
         rl_buf_puts(&b, ",\"due_ms\":null");
     rl_buf_puts(&b, ",\"last_error\":");
@@ -1880,7 +1882,7 @@ static int r_wait_take(rl_store_t *st, int *part_out, int64_t *due_out) {
         long p = b ? strtol(b + 1, NULL, 10) : -1;
         if (p < 0 || p >= s->partitions) p = 0;
         *part_out = (int)p;
-        *due_out = (int64_t)strtod(r->element[2]->str, NULL);
+        *due_out = rl_f64_to_i64(strtod(r->element[2]->str, NULL));
         rc = 1;
     }
     freeReplyObject(r);

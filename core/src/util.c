@@ -9,6 +9,13 @@
 
 #include "internal.h"
 
+int64_t rl_f64_to_i64(double d) {
+    if (d != d) return 0;
+    if (d >= 9223372036854774784.0) return INT64_MAX;
+    if (d <= -9223372036854774784.0) return INT64_MIN;
+    return (int64_t)d;
+}
+
 int64_t rl_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
