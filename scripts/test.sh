@@ -111,8 +111,10 @@ if [ "${RUNLANE_QUICK:-0}" != 1 ]; then
     tests/chaos/run.sh --size small
   # The same checks through a 3-master Cluster (live reshard of slots holding
   # keys, master kill -9 + promotion) and Sentinel (master kill -9), with
-  # redis.wait.replicas=1; CLI workers only, short runs (~50 s each).
+  # redis.wait.replicas=1; short runs (~50 s each). The cluster run has a
+  # Python and a Node worker beside the CLI ones (issue 14: CLI/Python/Node).
   step "chaos (cluster, short)" env RUNLANE_BIN="$ROOT/build/default/core/cli/runlane" \
+    RUNLANE_PY="$VPY" RUNLANE_NODE_PKG="$RUNLANE_NODE_KEEP_APP/node_modules/runlane" CHAOS_REQUIRE_BINDINGS=1 \
     tests/chaos/run.sh --redis cluster --seconds 40 --conversations 80 --set kills=2 --set pauses=1 --set restarts=2
   step "chaos (sentinel, short)" env RUNLANE_BIN="$ROOT/build/default/core/cli/runlane" \
     tests/chaos/run.sh --redis sentinel --seconds 30 --conversations 60 --set kills=1 --set pauses=1 --set restarts=1

@@ -58,7 +58,7 @@ const rl_prop_t rl_props[] = {
      "With `rediss://`: unencrypted PEM private key of redis.tls.cert.file. Messages name the file, never its contents."},
     {"redis.tls.server.name", RL_T_STRING, "", 0, 255, NULL, 0,
      "With `rediss://`: the name the server's certificate must carry, also sent as SNI. "
-     "Empty: the store URL's host (an IP address is matched against the certificate's IP addresses and sends no SNI)."},
+     "Empty: the host of each connection (the URL's host; on a Cluster or through Sentinel, each node's address as the cluster or the sentinels name it; an IP address is matched against the certificate's IP addresses and sends no SNI)."},
     {"redis.tls.insecure.skip.verify", RL_T_BOOL, "false", 0, 1, NULL, 0,
      "DANGER, tests only: with `rediss://`, accept any server certificate (no CA, no name check), so anyone on the network path can read and change the queue. "
      "runlane_new then queues an ERROR event (code RUNLANE_ERR_INVALID_VALUE) saying so."},

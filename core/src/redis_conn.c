@@ -24,8 +24,11 @@
 
 struct rl_redis_tls {
     SSL_CTX *ctx;
-    char *name; /* verified name: redis.tls.server.name or the URL's host */
-    int name_is_ip;
+    /* redis.tls.server.name, "" when unset: then each connection verifies
+     * the host it dials (a Cluster node from CLUSTER SLOTS or MOVED, the
+     * master a sentinel names), as a browser does per host; one name for
+     * every node would refuse a cluster whose nodes carry their own names */
+    char *name;
     int insecure;
     int has_cert; /* a client certificate is configured */
 };
@@ -78,9 +81,7 @@ rl_redis_tls_t *rl_redis_tls_new(const rl_tls_opts_t *o, const char *host, const
     SSL_CTX_set_default_passwd_cb(t->ctx, no_passphrase);
     t->insecure = o->insecure_skip_verify;
     t->has_cert = set(o->cert_file);
-    const char *name = set(o->server_name) ? o->server_name : host;
-    if (!(t->name = rl_strdup(name ? name : ""))) goto nomem;
-    t->name_is_ip = is_ip_literal(t->name);
+    if (!(t->name = rl_strdup(set(o->server_name) ? o->server_name : ""))) goto nomem;
     if (set(o->ca_file) || set(o->ca_dir)) {
         const char *bad = set(o->ca_file) && access(o->ca_file, R_OK) != 0 ? o->ca_file
                           : set(o->ca_dir) && access(o->ca_dir, R_OK) != 0   ? o->ca_dir
@@ -142,16 +143,20 @@ rl_redis_tls_t *rl_redis_tls_new(const rl_tls_opts_t *o, const char *host, const
         SSL_CTX_set_verify(t->ctx, SSL_VERIFY_NONE, NULL);
     } else {
         SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
-        X509_VERIFY_PARAM *param = SSL_CTX_get0_param(t->ctx);
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        int ok = t->name_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, t->name)
-                               : X509_VERIFY_PARAM_set1_host(param, t->name, strlen(t->name));
-        if (ok != 1 || !t->name[0]) {
+        /* the name is set per connection (verify_name); checked here so a
+         * bad one is reported at open, not at the first connection */
+        const char *name = t->name[0] ? t->name : (host ? host : "");
+        X509_VERIFY_PARAM *param = X509_VERIFY_PARAM_new();
+        int ok = param && name[0] &&
+                 (is_ip_literal(name) ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
+                                      : X509_VERIFY_PARAM_set1_host(param, name, strlen(name)));
+        X509_VERIFY_PARAM_free(param);
+        if (ok != 1) {
             ERR_clear_error();
             rl_error_set(RUNLANE_ERR_INVALID_VALUE, 0,
                          "redis %s: cannot verify the server against the name \"%.200s\" "
                          "(redis.tls.server.name)",
-                         where, t->name);
+                         where, name);
             goto fail;
         }
     }
@@ -187,6 +192,27 @@ static struct timeval ms_tv(int ms) {
     return tv;
 }
 
+/* The name a connection's certificate must carry: redis.tls.server.name,
+ * else the host dialled. */
+static const char *verify_name(const rl_redis_node_t *n) {
+    if (n->tls->name[0]) return n->tls->name;
+    return n->host ? n->host : "";
+}
+
+/* Sets the connection's SNI and the name its certificate is checked
+ * against. 0 on failure. */
+static int ssl_set_name(const rl_redis_node_t *n, SSL *ssl) {
+    const char *name = verify_name(n);
+    int ip = is_ip_literal(name);
+    /* SNI carries DNS names only (RFC 6066) */
+    if (!ip && name[0]) SSL_set_tlsext_host_name(ssl, name);
+    if (n->tls->insecure) return 1;
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    return name[0] && (ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
+                          : X509_VERIFY_PARAM_set1_host(param, name, strlen(name))) == 1;
+}
+
 /* The handshake failed: name the certificate problem when there is one. */
 static int handshake_error(const rl_redis_node_t *n, redisContext *c, SSL *ssl, int saved_errno) {
     char why[256];
@@ -200,7 +226,7 @@ static int handshake_error(const rl_redis_node_t *n, redisContext *c, SSL *ssl, 
                                 "redis %s: TLS: the server's certificate is not valid for "
                                 "\"%.200s\" (%s); connect by a name the certificate carries or "
                                 "set redis.tls.server.name to it",
-                                n->where, t->name, what);
+                                n->where, verify_name(n), what);
         return rl_error_set(RUNLANE_ERR_STORE, 0,
                             "redis %s: TLS: the server's certificate was not accepted: %s "
                             "(certificate verify failed; trust the CA that signed it with "
@@ -291,8 +317,15 @@ int rl_redis_connect(const rl_redis_node_t *n, redisContext **out) {
             redisFree(c);
             return rl_error_set(RUNLANE_ERR_NOMEM, 0, "redis %s: out of memory", n->where);
         }
-        /* SNI carries DNS names only (RFC 6066) */
-        if (!n->tls->name_is_ip && n->tls->name[0]) SSL_set_tlsext_host_name(ssl, n->tls->name);
+        if (!ssl_set_name(n, ssl)) {
+            ERR_clear_error();
+            SSL_free(ssl);
+            redisFree(c);
+            return rl_error_set(RUNLANE_ERR_STORE, 0,
+                                "redis %s: cannot verify the server against the name \"%.200s\" "
+                                "(redis.tls.server.name)",
+                                n->where, verify_name(n));
+        }
         ERR_clear_error();
         errno = 0;
         if (redisInitiateSSL(c, ssl) != REDIS_OK) {

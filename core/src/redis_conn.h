@@ -19,8 +19,11 @@
  * immutable once built. */
 typedef struct rl_redis_tls rl_redis_tls_t;
 
-/* Builds the context from `o`; `host` (the URL's host) is the default
- * server name. `where` names the server in messages. NULL on failure with
+/* Builds the context from `o`. Each connection verifies the server
+ * against redis.tls.server.name, or when unset against the host it dials
+ * (so every Cluster node and the master a sentinel names is checked by its
+ * own address); `host` (the URL's first host) only checks at build time
+ * that a name can be verified. `where` names the server in messages. NULL on failure with
  * the error set (RUNLANE_ERR_INVALID_VALUE naming the key and the file). */
 rl_redis_tls_t *rl_redis_tls_new(const rl_tls_opts_t *o, const char *host, const char *where);
 void rl_redis_tls_free(rl_redis_tls_t *t);

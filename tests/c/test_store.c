@@ -104,6 +104,8 @@ static rl_store_t *open_ns(int ns) {
         o.url = g_redis_url;
         o.prefix = prefix;
         o.tls.ca_file = getenv("RUNLANE_TEST_REDIS_TLS_CA"); /* rediss:// (test_tls.c) */
+        o.tls.cert_file = getenv("RUNLANE_TEST_REDIS_TLS_CERT");
+        o.tls.key_file = getenv("RUNLANE_TEST_REDIS_TLS_KEY");
     }
     o.partitions = g_partitions;
     o.connect_timeout_ms = 2000;
@@ -2435,7 +2437,8 @@ int main(void) {
     }
     if (!only || strcmp(only, "redis") == 0) {
         g_redis_url = rl_test_redis_url();
-        if (g_redis_url && strncmp(g_redis_url, "redis+", 6) == 0) {
+        int multi_tls = g_redis_url && strncmp(g_redis_url, "rediss+", 7) == 0;
+        if (g_redis_url && (strncmp(g_redis_url, "redis+", 6) == 0 || multi_tls)) {
             /* a private cluster or Sentinel setup (scripts/redis-cluster.sh,
              * redis-sentinel.sh via tests/c/run_multi.sh): the conformance
              * suite, and no side connection to one server; the setup is
@@ -2447,7 +2450,11 @@ int main(void) {
                 g_partitions = parts[i];
                 run_conformance();
             }
-            if (strncmp(g_redis_url, "redis+cluster", 13) == 0) {
+            if (multi_tls) {
+                /* over TLS (tests/c/test_tls.c): the side connections of
+                 * the tests below are plaintext; test_tls reshards itself */
+                if (strstr(g_redis_url, "+cluster://")) RUN(test_cluster_spread);
+            } else if (strncmp(g_redis_url, "redis+cluster", 13) == 0) {
                 RUN(test_cluster_spread);
                 RUN(test_cluster_moved_and_ask);
             } else {

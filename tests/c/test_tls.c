@@ -16,7 +16,12 @@
  * verification works and queues a warning event; passwords and key file
  * contents appear in no error and no conf dump.
  *
- * Needs redis-server (with TLS) and openssl on PATH: a missing one fails.
+ * And a private TLS-only Redis Cluster (scripts/redis-cluster.sh start-tls):
+ * the conformance suite over rediss+cluster:// with mutual TLS, the TLS
+ * options applied to every node, a live reshard followed through MOVED.
+ *
+ * Needs redis-server (with TLS), redis-cli and openssl on PATH: a missing
+ * one fails.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +34,7 @@
 #include "internal.h"
 #include "rltest.h"
 #include "store.h"
+#include "store_redis.h"
 
 static char g_src[512];   /* the repository (from __FILE__) */
 static char g_tmp[256];   /* certificates and server dirs */
@@ -348,6 +354,176 @@ static void test_conf_keys_insecure_warning_and_no_secrets(void) {
     RL_CHECK_MSG(warned, "no ERROR event warning that the certificate is not verified");
 }
 
+
+/* ---- Redis Cluster over TLS ------------------------------------------ */
+
+static char g_cluster_url[256];
+
+static void cluster_stop(void) {
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%sscripts/redis-cluster.sh stop %s/cluster >/dev/null 2>&1", g_src,
+             g_tmp);
+    run_cmd(cmd, NULL, 0);
+}
+
+/* redis-cli over TLS to the cluster node 127.0.0.1:port; its output. */
+static int cluster_cli(int port, const char *args, char *out, size_t size) {
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "redis-cli --tls --cacert %s --cert %s --key %s -h 127.0.0.1 -p %d %s 2>&1",
+             cert("ca.crt"), cert("client.crt"), cert("client.key"), port, args);
+    return run_cmd(cmd, out, size);
+}
+
+static rl_store_t *open_cluster(const rl_tls_opts_t *tls, int partitions) {
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = g_cluster_url;
+    o.prefix = "rltlscl";
+    o.partitions = partitions;
+    o.connect_timeout_ms = 2000 * time_scale();
+    o.command_timeout_ms = 5000 * time_scale();
+    if (tls) o.tls = *tls;
+    return rl_store_open(&o);
+}
+
+/* A private 3-master/3-replica cluster, TLS only (bus and replication
+ * too), client certificates required, every node with a certificate of
+ * its own (IP:127.0.0.1, DNS:cluster.runlane.test): the store conformance
+ * suite over rediss+cluster:// with the CA and client certificate; the
+ * server name, a wrong CA and the opt-out apply to every node; a live
+ * `redis-cli --cluster reshard` of an active partition's slots is
+ * followed through MOVED over TLS. */
+static void test_cluster_over_tls(void) {
+    char cmd[4096], out[8192];
+    snprintf(cmd, sizeof(cmd), "%sscripts/redis-cluster.sh start-tls %s/cluster %s", g_src, g_tmp,
+             g_certs);
+    RL_CHECK_MSG(run_cmd(cmd, out, sizeof(out)) == 0 && strncmp(out, "rediss+cluster://", 17) == 0,
+                 "starting a TLS Redis Cluster failed: %s", out);
+    out[strcspn(out, "\n")] = '\0';
+    rl_strlcpy(g_cluster_url, out, sizeof(g_cluster_url));
+    fprintf(stderr, "    cluster: %s\n", g_cluster_url);
+
+    /* the conformance suite, once (12 partitions: every master) */
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s", g_self);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof(dir), ".");
+    snprintf(cmd, sizeof(cmd),
+             "RUNLANE_TEST_STORE=redis RUNLANE_REQUIRE_REDIS=1 RUNLANE_TEST_PARTITIONS=last "
+             "RUNLANE_TEST_REDIS=%s RUNLANE_TEST_REDIS_TLS_CA=%s RUNLANE_TEST_REDIS_TLS_CERT=%s "
+             "RUNLANE_TEST_REDIS_TLS_KEY=%s %s/test_store >&2",
+             g_cluster_url, cert("ca.crt"), cert("client.crt"), cert("client.key"), dir);
+    int rc = run_cmd(cmd, NULL, 0);
+    RL_CHECK_MSG(rc == 0, "the store conformance suite over a TLS cluster failed (exit %d)", rc);
+
+    /* every master is connected at open: the options apply to each */
+    rl_tls_opts_t named = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"),
+                           "cluster.runlane.test", 0};
+    rl_store_t *st = open_cluster(&named, 12);
+    RL_CHECK_MSG(st != NULL, "redis.tls.server.name=cluster.runlane.test: %s",
+                 runlane_error_message(runlane_error_last()));
+    int per[8], nm = 0;
+    rl_store_redis_spread(st, per, 8, &nm);
+    RL_CHECK_INT(3, nm);
+    st->ops->destroy(st);
+    rl_tls_opts_t wrong_name = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"),
+                                "localhost", 0};
+    st = open_cluster(&wrong_name, 12);
+    if (st) st->ops->destroy(st);
+    RL_CHECK_MSG(st == NULL && strstr(runlane_error_message(runlane_error_last()), "not valid for \"localhost\""),
+                 "a server name the nodes' certificates lack should fail: %s",
+                 runlane_error_message(runlane_error_last()));
+    rl_tls_opts_t wrong_ca = {cert("other-ca.crt"), NULL, cert("client.crt"), cert("client.key"), NULL, 0};
+    st = open_cluster(&wrong_ca, 12);
+    if (st) st->ops->destroy(st);
+    RL_CHECK_MSG(st == NULL && strstr(runlane_error_message(runlane_error_last()), "certificate verify failed"),
+                 "a wrong CA should fail: %s", runlane_error_message(runlane_error_last()));
+    rl_tls_opts_t no_cert = {cert("ca.crt"), NULL, NULL, NULL, NULL, 0};
+    st = open_cluster(&no_cert, 12);
+    if (st) st->ops->destroy(st);
+    RL_CHECK_MSG(st == NULL && strstr(runlane_error_message(runlane_error_last()), "client certificate"),
+                 "no client certificate should fail: %s", runlane_error_message(runlane_error_last()));
+    rl_tls_opts_t insecure = {cert("other-ca.crt"), NULL, cert("client.crt"), cert("client.key"), NULL, 1};
+    st = open_cluster(&insecure, 12);
+    RL_CHECK_MSG(st != NULL, "redis.tls.insecure.skip.verify on a cluster: %s",
+                 runlane_error_message(runlane_error_last()));
+    st->ops->destroy(st);
+
+    /* each node is verified by the address it is dialled at: a first
+     * seed named "localhost" (which the nodes' certificates lack) fails,
+     * the next seed and the nodes CLUSTER SLOTS names (127.0.0.1) pass;
+     * one name for every node (the first seed's) would refuse them all */
+    RL_CHECK(strncmp(out + 17, "127.0.0.1:", 10) == 0);
+    snprintf(g_cluster_url, sizeof(g_cluster_url), "rediss+cluster://localhost%.200s", out + 26);
+    rl_tls_opts_t per_node = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"), NULL, 0};
+    st = open_cluster(&per_node, 12);
+    RL_CHECK_MSG(st != NULL, "%s with the first seed's certificate lacking its name: %s",
+                 g_cluster_url, runlane_error_message(runlane_error_last()));
+    if (st) roundtrip(st, "per-node");
+    if (st) st->ops->destroy(st);
+    rl_strlcpy(g_cluster_url, out, sizeof(g_cluster_url));
+
+    /* a live reshard of partition 0's slots (the lowest of master 0)
+     * while the store holds a message there: MOVED over TLS */
+    rl_tls_opts_t t = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"), NULL, 0};
+    st = open_cluster(&t, 12);
+    RL_CHECK_MSG(st != NULL, "open: %s", runlane_error_message(runlane_error_last()));
+    char conv[32] = "";
+    for (int i = 0; i < 10000 && !conv[0]; i++) {
+        snprintf(conv, sizeof(conv), "tls-mig-%d", i);
+        if (rl_partition_of(conv, 12) != 0) conv[0] = '\0';
+    }
+    RL_CHECK(conv[0] != '\0');
+    rl_policy_t pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.max_wait_ms = 60000;
+    pol.max_messages = 100;
+    pol.max_bytes = 1 << 20;
+    pol.lease_ms = 30000;
+    pol.max_attempts = 3;
+    pol.idem_ttl_ms = 60000;
+    pol.reply_redeliver_ms = 1000;
+    pol.reply_ttl_ms = 60000;
+    char id[RUNLANE_ID_MAX];
+    int dup = 0;
+    RL_CHECK_OK(st->ops->enqueue(st, &pol, conv, "{\"content\":\"before\"}", 2, NULL, id, &dup));
+    int p0 = 0, p1 = 0;
+    FILE *f;
+    snprintf(cmd, sizeof(cmd), "%s/cluster/ports", g_tmp);
+    RL_CHECK((f = fopen(cmd, "r")) != NULL);
+    RL_CHECK(fscanf(f, "%d %d", &p0, &p1) == 2);
+    fclose(f);
+    char src[64] = "", dst[64] = "";
+    RL_CHECK_INT(0, cluster_cli(p0, "cluster myid", src, sizeof(src)));
+    RL_CHECK_INT(0, cluster_cli(p1, "cluster myid", dst, sizeof(dst)));
+    src[strcspn(src, "\r\n")] = dst[strcspn(dst, "\r\n")] = '\0';
+    char args[512];
+    snprintf(args, sizeof(args),
+             "--cluster reshard 127.0.0.1:%d --cluster-from %s --cluster-to %s "
+             "--cluster-slots 1365 --cluster-yes >%s/reshard.log",
+             p0, src, dst, g_tmp);
+    rc = cluster_cli(p0, args, out, sizeof(out)); /* a line per slot: to a file */
+    RL_CHECK_MSG(rc == 0, "redis-cli --cluster reshard over TLS failed (exit %d): see %s/reshard.log",
+                 rc, g_tmp);
+    long m0, a0, r0, d0, m1, a1, r1, d1;
+    rl_store_redis_link_stats(st, &m0, &a0, &r0, &d0);
+    RL_CHECK_OK(st->ops->enqueue(st, &pol, conv, "{\"content\":\"after\"}", 2, NULL, id, &dup));
+    rl_store_redis_link_stats(st, &m1, &a1, &r1, &d1);
+    RL_CHECK_MSG(m1 > m0, "no MOVED followed after the reshard (moved %ld -> %ld)", m0, m1);
+    rl_claim_t *cl = NULL;
+    int n = 0;
+    RL_CHECK_OK(st->ops->claim(st, &pol, "w-tls", 1, &cl, &n));
+    RL_CHECK_INT(1, n);
+    int both = strstr(cl[0].messages_json, "before") && strstr(cl[0].messages_json, "after");
+    RL_CHECK_MSG(both, "the batch after the reshard: %s", cl[0].messages_json);
+    RL_CHECK_OK(st->ops->ack(st, &pol, conv, cl[0].token));
+    rl_claim_free(&cl[0]);
+    free(cl);
+    st->ops->destroy(st);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     g_self = argv[0];
@@ -363,6 +539,8 @@ int main(int argc, char **argv) {
         RL_RUN(test_tls_file_errors_name_the_key);
         RL_RUN(test_conf_keys_insecure_warning_and_no_secrets);
         RL_RUN(test_conformance_suite_over_tls);
+        RL_RUN(test_cluster_over_tls);
+        cluster_stop();
     }
     teardown();
     return rl_test_summary();

@@ -64,8 +64,10 @@ class Options(TypedDict, total=False):
     #: redis.tls.cert.file. Messages name the file, never its contents.
     redis_tls_key_file: Optional[str]
     #: redis.tls.server.name (string). With `rediss://`: the name the server's
-    #: certificate must carry, also sent as SNI. Empty: the store URL's host (an IP
-    #: address is matched against the certificate's IP addresses and sends no SNI).
+    #: certificate must carry, also sent as SNI. Empty: the host of each connection (the
+    #: URL's host; on a Cluster or through Sentinel, each node's address as the cluster
+    #: or the sentinels name it; an IP address is matched against the certificate's IP
+    #: addresses and sends no SNI).
     redis_tls_server_name: Optional[str]
     #: redis.tls.insecure.skip.verify (bool). DANGER, tests only: with `rediss://`,
     #: accept any server certificate (no CA, no name check), so anyone on the network
