@@ -5,11 +5,7 @@
 -- KEYS: 1 ready, 2 leases, 3 stats, 4 wake (of one partition)
 -- ARGV: 1 key base "<prefix>:{p}:", 2 partition, 3 max messages,
 --       4 max bytes, 5 owner, 6 lease ms, 7 max claims, 8.. candidate
---       conversations (optional: then only these, in this order); or
---       8 "" and 9 a conversation whose announcement ("c:<conv>", see
---       rl_signal in includes/common.lua) this worker popped: that one,
---       then up to max - 1 others announced and not yet popped, taken
---       from the wake key here (so no other worker is woken for them)
+--       conversations (optional: then only these, in this order)
 -- Returns {now, next due ms or -1, conv, claim, conv, claim, ...} where
 -- claim = {batch id, token, attempt, lease_until ms, messages JSON array,
 --  checkpoint JSON or nil, settle JSON or nil} (settle: the checkpoint of
@@ -47,56 +43,16 @@ local owner, lease_until = ARGV[5], now + tonumber(ARGV[6])
 local max = tonumber(ARGV[7])
 
 -- Pass 1: which candidates are claimable (due, unleased).
-local named = ARGV[8] == ''
 local take, gone = {}, {}
 local next_due, more_due = -1, false
--- A range claim leaves a conversation announced by name (meta "ann", see
--- rl_signal in includes/common.lua) whose announcement another worker
--- popped and is claiming now: that worker's claim would come back empty.
--- Not for long: an announcement popped by a worker that died is taken
--- after ANN_MS.
-local ANN_MS = 2000
 local function consider(conv)
   local m = redis.call('HMGET', base .. 'meta:' .. conv, 'token', 'batch_id', 'attempts',
-                       'pbytes', 'ckpt', 'settle', 'ann')
-  if not named and m[7] and m[7] ~= '' and now - rl_num(m[7]) < ANN_MS and
-      not redis.call('ZSCORE', KEYS[4], 'c:' .. conv) then
-    return false
-  end
+                       'pbytes', 'ckpt', 'settle')
   gone[#gone + 1] = conv -- claimed or stray: leaves ready either way
   if m[1] and m[1] ~= '' then return end -- a leased conversation is never ready
   take[#take + 1] = {conv, m}
 end
-if named then
-  local cands = {ARGV[9]}
-  if max > 1 then
-    -- (the timer member "w" is left for a waiting worker)
-    local r = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', rl_int(now), 'LIMIT', 0, max)
-    local grabbed = {}
-    for i = 1, #r do
-      if #cands >= max then break end
-      if string.sub(r[i], 1, 2) == 'c:' then
-        grabbed[#grabbed + 1] = r[i]
-        -- (announced again meanwhile: taken once)
-        if r[i] ~= 'c:' .. ARGV[9] then cands[#cands + 1] = string.sub(r[i], 3) end
-      end
-    end
-    -- (in chunks: unpack is limited by the Lua stack)
-    for i = 1, #grabbed, 1000 do
-      redis.call('ZREM', KEYS[4], unpack(grabbed, i, math.min(#grabbed, i + 999)))
-    end
-  end
-  for i = 1, #cands do
-    local due = redis.call('ZSCORE', KEYS[1], cands[i])
-    if due and tonumber(due) <= now then
-      consider(cands[i])
-    elseif due then
-      -- due later than announced (a retry delay, a release): the timer
-      local ok = redis.pcall('ZADD', KEYS[4], 'LT', due, 'w')
-      if type(ok) == 'table' and ok.err then redis.call('ZADD', KEYS[4], due, 'w') end
-    end
-  end
-elseif #ARGV >= 8 then
+if #ARGV >= 8 then
   for i = 8, #ARGV do
     if #take >= max then break end
     local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
@@ -142,7 +98,7 @@ if #take > 0 then
       n = #entries
       attempts = rl_num(m[3]) + 1
       redis.call('HSET', meta, 'attempts', rl_int(attempts), 'token', rl_int(fence), 'owner',
-                 owner, 'lease_until', rl_int(lease_until), 'ann', '')
+                 owner, 'lease_until', rl_int(lease_until))
     else
       local pending = base .. 'pending:' .. conv
       -- one entry more than a batch takes: the next head, if any
@@ -173,12 +129,11 @@ if #take > 0 then
         if n < #entries then
           redis.call('HSET', meta, 'batch_id', bid, 'attempts', '1', 'stalls', '0', 'ckpt', '',
                      'pbytes', pb, 'first_ms', rl_int(rl_entry_ts(entries[n + 1]) or now),
-                     'token', rl_int(fence), 'owner', owner, 'lease_until', rl_int(lease_until),
-                     'ann', '')
+                     'token', rl_int(fence), 'owner', owner, 'lease_until', rl_int(lease_until))
         else
           redis.call('HSET', meta, 'batch_id', bid, 'attempts', '1', 'stalls', '0', 'ckpt', '',
                      'pbytes', pb, 'token', rl_int(fence), 'owner', owner, 'lease_until',
-                     rl_int(lease_until), 'ann', '')
+                     rl_int(lease_until))
         end
       end
     end
@@ -195,15 +150,6 @@ end
 -- (in chunks: unpack is limited by the Lua stack)
 for i = 1, #gone, 1000 do
   redis.call('ZREM', KEYS[1], unpack(gone, i, math.min(#gone, i + 999)))
-end
--- Announcements of what was claimed (taken by range or as another
--- partition's candidate) wake nobody now.
-if not named and #claimed > 0 then
-  for i = 1, #claimed, 1000 do
-    local args = {}
-    for k = i, math.min(#claimed, i + 999) do args[#args + 1] = 'c:' .. claimed[k] end
-    redis.call('ZREM', KEYS[4], unpack(args))
-  end
 end
 for i = 1, #claimed, 500 do
   local args = {}

@@ -7,7 +7,6 @@
 -- Returns the number of messages put back, -1 when the dead letter does
 -- not exist, -2 when it belongs to another conversation than ARGV[1].
 --@include "common.lua"
---@include "lifecycle.lua"
 
 local id = ARGV[8]
 local aux = redis.call('HGET', KEYS[9], id)
@@ -38,7 +37,7 @@ redis.call('HINCRBY', KEYS[1], 'pbytes', rl_int(bytes))
 if n > 0 then redis.call('HINCRBY', KEYS[6], 'requeued', n) end
 if not has_batch then
   redis.call('HSET', KEYS[1], 'attempts', '0', 'stalls', '0')
-  if n > 0 then rl_ready(now, now) end
+  if n > 0 then rl_ready(now) end
 end
 redis.call('ZREM', KEYS[7], id)
 redis.call('HDEL', KEYS[8], id)

@@ -34,6 +34,10 @@ if count == 1 then
   first = now
   -- (a meta hash that exists has pbytes: claim and enqueue always set it)
   if not has_batch and m[1] then rl_mark_active() end
+  redis.call('HSET', KEYS[1], 'last_ms', rl_int(now), 'pbytes', rl_int(bytes), 'first_ms',
+             rl_int(now))
+else
+  redis.call('HSET', KEYS[1], 'last_ms', rl_int(now), 'pbytes', rl_int(bytes))
 end
 if has_idem then
   if tonumber(ARGV[11]) > 0 then
@@ -44,22 +48,10 @@ if has_idem then
 end
 -- A batch (leased, or waiting for its retry) goes first; its own due time
 -- stands, and ack/fail/release schedule the pending messages after it.
-local signal = nil -- the due time to announce
 if not has_batch then
   local due = rl_due_of(now, count, bytes, first, now)
-  -- Announced: a new member of ready, or one due now (by name: a member
-  -- still waiting in the wake key is not duplicated). A later due time of
-  -- a conversation already in ready was announced already (or is earlier).
-  -- (ZADD LT CH here, announcing a conversation once, broke the Cluster
-  -- chaos run, 4 of 4: not understood yet, so not done.)
-  if redis.call('ZADD', KEYS[4], rl_int(due), CONV) == 1 or due <= now then signal = due end
+  -- A new member, or one due now, is announced; a later due time of a
+  -- conversation already in ready was announced already (or is earlier).
+  if redis.call('ZADD', KEYS[4], rl_int(due), CONV) == 1 or due <= now then rl_signal(due) end
 end
--- one write of the meta hash (ann: see rl_signal; a due time now is
--- announced by name), before the announcement: that call is on a key not
--- among KEYS and may fail in a Cluster slot being migrated
-local f = {'last_ms', rl_int(now), 'pbytes', rl_int(bytes)}
-if count == 1 then f[#f + 1] = 'first_ms'; f[#f + 1] = rl_int(now) end
-if signal and signal <= now then f[#f + 1] = 'ann'; f[#f + 1] = rl_int(now) end
-redis.call('HSET', KEYS[1], unpack(f))
-if signal then rl_signal(signal, now) end
 return {id, 0}

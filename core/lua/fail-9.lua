@@ -9,7 +9,6 @@
 --       drawn by the caller
 -- Returns 0 (retry), 1 (dead-lettered) or -1 (stale token, nothing changed).
 --@include "common.lua"
---@include "lifecycle.lua"
 
 if not rl_token_ok(ARGV[8]) then return -1 end
 local now = rl_now()
@@ -26,7 +25,7 @@ if ARGV[10] == '1' and attempts < tonumber(ARGV[11]) then
   d = math.floor(d * (1 - tonumber(ARGV[14]) * tonumber(ARGV[15])) + 0.5)
   rl_end_lease()
   redis.call('HSET', KEYS[1], 'last_error', err)
-  rl_ready(now + d, now)
+  rl_ready(now + d)
   return 0
 end
 rl_dead_letter(now, err)

@@ -8,7 +8,6 @@
 -- Returns 0 (nothing to do), 1 (recovered: due at once) or 2 (recovered
 -- and dead-lettered: more stalls than max stalls).
 --@include "common.lua"
---@include "lifecycle.lua"
 
 local now = rl_now()
 local exp = redis.call('ZSCORE', KEYS[5], CONV)
@@ -33,5 +32,5 @@ if stalls > tonumber(ARGV[8]) then
   return 2
 end
 rl_end_lease()
-rl_ready(now, now)
+rl_ready(now)
 return 1

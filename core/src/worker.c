@@ -105,25 +105,22 @@ static void deliver_batch(runlane_t *rl, rl_inflight_t *f) {
     free(json);
 }
 
-/* Claims up to the free concurrency (named: the conversation a wake-up
- * announced, on partition part, and others announced; else what is due).
- * Returns how many were claimed, or -1 on a store error. */
-static int claim_some(runlane_t *rl, int part, const char *named) {
+/* Claims up to the free concurrency. Returns how many were claimed, or -1
+ * on a store error. */
+static int claim_some(runlane_t *rl) {
     pthread_mutex_lock(&rl->mu);
     int room = rl->concurrency - rl->ninflight;
     pthread_mutex_unlock(&rl->mu);
-    if (room <= 0) return named ? -2 : 0;
+    if (room <= 0) return 0;
     /* A host that does not poll: no new turns (rl_event_pop wakes us). */
     pthread_mutex_lock(&rl->ev_mu);
     int backlog = rl->ev_count >= rl->max_pending_events;
     pthread_mutex_unlock(&rl->ev_mu);
-    if (backlog) return named ? -2 : 0; /* (-2: named, not looked at) */
+    if (backlog) return 0;
     rl_claim_t *claims = NULL;
     int n = 0;
-    runlane_err_t rc =
-        named ? rl->io_store->ops->claim_named(rl->io_store, &rl->pol, rl->worker_id, room, part,
-                                               named, &claims, &n)
-              : rl->io_store->ops->claim(rl->io_store, &rl->pol, rl->worker_id, room, &claims, &n);
+    runlane_err_t rc = rl->io_store->ops->claim(rl->io_store, &rl->pol, rl->worker_id, room,
+                                                &claims, &n);
     if (rc && n == 0) return -1;
     for (int i = 0; i < n; i++) {
         rl_inflight_t *f = calloc(1, sizeof(*f));
@@ -542,11 +539,7 @@ void *rl_worker_main(void *arg) {
     if (tick_ms < 10) tick_ms = 10;
     int64_t next_tick = now, next_ws_open = now, ready_at = now, last_recover = 0;
     int64_t skew = 0; /* store ms - rl_mono_ms */
-    int can_wake = rl->io_store->ops->wait_arm && rl->io_store->ops->heads &&
-                   rl->io_store->ops->claim_named;
-    /* the conversation the last wake-up named (claimed in the same pass) */
-    char named[RUNLANE_CONVERSATION_ID_MAX + 1];
-    int named_part = 0;
+    int can_wake = rl->io_store->ops->wait_arm && rl->io_store->ops->heads;
     for (;;) {
         pthread_mutex_lock(&rl->mu);
         int stopping = rl->stopping, n = rl->ninflight;
@@ -566,18 +559,14 @@ void *rl_worker_main(void *arg) {
             if (!ws) next_ws_open = now + tick_ms; /* store down: poll meanwhile */
         }
         int wake = ws != NULL;
-        named[0] = '\0';
         if (wake) {
             int part = 0;
             int64_t due = 0;
-            int r = ws->ops->wait_take(ws, &part, &due, named, sizeof(named));
+            int r = ws->ops->wait_take(ws, &part, &due);
             if (r == 1) {
                 if (n >= rl->concurrency || stopping) {
                     /* cannot act on it: pass it on to a worker with room */
-                    rl->io_store->ops->wait_give(rl->io_store, part, due, named);
-                    named[0] = '\0';
-                } else if (named[0]) {
-                    named_part = part;
+                    rl->io_store->ops->wait_give(rl->io_store, part, due);
                 } else if (due - skew < ready_at) {
                     ready_at = due - skew;
                 }
@@ -661,33 +650,10 @@ void *rl_worker_main(void *arg) {
             backend_wake = rl->backend->drive(rl->bk);
         }
         int claimed = 0, looked = 0;
-        if (wake && named[0]) {
-            /* Announced by name: this worker alone was woken for it. */
-            int give = 1;
-            if (!failed && !stopping && n < rl->concurrency) {
-                claimed = claim_some(rl, named_part, named);
-                if (claimed == -1) {
-                    failed = 1;
-                    if (store_failures % 100 == 0)
-                        emit_error(rl, runlane_error_code(runlane_error_last()), "claim");
-                }
-                /* A host not polling (-2): dropped, as a due time is; the
-                 * next look at the heads finds it (giving it back would
-                 * wake this worker again at once). */
-                give = claimed == -1;
-                if (claimed < 0) claimed = 0;
-            }
-            if (give) {
-                /* not taken here: its announcement goes back (a failed
-                 * store loses it; the look at the heads finds it) */
-                rl->io_store->ops->wait_give(rl->io_store, named_part, rl_mono_ms() + skew, named);
-            }
-            named[0] = '\0';
-        }
         if (wake) {
             if (!failed && !stopping && n < rl->concurrency && rl_mono_ms() >= ready_at) {
                 ready_at = INT64_MAX;
-                claimed = claim_some(rl, 0, NULL);
+                claimed = claim_some(rl);
                 int64_t hd, hn;
                 if (claimed < 0) {
                     failed = 1;
@@ -701,7 +667,7 @@ void *rl_worker_main(void *arg) {
             }
         } else if (!failed && !stopping && (claim_now || rl_mono_ms() >= next_claim)) {
             looked = 1;
-            claimed = claim_some(rl, 0, NULL);
+            claimed = claim_some(rl);
             if (claimed < 0) {
                 failed = 1;
                 /* One event per outage (and every 100 failed rounds). */

@@ -18,12 +18,9 @@
 --   6 idle_ttl_ms (expiry of the meta hash of an idle conversation),
 --   7 partition
 -- List entries are "<content bytes>:<record JSON>".
---  (+) wake     zset   <prefix>:{p}:wake      announcements, workers
---                 BZPOPMIN it (see rl_signal); derived from KEYS[4] (same
---                 slot: same hash tag). Members: "c:<conv>" -> due ms (a
---                 conversation that became due, named: the one worker that
---                 pops it claims it) and "w" -> earliest announced later
---                 due ms (a timer: its worker claims what is due then).
+--  (+) wake     zset   <prefix>:{p}:wake      "w" -> earliest announced due
+--                 ms; derived from KEYS[4] (same slot: same hash tag). One
+--                 member at most: workers BZPOPMIN it (see rl_signal).
 -- stats fields: enqueued (also the message id sequence), moved (messages
 -- moved from pending lists into batches), requeued (messages a dead_retry
 -- put back), acked, failed, dead_lettered, recovered, fence (lease tokens,
@@ -56,6 +53,31 @@ local function rl_num(v)
   return tonumber(v) or 0
 end
 
+local function rl_entry_size(e)
+  return tonumber(string.match(e, '^(%d+):')) or 0
+end
+
+local function rl_entry_json(e)
+  local i = string.find(e, ':', 1, true)
+  return string.sub(e, i + 1)
+end
+
+-- Arrival time of an entry, from its id "m<ms>-...".
+local function rl_entry_ts(e)
+  return tonumber(string.match(e, '^%d+:{"id":"m(%d+)%-'))
+end
+
+local function rl_join(entries)
+  local parts = {}
+  for i = 1, #entries do parts[i] = rl_entry_json(entries[i]) end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+local function rl_token_ok(token)
+  local cur = redis.call('HGET', KEYS[1], 'token')
+  return cur and cur ~= '' and cur == token
+end
+
 -- Due time per store.h (never before now) of `count` pending messages of
 -- `bytes` content bytes, first arrived at `first`, last activity `last`.
 local function rl_due_of(now, count, bytes, first, last)
@@ -65,46 +87,33 @@ local function rl_due_of(now, count, bytes, first, last)
   return d
 end
 
--- Wakes one worker blocked on the partition's wake key (BZPOPMIN, see
--- store_redis.c r_wait_*). A conversation due now is announced by name
--- ("c:<conv>"): Redis hands each member to exactly one waiting worker,
--- which claims that conversation (and other named ones still waiting in
--- the key, taken atomically by its claim), so two workers are never woken
--- for one conversation and claims do not come back empty. A later due time
--- goes to the one timer member "w" (its earliest announced due time), so
--- that future due times merge instead of piling up one per conversation.
--- The key is built from KEYS[4] (<prefix>:{p}:ready -> <prefix>:{p}:wake):
--- same hash tag, so same Cluster slot as every key of the script.
--- Returns true when the announcement names the conversation: the caller
--- then sets the meta field "ann" (the time it was announced; claim-4.lua
--- clears it) so that a range claim leaves the conversation to the worker
--- that popped its announcement.
-local function rl_signal(due, now, conv)
-  local wake = string.sub(KEYS[4], 1, -6) .. 'wake'
-  local member = 'w'
-  if due <= now then member = 'c:' .. (conv or CONV) end
-  -- The wake key is not among KEYS: in a Cluster slot being migrated a
-  -- call on it can fail. That must not abort the script after its writes
-  -- (a lost announcement only waits for a look at the heads; a Cluster's
-  -- workers poll anyway), so every call on it is a pcall.
-  local ok = redis.pcall('ZADD', wake, 'LT', rl_int(due), member)
-  if type(ok) == 'table' and ok.err then
-    if not string.find(ok.err, 'syntax', 1, true) then return false end
-    -- Redis < 6.2 has no ZADD LT
-    local cur = redis.pcall('ZSCORE', wake, member)
-    if type(cur) == 'table' then return false end
-    if not cur or tonumber(cur) > due then
-      ok = redis.pcall('ZADD', wake, rl_int(due), member)
-      if type(ok) == 'table' and ok.err then return false end
-    end
-  end
-  return member ~= 'w'
+-- Due time of the pending messages, read from the store.
+local function rl_due(now)
+  local count = redis.call('LLEN', KEYS[2])
+  local m = redis.call('HMGET', KEYS[1], 'pbytes', 'first_ms', 'last_ms')
+  return rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3]))
 end
 
--- Conversation is due at `due`: in ready, and announced (see rl_signal).
-local function rl_ready(due, now)
+-- Wakes one worker blocked on the partition's wake key (BZPOPMIN, see
+-- store_redis.c r_wait_*): the key holds one member whose score is the
+-- earliest due time announced and not yet taken, so announcements merge
+-- while no worker waits and each wakes one worker, not all of them.
+-- The key is built from KEYS[4] (<prefix>:{p}:ready -> <prefix>:{p}:wake):
+-- same hash tag, so same Cluster slot as every key of the script.
+local function rl_signal(due)
+  local wake = string.sub(KEYS[4], 1, -6) .. 'wake'
+  local ok = redis.pcall('ZADD', wake, 'LT', rl_int(due), 'w')
+  if type(ok) == 'table' and ok.err then
+    -- Redis < 6.2 has no ZADD LT
+    local cur = redis.call('ZSCORE', wake, 'w')
+    if not cur or tonumber(cur) > due then redis.call('ZADD', wake, rl_int(due), 'w') end
+  end
+end
+
+-- Conversation is due at `due`: in ready, and announced.
+local function rl_ready(due)
   redis.call('ZADD', KEYS[4], rl_int(due), CONV)
-  return rl_signal(due, now)
+  rl_signal(due)
 end
 
 -- The meta hash expires while the conversation is idle (ARGV[6]), not
@@ -117,29 +126,40 @@ local function rl_mark_idle()
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
 end
 
+local function rl_end_lease()
+  redis.call('HSET', KEYS[1], 'token', '', 'owner', '', 'lease_until', '0')
+  redis.call('ZREM', KEYS[5], CONV)
+end
+
+local function rl_drop_batch()
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[1], 'attempts', '0', 'stalls', '0', 'batch_id', '', 'ckpt', '')
+end
+
+-- After the batch is gone: due again if messages wait, else idle.
+local function rl_move_on(now)
+  if redis.call('LLEN', KEYS[2]) > 0 then
+    rl_ready(rl_due(now))
+  else
+    redis.call('ZREM', KEYS[4], CONV)
+    rl_mark_idle()
+  end
+end
+
 -- The leased batch is done: deletes it and schedules what waits (needs
 -- KEYS 1..6; now may be nil: read when needed). `m` = HMGET meta pbytes first_ms last_ms, read with the
 -- token: one write of the meta hash, and a leased conversation is never
 -- in ready (no ZREM).
 local function rl_ack(now, m)
-  -- reads first: the lease ends with the first write (as a script stopped
-  -- half way by an error keeps what it wrote)
-  local count = redis.call('LLEN', KEYS[2])
-  local due, ann = nil, ''
-  if count > 0 then
-    now = now or rl_now()
-    due = rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3]))
-    -- announced by name (rl_signal) when due now
-    if due <= now then ann = rl_int(now) end
-  end
   redis.call('HSET', KEYS[1], 'token', '', 'owner', '', 'lease_until', '0', 'attempts', '0',
-             'stalls', '0', 'batch_id', '', 'ckpt', '', 'settle', '', 'last_error', '', 'ann',
-             ann)
+             'stalls', '0', 'batch_id', '', 'ckpt', '', 'settle', '', 'last_error', '')
   redis.call('ZREM', KEYS[5], CONV)
   redis.call('DEL', KEYS[3])
   redis.call('HINCRBY', KEYS[6], 'acked', 1)
-  if due then
-    rl_ready(due, now)
+  local count = redis.call('LLEN', KEYS[2])
+  if count > 0 then
+    now = now or rl_now()
+    rl_ready(rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3])))
   else
     rl_mark_idle()
   end
@@ -150,4 +170,30 @@ local function rl_ack_read(token, ...)
   local m = redis.call('HMGET', KEYS[1], 'token', 'pbytes', 'first_ms', 'last_ms', ...)
   if not m[1] or m[1] == '' or m[1] ~= token then return nil end
   return {m[2], m[3], m[4], m[5]}
+end
+
+-- Moves the current batch to the dead letters (needs KEYS 1..9).
+local function rl_dead_letter(now, err)
+  local m = redis.call('HMGET', KEYS[1], 'batch_id', 'attempts', 'stalls')
+  local bid, attempts, stalls = m[1] or '', rl_num(m[2]), rl_num(m[3])
+  local entries = redis.call('LRANGE', KEYS[3], 0, -1)
+  local rec = '{"id":' .. cjson.encode(bid) ..
+    ',"conversation_id":' .. cjson.encode(CONV) ..
+    ',"batch_id":' .. cjson.encode(bid) ..
+    ',"attempts":' .. rl_int(attempts) ..
+    ',"stalls":' .. rl_int(stalls) ..
+    ',"error":' .. cjson.encode(err) ..
+    ',"dead_at_ms":' .. rl_int(now) ..
+    ',"messages":' .. rl_join(entries) .. '}'
+  redis.call('ZADD', KEYS[7], rl_int(now), bid)
+  redis.call('HSET', KEYS[8], bid, rec)
+  redis.call('HSET', KEYS[9], bid, cmsgpack.pack({CONV, entries}))
+  -- Its provider turn may still run: the next claim settles it.
+  local ckpt = redis.call('HGET', KEYS[1], 'ckpt')
+  if ckpt and ckpt ~= '' then redis.call('HSET', KEYS[1], 'settle', ckpt) end
+  rl_end_lease()
+  rl_drop_batch()
+  redis.call('HSET', KEYS[1], 'last_error', err)
+  redis.call('HINCRBY', KEYS[6], 'dead_lettered', 1)
+  rl_move_on(now)
 end
