@@ -283,7 +283,9 @@ static int produce(int argc, char **argv) {
     double rate = atof(argv[4]), secs = atof(argv[5]);
     int nconv = atoi(argv[6]), index = atoi(argv[7]), nprod = atoi(argv[8]), pad = atoi(argv[9]);
     if (rate <= 0 || secs <= 0 || nconv <= 0 || nprod <= 0 || pad < 24 || pad > 4096) return 2;
-    runlane_t *rl = client(url, prefix, 0, NULL);
+    /* KEY=VALUE after the fixed arguments: the producers' batching policy
+     * (an enqueue computes the due time with it) */
+    runlane_t *rl = client(url, prefix, argc - 10, argv + 10);
     char conv[32], id[RUNLANE_ID_MAX], content[4200];
     long long total = (long long)(rate * secs), sent = 0, errors = 0;
     int64_t t0 = mono_ns();
