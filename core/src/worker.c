@@ -578,6 +578,15 @@ void *rl_worker_main(void *arg) {
                 next_ws_open = now + tick_ms;
             }
         }
+        if (!wake) {
+            /* Polling (a Cluster has no one connection to block on; or the
+             * wake store is down): no look at the heads reschedules
+             * recovery and replies, so a "learnt by the next look" left
+             * from wake mode must not stay. Without this, a Cluster worker
+             * whose first look saw no lease never recovered one again. */
+            if (next_recover == INT64_MAX) next_recover = now;
+            if (rl->backend && next_reply == INT64_MAX) next_reply = now;
+        }
         if (wake && now >= next_tick) {
             int64_t rd, ld, pd = INT64_MAX, snow;
             if (rl->io_store->ops->heads(rl->io_store, rl->backend != NULL, &rd, &ld, &pd,

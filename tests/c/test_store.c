@@ -2105,6 +2105,66 @@ static void test_redis_keys_are_hash_tagged(void) {
                  rkey, pttl);
 }
 
+/* A worker on a cluster (no wake connection: it polls) recovers a lease
+ * that expires after its first look at the store found none. It used to
+ * keep the "learnt by the next look at the heads" of wake mode, a look that
+ * polling never makes: no live worker recovered a dead one's batches (seen
+ * in the cluster chaos run as conversations stuck leased after a kill). */
+static void test_cluster_worker_recovers_later_leases(void) {
+    g_partitions = 12;
+    rl_store_t *st = fresh();
+    char prefix[128], err[512], lease[32];
+    redis_prefix(prefix, sizeof(prefix), g_ns);
+    snprintf(lease, sizeof(lease), "%d", (int)TS(400));
+    const char *kv[] = {"store", g_redis_url, "key.prefix", prefix, "partitions", "12",
+                        "batch.window.ms", "0", "lease.ms", lease, "worker.recover.ms", "50",
+                        "worker.poll.ms", "20", "worker.concurrency", "1", NULL};
+    runlane_conf_t *conf = runlane_conf_new();
+    for (const char *const *k = kv; k[0]; k += 2)
+        RL_CHECK_MSG(runlane_conf_set(conf, k[0], k[1], err, sizeof(err)) == RUNLANE_OK, "%s: %s",
+                     k[0], err);
+    runlane_t *w = runlane_new(conf, err, sizeof(err));
+    runlane_conf_destroy(conf);
+    RL_CHECK_MSG(w != NULL, "runlane_new: %s", err);
+    if (!w) return;
+    RL_CHECK_OK(runlane_start(w));
+    /* its first looks: an empty store, no lease */
+    for (int i = 0; i < 5; i++) runlane_event_destroy(runlane_poll(w, 20));
+    /* W takes conversation a and holds it (renewed): full at concurrency 1,
+     * so b below is left to the recovery */
+    enq(st, "a", "x");
+    char held[RUNLANE_ID_MAX] = "";
+    for (int t = 0; t < 100 && !held[0]; t++) {
+        runlane_event_t *ev = runlane_poll(w, (int)TS(50));
+        if (ev && runlane_event_type(ev) == RUNLANE_EVENT_BATCH)
+            snprintf(held, sizeof(held), "%s", runlane_event_batch_id(ev));
+        runlane_event_destroy(ev);
+    }
+    RL_CHECK_MSG(held[0], "the worker got no batch for a");
+    /* a dead worker's lease on b */
+    enq(st, "b", "y");
+    g_pol.lease_ms = TS(400);
+    rl_claim_t *cl = NULL;
+    int n = 0;
+    RL_CHECK_OK(st->ops->claim(st, &g_pol, "ghost", 1, &cl, &n));
+    RL_CHECK_INT(1, n);
+    for (int i = 0; i < n; i++) rl_claim_free(&cl[i]);
+    free(cl);
+    int recovered = 0;
+    char *json = NULL;
+    for (int t = 0; t < 200 && !recovered; t++) {
+        runlane_event_destroy(runlane_poll(w, (int)TS(50)));
+        free(json);
+        json = NULL;
+        RL_CHECK_OK(st->ops->status(st, "b", &json));
+        recovered = json && !strstr(json, "\"leased\"");
+    }
+    RL_CHECK_MSG(recovered, "the expired lease on b was never recovered: %s", json ? json : "");
+    free(json);
+    if (held[0]) RL_CHECK_OK(runlane_batch_ack(w, held, NULL));
+    runlane_destroy(w);
+}
+
 /* On a cluster, 12 partitions land 4 per master of the 3. */
 static void test_cluster_spread(void) {
     g_partitions = 12;
@@ -2457,6 +2517,7 @@ int main(void) {
             } else if (strncmp(g_redis_url, "redis+cluster", 13) == 0) {
                 RUN(test_cluster_spread);
                 RUN(test_cluster_moved_and_ask);
+                RUN(test_cluster_worker_recovers_later_leases);
             } else {
                 RUN(test_sentinel_failover_keeps_acked); /* last: it kills the master */
             }

@@ -244,14 +244,24 @@ class MultiRedis:
             return bool(ms) and ms[0][0] != dead_port
         # Not just cluster_state:ok: that stays ok until the node timeout flags the master as
         # failed, and a node restarted before its replica took over would come back an empty
-        # master of its slots (no persistence here), losing what it held.
+        # master of its slots (no persistence here); its replica then resyncs from it and
+        # flushes everything the partitions there held. Nor "the dead port is no longer among
+        # the masters without a fail flag": a master flagged fail? (PFAIL, one node's opinion)
+        # or fail still owns its slots until a replica wins the election and claims them, and
+        # that check passed at PFAIL, ~0.5-1 s before any promotion (the lost messages, the
+        # reset counters and the vanished conversations of runs on a loaded machine). So:
+        # every other node says cluster_state:ok and shows the dead node owning no slot.
+        tag = ":%d@" % dead_port
         for p in self.ports:
             if p == dead_port:
                 continue
             if "cluster_state:ok" not in self.cli(p, "cluster", "info"):
                 return False
-            return dead_port not in [m[0] for m in self.masters() if m[2] > 0]
-        return False
+            dead = [f for f in (line.split() for line in self.cli(p, "cluster", "nodes")
+                                .splitlines()) if len(f) > 1 and tag in f[1]]
+            if not dead or [r for r in dead[0][8:] if not r.startswith("[")]:
+                return False
+        return True
 
     def restart(self, port):
         """The killed node again, on its port and dir: it rejoins as a replica."""
@@ -311,6 +321,15 @@ class MultiRedis:
                                                                          slots[0])
 
     def stop(self):
+        # The script removes the nodes' files: keep their logs (failovers, syncs, migrations)
+        # with the run's other logs first.
+        keep = self.dir + "-logs"
+        for port in self.ports:
+            for name in ("redis.log", "nodes.conf"):
+                src = os.path.join(self._node_dir(port), name)
+                if os.path.exists(src):
+                    os.makedirs(keep, exist_ok=True)
+                    shutil.copy(src, os.path.join(keep, "%d-%s" % (port, name)))
         subprocess.run([self.script, "stop", self.dir], capture_output=True, timeout=60)
 
 
