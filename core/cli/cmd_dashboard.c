@@ -109,13 +109,15 @@ static int token_equal(const char *a, const char *b) {
     return diff == 0;
 }
 
-/* The value of cookie `name` in a Cookie header, copied into dst. */
-static int cookie_value(const char *header, const char *name, char *dst, size_t dst_size) {
+/* The value of `name` in a list of name=value pairs split by `sep` (a
+ * Cookie header: ';' with spaces after it; a raw query string: '&', not
+ * decoded, as the token alphabet needs no escaping), copied into dst. */
+static int pair_value(const char *list, char sep, const char *name, char *dst, size_t dst_size) {
     size_t nl = strlen(name);
-    const char *p = header;
+    const char *p = list;
     while (p && *p) {
-        while (*p == ' ' || *p == ';') p++;
-        const char *end = strchr(p, ';');
+        while (*p == ' ' || *p == sep) p++;
+        const char *end = strchr(p, sep);
         size_t len = end ? (size_t)(end - p) : strlen(p);
         if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
             size_t vl = len - nl - 1;
@@ -125,25 +127,6 @@ static int cookie_value(const char *header, const char *name, char *dst, size_t 
             return 1;
         }
         p = end;
-    }
-    return 0;
-}
-
-/* The value of parameter `name` in a raw query string (not decoded: the
- * token alphabet needs no escaping). */
-static int query_value(const char *q, const char *name, char *dst, size_t dst_size) {
-    size_t nl = strlen(name);
-    while (q && *q) {
-        const char *end = strchr(q, '&');
-        size_t len = end ? (size_t)(end - q) : strlen(q);
-        if (len > nl && strncmp(q, name, nl) == 0 && q[nl] == '=') {
-            size_t vl = len - nl - 1;
-            if (vl >= dst_size) return 0;
-            memcpy(dst, q + nl + 1, vl);
-            dst[vl] = '\0';
-            return 1;
-        }
-        q = end ? end + 1 : NULL;
     }
     return 0;
 }
@@ -204,9 +187,9 @@ static const char *authorize(const dash_server_t *s, struct MHD_Connection *c,
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) return token_equal(auth + 7, s->token) ? NULL : "wrong token";
     const char *cookie = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Cookie");
-    if (cookie && cookie_value(cookie, DASH_COOKIE, got, sizeof(got)))
+    if (cookie && pair_value(cookie, ';', DASH_COOKIE, got, sizeof(got)))
         return token_equal(got, s->token) ? NULL : "wrong token";
-    if (r->query && query_value(r->query, "token", got, sizeof(got))) {
+    if (r->query && pair_value(r->query, '&', "token", got, sizeof(got))) {
         if (!token_equal(got, s->token)) return "wrong token";
         *set_cookie = 1;
         return NULL;
