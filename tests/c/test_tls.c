@@ -140,8 +140,8 @@ static void expect_fail(const char *url, const rl_tls_opts_t *tls, runlane_err_t
                  (long long)took, max_ms * time_scale());
 }
 
-/* enqueue + claim + ack: the store works over this connection */
-static void roundtrip(rl_store_t *st, const char *conv) {
+/* The policy the store calls below run with. */
+static rl_policy_t test_policy(void) {
     rl_policy_t pol;
     memset(&pol, 0, sizeof(pol));
     pol.max_wait_ms = 60000;
@@ -152,6 +152,12 @@ static void roundtrip(rl_store_t *st, const char *conv) {
     pol.idem_ttl_ms = 60000;
     pol.reply_redeliver_ms = 1000;
     pol.reply_ttl_ms = 60000;
+    return pol;
+}
+
+/* enqueue + claim + ack: the store works over this connection */
+static void roundtrip(rl_store_t *st, const char *conv) {
+    rl_policy_t pol = test_policy();
     char id[RUNLANE_ID_MAX];
     int dup = 0;
     RL_CHECK_OK(st->ops->enqueue(st, &pol, conv, "{\"content\":\"hi\"}", 2, NULL, id, &dup));
@@ -476,16 +482,7 @@ static void test_cluster_over_tls(void) {
         if (rl_partition_of(conv, 12) != 0) conv[0] = '\0';
     }
     RL_CHECK(conv[0] != '\0');
-    rl_policy_t pol;
-    memset(&pol, 0, sizeof(pol));
-    pol.max_wait_ms = 60000;
-    pol.max_messages = 100;
-    pol.max_bytes = 1 << 20;
-    pol.lease_ms = 30000;
-    pol.max_attempts = 3;
-    pol.idem_ttl_ms = 60000;
-    pol.reply_redeliver_ms = 1000;
-    pol.reply_ttl_ms = 60000;
+    rl_policy_t pol = test_policy();
     char id[RUNLANE_ID_MAX];
     int dup = 0;
     RL_CHECK_OK(st->ops->enqueue(st, &pol, conv, "{\"content\":\"before\"}", 2, NULL, id, &dup));
