@@ -75,8 +75,6 @@ rl_backend_t *rl_bk_new(runlane_t *rl, const rl_backend_ops_t *ops, int assistan
         return NULL;
     }
     bk->rl = rl;
-    bk->last_drive_ms = rl_mono_ms();
-    bk->renews_seen = __atomic_load_n(&rl->m.leases_renewed, __ATOMIC_RELAXED);
     bk->ops = ops;
     bk->assistants = assistants;
     bk->model = conf_dup(rl, "openai.model");
@@ -167,21 +165,15 @@ void rl_bk_free(rl_backend_t *bk) {
     free(bk);
 }
 
-/* Lease estimate: a renew round ran since the last drive (the worker
- * renews before driving, all leases in one round trip; a claim whose renew
- * was refused is dropped, its turn abandoned), so every lease held was
- * extended to at least that drive's time + lease.ms. */
-static void lease_note_drive(rl_backend_t *bk, int64_t now) {
-    int64_t renewed = __atomic_load_n(&bk->rl->m.leases_renewed, __ATOMIC_RELAXED);
-    if (renewed != bk->renews_seen) {
-        bk->renews_seen = renewed;
-        bk->lease_base_ms = bk->last_drive_ms;
-    }
-    bk->last_drive_ms = now;
-}
-
+/* Lease estimate: the lease of a batch runs until at least the time its
+ * claim, or the last renew round the store answered, was sent + lease.ms
+ * (a renewal the store refused drops the batch, its turn abandoned). Both
+ * are measured where the requests go out, so a stall of the process (a
+ * SIGSTOP, a blocked store call) between a round and the next drive does
+ * not make the estimate older than it is. */
 static int64_t lease_left(const rl_turn_t *t, int64_t now) {
-    int64_t base = t->lease_base_ms > t->bk->lease_base_ms ? t->lease_base_ms : t->bk->lease_base_ms;
+    int64_t base = t->bk->rl->renewed_from_ms;
+    if (t->f && t->f->claimed_from_ms > base) base = t->f->claimed_from_ms;
     return base + t->bk->rl->pol.lease_ms - now;
 }
 
@@ -214,7 +206,6 @@ static void cut_waits_on_stop(rl_backend_t *bk, int64_t now) {
 int64_t rl_bk_drive(rl_backend_t *bk) {
     int64_t wake = rl_http_drive(bk->http);
     int64_t now = rl_mono_ms();
-    lease_note_drive(bk, now);
     cut_waits_on_stop(bk, now);
     /* A stream that sends bytes but no event (comments, a slow drip of a
      * line) is as idle as a silent one: the HTTP client's idle timer only
@@ -231,12 +222,16 @@ int64_t rl_bk_drive(rl_backend_t *bk) {
         rl_http_abort(t->req, why);
         if (wake > now) wake = now; /* processed by the next drive */
     }
-    /* Watchdog: a guarded request (it adds input) still unanswered, with
-     * nothing of it confirmed (no response/run id), once the lease margin
-     * is gone: stop it (an HTTP retry must not go out late) and release
-     * the batch; the next owner reconciles. See rl_turn_lease_ok. */
+    /* Watchdog: a guarded request (it adds input) not yet on the wire
+     * (connecting, or waiting for a retry) once the lease margin is gone:
+     * stop it and release the batch; the next owner reconciles. See
+     * rl_turn_lease_ok. One that went out is followed instead: cancelling
+     * it would not unsend it, and the next owner, finding its input in the
+     * conversation, would ask for a second turn while it runs. (Its
+     * retries still pass the gate; a lease really lost drops the batch.) */
     for (rl_turn_t *t = bk->turns; t; t = t->next) {
         if (t->state == RL_TS_DEAD || !t->f || !t->guarded || !t->req || t->turn_id[0]) continue;
+        if (rl_http_attempt_sent(t->req)) continue;
         if (lease_left(t, now) > lease_margin(t)) continue;
         t->guarded = 0;
         rl_turn_settle(t, RL_SETTLE_RELEASE, NULL, 1, 0);
@@ -292,9 +287,6 @@ rl_turn_t *rl_turn_new(rl_backend_t *bk, rl_inflight_t *f) {
         t->f = f;
         t->timer_at = INT64_MAX;
         t->state = RL_TS_BUSY;
-        /* The claim was made after the last drive (the worker claims after
-         * driving): its lease lasts at least until then + lease.ms. */
-        t->lease_base_ms = bk->last_drive_ms;
         t->msgs = cJSON_Parse(f->claim.messages_json);
         t->ckpt = f->claim.ckpt_json && *f->claim.ckpt_json ? cJSON_Parse(f->claim.ckpt_json) : NULL;
         if (!cJSON_IsObject(t->ckpt)) {

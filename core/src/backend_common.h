@@ -39,10 +39,6 @@ struct rl_backend {
     int64_t stream_idle_ms;              /* http.stream.idle.timeout.ms */
     int64_t max_body;                    /* http.max.body.bytes (also: a listing's pages) */
     rl_turn_t *turns; /* every turn this backend holds */
-    /* Lease estimate (see rl_turn_lease_ok): monotonic time of the last
-     * drive, the leases_renewed count last seen, and a drive time known to
-     * precede the last renew round. */
-    int64_t last_drive_ms, lease_base_ms, renews_seen;
 };
 
 typedef enum rl_turn_state {
@@ -102,9 +98,9 @@ struct rl_turn {
      * whether the flow goes on with a create (1) or a snapshot (0). */
     int dangling_rounds;
     int dangling_then_post;
-    /* Lease guard: a drive time known to precede this batch's claim; 1
-     * while a request that adds input (guarded) is pending. */
-    int64_t lease_base_ms;
+    /* Lease guard: 1 while a request that adds input (guarded) is
+     * pending (the lease estimate: rl_inflight_t.claimed_from_ms and
+     * runlane_t.renewed_from_ms). */
     int guarded;
     /* rl_turn_settle_prior: the dead predecessor's turn being settled,
      * looks at it so far, and what runs once it ended. */

@@ -37,6 +37,9 @@ typedef struct rl_inflight {
      * claim (once per claim, so a conversation that keeps receiving
      * messages cannot keep its turn from ever finishing). I/O thread only. */
     int interrupted;
+    /* When the claim was sent (rl_mono_ms): the lease runs until at least
+     * this + lease.ms, or a later renewal's (runlane_t.renewed_from_ms). */
+    int64_t claimed_from_ms;
     struct rl_inflight *next;
 } rl_inflight_t;
 
@@ -133,6 +136,10 @@ struct runlane_s {
     rl_inflight_t *inflight;
     int ninflight;
     rl_store_t *io_store; /* used by the I/O thread only */
+    /* When the last renew round that the store answered was sent
+     * (rl_mono_ms; I/O thread only): every lease still held runs until at
+     * least this + lease.ms (refused ones were dropped). */
+    int64_t renewed_from_ms;
     CURLM *multi;         /* every HTTP transfer of the I/O thread */
     struct rl_ioloop *loop; /* the I/O thread's wait: multi's sockets + wakes */
     int claim_now;          /* a wake asked the I/O thread to look for due work (mu) */

@@ -40,6 +40,9 @@ struct rl_http_req {
     /* Outcome of the current attempt. */
     CURLcode code;
     int idle_timeout, aborted, gated; /* gated: the gate stopped it unsent */
+    /* The current attempt may be on the wire: its gate let it go (or,
+     * without a gate, it joined the multi). */
+    int sent;
     long status;
     int sse;
     int streamed;
@@ -288,7 +291,7 @@ static void req_free(rl_http_req_t *r) {
 
 static void reset_attempt(rl_http_req_t *r) {
     r->code = CURLE_OK;
-    r->idle_timeout = r->aborted = r->gated = 0;
+    r->idle_timeout = r->aborted = r->gated = r->sent = 0;
     r->status = 0;
     r->sse = 0;
     r->request_id[0] = '\0';
@@ -604,6 +607,7 @@ static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int c
         r->gated = 1;
         return CURL_PREREQFUNC_ABORT;
     }
+    r->sent = 1;
     return CURL_PREREQFUNC_OK;
 }
 #endif
@@ -652,6 +656,13 @@ void rl_http_abort_reason(rl_http_req_t *r, const char *reason) {
 
 int64_t rl_http_attempt_since(const rl_http_req_t *r) {
     return r && r->state == RQ_ACTIVE ? r->attempt_at : 0;
+}
+
+int rl_http_attempt_sent(const rl_http_req_t *r) {
+    /* in_multi: not between attempts (a failed attempt waiting for its
+     * retry is not on the wire; the gate decides the next one). */
+    if (!r || r->state != RQ_ACTIVE || !r->in_multi) return 0;
+    return r->gate ? r->sent : 1;
 }
 
 void rl_http_abort(rl_http_req_t *r, const char *reason) {

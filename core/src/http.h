@@ -195,6 +195,10 @@ void rl_http_abort_reason(rl_http_req_t *r, const char *reason);
 /* When the running attempt of `r` started (monotonic ms); 0 when it is not
  * running (queued, waiting for a retry, ended). */
 int64_t rl_http_attempt_since(const rl_http_req_t *r);
+/* 1 when the current attempt of a running request may have reached the
+ * server: its gate let it out (a request without a gate: once it runs).
+ * Cancelling it then does not unsend it. */
+int rl_http_attempt_sent(const rl_http_req_t *r);
 /* Ends a running transfer as failed by the peer (the next rl_http_drive
  * processes it like a limit passed: a retriable provider error with
  * `reason`). Not from inside curl's callbacks; no-op unless running. */

@@ -119,6 +119,7 @@ static int claim_some(runlane_t *rl) {
     if (backlog) return 0;
     rl_claim_t *claims = NULL;
     int n = 0;
+    int64_t sent = rl_mono_ms(); /* the leases start after this */
     runlane_err_t rc = rl->io_store->ops->claim(rl->io_store, &rl->pol, rl->worker_id, room,
                                                 &claims, &n);
     if (rc && n == 0) return -1;
@@ -133,6 +134,7 @@ static int claim_some(runlane_t *rl) {
         }
         f->claim = claims[i];
         f->state = RL_IF_DELIVERED;
+        f->claimed_from_ms = sent;
         RL_ADD(rl, batches_claimed, 1);
         cJSON *msgs = cJSON_Parse(f->claim.messages_json);
         RL_ADD(rl, messages_claimed, cJSON_GetArraySize(msgs));
@@ -206,9 +208,13 @@ static int renew_all(runlane_t *rl) {
     }
     int *ok = calloc((size_t)k, sizeof(int));
     int64_t *pending = rl->busy_interrupt ? calloc((size_t)k, sizeof(int64_t)) : NULL;
+    /* The store runs the renewal after this instant: a lower bound of the
+     * new leases' start, however long the answer takes. */
+    int64_t sent = rl_mono_ms();
     runlane_err_t rc = ok ? rl->io_store->ops->renew(rl->io_store, &rl->pol, snap, k, ok, pending)
                           : RUNLANE_ERR_NOMEM;
     if (rc == RUNLANE_OK) {
+        rl->renewed_from_ms = sent;
         for (int i = 0; i < k; i++) {
             if (ok[i]) {
                 RL_ADD(rl, leases_renewed, 1);

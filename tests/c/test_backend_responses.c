@@ -7,6 +7,7 @@
  * errors. */
 #include <hiredis/hiredis.h>
 
+#include "client.h"
 #include "rlbk.h"
 
 
@@ -1130,6 +1131,149 @@ static void test_responses_conversation_keys(void) {
     rlbk_check_key_flow("responses", "/v1/conversations", "conv_");
 }
 
+/* The lease estimate counts from when a renewal was sent, not from the
+ * last drive before it: a worker stalled (SIGSTOP here; a long GC pause or
+ * a swapped-out host alike) for 0.85 * lease.ms while a turn waits for its
+ * tool outputs renews as soon as it runs again and then posts the outputs.
+ * Before, the renewal was credited to the drive before the stall, the
+ * outputs found "too little lease left", and the batch was released and
+ * its tool calls raised a second time. The worker is a real process. */
+static void test_responses_stalled_worker_keeps_its_turn(void) {
+    rlbk_need_emu();
+    double sc = rl_test_time_scale();
+    int lease = (int)(2000 * sc);
+    char lease_s[32];
+    snprintf(lease_s, sizeof(lease_s), "%d", lease);
+    char *conv = new_conv();
+    int up[2], down[2];
+    RL_CHECK(pipe(up) == 0 && pipe(down) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* the child reports through its exit status: 0 all as expected
+         * (a failed check of rlbk_* lands here, not in the parent's run) */
+        if (setjmp(rl_t_jmp) != 0) _exit(9);
+        close(up[0]);
+        close(down[1]);
+        rlbk_t c;
+        const char *kv[] = {"lease.ms", lease_s, NULL};
+        rlbk_new(&c, "responses", kv);
+        rlbk_enqueue(&c, conv, "weather? [[tool:get_weather {}]]", NULL);
+        if (runlane_start(c.rl) != RUNLANE_OK) _exit(2);
+        rlbk_ev_t *tc = rlbk_wait(&c, RUNLANE_EVENT_TOOL_CALLS, 1, TIMEOUT);
+        char b = 's';
+        if (write(up[1], &b, 1) != 1 || read(down[0], &b, 1) != 1) _exit(3);
+        char *outs = rlbk_outputs_for(tc, "sunny");
+        if (rlbk_submit_from_thread(c.rl, tc->batch_id, outs) != RUNLANE_OK) _exit(4);
+        free(outs);
+        rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, TIMEOUT);
+        if (done->attempt != 1) _exit(5);
+        if (rlbk_count(&c, RUNLANE_EVENT_TOOL_CALLS) != 1) _exit(6);
+        if (rlbk_count(&c, RUNLANE_EVENT_LEASE_LOST) != 0) _exit(7);
+        _exit(0);
+    }
+    RL_CHECK(pid > 0);
+    close(up[1]);
+    close(down[0]);
+    char b;
+    RL_CHECK(read(up[0], &b, 1) == 1);
+    kill(pid, SIGSTOP);
+    usleep((useconds_t)lease * 850);
+    kill(pid, SIGCONT);
+    RL_CHECK(write(down[1], &b, 1) == 1);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    close(up[0]);
+    close(down[1]);
+    RL_CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                 "the worker process ended with status %d (5: a second attempt, 6: the tool "
+                 "calls raised twice, 7: a lease lost, 9: an event did not come)",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    /* one create, one with the outputs: nothing was sent twice */
+    RL_CHECK_INT(2, rlemu_count(&rlbk_emu, "POST", "/v1/responses"));
+    free(conv);
+}
+
+/* Renewals that fail for most of a lease while a create that went out is
+ * still unanswered (a Redis failover; seen in the Cluster chaos run): the
+ * worker keeps following that create. Before, its lease watchdog cancelled
+ * it and released the batch once the renewals had failed for
+ * lease.ms * 3/4; the batch was claimed again at once, the conversation
+ * already held its messages, and a second create (no input) asked for a
+ * turn while the first still ran: two turns at once, which OpenAI refuses
+ * (conversation_locked) and the emulator, with its lock off, counts.
+ * The store refuses this worker's commands for 0.85 * lease.ms (an ACL
+ * change on the test server, right after a renewal), then takes them
+ * again while the lease still holds. Needs RUNLANE_TEST_REDIS. */
+static void test_responses_sent_create_outlives_failed_renewals(void) {
+    rlbk_need_emu();
+    const char *url = rl_test_redis_url();
+    if (!url) RL_SKIP("RUNLANE_TEST_REDIS not set");
+    const char *hp = strstr(url, "://");
+    RL_CHECK(hp != NULL);
+    if (!hp) return;
+    hp += 3;
+    if (strchr(hp, '@')) RL_SKIP("RUNLANE_TEST_REDIS carries credentials: no ACL user is made");
+    char host[128] = "127.0.0.1";
+    int port = 6379;
+    sscanf(hp, "%127[^:/]:%d", host, &port);
+    redisContext *admin = redisConnect(host, port);
+    RL_CHECK(admin && !admin->err);
+    if (!admin || admin->err) return;
+    char user[64], acl_url[512], prefix[64];
+    snprintf(user, sizeof(user), "rlacl%d", (int)getpid());
+    snprintf(acl_url, sizeof(acl_url), "redis://%s:pw@%s", user, hp);
+    snprintf(prefix, sizeof(prefix), "rlacl-%d-%lld", (int)getpid(), (long long)rl_now_ms());
+    redisReply *r = redisCommand(admin, "ACL SETUSER %s reset on >pw ~* &* +@all", user);
+    RL_CHECK_MSG(r && r->type == REDIS_REPLY_STATUS, "ACL SETUSER: %s",
+                 r && r->str ? r->str : "no reply");
+    freeReplyObject(r);
+    double sc = rl_test_time_scale();
+    int lease = (int)(2000 * sc);
+    char lease_s[32], cfg[160];
+    snprintf(lease_s, sizeof(lease_s), "%d", lease);
+    /* The turn runs 2.5 leases; its answer (the stream) is held 1.5. */
+    snprintf(cfg, sizeof(cfg), "{\"conversation_lock\":0,\"latency_ms\":%d,\"fault_slow_ms\":%d}",
+             lease * 5 / 2, lease * 3 / 2);
+    rlemu_control(&rlbk_emu, "POST", "/_emulator/config", cfg);
+    rlemu_fault(&rlbk_emu, "hold", 1, "POST", "/v1/responses");
+    char *conv = new_conv();
+    const char *kv[] = {"store", acl_url, "key.prefix", prefix, "lease.ms", lease_s,
+                        "worker.recover.ms", "100", NULL};
+    rlbk_t c;
+    rlbk_new(&c, "responses", kv);
+    rlbk_enqueue(&c, conv, "hello", NULL);
+    RL_CHECK_OK(runlane_start(c.rl));
+    int64_t deadline = rl_now_ms() + (int64_t)(15000 * sc);
+    while (rl_now_ms() < deadline && rlemu_count(&rlbk_emu, "POST", "/v1/responses") < 1)
+        usleep(5000);
+    RL_CHECK_INT(1, rlemu_count(&rlbk_emu, "POST", "/v1/responses"));
+    /* Right after a renewal, so that the lease outlives the outage. */
+    int64_t seen = __atomic_load_n(&c.rl->m.leases_renewed, __ATOMIC_RELAXED);
+    while (rl_now_ms() < deadline &&
+           __atomic_load_n(&c.rl->m.leases_renewed, __ATOMIC_RELAXED) == seen)
+        usleep(1000);
+    r = redisCommand(admin, "ACL SETUSER %s -@all", user);
+    freeReplyObject(r);
+    usleep((useconds_t)lease * 850);
+    r = redisCommand(admin, "ACL SETUSER %s +@all", user);
+    freeReplyObject(r);
+    rlbk_ev_t *done = rlbk_wait(&c, RUNLANE_EVENT_COMPLETED, 1, (int)(30000 * sc));
+    RL_CHECK_STR("echo: hello", rlbk_str(done->j, "reply"));
+    RL_CHECK_INT(1, done->attempt);
+    RL_CHECK_INT(0, rlbk_count(&c, RUNLANE_EVENT_LEASE_LOST));
+    RL_CHECK_INT(1, rlemu_count(&rlbk_emu, "POST", "/v1/responses"));
+    cJSON *j = rlemu_journal(&rlbk_emu);
+    const cJSON *ov = cJSON_GetObjectItemCaseSensitive(rlemu_journal_conv(j, conv), "overlaps");
+    RL_CHECK_MSG(!cJSON_IsNumber(ov) || ov->valueint == 0, "%d turns at once",
+                 cJSON_IsNumber(ov) ? ov->valueint : -1);
+    cJSON_Delete(j);
+    rlbk_free(&c);
+    r = redisCommand(admin, "ACL DELUSER %s", user);
+    freeReplyObject(r);
+    redisFree(admin);
+    free(conv);
+}
+
 /* A host that stops polling: the worker claims no new batch once
  * worker.max.pending.events events wait, and claims again as it polls. */
 static void test_responses_unpolled_events_hold_back_claims(void) {
@@ -1176,6 +1320,8 @@ int main(void) {
     RL_RUN(test_responses_second_reconcile_of_an_attempt_sends_nothing_twice);
     RL_RUN(test_responses_dangling_calls_of_a_dead_turn_do_not_poison);
     RL_RUN(test_responses_lease_guard_follows_renewals);
+    RL_RUN(test_responses_sent_create_outlives_failed_renewals);
+    RL_RUN(test_responses_stalled_worker_keeps_its_turn);
     RL_RUN(test_responses_http_errors_retry_then_dead);
     RL_RUN(test_responses_invalid_request_is_dead_at_once);
     RL_RUN(test_responses_background_polling_mode);
