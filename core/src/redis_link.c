@@ -221,13 +221,18 @@ static int node_open(rl_redis_link_t *l, lnode_t *nd) {
 /* Asks the sentinels for the master's address; sets node 0 to it. */
 static int sentinel_find(rl_redis_link_t *l) {
     char first[600] = "";
+    /* every sentinel refused for a reason that does not fix itself (its
+     * certificate, a plaintext/TLS mismatch): say so, not retriable */
+    int all_fatal = l->nsentinels > 0;
     for (int i = 0; i < l->nsentinels; i++) {
         lnode_t *sn = l->sentinels[i];
         redisContext *c = NULL;
         if (node_raw_connect(l, sn, &c) != RUNLANE_OK) {
+            if (runlane_error_retriable(runlane_error_last())) all_fatal = 0;
             if (!first[0]) rl_strlcpy(first, runlane_error_message(runlane_error_last()), sizeof(first));
             continue;
         }
+        all_fatal = 0;
         const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", l->master_name};
         size_t lens[3] = {8, 23, strlen(l->master_name)};
         redisReply *r = redisCommandArgv(c, 3, argv, lens);
@@ -262,7 +267,7 @@ static int sentinel_find(rl_redis_link_t *l) {
         if (r) freeReplyObject(r);
         redisFree(c);
     }
-    return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: no sentinel named the master (%s)",
+    return rl_error_set(RUNLANE_ERR_STORE, !all_fatal, "redis %s: no sentinel named the master (%s)",
                         l->where, first[0] ? first : "no sentinel reachable");
 }
 
