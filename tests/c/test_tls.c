@@ -430,7 +430,8 @@ static void test_cluster_over_tls(void) {
     int rc = run_cmd(cmd, NULL, 0);
     RL_CHECK_MSG(rc == 0, "the store conformance suite over a TLS cluster failed (exit %d)", rc);
 
-    /* every master is connected at open: the options apply to each */
+    /* the options apply to each master (connected when first used): a
+     * round trip on a partition of each (12 partitions: 4 per master) */
     rl_tls_opts_t named = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"),
                            "cluster.runlane.test", 0};
     rl_store_t *st = open_cluster(&named, 12);
@@ -439,6 +440,15 @@ static void test_cluster_over_tls(void) {
     int per[8], nm = 0;
     rl_store_redis_spread(st, per, 8, &nm);
     RL_CHECK_INT(3, nm);
+    for (int p = 0; p < 12; p += 4) {
+        char conv[32] = "";
+        for (int i = 0; i < 10000 && !conv[0]; i++) {
+            snprintf(conv, sizeof(conv), "tls-named-%d", i);
+            if (rl_partition_of(conv, 12) != p) conv[0] = '\0';
+        }
+        RL_CHECK(conv[0] != '\0');
+        roundtrip(st, conv);
+    }
     st->ops->destroy(st);
     rl_tls_opts_t wrong_name = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"),
                                 "localhost", 0};
