@@ -2324,8 +2324,9 @@ static int node_is_master(int port, int *of) {
  * its replica is held back from the failover (cluster-replica-no-failover
  * yes; cluster-require-full-coverage no on the others, so that they go on
  * serving their own slots meanwhile, as they do with the defaults until
- * cluster-node-timeout flags the master failed). The store opens from the
- * next seed; the healthy masters' partitions work; the dead master's fail
+ * cluster-node-timeout flags the master failed). The store (and a client,
+ * runlane_new) opens from the next seed; the healthy masters' partitions
+ * work; the dead master's fail
  * retriable, naming it; once the replica may fail over they work again,
  * and the acknowledged messages are all there. Last: it kills a master. */
 static void test_cluster_open_while_master_down(void) {
@@ -2414,7 +2415,29 @@ static void test_cluster_open_while_master_down(void) {
                  "naming %s as unreachable, got %d (retriable %d): %s",
                  want, rc, runlane_error_retriable(e), runlane_error_message(e));
     }
-    enq(st, hconv, "h3"); /* the healthy ones still work */
+    /* a client (runlane_new) opened now works the same */
+    {
+        char err[512], mid[RUNLANE_ID_MAX];
+        const char *kv[] = {"store", g_redis_url, "key.prefix", prefix, "partitions", "12",
+                            "batch.window.ms", "0", NULL};
+        runlane_conf_t *conf = runlane_conf_new();
+        for (const char *const *k = kv; k[0]; k += 2)
+            RL_CHECK_MSG(runlane_conf_set(conf, k[0], k[1], err, sizeof(err)) == RUNLANE_OK,
+                         "%s: %s", k[0], err);
+        runlane_t *rl = runlane_new(conf, err, sizeof(err));
+        runlane_conf_destroy(conf);
+        RL_CHECK_MSG(rl != NULL, "runlane_new while a master is down: %s", err);
+        runlane_err_t hrc = runlane_enqueue(mid, sizeof(mid), NULL, rl, hconv, "h3", NULL);
+        char hmsg[600];
+        rl_strlcpy(hmsg, errmsg(), sizeof(hmsg));
+        runlane_err_t drc = runlane_enqueue(mid, sizeof(mid), NULL, rl, dconv, "lost", NULL);
+        int dretriable = runlane_error_retriable(runlane_error_last());
+        runlane_destroy(rl);
+        RL_CHECK_MSG(hrc == RUNLANE_OK, "runlane_enqueue on a healthy master's partition: %s", hmsg);
+        RL_CHECK_MSG(drc == RUNLANE_ERR_STORE && dretriable,
+                     "runlane_enqueue on the dead master's partition: %d (retriable %d)", drc,
+                     dretriable);
+    }
     {
         redisContext *c = node_conn(replica);
         node_cmd_ok(replica, "CONFIG SET cluster-replica-no-failover no",
