@@ -288,8 +288,11 @@ void rl_redis_reader_limits(redisReader *r) {
     if (r) r->maxelements = RL_REDIS_MAX_ELEMENTS;
 }
 
-int rl_redis_connect(const rl_redis_node_t *n, redisContext **out) {
+/* One try of rl_redis_connect; *closed: connected, but the PING got no
+ * reply other than a timeout (the server closed the connection). */
+static int connect_once(const rl_redis_node_t *n, redisContext **out, int *closed) {
     *out = NULL;
+    *closed = 0;
     struct timeval ctv = ms_tv(n->connect_timeout_ms > 0 ? n->connect_timeout_ms : 5000);
     struct timeval ttv = ms_tv(n->command_timeout_ms);
     redisOptions opt;
@@ -339,11 +342,24 @@ int rl_redis_connect(const rl_redis_node_t *n, redisContext **out) {
     errno = 0;
     redisReply *r = redisCommand(c, "PING");
     if (!r) {
-        int rc = ping_error(n, c, errno);
+        int saved = errno;
+        *closed = !rl_redis_is_timeout(c, saved);
+        int rc = ping_error(n, c, saved);
         redisFree(c);
         return rc;
     }
     freeReplyObject(r);
     *out = c;
     return RUNLANE_OK;
+}
+
+int rl_redis_connect(const rl_redis_node_t *n, redisContext **out) {
+    int closed = 0;
+    int rc = connect_once(n, out, &closed);
+    /* closed at once: a TLS port spoken to in plaintext or a client
+     * certificate refused (it happens again: not retriable), or a server
+     * killed as it accepted (kill -9 of a master: the next try is refused,
+     * retriable). One more try tells them apart. */
+    if (rc != RUNLANE_OK && closed) rc = connect_once(n, out, &closed);
+    return rc;
 }

@@ -43,7 +43,10 @@ typedef struct rl_redis_node {
  * a PING: any reply (NOAUTH included) proves that a Redis server speaks on
  * the connection, so that a plaintext/TLS mismatch or a refused client
  * certificate is reported here, by name, instead of as a lost connection
- * later. *out is owned by the caller (redisFree). RUNLANE_ERR_STORE:
+ * later (a server that closes the connection instead of answering the
+ * PING is tried once more: a server killed as it accepted refuses the
+ * second try, retriable). *out is owned by the caller (redisFree).
+ * RUNLANE_ERR_STORE:
  * retriable for network trouble, not for a certificate or protocol
  * mismatch. */
 int rl_redis_connect(const rl_redis_node_t *n, redisContext **out);

@@ -221,13 +221,18 @@ static int node_open(rl_redis_link_t *l, lnode_t *nd) {
 /* Asks the sentinels for the master's address; sets node 0 to it. */
 static int sentinel_find(rl_redis_link_t *l) {
     char first[600] = "";
+    /* every sentinel refused for a reason that does not fix itself (its
+     * certificate, a plaintext/TLS mismatch): say so, not retriable */
+    int all_fatal = l->nsentinels > 0;
     for (int i = 0; i < l->nsentinels; i++) {
         lnode_t *sn = l->sentinels[i];
         redisContext *c = NULL;
         if (node_raw_connect(l, sn, &c) != RUNLANE_OK) {
+            if (runlane_error_retriable(runlane_error_last())) all_fatal = 0;
             if (!first[0]) rl_strlcpy(first, runlane_error_message(runlane_error_last()), sizeof(first));
             continue;
         }
+        all_fatal = 0;
         const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", l->master_name};
         size_t lens[3] = {8, 23, strlen(l->master_name)};
         redisReply *r = redisCommandArgv(c, 3, argv, lens);
@@ -262,7 +267,7 @@ static int sentinel_find(rl_redis_link_t *l) {
         if (r) freeReplyObject(r);
         redisFree(c);
     }
-    return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: no sentinel named the master (%s)",
+    return rl_error_set(RUNLANE_ERR_STORE, !all_fatal, "redis %s: no sentinel named the master (%s)",
                         l->where, first[0] ? first : "no sentinel reachable");
 }
 
@@ -501,11 +506,11 @@ int rl_redis_link_single_io_error(rl_redis_link_t *l, int saved_errno) {
 
 int rl_redis_link_connect(rl_redis_link_t *l) {
     if (l->mode != RL_LINK_CLUSTER) return ensure(l, 0);
-    int rc = map_refresh(l);
-    if (rc != RUNLANE_OK) return rc;
-    for (int i = 0; i < l->nnodes; i++)
-        if (l->nodes[i]->master >= 0 && (rc = ensure(l, i)) != RUNLANE_OK) return rc;
-    return RUNLANE_OK;
+    /* the slot map from any reachable seed (its connection set up: TLS,
+     * AUTH, scripts) is enough; the masters are connected when a call
+     * first needs them, so a master that is down while its replica is
+     * not yet promoted fails only the calls on its slots */
+    return map_refresh(l);
 }
 
 /* The routing key's slot of a command, -1 when it has no key. */
@@ -552,6 +557,30 @@ static int redirect_target(rl_redis_link_t *l, const lnode_t *from, const redisR
         hl = strlen(h);
     }
     return node_find_add(l, h, hl, (int)port);
+}
+
+/* Cluster: node d, which a call needs, cannot be connected (the error is
+ * set). Names the slot it owns and says whether the error fixes itself:
+ * a master that is down stays in the slot map until its replica is
+ * promoted (cluster-node-timeout, then an election), and the next call
+ * reads the map again (map_stale). */
+static int master_down(rl_redis_link_t *l, int d, const int *target, const int *slot,
+                       const int *pending, size_t n) {
+    const runlane_error_t *e = runlane_error_last();
+    int code = runlane_error_code(e), retriable = runlane_error_retriable(e);
+    if (code != RUNLANE_ERR_STORE || !retriable) return code;
+    int s = -1;
+    for (size_t i = 0; i < n && s < 0; i++)
+        if (pending[i] && target[i] == d) s = slot[i];
+    char msg[500];
+    rl_strlcpy(msg, runlane_error_message(e), sizeof(msg));
+    if (s < 0)
+        return rl_error_set(RUNLANE_ERR_STORE, 1, "redis %s: %s", l->where, msg);
+    return rl_error_set(RUNLANE_ERR_STORE, 1,
+                        "redis %s: the master of slot %d, %s, is unreachable (%s); until the "
+                        "cluster promotes its replica the partitions on it fail (retriable), "
+                        "the others work",
+                        l->where, s, l->nodes[d]->where, msg);
 }
 
 int rl_redis_link_exec(rl_redis_link_t *l, const rl_redis_cmd_t *cmds, size_t n, redisReply **replies) {
@@ -609,8 +638,9 @@ int rl_redis_link_exec(rl_redis_link_t *l, const rl_redis_cmd_t *cmds, size_t n,
             }
             if (target[i] >= 0 && any < 0) any = target[i];
         }
-        if (any < 0) { /* keyless commands only: any master */
-            for (int s = 0; s < RL_CLUSTER_SLOTS && any < 0; s++) any = l->slots[s];
+        if (any < 0) { /* keyless commands only: any master, a connected one first */
+            for (int s = 0; s < RL_CLUSTER_SLOTS && (any < 0 || !l->nodes[any]->c); s++)
+                if (l->slots[s] >= 0 && (any < 0 || l->nodes[l->slots[s]]->c)) any = l->slots[s];
             if (any < 0) any = 0;
         }
         for (size_t i = 0; i < n; i++) {
@@ -623,7 +653,10 @@ int rl_redis_link_exec(rl_redis_link_t *l, const rl_redis_cmd_t *cmds, size_t n,
         }
         /* connect */
         for (int k = 0; k < norder; k++) {
-            if ((rc = ensure(l, order[k])) != RUNLANE_OK) goto fail;
+            if ((rc = ensure(l, order[k])) != RUNLANE_OK) {
+                if (cluster) rc = master_down(l, order[k], target, slot, pending, n);
+                goto fail;
+            }
             writes[order[k]] = reload[order[k]] = 0;
             nread[order[k]] = 0;
         }

@@ -73,8 +73,12 @@ typedef struct rl_redis_link rl_redis_link_t;
 rl_redis_link_t *rl_redis_link_new(const rl_redis_link_opts_t *o);
 void rl_redis_link_free(rl_redis_link_t *l);
 
-/* Connects (single/sentinel: the server; cluster: the slot map and every
- * master), so that a wrong address or password is reported at open. */
+/* Connects (single/sentinel: the server; cluster: the slot map, from the
+ * first seed or node that gives it, over a connection set up like any
+ * other), so that a wrong address, password or certificate is reported at
+ * open. A cluster's masters are connected when a call first needs them: a
+ * master that is down (not yet failed over) fails the calls on its slots,
+ * retriable, not the open. */
 int rl_redis_link_connect(rl_redis_link_t *l);
 
 /* Runs n commands; replies[i] (owned by the caller, freeReplyObject) is

@@ -2304,6 +2304,180 @@ static void test_cluster_moved_and_ask(void) {
     rl_claim_free(&c);
 }
 
+/* ROLE of node `port`: 1 master, 0 replica (its master's port in *of). */
+static int node_is_master(int port, int *of) {
+    redisContext *c = node_conn(port);
+    redisReply *r = redisCommand(c, "ROLE");
+    int master = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+                 r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+    *of = !master && r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+                  r->element[2]->type == REDIS_REPLY_INTEGER
+              ? (int)r->element[2]->integer
+              : -1;
+    freeReplyObject(r);
+    redisFree(c);
+    return master;
+}
+
+/* A client opened while a master is down, before its replica is
+ * promoted: the master (the URL's first seed) is killed with kill -9 while
+ * its replica is held back from the failover (cluster-replica-no-failover
+ * yes; cluster-require-full-coverage no on the others, so that they go on
+ * serving their own slots meanwhile, as they do with the defaults until
+ * cluster-node-timeout flags the master failed). The store (and a client,
+ * runlane_new) opens from the next seed; the healthy masters' partitions
+ * work; the dead master's fail
+ * retriable, naming it; once the replica may fail over they work again,
+ * and the acknowledged messages are all there. Last: it kills a master. */
+static void test_cluster_open_while_master_down(void) {
+    g_partitions = 12;
+    reset_policy();
+    int ports[6];
+    RL_CHECK(node_ports(ports, 6) == 6);
+    int dead = ports[0], of = -1, replica = -1;
+    RL_CHECK_MSG(node_is_master(dead, &of), "node %d (the first seed) is not a master", dead);
+    for (int i = 1; i < 6 && replica < 0; i++)
+        if (!node_is_master(ports[i], &of) && of == dead) replica = ports[i];
+    RL_CHECK_MSG(replica > 0, "no replica of the master %d", dead);
+    /* a conversation on the doomed master, one on a healthy one */
+    char dconv[32] = "", hconv[32] = "";
+    rl_store_t *probe = open_ns(++g_ns);
+    for (int i = 0; i < 1000 && (!dconv[0] || !hconv[0]); i++) {
+        char conv[32], tagkey[40];
+        snprintf(conv, sizeof(conv), "down-%d", i);
+        int tl = snprintf(tagkey, sizeof(tagkey), "{%s}",
+                          rl_store_redis_tag(probe, rl_partition_of(conv, g_partitions)));
+        int owner = slot_owner(ports[1], rl_redis_key_slot(tagkey, (size_t)tl));
+        if (owner == dead && !dconv[0]) rl_strlcpy(dconv, conv, sizeof(dconv));
+        if (owner != dead && owner > 0 && !hconv[0]) rl_strlcpy(hconv, conv, sizeof(hconv));
+    }
+    RL_CHECK(dconv[0] && hconv[0]);
+    /* a message on each, acknowledged once the replicas have it */
+    char prefix[128];
+    redis_prefix(prefix, sizeof(prefix), g_ns);
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = g_redis_url;
+    o.prefix = prefix;
+    o.partitions = g_partitions;
+    o.connect_timeout_ms = 2000;
+    o.command_timeout_ms = 5000;
+    o.wait_replicas = 1;
+    o.wait_timeout_ms = 4000;
+    rl_store_t *acked = rl_store_open(&o);
+    RL_CHECK_MSG(acked != NULL, "open with redis.wait.replicas=1: %s", errmsg());
+    RL_CHECK(g_nopen < MAX_OPEN);
+    g_open[g_nopen++] = acked;
+    enq(acked, dconv, "d1");
+    enq(acked, hconv, "h1");
+
+    for (int i = 0; i < 6; i++) {
+        if (ports[i] == dead) continue;
+        redisContext *c = node_conn(ports[i]);
+        node_cmd_ok(ports[i], "CONFIG SET cluster-require-full-coverage no",
+                    redisCommand(c, "CONFIG SET cluster-require-full-coverage no"));
+        if (ports[i] == replica)
+            node_cmd_ok(ports[i], "CONFIG SET cluster-replica-no-failover yes",
+                        redisCommand(c, "CONFIG SET cluster-replica-no-failover yes"));
+        redisFree(c);
+    }
+    const char *dir = getenv("RUNLANE_TEST_REDIS_DIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/node-%d/redis.pid", dir ? dir : ".", dead);
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    RL_CHECK_MSG(f != NULL && fscanf(f, "%d", &pid) == 1 && pid > 0, "no pid in %s", path);
+    fclose(f);
+    RL_CHECK_INT(0, kill(pid, SIGKILL));
+    fprintf(stderr, "    killed master %d (first seed); its replica %d is held back\n", dead, replica);
+
+    /* opened right then: the first seed is the dead master */
+    int64_t t0 = rl_mono_ms();
+    rl_store_t *st = open_ns(g_ns);
+    fprintf(stderr, "    opened in %lld ms\n", (long long)(rl_mono_ms() - t0));
+    enq(st, hconv, "h2");
+    char *json = NULL;
+    RL_CHECK_OK(st->ops->status(st, hconv, &json));
+    free(json);
+    /* the dead master's partitions: retriable, named, until the failover */
+    char id[RUNLANE_ID_MAX];
+    int dup = 0;
+    char *tail = tail_of("d2", NULL);
+    int rc = st->ops->enqueue(st, &g_pol, dconv, tail, 2, NULL, id, &dup);
+    char want[32];
+    snprintf(want, sizeof(want), "127.0.0.1:%d", dead);
+    const runlane_error_t *e = runlane_error_last();
+    fprintf(stderr, "    error: %s\n", runlane_error_message(e));
+    if (rc != RUNLANE_ERR_STORE || !runlane_error_retriable(e) ||
+        !strstr(runlane_error_message(e), "unreachable") || !strstr(runlane_error_message(e), want)) {
+        free(tail);
+        RL_FAILF("an enqueue on the dead master's partition: expected a retriable store error "
+                 "naming %s as unreachable, got %d (retriable %d): %s",
+                 want, rc, runlane_error_retriable(e), runlane_error_message(e));
+    }
+    /* a client (runlane_new) opened now works the same */
+    {
+        char err[512], mid[RUNLANE_ID_MAX];
+        const char *kv[] = {"store", g_redis_url, "key.prefix", prefix, "partitions", "12",
+                            "batch.window.ms", "0", NULL};
+        runlane_conf_t *conf = runlane_conf_new();
+        for (const char *const *k = kv; k[0]; k += 2)
+            RL_CHECK_MSG(runlane_conf_set(conf, k[0], k[1], err, sizeof(err)) == RUNLANE_OK,
+                         "%s: %s", k[0], err);
+        runlane_t *rl = runlane_new(conf, err, sizeof(err));
+        runlane_conf_destroy(conf);
+        RL_CHECK_MSG(rl != NULL, "runlane_new while a master is down: %s", err);
+        runlane_err_t hrc = runlane_enqueue(mid, sizeof(mid), NULL, rl, hconv, "h3", NULL);
+        char hmsg[600];
+        rl_strlcpy(hmsg, errmsg(), sizeof(hmsg));
+        runlane_err_t drc = runlane_enqueue(mid, sizeof(mid), NULL, rl, dconv, "lost", NULL);
+        int dretriable = runlane_error_retriable(runlane_error_last());
+        runlane_destroy(rl);
+        RL_CHECK_MSG(hrc == RUNLANE_OK, "runlane_enqueue on a healthy master's partition: %s", hmsg);
+        RL_CHECK_MSG(drc == RUNLANE_ERR_STORE && dretriable,
+                     "runlane_enqueue on the dead master's partition: %d (retriable %d)", drc,
+                     dretriable);
+    }
+    {
+        redisContext *c = node_conn(replica);
+        node_cmd_ok(replica, "CONFIG SET cluster-replica-no-failover no",
+                    redisCommand(c, "CONFIG SET cluster-replica-no-failover no"));
+        redisFree(c);
+    }
+    int64_t end = rl_mono_ms() + TS(30000);
+    int tries = 0;
+    while ((rc = st->ops->enqueue(st, &g_pol, dconv, tail, 2, NULL, id, &dup)) != RUNLANE_OK) {
+        e = runlane_error_last();
+        if (rc != RUNLANE_ERR_STORE || !runlane_error_retriable(e) || rl_mono_ms() > end) {
+            free(tail);
+            RL_FAILF("after the replica may fail over: enqueue %d (retriable %d) after %d tries: %s",
+                     rc, runlane_error_retriable(e), tries, runlane_error_message(e));
+        }
+        tries++;
+        sleep_ms(100);
+    }
+    free(tail);
+    fprintf(stderr, "    the dead master's partition works again after %d retriable failures\n",
+            tries);
+    int n = 0;
+    rl_claim_t *cl = claim_n(st, "w", 10, &n);
+    RL_CHECK_INT(2, n);
+    int ok = 1;
+    for (int i = 0; i < n; i++) {
+        int d = strcmp(cl[i].conversation_id, dconv) == 0;
+        char *got = contents(cl[i].messages_json);
+        if (!got || strcmp(got, d ? "d1|d2" : "h1|h2|h3") != 0) {
+            fprintf(stderr, "    %s: got %s\n", cl[i].conversation_id, got ? got : "(null)");
+            ok = 0;
+        }
+        free(got);
+        if (st->ops->ack(st, &g_pol, cl[i].conversation_id, cl[i].token) != RUNLANE_OK) ok = 0;
+        rl_claim_free(&cl[i]);
+    }
+    free(cl);
+    RL_CHECK_MSG(ok, "the batches after the failover differ from what was acknowledged");
+}
+
 /* Sentinel: kill -9 the master; the sentinels promote the replica, the
  * store finds it through them and keeps working, and with
  * redis.wait.replicas=1 every enqueue acknowledged before the kill is
@@ -2518,6 +2692,7 @@ int main(void) {
                 RUN(test_cluster_spread);
                 RUN(test_cluster_moved_and_ask);
                 RUN(test_cluster_worker_recovers_later_leases);
+                RUN(test_cluster_open_while_master_down); /* last: it kills a master */
             } else {
                 RUN(test_sentinel_failover_keeps_acked); /* last: it kills the master */
             }

@@ -20,9 +20,15 @@
  * the conformance suite over rediss+cluster:// with mutual TLS, the TLS
  * options applied to every node, a live reshard followed through MOVED.
  *
+ * And a private TLS-only Sentinel setup (scripts/redis-sentinel.sh
+ * start-tls): the conformance suite over rediss+sentinel:// with mutual
+ * TLS, the TLS options applied to the sentinels and the master, a kill -9
+ * of the master followed to the promoted replica through the sentinels.
+ *
  * Needs redis-server (with TLS), redis-cli and openssl on PATH: a missing
  * one fails.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,7 +430,8 @@ static void test_cluster_over_tls(void) {
     int rc = run_cmd(cmd, NULL, 0);
     RL_CHECK_MSG(rc == 0, "the store conformance suite over a TLS cluster failed (exit %d)", rc);
 
-    /* every master is connected at open: the options apply to each */
+    /* the options apply to each master (connected when first used): a
+     * round trip on a partition of each (12 partitions: 4 per master) */
     rl_tls_opts_t named = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"),
                            "cluster.runlane.test", 0};
     rl_store_t *st = open_cluster(&named, 12);
@@ -433,6 +440,15 @@ static void test_cluster_over_tls(void) {
     int per[8], nm = 0;
     rl_store_redis_spread(st, per, 8, &nm);
     RL_CHECK_INT(3, nm);
+    for (int p = 0; p < 12; p += 4) {
+        char conv[32] = "";
+        for (int i = 0; i < 10000 && !conv[0]; i++) {
+            snprintf(conv, sizeof(conv), "tls-named-%d", i);
+            if (rl_partition_of(conv, 12) != p) conv[0] = '\0';
+        }
+        RL_CHECK(conv[0] != '\0');
+        roundtrip(st, conv);
+    }
     st->ops->destroy(st);
     rl_tls_opts_t wrong_name = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"),
                                 "localhost", 0};
@@ -521,6 +537,182 @@ static void test_cluster_over_tls(void) {
     st->ops->destroy(st);
 }
 
+
+/* ---- Sentinel over TLS ----------------------------------------------- */
+
+static char g_sentinel_url[256];
+
+static void sentinel_stop(void) {
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%sscripts/redis-sentinel.sh stop %s/sentinel >/dev/null 2>&1",
+             g_src, g_tmp);
+    run_cmd(cmd, NULL, 0);
+}
+
+static rl_store_t *open_sentinel(const rl_tls_opts_t *tls, int wait_replicas) {
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = g_sentinel_url;
+    o.prefix = "rltlsst";
+    o.partitions = 1;
+    o.connect_timeout_ms = 1000 * time_scale();
+    o.command_timeout_ms = 3000 * time_scale();
+    o.wait_replicas = wait_replicas;
+    o.wait_timeout_ms = 2000 * time_scale();
+    if (tls) o.tls = *tls;
+    return rl_store_open(&o);
+}
+
+/* The pid of the sentinel setup's process whose port is the i-th of
+ * DIR/ports (0 master, 1 replica, 2..4 sentinels); its port in *port. */
+static int sentinel_pid(int i, int *port) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s/sentinel/ports", g_tmp);
+    FILE *f = fopen(path, "r");
+    int ports[5], n = 0, pid = 0;
+    if (!f) return 0;
+    while (n < 5 && fscanf(f, "%d", &ports[n]) == 1) n++;
+    fclose(f);
+    if (n != 5) return 0;
+    *port = ports[i];
+    snprintf(path, sizeof(path), "%s/sentinel/%s-%d/redis.pid", g_tmp, i < 2 ? "data" : "sentinel",
+             ports[i]);
+    if (!(f = fopen(path, "r"))) return 0;
+    if (fscanf(f, "%d", &pid) != 1) pid = 0;
+    fclose(f);
+    return pid;
+}
+
+/* A private Sentinel setup, TLS only (1 master, 1 replica, 3 sentinels;
+ * replication and the sentinels' own links over TLS too; client
+ * certificates required; each process with a certificate of its own for
+ * IP:127.0.0.1 and DNS:sentinel.runlane.test): the store conformance
+ * suite over rediss+sentinel:// with mutual TLS; the TLS options apply to
+ * the sentinels and to the master they name (a wrong CA, a wrong server
+ * name and a missing client certificate each fail at once, by name); a
+ * kill -9 of the master is followed: the store opened before it finds the
+ * promoted replica through the sentinels, over TLS, and an enqueue
+ * acknowledged with redis.wait.replicas=1 before the kill is there. */
+static void test_sentinel_over_tls(void) {
+    char cmd[4096], out[1024];
+    snprintf(cmd, sizeof(cmd), "%sscripts/redis-sentinel.sh start-tls %s/sentinel %s", g_src,
+             g_tmp, g_certs);
+    RL_CHECK_MSG(run_cmd(cmd, out, sizeof(out)) == 0 && strncmp(out, "rediss+sentinel://", 18) == 0,
+                 "starting a TLS Sentinel setup failed: %s", out);
+    out[strcspn(out, "\n")] = '\0';
+    rl_strlcpy(g_sentinel_url, out, sizeof(g_sentinel_url));
+    fprintf(stderr, "    sentinel: %s\n", g_sentinel_url);
+
+    /* the conformance suite, once */
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s", g_self);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof(dir), ".");
+    snprintf(cmd, sizeof(cmd),
+             "RUNLANE_TEST_STORE=redis RUNLANE_REQUIRE_REDIS=1 RUNLANE_TEST_PARTITIONS=last "
+             "RUNLANE_TEST_REDIS=%s RUNLANE_TEST_REDIS_TLS_CA=%s RUNLANE_TEST_REDIS_TLS_CERT=%s "
+             "RUNLANE_TEST_REDIS_TLS_KEY=%s %s/test_store >&2",
+             g_sentinel_url, cert("ca.crt"), cert("client.crt"), cert("client.key"), dir);
+    int rc = run_cmd(cmd, NULL, 0);
+    RL_CHECK_MSG(rc == 0, "the store conformance suite through Sentinel over TLS failed (exit %d)",
+                 rc);
+
+    /* the options apply to the sentinels and to the master they name */
+    rl_tls_opts_t wrong_ca = {cert("other-ca.crt"), NULL, cert("client.crt"), cert("client.key"),
+                              NULL, 0};
+    expect_fail(g_sentinel_url, &wrong_ca, RUNLANE_ERR_STORE, 3000, "certificate verify failed",
+                "no sentinel named the master", NULL);
+    RL_CHECK_MSG(!runlane_error_retriable(runlane_error_last()),
+                 "a wrong CA at every sentinel does not fix itself: not retriable");
+    rl_tls_opts_t wrong_name = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"),
+                                "localhost", 0};
+    expect_fail(g_sentinel_url, &wrong_name, RUNLANE_ERR_STORE, 3000, "not valid for \"localhost\"",
+                NULL, NULL);
+    rl_tls_opts_t no_cert = {cert("ca.crt"), NULL, NULL, NULL, NULL, 0};
+    expect_fail(g_sentinel_url, &no_cert, RUNLANE_ERR_STORE, 3000, "client certificate", NULL,
+                NULL);
+    rl_tls_opts_t named = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"),
+                           "sentinel.runlane.test", 0};
+    rl_store_t *st = open_sentinel(&named, 0);
+    RL_CHECK_MSG(st != NULL, "redis.tls.server.name=sentinel.runlane.test: %s",
+                 runlane_error_message(runlane_error_last()));
+    roundtrip(st, "st-named");
+    st->ops->destroy(st);
+
+    /* kill -9 of the master: the stores opened before it follow */
+    rl_tls_opts_t t = {cert("ca.crt"), NULL, cert("client.crt"), cert("client.key"), NULL, 0};
+    rl_store_t *acked = open_sentinel(&t, 1);
+    RL_CHECK_MSG(acked != NULL, "open with redis.wait.replicas=1: %s",
+                 runlane_error_message(runlane_error_last()));
+    st = open_sentinel(&t, 0);
+    if (!st) acked->ops->destroy(acked);
+    RL_CHECK_MSG(st != NULL, "open: %s", runlane_error_message(runlane_error_last()));
+    rl_policy_t pol = test_policy();
+    char id[RUNLANE_ID_MAX];
+    int dup = 0;
+    rc = acked->ops->enqueue(acked, &pol, "st-fo", "{\"content\":\"before\"}", 2, NULL, id, &dup);
+    acked->ops->destroy(acked);
+    if (rc != RUNLANE_OK) st->ops->destroy(st);
+    RL_CHECK_MSG(rc == RUNLANE_OK, "enqueue with redis.wait.replicas=1 over TLS: %s",
+                 runlane_error_message(runlane_error_last()));
+    int mport = 0, rport = 0;
+    int mpid = sentinel_pid(0, &mport);
+    sentinel_pid(1, &rport);
+    if (mpid <= 0 || rport <= 0) st->ops->destroy(st);
+    RL_CHECK_MSG(mpid > 0 && rport > 0, "no pid/port in %s/sentinel", g_tmp);
+    long m0, a0, r0, d0, m1, a1, r1, d1;
+    rl_store_redis_link_stats(st, &m0, &a0, &r0, &d0);
+    RL_CHECK_INT(0, kill(mpid, SIGKILL));
+    fprintf(stderr, "    killed the master (port %d); the replica (port %d) should take over\n",
+            mport, rport);
+    /* retriable errors until the sentinels promote the replica */
+    int64_t end = rl_mono_ms() + 40000LL * time_scale();
+    int tries = 0;
+    while ((rc = st->ops->enqueue(st, &pol, "st-fo", "{\"content\":\"after\"}", 2, NULL, id,
+                                  &dup)) != RUNLANE_OK) {
+        const runlane_error_t *e = runlane_error_last();
+        if (rc != RUNLANE_ERR_STORE || !runlane_error_retriable(e) || rl_mono_ms() > end) {
+            char msg[600];
+            rl_strlcpy(msg, runlane_error_message(e), sizeof(msg));
+            int retriable = runlane_error_retriable(e);
+            st->ops->destroy(st);
+            RL_FAILF("after the master's kill: enqueue %d (retriable %d) after %d tries: %s", rc,
+                     retriable, tries, msg);
+        }
+        if (tries++ % 10 == 0) fprintf(stderr, "    waiting for the failover: %s\n", runlane_error_message(e));
+        usleep(100 * 1000);
+    }
+    rl_store_redis_link_stats(st, &m1, &a1, &r1, &d1);
+    fprintf(stderr, "    the store followed the failover after %d retriable failures\n", tries);
+    /* the old master is dead: the store now writes to the promoted replica */
+    rl_claim_t *cl = NULL;
+    int n = 0;
+    rc = st->ops->claim(st, &pol, "w-tls", 1, &cl, &n);
+    int both = rc == RUNLANE_OK && n == 1 && strstr(cl[0].messages_json, "before") &&
+               strstr(cl[0].messages_json, "after");
+    char got[512];
+    snprintf(got, sizeof(got), "%s", rc == RUNLANE_OK && n == 1 ? cl[0].messages_json : "(none)");
+    if (rc == RUNLANE_OK && n == 1) rc = st->ops->ack(st, &pol, "st-fo", cl[0].token);
+    for (int i = 0; i < n; i++) rl_claim_free(&cl[i]);
+    free(cl);
+    st->ops->destroy(st);
+    RL_CHECK_MSG(d1 > d0, "the master was not looked up again through the sentinels");
+    RL_CHECK_MSG(both, "the batch after the failover lacks a message: %s", got);
+    RL_CHECK_OK(rc);
+    /* and the sentinels name the promoted replica (asked over TLS) */
+    int sport = 0;
+    sentinel_pid(2, &sport);
+    snprintf(cmd, sizeof(cmd),
+             "redis-cli --tls --cacert %s --cert %s --key %s -h 127.0.0.1 -p %d "
+             "sentinel get-master-addr-by-name mymaster 2>&1",
+             cert("ca.crt"), cert("client.crt"), cert("client.key"), sport);
+    RL_CHECK_INT(0, run_cmd(cmd, out, sizeof(out)));
+    char want[16];
+    snprintf(want, sizeof(want), "%d", rport);
+    RL_CHECK_MSG(strstr(out, want) != NULL, "the sentinels name %s, not the replica %d", out, rport);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     g_self = argv[0];
@@ -538,6 +730,8 @@ int main(int argc, char **argv) {
         RL_RUN(test_conformance_suite_over_tls);
         RL_RUN(test_cluster_over_tls);
         cluster_stop();
+        RL_RUN(test_sentinel_over_tls);
+        sentinel_stop();
     }
     teardown();
     return rl_test_summary();
