@@ -757,7 +757,11 @@ int rl_redis_link_exec(rl_redis_link_t *l, const rl_redis_cmd_t *cmds, size_t n,
     }
     free(slot);
     if (wait_short >= 0) {
-        free_all(replies, n);
+        for (size_t i = 0; i < n; i++)
+            if (replies[i] && !cmds[i].keep_if_short) {
+                freeReplyObject(replies[i]);
+                replies[i] = NULL;
+            }
         return rl_error_set(RUNLANE_ERR_STORE, 1,
                             "redis %s: the write reached %ld of %d replicas within %d ms "
                             "(redis.wait.replicas, redis.wait.timeout.ms): it is applied on the "

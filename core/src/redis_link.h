@@ -65,6 +65,10 @@ typedef struct rl_redis_cmd {
     const char *const *argv;
     const size_t *lens;
     int write;
+    /* When WAIT falls short (redis.wait.replicas) the call fails and its
+     * replies are freed, except this command's: its caller undoes what
+     * the master did (a claim gives its leases back). */
+    int keep_if_short;
 } rl_redis_cmd_t;
 
 typedef struct rl_redis_link rl_redis_link_t;
@@ -82,7 +86,8 @@ void rl_redis_link_free(rl_redis_link_t *l);
 int rl_redis_link_connect(rl_redis_link_t *l);
 
 /* Runs n commands; replies[i] (owned by the caller, freeReplyObject) is
- * each command's reply, error replies included, or all NULL on failure.
+ * each command's reply, error replies included, or all NULL on failure
+ * (but for keep_if_short commands when WAIT fell short).
  * SIGPIPE must be held off by the caller. */
 int rl_redis_link_exec(rl_redis_link_t *l, const rl_redis_cmd_t *cmds, size_t n,
                        redisReply **replies);

@@ -146,6 +146,7 @@ typedef struct rcmd {
     size_t *lens;
     int script; /* S_* for EVALSHA, -1 for a plain command */
     int oom;
+    int keep_if_short; /* see rl_redis_cmd_t */
 } rcmd_t;
 
 static void cmd_init(rcmd_t *c) {
@@ -424,6 +425,7 @@ static int rs_exec_unguarded(rstore_t *s, rcmd_t *cmds, size_t n, redisReply **r
         lc[i].argv = (const char *const *)cmds[i].argv;
         lc[i].lens = cmds[i].lens;
         lc[i].write = script_writes(cmds[i].script);
+        lc[i].keep_if_short = cmds[i].keep_if_short;
     }
     int rc = rl_redis_link_exec(s->link, lc, n, replies);
     if (lc != &one) free(lc);
@@ -822,6 +824,50 @@ static int claim_decode(rstore_t *s, const redisReply *r, rl_claim_t *claims, si
     return rc;
 }
 
+/* A claim that failed with replies in hand: WAIT fell short of
+ * redis.wait.replicas, so the master leased these conversations but the
+ * worker, told the claim failed, will not run them. Give them back at
+ * once, in one round trip (no attempt spent): left leased, each would
+ * expire as a stall, and a replica outage would dead-letter them
+ * (max.stalls). If the master dies before its replica has the claim and
+ * the release, neither is there. The claim's error stays the one
+ * reported. */
+static void claims_give_back(rstore_t *s, const rl_policy_t *pol, redisReply **rep, size_t m) {
+    char err[512];
+    rl_error_copy(err, sizeof(err));
+    int retriable = runlane_error_retriable(runlane_error_last());
+    size_t cap = 0;
+    for (size_t i = 0; i < m; i++)
+        if (rep[i] && rep[i]->type == REDIS_REPLY_ARRAY) cap += rep[i]->elements / 2;
+    rl_claim_t *cl = cap ? calloc(cap, sizeof(*cl)) : NULL;
+    size_t got = 0;
+    for (size_t i = 0; i < m; i++) {
+        int64_t next = 0, now = 0;
+        if (cl && rep[i]) claim_decode(s, rep[i], cl, cap, &got, &next, &now);
+        if (rep[i]) freeReplyObject(rep[i]);
+        rep[i] = NULL;
+    }
+    rcmd_t *cmds = got ? calloc(got, sizeof(*cmds)) : NULL;
+    redisReply **rr = got ? calloc(got, sizeof(*rr)) : NULL;
+    if (cmds && rr) {
+        for (size_t k = 0; k < got; k++) {
+            cmd_conv(&cmds[k], s, S_RELEASE, pol, cl[k].conversation_id);
+            cmd_add(&cmds[k], cl[k].token);
+            cmd_addll(&cmds[k], 0);
+        }
+        /* applied on the master even if WAIT falls short again */
+        rs_exec(s, cmds, got, rr);
+        free_replies(rr, got);
+        cmds_free(cmds, got);
+    } else {
+        free(cmds);
+    }
+    free(rr);
+    for (size_t k = 0; k < got; k++) rl_claim_free(&cl[k]);
+    free(cl);
+    rl_error_set(RUNLANE_ERR_STORE, retriable, "%s", err);
+}
+
 static int r_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, int max,
                    rl_claim_t **out, int *n_out) {
     rstore_t *s = RS(st);
@@ -871,9 +917,11 @@ static int r_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, in
                           total - from);
         }
     }
+    for (size_t i = 0; i < m; i++) cmds[i].keep_if_short = 1;
     rc = rs_exec(s, cmds, m, rep);
     size_t got = 0;
     int64_t best_next = -1, snow = 0;
+    if (rc == RUNLANE_ERR_STORE) claims_give_back(s, pol, rep, m);
     for (size_t i = 0; rc == RUNLANE_OK && i < m; i++) {
         int64_t next = -1, now = 0;
         int r1 = claim_decode(s, rep[i], claims, cap, &got, &next, &now);

@@ -528,6 +528,52 @@ static void test_kill9_stale_token_refused(void) {
     st->ops->destroy(st);
 }
 
+/* redis.wait.replicas with the replicas out of reach: a claim's script
+ * ran on the master (the conversation is leased there) but WAIT fell
+ * short, so the worker is told the claim failed and does not run it. The
+ * store gives such claims back at once. Before, they stayed leased to a
+ * worker that did not know of them: each expiry counted as a stall, and a
+ * replica outage of max.stalls leases dead-lettered every conversation a
+ * worker tried to take. */
+static void test_claim_short_of_replicas_is_given_back(void) {
+    new_prefix("waitshort");
+    rl_store_opts_t plain = {redis_url, prefix, 1, 2000, 2000, {0}, 0, 0};
+    /* the test server has no replica: every WAIT falls short */
+    rl_store_opts_t waiting = {redis_url, prefix, 1, 2000, 2000, {0}, 1, 50};
+    rl_policy_t pol = {.window_ms = 0, .max_wait_ms = 0, .max_messages = 100,
+                       .max_bytes = 1 << 20, .lease_ms = 60000, .max_attempts = 5,
+                       .max_stalls = 0, .backoff_base_ms = 10, .backoff_max_ms = 100,
+                       .backoff_jitter = 0.0, .idem_ttl_ms = 60000};
+    rl_store_t *st = rl_store_open(&plain);
+    rl_store_t *ws = rl_store_open(&waiting);
+    RL_CHECK(st != NULL && ws != NULL);
+    char id[RUNLANE_ID_MAX];
+    int dup;
+    RL_CHECK_OK(st->ops->enqueue(st, &pol, "w-1", "{\"content\":\"x\"}", 1, NULL, id, &dup));
+    rl_claim_t *cl = NULL;
+    int n = 0;
+    int rc = ws->ops->claim(ws, &pol, "short", 5, &cl, &n);
+    const runlane_error_t *e = runlane_error_last();
+    RL_CHECK_MSG(rc == RUNLANE_ERR_STORE && runlane_error_retriable(e) &&
+                     strstr(runlane_error_message(e), "replicas"),
+                 "claim short of replicas: rc %d: %s", rc, runlane_error_message(e));
+    RL_CHECK_INT(0, n);
+    /* not held: another worker takes it now, as its first attempt (a lease
+     * of 60 s left with "short" would block this claim) */
+    RL_CHECK_OK(st->ops->claim(st, &pol, "next", 5, &cl, &n));
+    RL_CHECK_INT(1, n);
+    RL_CHECK_INT(1, cl[0].attempt);
+    RL_CHECK_OK(st->ops->ack(st, &pol, "w-1", cl[0].token));
+    rl_claim_free(&cl[0]);
+    free(cl);
+    char *dl = NULL;
+    RL_CHECK_OK(st->ops->dead_list(st, 0, 10, &dl));
+    RL_CHECK_MSG(dl && strstr(dl, "w-1") == NULL, "dead letters: %s", dl ? dl : "(null)");
+    free(dl);
+    ws->ops->destroy(ws);
+    st->ops->destroy(st);
+}
+
 static void test_redis_restart_mid_run(void) {
     /* A private Redis with appendonly, restarted while producers and
      * workers run. */
@@ -589,6 +635,7 @@ int main(void) {
     RL_RUN(test_many_workers_claim_at_once_one_lease_each);
     RL_RUN(test_kill9_worker_batches_come_back);
     RL_RUN(test_kill9_stale_token_refused);
+    RL_RUN(test_claim_short_of_replicas_is_given_back);
     RL_RUN(test_three_owners_die_batch_is_answered);
     RL_RUN(test_redis_restart_mid_run);
     char cmd[300];
