@@ -227,6 +227,15 @@ static resp_t http(const char *method, const char *url, const char *const *hdrs,
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)T(10000));
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    /* A large body goes out only after the server's "100 Continue" (or its
+     * early refusal, a 413), as a browser's would wait for an answer:
+     * otherwise (curl asks for 100 only above 1 MiB, and sends anyway after
+     * 1 s) the server answers 413 and closes while the body is still going
+     * out, which curl reports as a send error, not the 413. */
+    if (chunked_len || (body && strlen(body) > 16384)) {
+        h = curl_slist_append(h, "Expect: 100-continue");
+        curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, (long)T(10000));
+    }
     if (chunked_len) {
         h = curl_slist_append(h, "Transfer-Encoding: chunked");
         curl_easy_setopt(c, CURLOPT_POST, 1L);
