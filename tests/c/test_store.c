@@ -2319,6 +2319,25 @@ static int node_is_master(int port, int *of) {
     return master;
 }
 
+
+/* A store on g_redis_url with redis.wait.replicas=1 (a write returns once
+ * a replica has it, within wait_ms), closed at the end of the run. */
+static rl_store_t *open_waiting(const char *prefix, int partitions, int wait_ms) {
+    rl_store_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.url = g_redis_url;
+    o.prefix = prefix;
+    o.partitions = partitions;
+    o.connect_timeout_ms = 2000;
+    o.command_timeout_ms = wait_ms + 1000;
+    o.wait_replicas = 1;
+    o.wait_timeout_ms = wait_ms;
+    rl_store_t *st = rl_store_open(&o);
+    RL_CHECK_MSG(st != NULL, "open with redis.wait.replicas=1: %s", errmsg());
+    RL_CHECK(g_nopen < MAX_OPEN);
+    g_open[g_nopen++] = st;
+    return st;
+}
 /* A client opened while a master is down, before its replica is
  * promoted: the master (the URL's first seed) is killed with kill -9 while
  * its replica is held back from the failover (cluster-replica-no-failover
@@ -2355,19 +2374,7 @@ static void test_cluster_open_while_master_down(void) {
     /* a message on each, acknowledged once the replicas have it */
     char prefix[128];
     redis_prefix(prefix, sizeof(prefix), g_ns);
-    rl_store_opts_t o;
-    memset(&o, 0, sizeof(o));
-    o.url = g_redis_url;
-    o.prefix = prefix;
-    o.partitions = g_partitions;
-    o.connect_timeout_ms = 2000;
-    o.command_timeout_ms = 5000;
-    o.wait_replicas = 1;
-    o.wait_timeout_ms = 4000;
-    rl_store_t *acked = rl_store_open(&o);
-    RL_CHECK_MSG(acked != NULL, "open with redis.wait.replicas=1: %s", errmsg());
-    RL_CHECK(g_nopen < MAX_OPEN);
-    g_open[g_nopen++] = acked;
+    rl_store_t *acked = open_waiting(prefix, g_partitions, 4000);
     enq(acked, dconv, "d1");
     enq(acked, hconv, "h1");
 
@@ -2487,19 +2494,7 @@ static void test_sentinel_failover_keeps_acked(void) {
     reset_policy();
     char prefix[128];
     redis_prefix(prefix, sizeof(prefix), ++g_ns);
-    rl_store_opts_t o;
-    memset(&o, 0, sizeof(o));
-    o.url = g_redis_url;
-    o.prefix = prefix;
-    o.partitions = 1;
-    o.connect_timeout_ms = 1000;
-    o.command_timeout_ms = 3000;
-    o.wait_replicas = 1;
-    o.wait_timeout_ms = 2000;
-    rl_store_t *st = rl_store_open(&o);
-    RL_CHECK_MSG(st != NULL, "open: %s", errmsg());
-    RL_CHECK(g_nopen < MAX_OPEN);
-    g_open[g_nopen++] = st;
+    rl_store_t *st = open_waiting(prefix, 1, 2000);
     char expect[400] = "";
     for (int i = 0; i < 30; i++) {
         char m[16];

@@ -399,6 +399,22 @@ static rl_store_t *open_cluster(const rl_tls_opts_t *tls, int partitions) {
     return rl_store_open(&o);
 }
 
+/* Runs the store conformance suite (test_store, beside this program)
+ * against `url` with the CA and client certificate; its exit status. */
+static int run_store_suite(const char *url) {
+    char dir[1024], cmd[4096];
+    snprintf(dir, sizeof(dir), "%s", g_self);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof(dir), ".");
+    snprintf(cmd, sizeof(cmd),
+             "RUNLANE_TEST_STORE=redis RUNLANE_REQUIRE_REDIS=1 RUNLANE_TEST_PARTITIONS=last "
+             "RUNLANE_TEST_REDIS=%s RUNLANE_TEST_REDIS_TLS_CA=%s RUNLANE_TEST_REDIS_TLS_CERT=%s "
+             "RUNLANE_TEST_REDIS_TLS_KEY=%s %s/test_store >&2",
+             url, cert("ca.crt"), cert("client.crt"), cert("client.key"), dir);
+    return run_cmd(cmd, NULL, 0);
+}
+
 /* A private 3-master/3-replica cluster, TLS only (bus and replication
  * too), client certificates required, every node with a certificate of
  * its own (IP:127.0.0.1, DNS:cluster.runlane.test): the store conformance
@@ -417,17 +433,7 @@ static void test_cluster_over_tls(void) {
     fprintf(stderr, "    cluster: %s\n", g_cluster_url);
 
     /* the conformance suite, once (12 partitions: every master) */
-    char dir[1024];
-    snprintf(dir, sizeof(dir), "%s", g_self);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(dir, sizeof(dir), ".");
-    snprintf(cmd, sizeof(cmd),
-             "RUNLANE_TEST_STORE=redis RUNLANE_REQUIRE_REDIS=1 RUNLANE_TEST_PARTITIONS=last "
-             "RUNLANE_TEST_REDIS=%s RUNLANE_TEST_REDIS_TLS_CA=%s RUNLANE_TEST_REDIS_TLS_CERT=%s "
-             "RUNLANE_TEST_REDIS_TLS_KEY=%s %s/test_store >&2",
-             g_cluster_url, cert("ca.crt"), cert("client.crt"), cert("client.key"), dir);
-    int rc = run_cmd(cmd, NULL, 0);
+    int rc = run_store_suite(g_cluster_url);
     RL_CHECK_MSG(rc == 0, "the store conformance suite over a TLS cluster failed (exit %d)", rc);
 
     /* the options apply to each master (connected when first used): a
@@ -604,17 +610,7 @@ static void test_sentinel_over_tls(void) {
     fprintf(stderr, "    sentinel: %s\n", g_sentinel_url);
 
     /* the conformance suite, once */
-    char dir[1024];
-    snprintf(dir, sizeof(dir), "%s", g_self);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(dir, sizeof(dir), ".");
-    snprintf(cmd, sizeof(cmd),
-             "RUNLANE_TEST_STORE=redis RUNLANE_REQUIRE_REDIS=1 RUNLANE_TEST_PARTITIONS=last "
-             "RUNLANE_TEST_REDIS=%s RUNLANE_TEST_REDIS_TLS_CA=%s RUNLANE_TEST_REDIS_TLS_CERT=%s "
-             "RUNLANE_TEST_REDIS_TLS_KEY=%s %s/test_store >&2",
-             g_sentinel_url, cert("ca.crt"), cert("client.crt"), cert("client.key"), dir);
-    int rc = run_cmd(cmd, NULL, 0);
+    int rc = run_store_suite(g_sentinel_url);
     RL_CHECK_MSG(rc == 0, "the store conformance suite through Sentinel over TLS failed (exit %d)",
                  rc);
 
