@@ -5,7 +5,11 @@
 -- KEYS: 1 ready, 2 leases, 3 stats, 4 wake (of one partition)
 -- ARGV: 1 key base "<prefix>:{p}:", 2 partition, 3 max messages,
 --       4 max bytes, 5 owner, 6 lease ms, 7 max claims, 8.. candidate
---       conversations (optional: then only these, in this order)
+--       conversations (optional: then only these, in this order); or
+--       8 "" and 9 a conversation whose announcement ("c:<conv>", see
+--       rl_signal in includes/common.lua) this worker popped: that one,
+--       then up to max - 1 others announced and not yet popped, taken
+--       from the wake key here (so no other worker is woken for them)
 -- Returns {now, next due ms or -1, conv, claim, conv, claim, ...} where
 -- claim = {batch id, token, attempt, lease_until ms, messages JSON array,
 --  checkpoint JSON or nil, settle JSON or nil} (settle: the checkpoint of
@@ -52,7 +56,33 @@ local function consider(conv)
   if m[1] and m[1] ~= '' then return end -- a leased conversation is never ready
   take[#take + 1] = {conv, m}
 end
-if #ARGV >= 8 then
+local named = ARGV[8] == ''
+if named then
+  local cands = {ARGV[9]}
+  if max > 1 then
+    -- (the timer member "w" is left for a waiting worker)
+    local r = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', rl_int(now), 'LIMIT', 0, max)
+    local grabbed = {}
+    for i = 1, #r do
+      if #cands >= max then break end
+      if string.sub(r[i], 1, 2) == 'c:' then
+        grabbed[#grabbed + 1] = r[i]
+        cands[#cands + 1] = string.sub(r[i], 3)
+      end
+    end
+    if #grabbed > 0 then redis.call('ZREM', KEYS[4], unpack(grabbed)) end
+  end
+  for i = 1, #cands do
+    local due = redis.call('ZSCORE', KEYS[1], cands[i])
+    if due and tonumber(due) <= now then
+      consider(cands[i])
+    elseif due then
+      -- due later than announced (a retry delay, a release): the timer
+      local ok = redis.pcall('ZADD', KEYS[4], 'LT', due, 'w')
+      if type(ok) == 'table' and ok.err then redis.call('ZADD', KEYS[4], due, 'w') end
+    end
+  end
+elseif #ARGV >= 8 then
   for i = 8, #ARGV do
     if #take >= max then break end
     local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
@@ -150,6 +180,15 @@ end
 -- (in chunks: unpack is limited by the Lua stack)
 for i = 1, #gone, 1000 do
   redis.call('ZREM', KEYS[1], unpack(gone, i, math.min(#gone, i + 999)))
+end
+-- Announcements of what was claimed (taken by range or as another
+-- partition's candidate) wake nobody now.
+if not named and #claimed > 0 then
+  for i = 1, #claimed, 1000 do
+    local args = {}
+    for k = i, math.min(#claimed, i + 999) do args[#args + 1] = 'c:' .. claimed[k] end
+    redis.call('ZREM', KEYS[4], unpack(args))
+  end
 end
 for i = 1, #claimed, 500 do
   local args = {}

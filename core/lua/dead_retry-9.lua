@@ -37,7 +37,7 @@ redis.call('HINCRBY', KEYS[1], 'pbytes', rl_int(bytes))
 if n > 0 then redis.call('HINCRBY', KEYS[6], 'requeued', n) end
 if not has_batch then
   redis.call('HSET', KEYS[1], 'attempts', '0', 'stalls', '0')
-  if n > 0 then rl_ready(now) end
+  if n > 0 then rl_ready(now, now) end
 end
 redis.call('ZREM', KEYS[7], id)
 redis.call('HDEL', KEYS[8], id)

@@ -50,8 +50,26 @@ end
 -- stands, and ack/fail/release schedule the pending messages after it.
 if not has_batch then
   local due = rl_due_of(now, count, bytes, first, now)
-  -- A new member, or one due now, is announced; a later due time of a
-  -- conversation already in ready was announced already (or is earlier).
-  if redis.call('ZADD', KEYS[4], rl_int(due), CONV) == 1 or due <= now then rl_signal(due) end
+  -- Announced: a new member of ready, or one that became due now. One
+  -- already due keeps its (earlier) due time and its announcement (LT), so
+  -- a conversation is announced once, not per message: every announcement
+  -- wakes a worker whose claim must not come back empty. A later due time
+  -- of a conversation already in ready was announced already (or is
+  -- earlier).
+  if due <= now then
+    local ch = redis.pcall('ZADD', KEYS[4], 'LT', 'CH', rl_int(due), CONV)
+    if type(ch) == 'table' and ch.err then
+      -- Redis < 6.2 has no ZADD LT
+      local old = redis.call('ZSCORE', KEYS[4], CONV)
+      ch = 0
+      if not old or tonumber(old) > due then
+        redis.call('ZADD', KEYS[4], rl_int(due), CONV)
+        ch = 1
+      end
+    end
+    if ch == 1 then rl_signal(due, now) end
+  elseif redis.call('ZADD', KEYS[4], rl_int(due), CONV) == 1 then
+    rl_signal(due, now)
+  end
 end
 return {id, 0}

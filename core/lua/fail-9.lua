@@ -25,7 +25,7 @@ if ARGV[10] == '1' and attempts < tonumber(ARGV[11]) then
   d = math.floor(d * (1 - tonumber(ARGV[14]) * tonumber(ARGV[15])) + 0.5)
   rl_end_lease()
   redis.call('HSET', KEYS[1], 'last_error', err)
-  rl_ready(now + d)
+  rl_ready(now + d, now)
   return 0
 end
 rl_dead_letter(now, err)

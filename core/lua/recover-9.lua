@@ -32,5 +32,5 @@ if stalls > tonumber(ARGV[8]) then
   return 2
 end
 rl_end_lease()
-rl_ready(now)
+rl_ready(now, now)
 return 1

@@ -13,6 +13,6 @@ if attempts > 0 then redis.call('HSET', KEYS[1], 'attempts', rl_int(attempts - 1
 local delay = tonumber(ARGV[9])
 if delay < 0 then delay = 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('LLEN', KEYS[2]) > 0 then
-  rl_ready(now + delay)
+  rl_ready(now + delay, now)
 end
 return 1

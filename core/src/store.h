@@ -327,15 +327,18 @@ typedef struct rl_store_ops {
     int (*wait_arm)(rl_store_t *st, int64_t timeout_ms, int *fd_out);
 
     /* Reads the outstanding pop's reply if it arrived, without blocking:
-     * 1 with an announcement taken (its partition and due time, store ms),
-     * 0 when the pop timed out or none is outstanding, 2 when no reply yet.
-     * An error drops the connection (the next wait_arm reconnects). */
-    int (*wait_take)(rl_store_t *st, int *part_out, int64_t *due_out);
+     * 1 with an announcement taken (its partition and due time, store ms;
+     * conv_out (cap bytes) the conversation it names, claim_named's to
+     * claim, or "" for a due time: claim what is due then), 0 when the pop
+     * timed out or none is outstanding, 2 when no reply yet. An error drops
+     * the connection (the next wait_arm reconnects). */
+    int (*wait_take)(rl_store_t *st, int *part_out, int64_t *due_out, char *conv_out,
+                     size_t cap);
 
     /* Announces (again) that partition `part` has a conversation due at
-     * `due`: a worker that took an announcement it cannot act on passes it
-     * on. */
-    int (*wait_give)(rl_store_t *st, int part, int64_t due);
+     * `due` (conv: the one wait_take named, or NULL / ""): a worker that
+     * took an announcement it cannot act on passes it on. */
+    int (*wait_give)(rl_store_t *st, int part, int64_t due, const char *conv);
 
     /* Conversations in one state, for the dashboard. `state`: "waiting"
      * (pending messages, batch window not over), "ready" (due, not yet
@@ -360,6 +363,13 @@ typedef struct rl_store_ops {
      * when none): {"pending":[...],"batch":[...],"token":"..."}
      * (malloc'ed). Read only. */
     int (*conv_peek)(rl_store_t *st, const char *conv, size_t max, char **json_out);
+
+    /* Optional (with wait_*): claim after wait_take named conversation
+     * `conv` of partition `part`: that one if it is still due, then up to
+     * max - 1 others announced on the partition and not yet taken by a
+     * worker (as claim, in one round trip; no claim_hint). */
+    int (*claim_named)(rl_store_t *st, const rl_policy_t *pol, const char *owner, int max,
+                       int part, const char *conv, rl_claim_t **out, int *n_out);
 } rl_store_ops_t;
 
 struct rl_store {

@@ -1476,7 +1476,7 @@ static const rl_store_ops_t memory_ops = {
     m_release,     m_defer,        m_recover,      m_status,    m_dead_list,  m_dead_retry,
     m_dead_purge,  m_reply_claim,  m_reply_ack,    m_rate_take,  m_conv_map,   m_destroy,
     NULL,          NULL,           NULL,           NULL,         NULL, /* no wake-up ops */
-    m_conv_list,   m_conv_peek,
+    m_conv_list,   m_conv_peek,    NULL,
 };
 
 rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {

@@ -973,6 +973,37 @@ static int r_claim(rl_store_t *st, const rl_policy_t *pol, const char *owner, in
     return RUNLANE_OK;
 }
 
+static int r_claim_named(rl_store_t *st, const rl_policy_t *pol, const char *owner, int max,
+                         int part, const char *conv, rl_claim_t **out, int *n_out) {
+    rstore_t *s = RS(st);
+    *out = NULL;
+    *n_out = 0;
+    s->hint_ok = 0;
+    if (max <= 0) return RUNLANE_OK;
+    if (part < 0 || part >= s->partitions) part = 0;
+    rl_claim_t *claims = calloc((size_t)max, sizeof(*claims));
+    if (!claims) return rl_error_set(RUNLANE_ERR_NOMEM, 0, "out of memory");
+    rcmd_t c;
+    redisReply *r = NULL;
+    claim_cmd(&c, s, pol, owner, part, max, NULL, 0);
+    cmd_add(&c, ""); /* claim-4.lua: "" then the announced conversation */
+    cmd_add(&c, conv);
+    int rc = rs_exec(s, &c, 1, &r);
+    cmd_free(&c);
+    size_t got = 0;
+    int64_t next = -1, snow = 0;
+    if (rc == RUNLANE_OK) rc = claim_decode(s, r, claims, (size_t)max, &got, &next, &snow);
+    if (r) freeReplyObject(r);
+    if (got == 0) {
+        free(claims);
+        return rc;
+    }
+    /* what was claimed is leased: hand it over even if another failed */
+    *out = claims;
+    *n_out = (int)got;
+    return RUNLANE_OK;
+}
+
 static int r_claim_hint(rl_store_t *st, int64_t *due_out, int64_t *now_out) {
     rstore_t *s = RS(st);
     if (!s->hint_ok) return 0;
@@ -1897,8 +1928,10 @@ static int r_wait_arm(rl_store_t *st, int64_t timeout_ms, int *fd_out) {
     return RUNLANE_OK;
 }
 
-static int r_wait_take(rl_store_t *st, int *part_out, int64_t *due_out) {
+static int r_wait_take(rl_store_t *st, int *part_out, int64_t *due_out, char *conv_out,
+                       size_t cap) {
     rstore_t *s = RS(st);
+    if (cap) conv_out[0] = '\0';
     redisContext *wc = s->waiting ? rl_redis_link_single_context(s->link) : NULL;
     if (!wc) {
         s->waiting = 0;
@@ -1931,22 +1964,33 @@ static int r_wait_take(rl_store_t *st, int *part_out, int64_t *due_out) {
         if (p < 0 || p >= s->partitions) p = 0;
         *part_out = (int)p;
         *due_out = rl_f64_to_i64(strtod(r->element[2]->str, NULL));
+        /* "c:<conv>" names a conversation (see rl_signal); "w", or a name
+         * too long to be one, is a due time */
+        const redisReply *mb = r->element[1];
+        if (mb->type == REDIS_REPLY_STRING && mb->len > 2 && mb->len - 2 < cap &&
+            mb->len - 2 <= RUNLANE_CONVERSATION_ID_MAX && memcmp(mb->str, "c:", 2) == 0) {
+            memcpy(conv_out, mb->str + 2, mb->len - 2);
+            conv_out[mb->len - 2] = '\0';
+        }
         rc = 1;
     }
     freeReplyObject(r);
     return rc;
 }
 
-static int r_wait_give(rl_store_t *st, int part, int64_t due) {
+static int r_wait_give(rl_store_t *st, int part, int64_t due, const char *conv) {
     rstore_t *s = RS(st);
     rcmd_t c;
     redisReply *r = NULL;
+    char member[RUNLANE_CONVERSATION_ID_MAX + 3] = "w";
+    if (conv && *conv && strlen(conv) <= RUNLANE_CONVERSATION_ID_MAX)
+        snprintf(member, sizeof(member), "c:%s", conv);
     cmd_init(&c);
     cmd_add(&c, "ZADD");
     cmd_key(&c, s, part, "wake", NULL);
     cmd_add(&c, "LT");
     cmd_addll(&c, due);
-    cmd_add(&c, "w");
+    cmd_add(&c, member);
     int rc = rs_exec1(s, &c, &r, "ZADD wake");
     if (r) freeReplyObject(r);
     if (rc == RUNLANE_ERR_STORE && !runlane_error_retriable(runlane_error_last())) {
@@ -1955,7 +1999,7 @@ static int r_wait_give(rl_store_t *st, int part, int64_t due) {
         cmd_add(&c, "ZADD");
         cmd_key(&c, s, part, "wake", NULL);
         cmd_addll(&c, due);
-        cmd_add(&c, "w");
+        cmd_add(&c, member);
         r = NULL;
         rc = rs_exec1(s, &c, &r, "ZADD wake");
         if (r) freeReplyObject(r);
@@ -2181,7 +2225,7 @@ static const rl_store_ops_t redis_ops = {
     r_release,    r_defer,        r_recover,      r_status,    r_dead_list, r_dead_retry,
     r_dead_purge, r_reply_claim,  r_reply_ack,    r_rate_take, r_conv_map, r_destroy,
     r_heads,      r_claim_hint,   r_wait_arm,     r_wait_take, r_wait_give,
-    r_conv_list,  r_conv_peek,
+    r_conv_list,  r_conv_peek,    r_claim_named,
 };
 
 static int hexval(int ch) {

@@ -105,9 +105,10 @@ static void deliver_batch(runlane_t *rl, rl_inflight_t *f) {
     free(json);
 }
 
-/* Claims up to the free concurrency. Returns how many were claimed, or -1
- * on a store error. */
-static int claim_some(runlane_t *rl) {
+/* Claims up to the free concurrency (named: the conversation a wake-up
+ * announced, on partition part, and others announced; else what is due).
+ * Returns how many were claimed, or -1 on a store error. */
+static int claim_some(runlane_t *rl, int part, const char *named) {
     pthread_mutex_lock(&rl->mu);
     int room = rl->concurrency - rl->ninflight;
     pthread_mutex_unlock(&rl->mu);
@@ -120,8 +121,10 @@ static int claim_some(runlane_t *rl) {
     rl_claim_t *claims = NULL;
     int n = 0;
     int64_t sent = rl_mono_ms(); /* the leases start after this */
-    runlane_err_t rc = rl->io_store->ops->claim(rl->io_store, &rl->pol, rl->worker_id, room,
-                                                &claims, &n);
+    runlane_err_t rc =
+        named ? rl->io_store->ops->claim_named(rl->io_store, &rl->pol, rl->worker_id, room, part,
+                                               named, &claims, &n)
+              : rl->io_store->ops->claim(rl->io_store, &rl->pol, rl->worker_id, room, &claims, &n);
     if (rc && n == 0) return -1;
     for (int i = 0; i < n; i++) {
         rl_inflight_t *f = calloc(1, sizeof(*f));
@@ -545,7 +548,11 @@ void *rl_worker_main(void *arg) {
     if (tick_ms < 10) tick_ms = 10;
     int64_t next_tick = now, next_ws_open = now, ready_at = now, last_recover = 0;
     int64_t skew = 0; /* store ms - rl_mono_ms */
-    int can_wake = rl->io_store->ops->wait_arm && rl->io_store->ops->heads;
+    int can_wake = rl->io_store->ops->wait_arm && rl->io_store->ops->heads &&
+                   rl->io_store->ops->claim_named;
+    /* the conversation the last wake-up named (claimed in the same pass) */
+    char named[RUNLANE_CONVERSATION_ID_MAX + 1];
+    int named_part = 0;
     for (;;) {
         pthread_mutex_lock(&rl->mu);
         int stopping = rl->stopping, n = rl->ninflight;
@@ -565,14 +572,18 @@ void *rl_worker_main(void *arg) {
             if (!ws) next_ws_open = now + tick_ms; /* store down: poll meanwhile */
         }
         int wake = ws != NULL;
+        named[0] = '\0';
         if (wake) {
             int part = 0;
             int64_t due = 0;
-            int r = ws->ops->wait_take(ws, &part, &due);
+            int r = ws->ops->wait_take(ws, &part, &due, named, sizeof(named));
             if (r == 1) {
                 if (n >= rl->concurrency || stopping) {
                     /* cannot act on it: pass it on to a worker with room */
-                    rl->io_store->ops->wait_give(rl->io_store, part, due);
+                    rl->io_store->ops->wait_give(rl->io_store, part, due, named);
+                    named[0] = '\0';
+                } else if (named[0]) {
+                    named_part = part;
                 } else if (due - skew < ready_at) {
                     ready_at = due - skew;
                 }
@@ -665,10 +676,27 @@ void *rl_worker_main(void *arg) {
             backend_wake = rl->backend->drive(rl->bk);
         }
         int claimed = 0, looked = 0;
+        if (wake && named[0]) {
+            /* Announced by name: this worker alone was woken for it. */
+            if (!failed && !stopping && n < rl->concurrency) {
+                claimed = claim_some(rl, named_part, named);
+                if (claimed < 0) {
+                    failed = 1;
+                    if (store_failures % 100 == 0)
+                        emit_error(rl, runlane_error_code(runlane_error_last()), "claim");
+                }
+            }
+            if (failed || stopping || n >= rl->concurrency || claimed < 0) {
+                /* not taken here: its announcement goes back (a failed
+                 * store loses it; the look at the heads finds it) */
+                rl->io_store->ops->wait_give(rl->io_store, named_part, rl_mono_ms() + skew, named);
+            }
+            named[0] = '\0';
+        }
         if (wake) {
             if (!failed && !stopping && n < rl->concurrency && rl_mono_ms() >= ready_at) {
                 ready_at = INT64_MAX;
-                claimed = claim_some(rl);
+                claimed = claim_some(rl, 0, NULL);
                 int64_t hd, hn;
                 if (claimed < 0) {
                     failed = 1;
@@ -682,7 +710,7 @@ void *rl_worker_main(void *arg) {
             }
         } else if (!failed && !stopping && (claim_now || rl_mono_ms() >= next_claim)) {
             looked = 1;
-            claimed = claim_some(rl);
+            claimed = claim_some(rl, 0, NULL);
             if (claimed < 0) {
                 failed = 1;
                 /* One event per outage (and every 100 failed rounds). */

@@ -9,12 +9,15 @@
  * - fairness: 4 store objects in 4 threads race for 400 due
  *   conversations: at most 5% of their claims come back empty while some
  *   wait in ready, and each one's share is within 2x of the others.
+ * - woken claims: 4 threads woken by announcements (as workers are) while
+ *   new conversations arrive: at most 5% of their claims come back empty.
  * - wake-up: a worker with worker.poll.ms=60000 gets a BATCH for a message
  *   enqueued by another client within a few seconds (it is announced, not
  *   polled for).
  * - idle: a started worker with nothing to do issues at most ~1 command per
  *   second over a 5 s window (counted on the server).
  * Needs redis-server (skipped without, failed with RUNLANE_REQUIRE_REDIS=1). */
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,6 +261,125 @@ static void test_fair_claims(void) {
     st->ops->destroy(st);
 }
 
+/* Woken claims: WOKEN_WORKERS threads wait for announcements the way a
+ * worker does (wait_arm / wait_take on a store of their own, then the claim
+ * the announcement calls for) while the main thread enqueues WOKEN_CONVS
+ * new conversations, a few at a time: each announcement wakes one worker,
+ * and its claim must find work (no two workers woken for one conversation,
+ * no worker woken for what another one's claim took). */
+#define WOKEN_WORKERS 4
+#define WOKEN_CONVS 300
+
+static pthread_mutex_t woken_mu = PTHREAD_MUTEX_INITIALIZER;
+static int woken_done, woken_stop;
+
+typedef struct woken_worker {
+    pthread_t th;
+    char owner[16];
+    int claims, empty, got, errors;
+} woken_worker_t;
+
+static void *woken_main(void *arg) {
+    woken_worker_t *w = arg;
+    rl_store_t *st = open_store_raw("cost-woken"), *ws = open_store_raw("cost-woken");
+    if (!st || !ws) {
+        w->errors++;
+        if (st) st->ops->destroy(st);
+        if (ws) ws->ops->destroy(ws);
+        return NULL;
+    }
+    rl_policy_t pol = policy();
+    char named[RUNLANE_CONVERSATION_ID_MAX + 1];
+    for (int guard = 0; guard < 100000; guard++) {
+        pthread_mutex_lock(&woken_mu);
+        int stop = woken_stop;
+        pthread_mutex_unlock(&woken_mu);
+        if (stop) break;
+        int fd = -1;
+        if (ws->ops->wait_arm(ws, 200, &fd) != RUNLANE_OK) {
+            w->errors++;
+            break;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 300) <= 0) continue;
+        int part = 0;
+        int64_t due = 0;
+        int r = ws->ops->wait_take(ws, &part, &due, named, sizeof(named));
+        if (r < 0) {
+            w->errors++;
+            break;
+        }
+        if (r != 1) continue;
+        rl_claim_t *cl = NULL;
+        int n = 0;
+        int rc = named[0] ? st->ops->claim_named(st, &pol, w->owner, 4, part, named, &cl, &n)
+                          : st->ops->claim(st, &pol, w->owner, 4, &cl, &n);
+        if (rc != RUNLANE_OK) {
+            w->errors++;
+            break;
+        }
+        w->claims++;
+        if (n == 0) w->empty++;
+        for (int i = 0; i < n; i++) {
+            if (st->ops->ack(st, &pol, cl[i].conversation_id, cl[i].token) != RUNLANE_OK)
+                w->errors++;
+            rl_claim_free(&cl[i]);
+        }
+        free(cl);
+        w->got += n;
+        pthread_mutex_lock(&woken_mu);
+        woken_done += n;
+        pthread_mutex_unlock(&woken_mu);
+    }
+    ws->ops->destroy(ws);
+    st->ops->destroy(st);
+    return NULL;
+}
+
+static void test_woken_claims_find_work(void) {
+    rl_store_t *st = open_store("cost-woken");
+    rl_policy_t pol = policy();
+    woken_worker_t w[WOKEN_WORKERS];
+    memset(w, 0, sizeof(w));
+    for (int i = 0; i < WOKEN_WORKERS; i++) {
+        snprintf(w[i].owner, sizeof(w[i].owner), "w%d", i);
+        RL_CHECK(pthread_create(&w[i].th, NULL, woken_main, &w[i]) == 0);
+    }
+    usleep(200000); /* (only lets them block first; the check does not depend on it) */
+    char id[RUNLANE_ID_MAX], conv[32];
+    for (int i = 0; i < WOKEN_CONVS; i++) {
+        snprintf(conv, sizeof(conv), "k%d", i);
+        RL_CHECK_OK(st->ops->enqueue(st, &pol, conv, "{\"content\":\"x\"}", 1, NULL, id, NULL));
+        if (i % 3 == 2) usleep(300);
+    }
+    int64_t end = rl_mono_ms() + (int64_t)(20000 * rl_test_time_scale());
+    for (;;) {
+        pthread_mutex_lock(&woken_mu);
+        int done = woken_done;
+        pthread_mutex_unlock(&woken_mu);
+        if (done >= WOKEN_CONVS || rl_mono_ms() > end) break;
+        usleep(10000);
+    }
+    pthread_mutex_lock(&woken_mu);
+    woken_stop = 1;
+    pthread_mutex_unlock(&woken_mu);
+    int claims = 0, empty = 0, lo = WOKEN_CONVS, hi = 0;
+    for (int i = 0; i < WOKEN_WORKERS; i++) {
+        pthread_join(w[i].th, NULL);
+        RL_CHECK_INT(0, w[i].errors);
+        claims += w[i].claims;
+        empty += w[i].empty;
+        if (w[i].got < lo) lo = w[i].got;
+        if (w[i].got > hi) hi = w[i].got;
+        fprintf(stderr, "  woken worker %d: %d claims, %d empty, %d conversations\n", i,
+                w[i].claims, w[i].empty, w[i].got);
+    }
+    RL_CHECK_INT(WOKEN_CONVS, woken_done);
+    RL_CHECK_MSG(empty * 20 <= claims, "%d of %d woken claims came back empty (more than 5%%)",
+                 empty, claims);
+    st->ops->destroy(st);
+}
+
 static runlane_t *client(const char *prefix) {
     runlane_conf_t *conf = runlane_conf_new();
     char err[512];
@@ -329,6 +451,7 @@ int main(void) {
     }
     RL_RUN(test_budget_per_message);
     RL_RUN(test_fair_claims);
+    RL_RUN(test_woken_claims_find_work);
     RL_RUN(test_wakeup_across_clients_and_idle_cost);
     stop_private_redis();
     return rl_test_summary();

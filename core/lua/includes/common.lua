@@ -18,9 +18,12 @@
 --   6 idle_ttl_ms (expiry of the meta hash of an idle conversation),
 --   7 partition
 -- List entries are "<content bytes>:<record JSON>".
---  (+) wake     zset   <prefix>:{p}:wake      "w" -> earliest announced due
---                 ms; derived from KEYS[4] (same slot: same hash tag). One
---                 member at most: workers BZPOPMIN it (see rl_signal).
+--  (+) wake     zset   <prefix>:{p}:wake      announcements, workers
+--                 BZPOPMIN it (see rl_signal); derived from KEYS[4] (same
+--                 slot: same hash tag). Members: "c:<conv>" -> due ms (a
+--                 conversation that became due, named: the one worker that
+--                 pops it claims it) and "w" -> earliest announced later
+--                 due ms (a timer: its worker claims what is due then).
 -- stats fields: enqueued (also the message id sequence), moved (messages
 -- moved from pending lists into batches), requeued (messages a dead_retry
 -- put back), acked, failed, dead_lettered, recovered, fence (lease tokens,
@@ -95,25 +98,31 @@ local function rl_due(now)
 end
 
 -- Wakes one worker blocked on the partition's wake key (BZPOPMIN, see
--- store_redis.c r_wait_*): the key holds one member whose score is the
--- earliest due time announced and not yet taken, so announcements merge
--- while no worker waits and each wakes one worker, not all of them.
+-- store_redis.c r_wait_*). A conversation due now is announced by name
+-- ("c:<conv>"): Redis hands each member to exactly one waiting worker,
+-- which claims that conversation (and other named ones still waiting in
+-- the key, taken atomically by its claim), so two workers are never woken
+-- for one conversation and claims do not come back empty. A later due time
+-- goes to the one timer member "w" (its earliest announced due time), so
+-- that future due times merge instead of piling up one per conversation.
 -- The key is built from KEYS[4] (<prefix>:{p}:ready -> <prefix>:{p}:wake):
 -- same hash tag, so same Cluster slot as every key of the script.
-local function rl_signal(due)
+local function rl_signal(due, now, conv)
   local wake = string.sub(KEYS[4], 1, -6) .. 'wake'
-  local ok = redis.pcall('ZADD', wake, 'LT', rl_int(due), 'w')
+  local member = 'w'
+  if due <= now then member = 'c:' .. (conv or CONV) end
+  local ok = redis.pcall('ZADD', wake, 'LT', rl_int(due), member)
   if type(ok) == 'table' and ok.err then
     -- Redis < 6.2 has no ZADD LT
-    local cur = redis.call('ZSCORE', wake, 'w')
-    if not cur or tonumber(cur) > due then redis.call('ZADD', wake, rl_int(due), 'w') end
+    local cur = redis.call('ZSCORE', wake, member)
+    if not cur or tonumber(cur) > due then redis.call('ZADD', wake, rl_int(due), member) end
   end
 end
 
 -- Conversation is due at `due`: in ready, and announced.
-local function rl_ready(due)
+local function rl_ready(due, now)
   redis.call('ZADD', KEYS[4], rl_int(due), CONV)
-  rl_signal(due)
+  rl_signal(due, now)
 end
 
 -- The meta hash expires while the conversation is idle (ARGV[6]), not
@@ -139,7 +148,7 @@ end
 -- After the batch is gone: due again if messages wait, else idle.
 local function rl_move_on(now)
   if redis.call('LLEN', KEYS[2]) > 0 then
-    rl_ready(rl_due(now))
+    rl_ready(rl_due(now), now)
   else
     redis.call('ZREM', KEYS[4], CONV)
     rl_mark_idle()
@@ -159,7 +168,7 @@ local function rl_ack(now, m)
   local count = redis.call('LLEN', KEYS[2])
   if count > 0 then
     now = now or rl_now()
-    rl_ready(rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3])))
+    rl_ready(rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3])), now)
   else
     rl_mark_idle()
   end
