@@ -7,6 +7,7 @@
 -- Returns the number of messages put back, -1 when the dead letter does
 -- not exist, -2 when it belongs to another conversation than ARGV[1].
 --@include "common.lua"
+--@include "lifecycle.lua"
 
 local id = ARGV[8]
 local aux = redis.call('HGET', KEYS[9], id)

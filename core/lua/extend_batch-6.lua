@@ -7,6 +7,7 @@
 -- Returns the whole batch's messages JSON array, or 0 when the token is
 -- stale (nothing changed).
 --@include "common.lua"
+--@include "lifecycle.lua"
 
 if not rl_token_ok(ARGV[8]) then return 0 end
 local now = rl_now()

@@ -9,6 +9,7 @@
 --       drawn by the caller
 -- Returns 0 (retry), 1 (dead-lettered) or -1 (stale token, nothing changed).
 --@include "common.lua"
+--@include "lifecycle.lua"
 
 if not rl_token_ok(ARGV[8]) then return -1 end
 local now = rl_now()

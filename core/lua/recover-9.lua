@@ -8,6 +8,7 @@
 -- Returns 0 (nothing to do), 1 (recovered: due at once) or 2 (recovered
 -- and dead-lettered: more stalls than max stalls).
 --@include "common.lua"
+--@include "lifecycle.lua"
 
 local now = rl_now()
 local exp = redis.call('ZSCORE', KEYS[5], CONV)

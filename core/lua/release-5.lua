@@ -4,6 +4,7 @@
 -- ARGV: 1..7 common (see includes/common.lua), 8 token, 9 delay ms (>= 0)
 -- Returns 1, or 0 when the token is stale (nothing changed).
 --@include "common.lua"
+--@include "lifecycle.lua"
 
 if not rl_token_ok(ARGV[8]) then return 0 end
 local now = rl_now()

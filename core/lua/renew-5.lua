@@ -5,6 +5,7 @@
 -- the in-flight batch, for busy.policy=interrupt), or 0 when the token is
 -- stale.
 --@include "common.lua"
+--@include "lifecycle.lua"
 
 if not rl_token_ok(ARGV[8]) then return 0 end
 local lease_until = rl_now() + tonumber(ARGV[9])

@@ -5,6 +5,7 @@
 -- token, lease_until, due ("" when not in ready), last error, state}
 -- where state is idle|waiting|ready|leased|backoff.
 --@include "common.lua"
+--@include "lifecycle.lua"
 
 local now = rl_now()
 local m = redis.call('HMGET', KEYS[1], 'attempts', 'batch_id', 'owner', 'token',

@@ -3,6 +3,7 @@
 -- ARGV: 1..7 common (see includes/common.lua)
 -- Returns 1.
 --@include "common.lua"
+--@include "lifecycle.lua"
 
 local now = rl_now()
 local existed = redis.call('EXISTS', KEYS[1]) == 1
