@@ -47,16 +47,26 @@ local owner, lease_until = ARGV[5], now + tonumber(ARGV[6])
 local max = tonumber(ARGV[7])
 
 -- Pass 1: which candidates are claimable (due, unleased).
+local named = ARGV[8] == ''
 local take, gone = {}, {}
 local next_due, more_due = -1, false
+-- A range claim leaves a conversation announced by name (meta "ann", see
+-- rl_signal in includes/common.lua) whose announcement another worker
+-- popped and is claiming now: that worker's claim would come back empty.
+-- Not for long: an announcement popped by a worker that died is taken
+-- after ANN_MS.
+local ANN_MS = 2000
 local function consider(conv)
   local m = redis.call('HMGET', base .. 'meta:' .. conv, 'token', 'batch_id', 'attempts',
-                       'pbytes', 'ckpt', 'settle')
+                       'pbytes', 'ckpt', 'settle', 'ann')
+  if not named and m[7] and m[7] ~= '' and now - rl_num(m[7]) < ANN_MS and
+      not redis.call('ZSCORE', KEYS[4], 'c:' .. conv) then
+    return false
+  end
   gone[#gone + 1] = conv -- claimed or stray: leaves ready either way
   if m[1] and m[1] ~= '' then return end -- a leased conversation is never ready
   take[#take + 1] = {conv, m}
 end
-local named = ARGV[8] == ''
 if named then
   local cands = {ARGV[9]}
   if max > 1 then
@@ -128,7 +138,7 @@ if #take > 0 then
       n = #entries
       attempts = rl_num(m[3]) + 1
       redis.call('HSET', meta, 'attempts', rl_int(attempts), 'token', rl_int(fence), 'owner',
-                 owner, 'lease_until', rl_int(lease_until))
+                 owner, 'lease_until', rl_int(lease_until), 'ann', '')
     else
       local pending = base .. 'pending:' .. conv
       -- one entry more than a batch takes: the next head, if any
@@ -159,11 +169,12 @@ if #take > 0 then
         if n < #entries then
           redis.call('HSET', meta, 'batch_id', bid, 'attempts', '1', 'stalls', '0', 'ckpt', '',
                      'pbytes', pb, 'first_ms', rl_int(rl_entry_ts(entries[n + 1]) or now),
-                     'token', rl_int(fence), 'owner', owner, 'lease_until', rl_int(lease_until))
+                     'token', rl_int(fence), 'owner', owner, 'lease_until', rl_int(lease_until),
+                     'ann', '')
         else
           redis.call('HSET', meta, 'batch_id', bid, 'attempts', '1', 'stalls', '0', 'ckpt', '',
                      'pbytes', pb, 'token', rl_int(fence), 'owner', owner, 'lease_until',
-                     rl_int(lease_until))
+                     rl_int(lease_until), 'ann', '')
         end
       end
     end

@@ -34,10 +34,6 @@ if count == 1 then
   first = now
   -- (a meta hash that exists has pbytes: claim and enqueue always set it)
   if not has_batch and m[1] then rl_mark_active() end
-  redis.call('HSET', KEYS[1], 'last_ms', rl_int(now), 'pbytes', rl_int(bytes), 'first_ms',
-             rl_int(now))
-else
-  redis.call('HSET', KEYS[1], 'last_ms', rl_int(now), 'pbytes', rl_int(bytes))
 end
 if has_idem then
   if tonumber(ARGV[11]) > 0 then
@@ -48,6 +44,7 @@ if has_idem then
 end
 -- A batch (leased, or waiting for its retry) goes first; its own due time
 -- stands, and ack/fail/release schedule the pending messages after it.
+local named = false
 if not has_batch then
   local due = rl_due_of(now, count, bytes, first, now)
   -- Announced: a new member of ready, or one that became due now. One
@@ -67,9 +64,14 @@ if not has_batch then
         ch = 1
       end
     end
-    if ch == 1 then rl_signal(due, now) end
+    if ch == 1 then named = rl_signal(due, now) end
   elseif redis.call('ZADD', KEYS[4], rl_int(due), CONV) == 1 then
-    rl_signal(due, now)
+    named = rl_signal(due, now)
   end
 end
+-- one write of the meta hash (ann: see rl_signal)
+local f = {'last_ms', rl_int(now), 'pbytes', rl_int(bytes)}
+if count == 1 then f[#f + 1] = 'first_ms'; f[#f + 1] = rl_int(now) end
+if named then f[#f + 1] = 'ann'; f[#f + 1] = rl_int(now) end
+redis.call('HSET', KEYS[1], unpack(f))
 return {id, 0}

@@ -112,12 +112,12 @@ static int claim_some(runlane_t *rl, int part, const char *named) {
     pthread_mutex_lock(&rl->mu);
     int room = rl->concurrency - rl->ninflight;
     pthread_mutex_unlock(&rl->mu);
-    if (room <= 0) return 0;
+    if (room <= 0) return named ? -2 : 0;
     /* A host that does not poll: no new turns (rl_event_pop wakes us). */
     pthread_mutex_lock(&rl->ev_mu);
     int backlog = rl->ev_count >= rl->max_pending_events;
     pthread_mutex_unlock(&rl->ev_mu);
-    if (backlog) return 0;
+    if (backlog) return named ? -2 : 0; /* (-2: named, not looked at) */
     rl_claim_t *claims = NULL;
     int n = 0;
     int64_t sent = rl_mono_ms(); /* the leases start after this */
@@ -678,15 +678,21 @@ void *rl_worker_main(void *arg) {
         int claimed = 0, looked = 0;
         if (wake && named[0]) {
             /* Announced by name: this worker alone was woken for it. */
+            int give = 1;
             if (!failed && !stopping && n < rl->concurrency) {
                 claimed = claim_some(rl, named_part, named);
-                if (claimed < 0) {
+                if (claimed == -1) {
                     failed = 1;
                     if (store_failures % 100 == 0)
                         emit_error(rl, runlane_error_code(runlane_error_last()), "claim");
                 }
+                /* A host not polling (-2): dropped, as a due time is; the
+                 * next look at the heads finds it (giving it back would
+                 * wake this worker again at once). */
+                give = claimed == -1;
+                if (claimed < 0) claimed = 0;
             }
-            if (failed || stopping || n >= rl->concurrency || claimed < 0) {
+            if (give) {
                 /* not taken here: its announcement goes back (a failed
                  * store loses it; the look at the heads finds it) */
                 rl->io_store->ops->wait_give(rl->io_store, named_part, rl_mono_ms() + skew, named);

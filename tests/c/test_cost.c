@@ -11,6 +11,8 @@
  *   wait in ready, and each one's share is within 2x of the others.
  * - woken claims: 4 threads woken by announcements (as workers are) while
  *   new conversations arrive: at most 5% of their claims come back empty.
+ * - a range claim leaves a conversation whose announcement another worker
+ *   popped (for 2 s: then the popper is taken for dead).
  * - wake-up: a worker with worker.poll.ms=60000 gets a BATCH for a message
  *   enqueued by another client within a few seconds (it is announced, not
  *   polled for).
@@ -380,6 +382,63 @@ static void test_woken_claims_find_work(void) {
     st->ops->destroy(st);
 }
 
+/* Pops one announcement on ws (a worker's wait), within a deadline. */
+static int pop_announcement(rl_store_t *ws, char *named, size_t cap, int *part) {
+    int64_t end = rl_mono_ms() + (int64_t)(3000 * rl_test_time_scale());
+    while (rl_mono_ms() < end) {
+        int fd = -1;
+        RL_CHECK_OK(ws->ops->wait_arm(ws, 1000, &fd));
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 200) <= 0) continue;
+        int64_t due = 0;
+        int r = ws->ops->wait_take(ws, part, &due, named, cap);
+        RL_CHECK(r >= 0);
+        if (r == 1) return 1;
+    }
+    return 0;
+}
+
+/* A conversation whose announcement a worker popped is that worker's to
+ * claim: another worker's range claim (a look at the heads, a claim hint)
+ * leaves it, so the popping worker's claim is not empty; unless the
+ * popper does not claim it for 2 s (it died): then a range claim takes it. */
+static void test_range_claim_leaves_popped_announcement(void) {
+    rl_store_t *st = open_store("cost-popped"), *ws = open_store("cost-popped");
+    rl_policy_t pol = policy();
+    char id[RUNLANE_ID_MAX], named[RUNLANE_CONVERSATION_ID_MAX + 1];
+    int part = -1;
+    RL_CHECK_OK(st->ops->enqueue(st, &pol, "p1", "{\"content\":\"x\"}", 1, NULL, id, NULL));
+    RL_CHECK_MSG(pop_announcement(ws, named, sizeof(named), &part), "no announcement popped");
+    RL_CHECK_STR("p1", named);
+    rl_claim_t *cl = NULL;
+    int n = 0;
+    RL_CHECK_OK(st->ops->claim(st, &pol, "other", 10, &cl, &n));
+    RL_CHECK_INT(0, n);
+    RL_CHECK_OK(st->ops->claim_named(st, &pol, "popper", 10, part, named, &cl, &n));
+    RL_CHECK_INT(1, n);
+    RL_CHECK_STR("p1", cl[0].conversation_id);
+    RL_CHECK_OK(st->ops->ack(st, &pol, cl[0].conversation_id, cl[0].token));
+    rl_claim_free(&cl[0]);
+    free(cl);
+    /* a popper that never claims: after 2 s a range claim takes it */
+    RL_CHECK_OK(st->ops->enqueue(st, &pol, "p2", "{\"content\":\"y\"}", 1, NULL, id, NULL));
+    RL_CHECK_MSG(pop_announcement(ws, named, sizeof(named), &part), "no announcement popped");
+    RL_CHECK_STR("p2", named);
+    int64_t end = rl_mono_ms() + (int64_t)(10000 * rl_test_time_scale());
+    n = 0;
+    while (n == 0 && rl_mono_ms() < end) {
+        cl = NULL;
+        RL_CHECK_OK(st->ops->claim(st, &pol, "other", 10, &cl, &n));
+        if (n == 0) usleep(100000);
+    }
+    RL_CHECK_INT(1, n);
+    RL_CHECK_STR("p2", cl[0].conversation_id);
+    rl_claim_free(&cl[0]);
+    free(cl);
+    ws->ops->destroy(ws);
+    st->ops->destroy(st);
+}
+
 static runlane_t *client(const char *prefix) {
     runlane_conf_t *conf = runlane_conf_new();
     char err[512];
@@ -452,6 +511,7 @@ int main(void) {
     RL_RUN(test_budget_per_message);
     RL_RUN(test_fair_claims);
     RL_RUN(test_woken_claims_find_work);
+    RL_RUN(test_range_claim_leaves_popped_announcement);
     RL_RUN(test_wakeup_across_clients_and_idle_cost);
     stop_private_redis();
     return rl_test_summary();

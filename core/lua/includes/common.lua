@@ -75,6 +75,10 @@ end
 -- that future due times merge instead of piling up one per conversation.
 -- The key is built from KEYS[4] (<prefix>:{p}:ready -> <prefix>:{p}:wake):
 -- same hash tag, so same Cluster slot as every key of the script.
+-- Returns true when the announcement names the conversation: the caller
+-- then sets the meta field "ann" (the time it was announced; claim-4.lua
+-- clears it) so that a range claim leaves the conversation to the worker
+-- that popped its announcement.
 local function rl_signal(due, now, conv)
   local wake = string.sub(KEYS[4], 1, -6) .. 'wake'
   local member = 'w'
@@ -85,12 +89,13 @@ local function rl_signal(due, now, conv)
     local cur = redis.call('ZSCORE', wake, member)
     if not cur or tonumber(cur) > due then redis.call('ZADD', wake, rl_int(due), member) end
   end
+  return member ~= 'w'
 end
 
--- Conversation is due at `due`: in ready, and announced.
+-- Conversation is due at `due`: in ready, and announced (see rl_signal).
 local function rl_ready(due, now)
   redis.call('ZADD', KEYS[4], rl_int(due), CONV)
-  rl_signal(due, now)
+  return rl_signal(due, now)
 end
 
 -- The meta hash expires while the conversation is idle (ARGV[6]), not
@@ -108,18 +113,21 @@ end
 -- token: one write of the meta hash, and a leased conversation is never
 -- in ready (no ZREM).
 local function rl_ack(now, m)
-  redis.call('HSET', KEYS[1], 'token', '', 'owner', '', 'lease_until', '0', 'attempts', '0',
-             'stalls', '0', 'batch_id', '', 'ckpt', '', 'settle', '', 'last_error', '')
   redis.call('ZREM', KEYS[5], CONV)
   redis.call('DEL', KEYS[3])
   redis.call('HINCRBY', KEYS[6], 'acked', 1)
   local count = redis.call('LLEN', KEYS[2])
+  local ann = ''
   if count > 0 then
     now = now or rl_now()
-    rl_ready(rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3])), now)
-  else
-    rl_mark_idle()
+    if rl_ready(rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3])), now) then
+      ann = rl_int(now)
+    end
   end
+  redis.call('HSET', KEYS[1], 'token', '', 'owner', '', 'lease_until', '0', 'attempts', '0',
+             'stalls', '0', 'batch_id', '', 'ckpt', '', 'settle', '', 'last_error', '', 'ann',
+             ann)
+  if count == 0 then rl_mark_idle() end
 end
 
 -- The token check of an ack, with what rl_ack needs: nil when stale.
