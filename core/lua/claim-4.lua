@@ -77,10 +77,14 @@ if named then
       if #cands >= max then break end
       if string.sub(r[i], 1, 2) == 'c:' then
         grabbed[#grabbed + 1] = r[i]
-        cands[#cands + 1] = string.sub(r[i], 3)
+        -- (announced again meanwhile: taken once)
+        if r[i] ~= 'c:' .. ARGV[9] then cands[#cands + 1] = string.sub(r[i], 3) end
       end
     end
-    if #grabbed > 0 then redis.call('ZREM', KEYS[4], unpack(grabbed)) end
+    -- (in chunks: unpack is limited by the Lua stack)
+    for i = 1, #grabbed, 1000 do
+      redis.call('ZREM', KEYS[4], unpack(grabbed, i, math.min(#grabbed, i + 999)))
+    end
   end
   for i = 1, #cands do
     local due = redis.call('ZSCORE', KEYS[1], cands[i])
