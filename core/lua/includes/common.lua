@@ -83,11 +83,20 @@ local function rl_signal(due, now, conv)
   local wake = string.sub(KEYS[4], 1, -6) .. 'wake'
   local member = 'w'
   if due <= now then member = 'c:' .. (conv or CONV) end
+  -- The wake key is not among KEYS: in a Cluster slot being migrated a
+  -- call on it can fail. That must not abort the script after its writes
+  -- (a lost announcement only waits for a look at the heads; a Cluster's
+  -- workers poll anyway), so every call on it is a pcall.
   local ok = redis.pcall('ZADD', wake, 'LT', rl_int(due), member)
   if type(ok) == 'table' and ok.err then
+    if not string.find(ok.err, 'syntax', 1, true) then return false end
     -- Redis < 6.2 has no ZADD LT
-    local cur = redis.call('ZSCORE', wake, member)
-    if not cur or tonumber(cur) > due then redis.call('ZADD', wake, rl_int(due), member) end
+    local cur = redis.pcall('ZSCORE', wake, member)
+    if type(cur) == 'table' then return false end
+    if not cur or tonumber(cur) > due then
+      ok = redis.pcall('ZADD', wake, rl_int(due), member)
+      if type(ok) == 'table' and ok.err then return false end
+    end
   end
   return member ~= 'w'
 end
@@ -113,21 +122,27 @@ end
 -- token: one write of the meta hash, and a leased conversation is never
 -- in ready (no ZREM).
 local function rl_ack(now, m)
-  redis.call('ZREM', KEYS[5], CONV)
-  redis.call('DEL', KEYS[3])
-  redis.call('HINCRBY', KEYS[6], 'acked', 1)
+  -- reads first: the lease ends with the first write (as a script stopped
+  -- half way by an error keeps what it wrote)
   local count = redis.call('LLEN', KEYS[2])
-  local ann = ''
+  local due, ann = nil, ''
   if count > 0 then
     now = now or rl_now()
-    if rl_ready(rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3])), now) then
-      ann = rl_int(now)
-    end
+    due = rl_due_of(now, count, rl_num(m[1]), rl_num(m[2]), rl_num(m[3]))
+    -- announced by name (rl_signal) when due now
+    if due <= now then ann = rl_int(now) end
   end
   redis.call('HSET', KEYS[1], 'token', '', 'owner', '', 'lease_until', '0', 'attempts', '0',
              'stalls', '0', 'batch_id', '', 'ckpt', '', 'settle', '', 'last_error', '', 'ann',
              ann)
-  if count == 0 then rl_mark_idle() end
+  redis.call('ZREM', KEYS[5], CONV)
+  redis.call('DEL', KEYS[3])
+  redis.call('HINCRBY', KEYS[6], 'acked', 1)
+  if due then
+    rl_ready(due, now)
+  else
+    rl_mark_idle()
+  end
 end
 
 -- The token check of an ack, with what rl_ack needs: nil when stale.
