@@ -988,8 +988,10 @@ static int r_claim_named(rl_store_t *st, const rl_policy_t *pol, const char *own
     claim_cmd(&c, s, pol, owner, part, max, NULL, 0);
     cmd_add(&c, ""); /* claim-4.lua: "" then the announced conversation */
     cmd_add(&c, conv);
+    c.keep_if_short = 1;
     int rc = rs_exec(s, &c, 1, &r);
     cmd_free(&c);
+    if (rc == RUNLANE_ERR_STORE) claims_give_back(s, pol, &r, 1);
     size_t got = 0;
     int64_t next = -1, snow = 0;
     if (rc == RUNLANE_OK) rc = claim_decode(s, r, claims, (size_t)max, &got, &next, &snow);

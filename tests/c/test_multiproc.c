@@ -570,6 +570,18 @@ static void test_claim_short_of_replicas_is_given_back(void) {
     RL_CHECK_OK(st->ops->dead_list(st, 0, 10, &dl));
     RL_CHECK_MSG(dl && strstr(dl, "w-1") == NULL, "dead letters: %s", dl ? dl : "(null)");
     free(dl);
+    /* the same for a claim by name (a wake-up that announced "w-2") */
+    RL_CHECK_OK(st->ops->enqueue(st, &pol, "w-2", "{\"content\":\"y\"}", 1, NULL, id, &dup));
+    rc = ws->ops->claim_named(ws, &pol, "short", 5, 0, "w-2", &cl, &n);
+    RL_CHECK_MSG(rc == RUNLANE_ERR_STORE, "named claim short of replicas: rc %d", rc);
+    RL_CHECK_INT(0, n);
+    RL_CHECK_OK(st->ops->claim(st, &pol, "next", 5, &cl, &n));
+    RL_CHECK_INT(1, n);
+    RL_CHECK_STR("w-2", cl[0].conversation_id);
+    RL_CHECK_INT(1, cl[0].attempt);
+    RL_CHECK_OK(st->ops->ack(st, &pol, "w-2", cl[0].token));
+    rl_claim_free(&cl[0]);
+    free(cl);
     ws->ops->destroy(ws);
     st->ops->destroy(st);
 }
