@@ -173,6 +173,7 @@ RUNLANE_EXTERN(runlane_t *) runlane_new(const runlane_conf_t *conf, char *errstr
     rl->concurrency = (int)rl_conf_int(rl->conf, "worker.concurrency");
     rl->max_pending_events = (size_t)rl_conf_int(rl->conf, "worker.max.pending.events");
     rl->poll_ms = (int)rl_conf_int(rl->conf, "worker.poll.ms");
+    rl->wake_coalesce_ms = (int)rl_conf_int(rl->conf, "worker.wake.coalesce.ms");
     rl->recover_ms = (int)rl_conf_int(rl->conf, "worker.recover.ms");
     rl->renew_ms = (int)(rl->pol.lease_ms / 3);
     if (rl->renew_ms < 10) rl->renew_ms = 10;

@@ -111,6 +111,7 @@ struct runlane_s {
     int concurrency;
     size_t max_pending_events; /* no claims while ev_count is at least this */
     int poll_ms, recover_ms, renew_ms;
+    int wake_coalesce_ms; /* worker.wake.coalesce.ms */
     int busy_interrupt; /* busy.policy=interrupt (and the backend can) */
 
     /* Store for calls from host threads, serialized by api_mu. */

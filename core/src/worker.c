@@ -553,6 +553,7 @@ void *rl_worker_main(void *arg) {
     /* the conversation the last wake-up named (claimed in the same pass) */
     char named[RUNLANE_CONVERSATION_ID_MAX + 1];
     int named_part = 0;
+    int64_t arm_after = 0; /* the next pop waits until then (coalescing) */
     for (;;) {
         pthread_mutex_lock(&rl->mu);
         int stopping = rl->stopping, n = rl->ninflight;
@@ -578,6 +579,7 @@ void *rl_worker_main(void *arg) {
             int64_t due = 0;
             int r = ws->ops->wait_take(ws, &part, &due, named, sizeof(named));
             if (r == 1) {
+                arm_after = now + rl->wake_coalesce_ms;
                 if (n >= rl->concurrency || stopping) {
                     /* cannot act on it: pass it on to a worker with room */
                     rl->io_store->ops->wait_give(rl->io_store, part, due, named);
@@ -755,7 +757,14 @@ void *rl_worker_main(void *arg) {
             int room = rl->ninflight < rl->concurrency;
             pthread_mutex_unlock(&rl->mu);
             int fd = -1;
-            if (!stopping && room) {
+            if (!stopping && room && now < arm_after) {
+                /* Just woken: the next pop waits a little, so that what is
+                 * announced meanwhile costs one pop and one claim, not one
+                 * each (worker.wake.coalesce.ms). Another waiting worker
+                 * still takes it at once. */
+                if (arm_after - now < wait) wait = arm_after - now;
+                if (ready_at - now < wait) wait = ready_at - now;
+            } else if (!stopping && room) {
                 if (ready_at - now < wait) wait = ready_at - now;
                 int arm = ws->ops->wait_arm(ws, tick_ms, &fd);
                 if (arm == RUNLANE_OK) {

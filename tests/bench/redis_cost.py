@@ -143,7 +143,8 @@ def snapshot(port: int) -> dict:
         elif line.startswith("cmdstat_"):
             name = line[len("cmdstat_"):line.index(":")]
             n = int(line.split("calls=")[1].split(",")[0])
-            per[name] = n
+            usec = int(line.split("usec=")[1].split(",")[0])
+            per[name] = (n, usec)
             if name in HARNESS_CMDS:
                 continue
             calls += n
@@ -153,8 +154,12 @@ def snapshot(port: int) -> dict:
 
 
 def delta(a: dict, b: dict) -> dict:
+    # per command: [calls, usec] over the window (usec of a script includes its commands')
+    per = {k: [v[0] - a["per"].get(k, (0, 0))[0], v[1] - a["per"].get(k, (0, 0))[1]]
+           for k, v in b["per"].items() if k not in HARNESS_CMDS}
     return {"cpu": b["cpu"] - a["cpu"], "calls": b["calls"] - a["calls"],
-            "scripts": b["scripts"] - a["scripts"], "seconds": b["t"] - a["t"]}
+            "scripts": b["scripts"] - a["scripts"], "seconds": b["t"] - a["t"],
+            "per_command": {k: v for k, v in per.items() if v[0] > 0}}
 
 
 # ------------------------------------------------------------------------------------------------

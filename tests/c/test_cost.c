@@ -18,6 +18,8 @@
  *   polled for).
  * - idle: a started worker with nothing to do issues at most ~1 command per
  *   second over a 5 s window (counted on the server).
+ * - coalescing: conversations due within worker.wake.coalesce.ms of a
+ *   wake-up cost one blocking pop and one claim together.
  * Needs redis-server (skipped without, failed with RUNLANE_REQUIRE_REDIS=1). */
 #include <poll.h>
 #include <pthread.h>
@@ -439,10 +441,14 @@ static void test_range_claim_leaves_popped_announcement(void) {
     st->ops->destroy(st);
 }
 
-static runlane_t *client(const char *prefix) {
+/* A client on the private server; coalesce_ms: worker.wake.coalesce.ms,
+ * or NULL for the default. */
+static runlane_t *client_coalescing(const char *prefix, const char *coalesce_ms) {
     runlane_conf_t *conf = runlane_conf_new();
     char err[512];
-    if (runlane_conf_set(conf, "store", url, err, sizeof(err)) ||
+    if ((coalesce_ms &&
+         runlane_conf_set(conf, "worker.wake.coalesce.ms", coalesce_ms, err, sizeof(err))) ||
+        runlane_conf_set(conf, "store", url, err, sizeof(err)) ||
         runlane_conf_set(conf, "key.prefix", prefix, err, sizeof(err)) ||
         runlane_conf_set(conf, "worker.poll.ms", "60000", err, sizeof(err)) ||
         runlane_conf_set(conf, "batch.window.ms", "0", err, sizeof(err)))
@@ -452,6 +458,8 @@ static runlane_t *client(const char *prefix) {
     if (!rl) RL_FAILF("runlane_new: %s", err);
     return rl;
 }
+
+static runlane_t *client(const char *prefix) { return client_coalescing(prefix, NULL); }
 
 static runlane_event_t *wait_batch(runlane_t *rl, int timeout_ms) {
     int64_t end = rl_mono_ms() + (int64_t)(timeout_ms * rl_test_time_scale());
@@ -496,6 +504,62 @@ static void test_wakeup_across_clients_and_idle_cost(void) {
     runlane_destroy(w);
 }
 
+/* Calls of one command since the reset. */
+static long long count_command(redisContext *c, const char *name) {
+    redisReply *r = redisCommand(c, "INFO commandstats");
+    RL_CHECK(r && r->str && (r->type == REDIS_REPLY_VERB || r->type == REDIS_REPLY_STRING));
+    char key[80];
+    snprintf(key, sizeof(key), "cmdstat_%s:calls=", name);
+    const char *p = strstr(r->str, key);
+    long long calls = p ? atoll(p + strlen(key)) : 0;
+    freeReplyObject(r);
+    return calls;
+}
+
+/* worker.wake.coalesce.ms: conversations that become due within that time
+ * of a wake-up are taken by one blocking pop and one claim, not one each
+ * (the enqueues below come 10 ms apart: without coalescing the worker,
+ * waiting again at once, is woken for each). */
+static void test_wakeups_coalesce(void) {
+    runlane_t *w = client_coalescing("cost-coalesce", "1000");
+    runlane_t *producer = client("cost-coalesce");
+    RL_CHECK_OK(runlane_start(w));
+    usleep(300 * 1000); /* its first looks at the store */
+    redisContext *c = admin();
+    char id[RUNLANE_ID_MAX], conv[32];
+    RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, producer, "co-first", "hello", NULL));
+    runlane_event_t *ev = wait_batch(w, 3000);
+    RL_CHECK_MSG(ev != NULL, "no BATCH for the first message");
+    RL_CHECK_OK(runlane_batch_ack(w, runlane_event_batch_id(ev), NULL));
+    runlane_event_destroy(ev);
+    /* the worker was woken just now: the next 8 arrive within its 1 s */
+    reset_stats(c);
+    enum { N = 8 };
+    for (int i = 0; i < N; i++) {
+        snprintf(conv, sizeof(conv), "co-%d", i);
+        RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, producer, conv, "hello", NULL));
+        usleep(10 * 1000);
+    }
+    for (int i = 0; i < N; i++) {
+        ev = wait_batch(w, 5000);
+        RL_CHECK_MSG(ev != NULL, "only %d of %d batches delivered", i, N);
+        RL_CHECK_OK(runlane_batch_ack(w, runlane_event_batch_id(ev), NULL));
+        runlane_event_destroy(ev);
+    }
+    long long all = 0, scripts = 0, pops = count_command(c, "bzpopmin");
+    count_calls(c, &all, &scripts);
+    fprintf(stderr, "  %d conversations due 10 ms apart: %lld pops, %lld scripts\n", N, pops,
+            scripts);
+    RL_CHECK_MSG(pops <= 2, "%lld blocking pops for %d conversations (coalesced: 1 or 2)", pops,
+                 N);
+    /* enqueue 8, ack 8, and one or two claims */
+    RL_CHECK_MSG(scripts <= 2 * N + 2, "%lld scripts for %d one-message turns", scripts, N);
+    RL_CHECK_OK(runlane_stop(w, RUNLANE_STOP_RELEASE, 5000));
+    redisFree(c);
+    runlane_destroy(producer);
+    runlane_destroy(w);
+}
+
 static void test_private_redis_missing(void) { RL_SKIP("no redis-server for a private server"); }
 
 int main(void) {
@@ -513,6 +577,7 @@ int main(void) {
     RL_RUN(test_woken_claims_find_work);
     RL_RUN(test_range_claim_leaves_popped_announcement);
     RL_RUN(test_wakeup_across_clients_and_idle_cost);
+    RL_RUN(test_wakeups_coalesce);
     stop_private_redis();
     return rl_test_summary();
 }
