@@ -5,7 +5,8 @@
 -- KEYS: 1 ready, 2 leases, 3 stats, 4 wake (of one partition)
 -- ARGV: 1 key base "<prefix>:{p}:", 2 partition, 3 max messages,
 --       4 max bytes, 5 owner, 6 lease ms, 7 max claims, 8.. candidate
---       conversations (optional: then only these, in this order); or
+--       conversations (optional: then these first, in this order, and
+--       the partition's oldest due for those taken meanwhile); or
 --       8 "" and 9 a conversation whose announcement ("c:<conv>", see
 --       rl_signal in includes/common.lua) this worker popped: that one,
 --       then up to max - 1 others announced and not yet popped, taken
@@ -96,31 +97,39 @@ if named then
       if type(ok) == 'table' and ok.err then redis.call('ZADD', KEYS[4], due, 'w') end
     end
   end
-elseif #ARGV >= 8 then
-  for i = 8, #ARGV do
-    if #take >= max then break end
-    local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
-    if due and tonumber(due) <= now then consider(ARGV[i]) end
-  end
 else
   -- Stray entries (leased meanwhile) are skipped; a bounded number of
   -- extra looks replaces them.
-  local off, looks = 0, 0
-  while #take < max and looks < 4 do
-    looks = looks + 1
-    local want = max - #take + 1
-    local r = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'WITHSCORES', 'LIMIT', off, want)
-    local k = 0
-    for i = 1, #r, 2 do
-      local due = tonumber(r[i + 1])
-      if due > now then next_due = due; break end
-      if #take >= max then more_due = true; next_due = due; break end
-      consider(r[i])
-      k = k + 1
+  local function scan(seen)
+    local off, looks = 0, 0
+    while #take < max and looks < 4 do
+      looks = looks + 1
+      local want = max - #take + 1
+      local r = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'WITHSCORES', 'LIMIT', off,
+                           want)
+      local k = 0
+      for i = 1, #r, 2 do
+        local due = tonumber(r[i + 1])
+        if due > now then next_due = due; break end
+        if #take >= max then more_due = true; next_due = due; break end
+        if not seen[r[i]] then consider(r[i]) end
+        k = k + 1
+      end
+      if next_due >= 0 or #r < want * 2 then break end
+      off = off + k
     end
-    if next_due >= 0 or #r < want * 2 then break end
-    off = off + k
   end
+  local seen = {}
+  for i = 8, #ARGV do
+    if #take >= max then break end
+    seen[ARGV[i]] = true
+    local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if due and tonumber(due) <= now then consider(ARGV[i]) end
+  end
+  -- Candidates another worker took meanwhile (it peeked the same heads):
+  -- the partition's own oldest due replace them, so a claim comes back
+  -- empty only when nothing here is due.
+  if #take < max then scan(seen) end
 end
 
 -- Pass 2: lease them. Tokens (and batch id sequence numbers) come from one
