@@ -249,7 +249,10 @@ RUNLANE_EXTERN(void) runlane_destroy(runlane_t *rl);
  * idempotency key was already used.
  *
  * Errors: RUNLANE_ERR_INVALID_ARG, RUNLANE_ERR_TOO_LARGE, RUNLANE_ERR_STORE.
- * On error nothing is stored. Thread-safe (calls are serialized per client).
+ * On error nothing is stored. Thread-safe: calls made at the same time on
+ * one client are sent together, in one pipelined round trip (each message
+ * still stored on its own, each caller gets its own result); the metric
+ * runlane_enqueue_round_trips_total counts the round trips.
  */
 RUNLANE_EXTERN(runlane_err_t)
 runlane_enqueue(char *id_out, size_t id_out_size, int *duplicate_out,

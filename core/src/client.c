@@ -179,6 +179,9 @@ RUNLANE_EXTERN(runlane_t *) runlane_new(const runlane_conf_t *conf, char *errstr
     if (rl->renew_ms < 10) rl->renew_ms = 10;
 
     pthread_mutex_init(&rl->api_mu, NULL);
+    pthread_mutex_init(&rl->enq_mu, NULL);
+    pthread_cond_init(&rl->enq_cond, NULL);
+    rl->enq_tail = &rl->enq_head;
     pthread_mutex_init(&rl->mu, NULL);
     pthread_cond_init(&rl->settle_cond, NULL);
     if (!rl_events_init(rl)) {
@@ -205,6 +208,8 @@ fail:
     pthread_cond_destroy(&rl->settle_cond);
     pthread_mutex_destroy(&rl->mu);
     pthread_mutex_destroy(&rl->api_mu);
+    pthread_cond_destroy(&rl->enq_cond);
+    pthread_mutex_destroy(&rl->enq_mu);
     runlane_conf_destroy(rl->conf);
     free(rl);
     return NULL;
@@ -243,6 +248,8 @@ RUNLANE_EXTERN(void) runlane_destroy(runlane_t *rl) {
     pthread_cond_destroy(&rl->settle_cond);
     pthread_mutex_destroy(&rl->mu);
     pthread_mutex_destroy(&rl->api_mu);
+    pthread_cond_destroy(&rl->enq_cond);
+    pthread_mutex_destroy(&rl->enq_mu);
     runlane_conf_destroy(rl->conf);
     free(rl);
 }
@@ -327,6 +334,102 @@ static runlane_err_t build_tail(char **tail_out, int64_t *bytes_out, char **ikey
     return RUNLANE_OK;
 }
 
+/* Group commit. Concurrent runlane_enqueue calls on one client (a
+ * binding's thread pool, a threaded web server) queue up here while one of
+ * them sends: the next sender takes every call queued meanwhile (up to
+ * RL_ENQ_GROUP_MAX) and sends them in one pipelined round trip, so Redis
+ * reads and answers them with one system call each way instead of one per
+ * message (ioredis does the same for BullMQ's concurrent adds). A caller
+ * waits for at most the group in flight and its own. Each message is still
+ * one enqueue script, atomic on its own; results go back to each caller,
+ * with its own error. The memory store has no round trip to save. */
+#define RL_ENQ_GROUP_MAX 64
+
+typedef struct rl_enq_req {
+    struct rl_enq_req *next;
+    const char *conv, *tail, *ikey;
+    int64_t bytes;
+    char id[RUNLANE_ID_MAX];
+    int dup, done;
+    runlane_err_t rc;
+    runlane_error_t err; /* the sender's error, for this caller's thread */
+} rl_enq_req_t;
+
+/* Sends `n` requests (api_mu held by the caller); fills each one's result. */
+static void enqueue_send(runlane_t *rl, rl_enq_req_t **reqs, size_t n) {
+    rl_store_t *st = rl->api_store;
+    if (n == 1) {
+        rl_enq_req_t *r = reqs[0];
+        r->rc = st->ops->enqueue(st, &rl->pol, r->conv, r->tail, r->bytes, r->ikey, r->id, &r->dup);
+        if (r->rc) r->err = *runlane_error_last();
+        return;
+    }
+    const char *convs[RL_ENQ_GROUP_MAX] = {0}, *tails[RL_ENQ_GROUP_MAX] = {0},
+               *ikeys[RL_ENQ_GROUP_MAX] = {0};
+    int64_t bytes[RL_ENQ_GROUP_MAX] = {0};
+    char ids[RL_ENQ_GROUP_MAX][RUNLANE_ID_MAX];
+    int dups[RL_ENQ_GROUP_MAX];
+    for (size_t i = 0; i < n; i++) {
+        convs[i] = reqs[i]->conv;
+        tails[i] = reqs[i]->tail;
+        ikeys[i] = reqs[i]->ikey;
+        bytes[i] = reqs[i]->bytes;
+        ids[i][0] = '\0';
+        dups[i] = 0;
+    }
+    int rc = st->ops->enqueue_many(st, &rl->pol, n, convs, tails, bytes, ikeys, ids, dups);
+    runlane_error_t err = *runlane_error_last();
+    for (size_t i = 0; i < n; i++) {
+        /* A message with an id was stored (the store answers each one on
+         * its own); one without shares the group's error. */
+        reqs[i]->rc = rc == RUNLANE_OK || ids[i][0] ? RUNLANE_OK : rc;
+        reqs[i]->err = err;
+        memcpy(reqs[i]->id, ids[i], RUNLANE_ID_MAX);
+        reqs[i]->dup = dups[i];
+    }
+}
+
+static runlane_err_t enqueue_grouped(runlane_t *rl, rl_enq_req_t *me) {
+    if (strcmp(rl->api_store->ops->name, "memory") == 0) {
+        pthread_mutex_lock(&rl->api_mu);
+        enqueue_send(rl, &me, 1);
+        pthread_mutex_unlock(&rl->api_mu);
+        RL_ADD(rl, enqueue_round_trips, 1);
+    } else {
+        pthread_mutex_lock(&rl->enq_mu);
+        *rl->enq_tail = me;
+        rl->enq_tail = &me->next;
+        while (!me->done) {
+            if (rl->enq_busy) {
+                pthread_cond_wait(&rl->enq_cond, &rl->enq_mu);
+                continue;
+            }
+            /* This caller sends the oldest group (FIFO: its own comes in
+             * this one or a later one it sends too). */
+            rl_enq_req_t *group[RL_ENQ_GROUP_MAX];
+            size_t n = 0;
+            while (rl->enq_head && n < RL_ENQ_GROUP_MAX) {
+                group[n++] = rl->enq_head;
+                rl->enq_head = rl->enq_head->next;
+            }
+            if (!rl->enq_head) rl->enq_tail = &rl->enq_head;
+            rl->enq_busy = 1;
+            pthread_mutex_unlock(&rl->enq_mu);
+            pthread_mutex_lock(&rl->api_mu);
+            enqueue_send(rl, group, n);
+            pthread_mutex_unlock(&rl->api_mu);
+            RL_ADD(rl, enqueue_round_trips, 1);
+            pthread_mutex_lock(&rl->enq_mu);
+            for (size_t i = 0; i < n; i++) group[i]->done = 1;
+            rl->enq_busy = 0;
+            pthread_cond_broadcast(&rl->enq_cond);
+        }
+        pthread_mutex_unlock(&rl->enq_mu);
+    }
+    if (me->rc) rl_error_restore(&me->err);
+    return me->rc;
+}
+
 RUNLANE_EXTERN(runlane_err_t)
 runlane_enqueue(char *id_out, size_t id_out_size, int *duplicate_out, runlane_t *rl,
                 const char *conversation_id, const char *content, const char *options_json) {
@@ -358,13 +461,17 @@ runlane_enqueue(char *id_out, size_t id_out_size, int *duplicate_out, runlane_t 
     rc = build_tail(&tail, &bytes, &ikey, rl, content, opts);
     cJSON_Delete(opts);
     if (rc) return rc;
-    int dup = 0;
-    pthread_mutex_lock(&rl->api_mu);
-    rc = rl->api_store->ops->enqueue(rl->api_store, &rl->pol, conversation_id, tail, bytes, ikey,
-                                     id_out, &dup);
-    pthread_mutex_unlock(&rl->api_mu);
+    rl_enq_req_t req;
+    memset(&req, 0, sizeof(req));
+    req.conv = conversation_id;
+    req.tail = tail;
+    req.ikey = ikey;
+    req.bytes = bytes;
+    rc = enqueue_grouped(rl, &req);
     free(tail);
     free(ikey);
+    int dup = req.dup;
+    if (rc == RUNLANE_OK) memcpy(id_out, req.id, RUNLANE_ID_MAX);
     if (duplicate_out) *duplicate_out = dup;
     if (rc) {
         RL_ADD(rl, enqueue_errors, 1);
@@ -440,6 +547,7 @@ runlane_enqueue_many(char **result_json_out, runlane_t *rl, const char *messages
                                               (const char *const *)tails, bytes,
                                               (const char *const *)ikeys, ids, dups);
         pthread_mutex_unlock(&rl->api_mu);
+        RL_ADD(rl, enqueue_round_trips, 1);
     }
     if (rc == RUNLANE_OK) {
         rl_buf_t b;
@@ -598,6 +706,8 @@ RUNLANE_EXTERN(runlane_err_t) runlane_metrics(char **text_out, runlane_t *rl) {
         ROW(enqueued, "counter", "Messages queued by this client."),
         ROW(enqueue_duplicates, "counter", "Enqueues answered from an idempotency key."),
         ROW(enqueue_errors, "counter", "Enqueues that failed."),
+        ROW(enqueue_round_trips, "counter",
+            "Store round trips of runlane_enqueue calls (concurrent calls share one)."),
         ROW(batches_claimed, "counter", "Batches claimed by this worker."),
         ROW(messages_claimed, "counter", "Messages in the batches claimed by this worker."),
         ROW(batches_acked, "counter", "Batches acknowledged."),

@@ -95,7 +95,7 @@ typedef struct rl_cmd {
 
 /* Counters, updated with __atomic builtins. */
 typedef struct rl_metrics {
-    int64_t enqueued, enqueue_duplicates, enqueue_errors;
+    int64_t enqueued, enqueue_duplicates, enqueue_errors, enqueue_round_trips;
     int64_t batches_claimed, batches_acked, batches_failed, batches_dead;
     int64_t messages_claimed;
     int64_t leases_renewed, leases_lost, leases_recovered, leases_released;
@@ -117,6 +117,12 @@ struct runlane_s {
     /* Store for calls from host threads, serialized by api_mu. */
     pthread_mutex_t api_mu;
     rl_store_t *api_store;
+    /* runlane_enqueue calls waiting to be sent (group commit, client.c),
+     * FIFO; enq_busy while one of them sends a group. Under enq_mu. */
+    pthread_mutex_t enq_mu;
+    pthread_cond_t enq_cond;
+    struct rl_enq_req *enq_head, **enq_tail;
+    int enq_busy;
 
     /* Event queue. */
     pthread_mutex_t ev_mu;

@@ -4,12 +4,6 @@
 
 #include "internal.h"
 
-struct runlane_error_s {
-    runlane_err_t code;
-    int retriable;
-    char message[512];
-};
-
 static _Thread_local struct runlane_error_s tl_error;
 
 static const struct {
@@ -71,6 +65,8 @@ runlane_err_t rl_error_set(runlane_err_t code, int retriable, const char *fmt, .
     va_end(ap);
     return code;
 }
+
+void rl_error_restore(const runlane_error_t *saved) { tl_error = *saved; }
 
 void rl_error_clear(void) {
     tl_error.code = RUNLANE_OK;

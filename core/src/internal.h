@@ -17,12 +17,20 @@
 
 /* ---- errors (error.c) ---- */
 
+struct runlane_error_s {
+    runlane_err_t code;
+    int retriable;
+    char message[512];
+};
+
 /* Records the calling thread's last error and returns `code`. */
 runlane_err_t rl_error_set(runlane_err_t code, int retriable, const char *fmt,
                            ...) RL_PRINTF(3, 4);
 runlane_err_t rl_error_setv(runlane_err_t code, int retriable, const char *fmt,
                             va_list ap);
 void rl_error_clear(void);
+/* Makes `saved` (a copy of another thread's last error) this thread's. */
+void rl_error_restore(const runlane_error_t *saved);
 /* Copies the thread's last error message into errstr (if non-NULL). */
 void rl_error_copy(char *errstr, size_t errstr_size);
 

@@ -6,6 +6,11 @@
  *       round robin; message i of producer INDEX goes to conversation
  *       (i * NPRODUCERS + INDEX) % NCONV. Content: "t<CLOCK_MONOTONIC ns> "
  *       padded to PAD bytes. Prints `R {"sent":N,"seconds":S}` at the end.
+ *   cost_driver produce-pipelined (same arguments)
+ *       The same messages, but what is due in each 2 ms tick goes out in one
+ *       runlane_enqueue_many call: one pipelined round trip, as BullMQ's
+ *       producer (baseline/src/cost.ts) sends the adds due in a tick
+ *       concurrently and ioredis writes them back to back.
  *   cost_driver work URL PREFIX LATFILE [KEY=VALUE...]
  *       A worker (runlane_start, custom backend: every batch event acked at
  *       once). Extra configuration as KEY=VALUE (batch.max.messages=1...).
@@ -277,7 +282,13 @@ static runlane_t *client(const char *url, const char *prefix, int nkv, char **kv
     return rl;
 }
 
-static int produce(int argc, char **argv) {
+static void content_of(char *content, size_t size, int pad) {
+    int n = snprintf(content, size, "t%lld ", (long long)mono_ns());
+    memset(content + n, 'x', (size_t)(pad - n));
+    content[pad] = '\0';
+}
+
+static int produce(int argc, char **argv, int pipelined) {
     if (argc < 10) return 2;
     const char *url = argv[2], *prefix = argv[3];
     double rate = atof(argv[4]), secs = atof(argv[5]);
@@ -287,22 +298,42 @@ static int produce(int argc, char **argv) {
      * (an enqueue computes the due time with it) */
     runlane_t *rl = client(url, prefix, argc - 10, argv + 10);
     char conv[32], id[RUNLANE_ID_MAX], content[4200];
+    /* one tick's messages as a JSON array (content is ASCII: no escaping) */
+    size_t cap = 1 << 20, len = 0;
+    char *many = pipelined ? malloc(cap) : NULL;
+    if (pipelined && !many) return 1;
     long long total = (long long)(rate * secs), sent = 0, errors = 0;
     int64_t t0 = mono_ns();
     const int64_t tick = 2000000; /* 2 ms: what is due is sent, then a sleep */
     while (sent < total && !stop_flag) {
         long long due = (long long)((double)(mono_ns() - t0) / 1e9 * rate) + 1;
         if (due > total) due = total;
+        long long from = sent;
+        len = 0;
         while (sent < due) {
             long long i = sent++;
             snprintf(conv, sizeof(conv), "c%lld", (i * nprod + index) % nconv);
-            int n = snprintf(content, sizeof(content), "t%lld ", (long long)mono_ns());
-            memset(content + n, 'x', (size_t)(pad - n));
-            content[pad] = '\0';
-            if (runlane_enqueue(id, sizeof(id), NULL, rl, conv, content, NULL)) {
-                if (errors++ < 3)
+            content_of(content, sizeof(content), pad);
+            if (!pipelined) {
+                if (runlane_enqueue(id, sizeof(id), NULL, rl, conv, content, NULL) && errors++ < 3)
                     fprintf(stderr, "enqueue: %s\n", runlane_error_message(runlane_error_last()));
+                continue;
             }
+            if (len + (size_t)pad + 128 > cap) { /* full: send what is there */
+                sent--;
+                break;
+            }
+            len += (size_t)snprintf(many + len, cap - len, "%s{\"conversation_id\":\"%s\",\"content\":\"%s\"}",
+                                    len ? "," : "[", conv, content);
+        }
+        if (pipelined && len) {
+            snprintf(many + len, cap - len, "]");
+            char *result = NULL;
+            if (runlane_enqueue_many(&result, rl, many)) {
+                errors += sent - from;
+                fprintf(stderr, "enqueue_many: %s\n", runlane_error_message(runlane_error_last()));
+            }
+            runlane_free(result);
         }
         int64_t next = t0 + (int64_t)((double)(sent) / rate * 1e9);
         int64_t wait = next - mono_ns();
@@ -315,6 +346,7 @@ static int produce(int argc, char **argv) {
     double took = (double)(mono_ns() - t0) / 1e9;
     printf("R {\"sent\":%lld,\"errors\":%lld,\"seconds\":%.3f}\n", sent - errors, errors, took);
     fflush(stdout);
+    free(many);
     runlane_destroy(rl);
     return 0;
 }
@@ -382,7 +414,8 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     int rc = 2;
-    if (argc >= 2 && strcmp(argv[1], "produce") == 0) rc = produce(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "produce") == 0) rc = produce(argc, argv, 0);
+    else if (argc >= 2 && strcmp(argv[1], "produce-pipelined") == 0) rc = produce(argc, argv, 1);
     else if (argc >= 2 && strcmp(argv[1], "work") == 0) rc = work(argc, argv);
     if (rc == 2)
         fprintf(stderr, "usage: cost_driver produce URL PREFIX RATE SECONDS NCONV INDEX NPRODUCERS PAD\n"

@@ -2,6 +2,7 @@
  * configuration, bad input, batching by the worker, retries, dead letters,
  * stop, events and metrics; on the memory store and on Redis. */
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
 
 #include "rltest.h"
 #include "runlane.h"
@@ -602,6 +604,195 @@ static void test_enqueue_many_in_order(void) {
     runlane_destroy(rl);
 }
 
+/* Concurrent runlane_enqueue calls on one client (group commit): every
+ * caller gets its own id, nothing is lost or stored twice, each thread's
+ * messages stay in its order, and on Redis calls made while one is on the
+ * wire share round trips. To make them meet, Redis holds writes for 300 ms
+ * (CLIENT PAUSE WRITE from another connection) while the threads start. */
+enum { GROUP_THREADS = 16, GROUP_EACH = 20 };
+typedef struct {
+    runlane_t *rl;
+    pthread_t th;
+    int index, errors;
+    char ids[GROUP_EACH][RUNLANE_ID_MAX];
+} group_caller_t;
+
+static void *group_main(void *arg) {
+    group_caller_t *g = arg;
+    char conv[16], content[16];
+    snprintf(conv, sizeof(conv), "g%d", g->index);
+    for (int i = 0; i < GROUP_EACH; i++) {
+        snprintf(content, sizeof(content), "%d", i);
+        if (runlane_enqueue(g->ids[i], sizeof(g->ids[i]), NULL, g->rl, conv, content, NULL)) {
+            /* the error is this thread's, with a message */
+            const runlane_error_t *e = runlane_error_last();
+            if (runlane_error_code(e) == RUNLANE_ERR_STORE && runlane_error_message(e)[0])
+                g->errors++;
+            else
+                g->errors += 1000;
+            g->ids[i][0] = '\0';
+        }
+    }
+    return NULL;
+}
+
+static int cmp_id(const void *a, const void *b) { return strcmp(a, b); }
+
+static long long metric_of(runlane_t *rl, const char *name) {
+    char *text = NULL;
+    long long v = -1;
+    if (runlane_metrics(&text, rl) == RUNLANE_OK) {
+        char key[128];
+        snprintf(key, sizeof(key), "\n%s ", name);
+        const char *p = strstr(text, key);
+        if (p) v = atoll(p + strlen(key));
+    }
+    runlane_free(text);
+    return v;
+}
+
+static void test_concurrent_enqueues_share_round_trips(void) {
+    const char *kv[] = {"batch.window.ms", "0", NULL};
+    runlane_t *rl = client(kv);
+    int on_redis = strncmp(store_url, "redis://", 8) == 0, paused = 0;
+    if (on_redis) {
+        char host[128];
+        int port = 0;
+        RL_CHECK(sscanf(store_url, "redis://%127[^:]:%d", host, &port) == 2);
+        redisContext *c = redisConnect(host, port);
+        RL_CHECK(c && !c->err);
+        redisReply *r = c && !c->err ? redisCommand(c, "CLIENT PAUSE 300 WRITE") : NULL;
+        paused = r && r->type == REDIS_REPLY_STATUS;
+        RL_CHECK_MSG(paused, "CLIENT PAUSE: %s", r && r->str ? r->str : "no reply");
+        if (r) freeReplyObject(r);
+        if (c) redisFree(c);
+    }
+    static group_caller_t g[GROUP_THREADS];
+    memset(g, 0, sizeof(g));
+    for (int t = 0; t < GROUP_THREADS; t++) {
+        g[t].rl = rl;
+        g[t].index = t;
+        RL_CHECK(pthread_create(&g[t].th, NULL, group_main, &g[t]) == 0);
+    }
+    static char all[GROUP_THREADS * GROUP_EACH][RUNLANE_ID_MAX];
+    for (int t = 0; t < GROUP_THREADS; t++) {
+        pthread_join(g[t].th, NULL);
+        RL_CHECK_INT(0, g[t].errors);
+        memcpy(all[t * GROUP_EACH], g[t].ids, sizeof(g[t].ids));
+    }
+    qsort(all, GROUP_THREADS * GROUP_EACH, RUNLANE_ID_MAX, cmp_id);
+    int distinct = 1;
+    for (int i = 0; i < GROUP_THREADS * GROUP_EACH; i++)
+        if (!all[i][0] || (i && strcmp(all[i], all[i - 1]) == 0)) distinct = 0;
+    RL_CHECK_MSG(distinct, "an enqueue got no id or another caller's id");
+    long long trips = metric_of(rl, "runlane_enqueue_round_trips_total");
+    fprintf(stderr, "  %d enqueues in %lld round trips\n", GROUP_THREADS * GROUP_EACH, trips);
+    if (paused)
+        RL_CHECK_MSG(trips > 0 && trips < GROUP_THREADS * GROUP_EACH - GROUP_THREADS / 2,
+                     "%lld round trips for %d concurrent enqueues: not shared", trips,
+                     GROUP_THREADS * GROUP_EACH);
+    else
+        RL_CHECK(trips == GROUP_THREADS * GROUP_EACH);
+    RL_CHECK_INT(GROUP_THREADS * GROUP_EACH, (int)metric_of(rl, "runlane_enqueued_total"));
+    /* every message delivered once, each conversation's in its order */
+    RL_CHECK_OK(runlane_start(rl));
+    static char seen[GROUP_THREADS][GROUP_EACH * 4];
+    memset(seen, 0, sizeof(seen));
+    int got = 0;
+    while (got < GROUP_THREADS * GROUP_EACH) {
+        runlane_event_t *ev = wait_event(rl, RUNLANE_EVENT_BATCH, T(5000));
+        if (!ev) {
+            RL_FAILF("%d of %d messages delivered", got, GROUP_THREADS * GROUP_EACH);
+            break;
+        }
+        int t = atoi(runlane_event_conversation_id(ev) + 1);
+        char part[GROUP_EACH * 4];
+        batch_contents(ev, part, sizeof(part));
+        if (t >= 0 && t < GROUP_THREADS) {
+            size_t len = strlen(seen[t]);
+            snprintf(seen[t] + len, sizeof(seen[t]) - len, "%s%s", len ? "," : "", part);
+        }
+        for (const char *p = part; *p; p++) got += *p == ',';
+        got++;
+        RL_CHECK_OK(runlane_batch_ack(rl, runlane_event_batch_id(ev), NULL));
+        runlane_event_destroy(ev);
+    }
+    for (int t = 0; t < GROUP_THREADS; t++)
+        RL_CHECK_STR("0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19", seen[t]);
+    runlane_destroy(rl);
+}
+
+/* A group that fails (its connection killed while Redis holds it, twice)
+ * fails every caller in it with RUNLANE_ERR_STORE and that error's message in the
+ * caller's own thread; nothing of it is stored, the callers after it go on
+ * over a new connection: stored = calls answered with an id. */
+static void test_failed_group_fails_each_caller(void) {
+    if (strncmp(store_url, "redis://", 8) != 0) return;
+    const char *kv[] = {"batch.window.ms", "0", NULL};
+    runlane_t *rl = client(kv);
+    char host[128], name[96];
+    int port = 0;
+    RL_CHECK(sscanf(store_url, "redis://%127[^:]:%d", host, &port) == 2);
+    snprintf(name, sizeof(name), "name=runlane/%s ", prefix);
+    redisContext *c = redisConnect(host, port);
+    RL_CHECK(c && !c->err);
+    if (!c || c->err) {
+        if (c) redisFree(c);
+        runlane_destroy(rl);
+        return;
+    }
+    redisReply *r = redisCommand(c, "CLIENT PAUSE 500 WRITE");
+    RL_CHECK(r && r->type == REDIS_REPLY_STATUS);
+    if (r) freeReplyObject(r);
+    static group_caller_t g[GROUP_THREADS];
+    memset(g, 0, sizeof(g));
+    for (int t = 0; t < GROUP_THREADS; t++) {
+        g[t].rl = rl;
+        g[t].index = t;
+        g[t].errors = 0;
+        RL_CHECK(pthread_create(&g[t].th, NULL, group_main, &g[t]) == 0);
+    }
+    /* The first caller's group waits on the wire while the rest queue up;
+     * its connection is killed, the next group goes out on a new one (held
+     * too), which is killed as well: a group of many fails. */
+    int killed = 0;
+    for (int round = 0; round < 2; round++) {
+        sleep_ms(150);
+        r = redisCommand(c, "CLIENT LIST");
+        for (const char *p = r && r->str ? r->str : ""; (p = strstr(p, name)) != NULL; p++) {
+            const char *line = p;
+            while (line > r->str && line[-1] != '\n') line--;
+            long long id = 0;
+            if (sscanf(line, "id=%lld", &id) == 1) {
+                redisReply *k = redisCommand(c, "CLIENT KILL ID %lld", id);
+                killed += k && k->type == REDIS_REPLY_INTEGER ? (int)k->integer : 0;
+                if (k) freeReplyObject(k);
+            }
+        }
+        if (r) freeReplyObject(r);
+    }
+    RL_CHECK_MSG(killed > 0, "no connection named %s", name);
+    int ok = 0, failed = 0;
+    for (int t = 0; t < GROUP_THREADS; t++) {
+        pthread_join(g[t].th, NULL);
+        failed += g[t].errors;
+        for (int i = 0; i < GROUP_EACH; i++) ok += g[t].ids[i][0] != '\0';
+    }
+    fprintf(stderr, "  %d stored, %d failed (%d connection(s) killed)\n", ok, failed, killed);
+    RL_CHECK_INT(GROUP_THREADS * GROUP_EACH, ok + failed);
+    RL_CHECK_MSG(failed > 1, "killing the connections failed %d enqueue(s), not a group", failed);
+    RL_CHECK_INT(failed, (int)metric_of(rl, "runlane_enqueue_errors_total"));
+    /* what was answered with an id is stored, the rest is not */
+    char *st = NULL;
+    RL_CHECK_OK(runlane_status(&st, rl, NULL));
+    char want[64];
+    snprintf(want, sizeof(want), "\"enqueued\":%d,", ok);
+    RL_CHECK_MSG(st && strstr(st, want), "status %s, want %s", st ? st : "", want);
+    runlane_free(st);
+    redisFree(c);
+    runlane_destroy(rl);
+}
+
 static runlane_t *volatile fork_inherited;
 
 static void test_fork_child_cannot_use_parent_handle(void) {
@@ -686,6 +877,8 @@ static void run_all(const char *url) {
     RL_RUN(test_stop_drain_times_out_and_releases);
     RL_RUN(test_event_fd_readable_while_pending);
     RL_RUN(test_enqueue_many_in_order);
+    RL_RUN(test_concurrent_enqueues_share_round_trips);
+    RL_RUN(test_failed_group_fails_each_caller);
     RL_RUN(test_fork_child_cannot_use_parent_handle);
 }
 
