@@ -7,10 +7,11 @@
  *       (i * NPRODUCERS + INDEX) % NCONV. Content: "t<CLOCK_MONOTONIC ns> "
  *       padded to PAD bytes. Prints `R {"sent":N,"seconds":S}` at the end.
  *   cost_driver produce-pipelined (same arguments)
- *       The same messages, but what is due in each 2 ms tick goes out in one
- *       runlane_enqueue_many call: one pipelined round trip, as BullMQ's
- *       producer (baseline/src/cost.ts) sends the adds due in a tick
- *       concurrently and ioredis writes them back to back.
+ *       The same messages, but the producer wakes every 2 ms and sends what
+ *       is due in one runlane_enqueue_many call: one pipelined round trip,
+ *       as BullMQ's producer (baseline/src/cost.ts) sends the adds due when
+ *       its setTimeout (1 ms at least) fires concurrently, and ioredis
+ *       writes them back to back.
  *   cost_driver work URL PREFIX LATFILE [KEY=VALUE...]
  *       A worker (runlane_start, custom backend: every batch event acked at
  *       once). Extra configuration as KEY=VALUE (batch.max.messages=1...).
@@ -337,6 +338,10 @@ static int produce(int argc, char **argv, int pipelined) {
         }
         int64_t next = t0 + (int64_t)((double)(sent) / rate * 1e9);
         int64_t wait = next - mono_ns();
+        /* pipelined: a whole tick's messages per call (BullMQ's producer
+         * sleeps with setTimeout, at least 1 ms, between its batches of
+         * concurrent adds) */
+        if (pipelined && wait < tick) wait = tick;
         if (wait > 0) {
             if (wait > tick) wait = tick;
             struct timespec ts = {0, (long)wait};
