@@ -1,10 +1,11 @@
 /**
  * Against a real Redis (RUNLANE_TEST_REDIS, started by run.sh): the flow,
- * retries and dead letters, and two worker processes sharing the load
+ * retries and dead letters, concurrent enqueues sharing round trips, and two
+ * worker processes sharing the load
  * without ever running one conversation twice at once.
  */
 import assert from 'node:assert/strict';
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { describe, test } from 'node:test';
 
@@ -37,6 +38,27 @@ describe('redis store', () => {
       const totals = await q.status();
       assert.equal(totals.pending, 0);
       assert.equal(totals.inflight, 0);
+    } finally {
+      await q.close();
+    }
+  });
+
+  test('concurrent enqueue() calls share round trips (group commit in the core)', redisTest(), async () => {
+    const store = requireRedis();
+    const q = new AssistantMessageQueue({ store, keyPrefix: unique('group') });
+    try {
+      await q.status(); // opened and connected before Redis holds writes
+      // Redis holds writes for 300 ms: the first enqueue waits on the wire while the
+      // others, on libuv's other threads, queue up behind it and go out together.
+      const paused = spawnSync('redis-cli', ['-u', store, 'CLIENT', 'PAUSE', '300', 'WRITE'], { encoding: 'utf8' });
+      assert.equal(paused.stdout.trim(), 'OK', paused.stderr);
+      const n = 64;
+      const results = await Promise.all(Array.from({ length: n }, (_, i) => q.enqueue(`c${i % 8}`, `m${i}`)));
+      assert.equal(new Set(results.map((r) => r.id)).size, n, 'one id per call');
+      const text = await q.metrics();
+      const trips = Number(/^runlane_enqueue_round_trips_total (\d+)$/m.exec(text)?.[1]);
+      assert.ok(trips > 0 && trips < n, `${trips} round trips for ${n} concurrent enqueues`);
+      assert.equal((await q.status()).pending, n);
     } finally {
       await q.close();
     }
