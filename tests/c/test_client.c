@@ -661,7 +661,7 @@ static void test_concurrent_enqueues_share_round_trips(void) {
         RL_CHECK(sscanf(store_url, "redis://%127[^:]:%d", host, &port) == 2);
         redisContext *c = redisConnect(host, port);
         RL_CHECK(c && !c->err);
-        redisReply *r = c && !c->err ? redisCommand(c, "CLIENT PAUSE 300 WRITE") : NULL;
+        redisReply *r = c && !c->err ? redisCommand(c, "CLIENT PAUSE %d WRITE", T(300)) : NULL;
         paused = r && r->type == REDIS_REPLY_STATUS;
         RL_CHECK_MSG(paused, "CLIENT PAUSE: %s", r && r->str ? r->str : "no reply");
         if (r) freeReplyObject(r);
@@ -741,7 +741,7 @@ static void test_failed_group_fails_each_caller(void) {
         runlane_destroy(rl);
         return;
     }
-    redisReply *r = redisCommand(c, "CLIENT PAUSE 500 WRITE");
+    redisReply *r = redisCommand(c, "CLIENT PAUSE %d WRITE", T(500));
     RL_CHECK(r && r->type == REDIS_REPLY_STATUS);
     if (r) freeReplyObject(r);
     static group_caller_t g[GROUP_THREADS];
@@ -757,7 +757,7 @@ static void test_failed_group_fails_each_caller(void) {
      * too), which is killed as well: a group of many fails. */
     int killed = 0;
     for (int round = 0; round < 2; round++) {
-        sleep_ms(150);
+        sleep_ms(T(150));
         r = redisCommand(c, "CLIENT LIST");
         for (const char *p = r && r->str ? r->str : ""; (p = strstr(p, name)) != NULL; p++) {
             const char *line = p;
