@@ -808,12 +808,16 @@ static void test_fork_child_cannot_use_parent_handle(void) {
         /* The parent's handle stays allocated in the child, by design:
          * keep it reachable for leak checkers. */
         fork_inherited = rl;
+        if (inherited != RUNLANE_ERR_DESTROYED || own != RUNLANE_OK)
+            fprintf(stderr, "  child: inherited handle -> %d, its own -> %d (%s)\n", inherited, own,
+                    runlane_error_message(runlane_error_last()));
         _exit(inherited == RUNLANE_ERR_DESTROYED && own == RUNLANE_OK ? 0 : 1);
     }
     int st = 0;
     waitpid(p, &st, 0);
     RL_CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0,
-                 "child: inherited handle not refused, or its own handle failed");
+                 "child: inherited handle not refused, or its own handle failed (%s %d)",
+                 WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
     char id[RUNLANE_ID_MAX];
     RL_CHECK_OK(runlane_enqueue(id, sizeof(id), NULL, rl, "c", "still works in the parent", NULL));
     runlane_destroy(rl);

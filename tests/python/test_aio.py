@@ -1,6 +1,8 @@
 """The asyncio queue: event fd + loop.add_reader, no polling thread."""
 
 import asyncio
+import re
+import subprocess
 import threading
 import time
 
@@ -9,7 +11,7 @@ import pytest
 import runlane
 from runlane.aio import AssistantMessageQueue, AsyncBatch
 
-from conftest import FAST
+from conftest import FAST, TIME_SCALE
 
 
 def run(coro):
@@ -322,5 +324,25 @@ def test_async_release_batch_by_id_and_no_batch_after_a_release_stop(store):
         await until(lambda: "stopped" in types, what="stopped")
         assert "batch" not in types[n:], "a released batch reached the host: %r" % types[n:]
         await q.close(drain=False)
+
+    run(main())
+
+
+def test_concurrent_enqueues_share_round_trips(redis_store):
+    """Enqueues gathered on the loop run on the executor's threads, which meet
+    in the core's group commit: while Redis holds writes (CLIENT PAUSE) the
+    first waits on the wire and the others go out together after it."""
+    async def main():
+        async with AssistantMessageQueue(**FAST, **redis_store) as q:
+            await q.status()  # connected before Redis holds writes
+            subprocess.run(["redis-cli", "-u", redis_store["store"], "CLIENT", "PAUSE",
+                            str(int(300 * TIME_SCALE)), "WRITE"], check=True, capture_output=True)
+            n = 64
+            got = await asyncio.gather(*(q.enqueue("c%d" % (i % 8), "m%d" % i) for i in range(n)))
+            assert len({e.id for e in got}) == n
+            m = re.search(r"^runlane_enqueue_round_trips_total (\d+)$", await q.metrics(), re.M)
+            trips = int(m.group(1))
+            assert 0 < trips < n, "%d round trips for %d concurrent enqueues" % (trips, n)
+            assert (await q.status())["pending"] == n
 
     run(main())
