@@ -251,7 +251,8 @@ RUNLANE_EXTERN(void) runlane_destroy(runlane_t *rl);
  * Errors: RUNLANE_ERR_INVALID_ARG, RUNLANE_ERR_TOO_LARGE, RUNLANE_ERR_STORE.
  * On error nothing is stored. Thread-safe: calls made at the same time on
  * one client are sent together, in one pipelined round trip (each message
- * still stored on its own, each caller gets its own result); the metric
+ * still stored on its own, each caller gets its own result; on a Redis
+ * Cluster only calls on one partition go together); the metric
  * runlane_enqueue_round_trips_total counts the round trips.
  */
 RUNLANE_EXTERN(runlane_err_t)

@@ -342,13 +342,16 @@ static runlane_err_t build_tail(char **tail_out, int64_t *bytes_out, char **ikey
  * message (ioredis does the same for BullMQ's concurrent adds). A caller
  * waits for at most the group in flight and its own. Each message is still
  * one enqueue script, atomic on its own; results go back to each caller,
- * with its own error. The memory store has no round trip to save. */
+ * with its own error. Only calls of one pipeline group go together (on a
+ * Cluster, of one partition: a master that is down fails its own calls,
+ * not the others'). The memory store has no round trip to save. */
 #define RL_ENQ_GROUP_MAX 64
 
 typedef struct rl_enq_req {
     struct rl_enq_req *next;
     const char *conv, *tail, *ikey;
     int64_t bytes;
+    int group; /* the store's pipeline_group of conv */
     char id[RUNLANE_ID_MAX];
     int dup, done;
     runlane_err_t rc;
@@ -390,12 +393,14 @@ static void enqueue_send(runlane_t *rl, rl_enq_req_t **reqs, size_t n) {
 }
 
 static runlane_err_t enqueue_grouped(runlane_t *rl, rl_enq_req_t *me) {
-    if (strcmp(rl->api_store->ops->name, "memory") == 0) {
+    rl_store_t *st = rl->api_store;
+    if (!st->ops->pipeline_group) {
         pthread_mutex_lock(&rl->api_mu);
         enqueue_send(rl, &me, 1);
         pthread_mutex_unlock(&rl->api_mu);
         RL_ADD(rl, enqueue_round_trips, 1);
     } else {
+        me->group = st->ops->pipeline_group(st, me->conv);
         pthread_mutex_lock(&rl->enq_mu);
         *rl->enq_tail = me;
         rl->enq_tail = &me->next;
@@ -404,15 +409,21 @@ static runlane_err_t enqueue_grouped(runlane_t *rl, rl_enq_req_t *me) {
                 pthread_cond_wait(&rl->enq_cond, &rl->enq_mu);
                 continue;
             }
-            /* This caller sends the oldest group (FIFO: its own comes in
-             * this one or a later one it sends too). */
+            /* This caller sends the oldest call and the calls queued after
+             * it in its pipeline group (FIFO: its own comes in this round
+             * or a later one it sends too). */
             rl_enq_req_t *group[RL_ENQ_GROUP_MAX];
             size_t n = 0;
-            while (rl->enq_head && n < RL_ENQ_GROUP_MAX) {
-                group[n++] = rl->enq_head;
-                rl->enq_head = rl->enq_head->next;
+            int g = rl->enq_head->group;
+            for (rl_enq_req_t **pp = &rl->enq_head; *pp && n < RL_ENQ_GROUP_MAX;) {
+                if ((*pp)->group != g) {
+                    pp = &(*pp)->next;
+                    continue;
+                }
+                group[n++] = *pp;
+                *pp = (*pp)->next;
+                if (!*pp) rl->enq_tail = pp;
             }
-            if (!rl->enq_head) rl->enq_tail = &rl->enq_head;
             rl->enq_busy = 1;
             pthread_mutex_unlock(&rl->enq_mu);
             pthread_mutex_lock(&rl->api_mu);

@@ -370,6 +370,13 @@ typedef struct rl_store_ops {
      * worker (as claim, in one round trip; no claim_hint). */
     int (*claim_named)(rl_store_t *st, const rl_policy_t *pol, const char *owner, int max,
                        int part, const char *conv, rl_claim_t **out, int *n_out);
+
+    /* Optional (NULL: no round trip to share): calls on conversations of
+     * one pipeline group may go out in one pipelined round trip, which
+     * fails as a whole (a node out of reach). On one server every
+     * conversation is in group 0; on a Cluster a group is a partition, so
+     * that a master that is down fails only its own partitions' calls. */
+    int (*pipeline_group)(rl_store_t *st, const char *conv);
 } rl_store_ops_t;
 
 struct rl_store {

@@ -1477,6 +1477,7 @@ static const rl_store_ops_t memory_ops = {
     m_dead_purge,  m_reply_claim,  m_reply_ack,    m_rate_take,  m_conv_map,   m_destroy,
     NULL,          NULL,           NULL,           NULL,         NULL, /* no wake-up ops */
     m_conv_list,   m_conv_peek,    NULL,
+    NULL, /* no round trip to share */
 };
 
 rl_store_t *rl_store_memory_open(const rl_store_opts_t *opts) {

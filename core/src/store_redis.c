@@ -2221,6 +2221,11 @@ static void r_destroy(rl_store_t *st) {
     free(s);
 }
 
+static int r_pipeline_group(rl_store_t *st, const char *conv) {
+    rstore_t *s = RS(st);
+    return s->mode == RL_LINK_CLUSTER ? rl_partition_of(conv, s->partitions) : 0;
+}
+
 static const rl_store_ops_t redis_ops = {
     "redis",      r_enqueue,      r_enqueue_many, r_touch,     r_next_due,  r_claim,
     r_renew,      r_extend_batch, r_checkpoint,   r_ack,       r_ack_reply, r_fail,
@@ -2228,6 +2233,7 @@ static const rl_store_ops_t redis_ops = {
     r_dead_purge, r_reply_claim,  r_reply_ack,    r_rate_take, r_conv_map, r_destroy,
     r_heads,      r_claim_hint,   r_wait_arm,     r_wait_take, r_wait_give,
     r_conv_list,  r_conv_peek,    r_claim_named,
+    r_pipeline_group,
 };
 
 static int hexval(int ch) {

@@ -20,6 +20,7 @@
  * well inside its window, and a check that it IS due polls with a generous
  * deadline, so the suite asserts no exact timing.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -2348,6 +2349,31 @@ static rl_store_t *open_waiting(const char *prefix, int partitions, int wait_ms)
  * work; the dead master's fail
  * retriable, naming it; once the replica may fail over they work again,
  * and the acknowledged messages are all there. Last: it kills a master. */
+/* Concurrent runlane_enqueue calls while a master is down: each thread
+ * enqueues ENQ_DOWN_EACH messages on one conversation. */
+enum { ENQ_DOWN_THREADS = 8, ENQ_DOWN_EACH = 10 };
+typedef struct {
+    runlane_t *rl;
+    const char *conv;
+    pthread_t th;
+    int ok, retriable, other;
+} enq_down_t;
+
+static void *enq_down_main(void *arg) {
+    enq_down_t *t = arg;
+    char id[RUNLANE_ID_MAX];
+    for (int i = 0; i < ENQ_DOWN_EACH; i++) {
+        runlane_err_t rc = runlane_enqueue(id, sizeof(id), NULL, t->rl, t->conv, "c", NULL);
+        if (rc == RUNLANE_OK)
+            t->ok++;
+        else if (rc == RUNLANE_ERR_STORE && runlane_error_retriable(runlane_error_last()))
+            t->retriable++;
+        else
+            t->other++;
+    }
+    return NULL;
+}
+
 static void test_cluster_open_while_master_down(void) {
     g_partitions = 12;
     reset_policy();
@@ -2444,6 +2470,53 @@ static void test_cluster_open_while_master_down(void) {
         RL_CHECK_MSG(drc == RUNLANE_ERR_STORE && dretriable,
                      "runlane_enqueue on the dead master's partition: %d (retriable %d)", drc,
                      dretriable);
+    }
+    {
+        /* Concurrent calls share round trips, but only within a partition:
+         * those on the healthy master all succeed, those on the dead one
+         * all fail retriable (a client of its own, on a prefix of its own:
+         * the same partitions, so the same masters). The healthy master
+         * holds writes for a while, so that calls of both kinds queue up
+         * behind the first. */
+        char err[512], cprefix[160], tagkey[40];
+        snprintf(cprefix, sizeof(cprefix), "%s-conc", prefix);
+        const char *kv[] = {"store", g_redis_url, "key.prefix", cprefix, "partitions", "12", NULL};
+        runlane_conf_t *conf = runlane_conf_new();
+        for (const char *const *k = kv; k[0]; k += 2)
+            RL_CHECK_MSG(runlane_conf_set(conf, k[0], k[1], err, sizeof(err)) == RUNLANE_OK,
+                         "%s: %s", k[0], err);
+        runlane_t *rl = runlane_new(conf, err, sizeof(err));
+        runlane_conf_destroy(conf);
+        RL_CHECK_MSG(rl != NULL, "runlane_new while a master is down: %s", err);
+        int tl = snprintf(tagkey, sizeof(tagkey), "{%s}",
+                          rl_store_redis_tag(probe, rl_partition_of(hconv, g_partitions)));
+        int hport = slot_owner(ports[1], rl_redis_key_slot(tagkey, (size_t)tl));
+        redisContext *c = node_conn(hport);
+        node_cmd_ok(hport, "CLIENT PAUSE", redisCommand(c, "CLIENT PAUSE %d WRITE", (int)TS(300)));
+        redisFree(c);
+        enq_down_t th[ENQ_DOWN_THREADS];
+        memset(th, 0, sizeof(th));
+        for (int i = 0; i < ENQ_DOWN_THREADS; i++) {
+            th[i].rl = rl;
+            th[i].conv = i % 2 ? dconv : hconv;
+            RL_CHECK(pthread_create(&th[i].th, NULL, enq_down_main, &th[i]) == 0);
+        }
+        int hok = 0, dfail = 0, odd = 0;
+        for (int i = 0; i < ENQ_DOWN_THREADS; i++) {
+            pthread_join(th[i].th, NULL);
+            if (i % 2) {
+                dfail += th[i].retriable;
+                odd += th[i].ok + th[i].other;
+            } else {
+                hok += th[i].ok;
+                odd += th[i].retriable + th[i].other;
+            }
+        }
+        fprintf(stderr, "    concurrent: %d stored on the healthy master, %d refused on the dead "
+                        "one, %d otherwise\n", hok, dfail, odd);
+        RL_CHECK_INT(ENQ_DOWN_THREADS / 2 * ENQ_DOWN_EACH, hok);
+        RL_CHECK_INT(ENQ_DOWN_THREADS / 2 * ENQ_DOWN_EACH, dfail);
+        runlane_destroy(rl);
     }
     {
         redisContext *c = node_conn(replica);
