@@ -2374,6 +2374,21 @@ static void *enq_down_main(void *arg) {
     return NULL;
 }
 
+/* A client (runlane_new) on the cluster, 12 partitions, window 0. */
+static runlane_t *cluster_client(const char *prefix) {
+    char err[512];
+    const char *kv[] = {"store", g_redis_url, "key.prefix", prefix, "partitions", "12",
+                        "batch.window.ms", "0", NULL};
+    runlane_conf_t *conf = runlane_conf_new();
+    for (const char *const *k = kv; k[0]; k += 2)
+        RL_CHECK_MSG(runlane_conf_set(conf, k[0], k[1], err, sizeof(err)) == RUNLANE_OK, "%s: %s",
+                     k[0], err);
+    runlane_t *rl = runlane_new(conf, err, sizeof(err));
+    runlane_conf_destroy(conf);
+    RL_CHECK_MSG(rl != NULL, "runlane_new while a master is down: %s", err);
+    return rl;
+}
+
 static void test_cluster_open_while_master_down(void) {
     g_partitions = 12;
     reset_policy();
@@ -2450,16 +2465,8 @@ static void test_cluster_open_while_master_down(void) {
     }
     /* a client (runlane_new) opened now works the same */
     {
-        char err[512], mid[RUNLANE_ID_MAX];
-        const char *kv[] = {"store", g_redis_url, "key.prefix", prefix, "partitions", "12",
-                            "batch.window.ms", "0", NULL};
-        runlane_conf_t *conf = runlane_conf_new();
-        for (const char *const *k = kv; k[0]; k += 2)
-            RL_CHECK_MSG(runlane_conf_set(conf, k[0], k[1], err, sizeof(err)) == RUNLANE_OK,
-                         "%s: %s", k[0], err);
-        runlane_t *rl = runlane_new(conf, err, sizeof(err));
-        runlane_conf_destroy(conf);
-        RL_CHECK_MSG(rl != NULL, "runlane_new while a master is down: %s", err);
+        char mid[RUNLANE_ID_MAX];
+        runlane_t *rl = cluster_client(prefix);
         runlane_err_t hrc = runlane_enqueue(mid, sizeof(mid), NULL, rl, hconv, "h3", NULL);
         char hmsg[600];
         rl_strlcpy(hmsg, errmsg(), sizeof(hmsg));
@@ -2478,16 +2485,9 @@ static void test_cluster_open_while_master_down(void) {
          * the same partitions, so the same masters). The healthy master
          * holds writes for a while, so that calls of both kinds queue up
          * behind the first. */
-        char err[512], cprefix[160], tagkey[40];
+        char cprefix[160], tagkey[40];
         snprintf(cprefix, sizeof(cprefix), "%s-conc", prefix);
-        const char *kv[] = {"store", g_redis_url, "key.prefix", cprefix, "partitions", "12", NULL};
-        runlane_conf_t *conf = runlane_conf_new();
-        for (const char *const *k = kv; k[0]; k += 2)
-            RL_CHECK_MSG(runlane_conf_set(conf, k[0], k[1], err, sizeof(err)) == RUNLANE_OK,
-                         "%s: %s", k[0], err);
-        runlane_t *rl = runlane_new(conf, err, sizeof(err));
-        runlane_conf_destroy(conf);
-        RL_CHECK_MSG(rl != NULL, "runlane_new while a master is down: %s", err);
+        runlane_t *rl = cluster_client(cprefix);
         int tl = snprintf(tagkey, sizeof(tagkey), "{%s}",
                           rl_store_redis_tag(probe, rl_partition_of(hconv, g_partitions)));
         int hport = slot_owner(ports[1], rl_redis_key_slot(tagkey, (size_t)tl));
