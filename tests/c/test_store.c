@@ -458,9 +458,19 @@ static void test_message_in_window_extends_it(void) {
     g_pol.window_ms = TS(400);
     enq(st, "c1", "a");
     sleep_ms(250);
+    int64_t before_b = rl_mono_ms();
     enq(st, "c1", "b"); /* window restarts: due at ~650 */
     sleep_ms(250);      /* ~500: past the first window, inside the second */
-    RL_CHECK_INT(0, claimable_now(st));
+    int n = claimable_now(st);
+    if (n && rl_mono_ms() - before_b >= g_pol.window_ms) {
+        /* The machine stalled past the second window too (seen once over
+         * the TLS cluster, 6 suites side by side on 2 cores, where the
+         * margin is 150 ms): due by then, rightly. */
+        fprintf(stderr, "    stalled %lld ms past the window: claimable, rightly\n",
+                (long long)(rl_mono_ms() - before_b - g_pol.window_ms));
+        return;
+    }
+    RL_CHECK_INT(0, n);
     rl_claim_t c = wait_claim(st, "w", 3000);
     CHECK_CONTENTS("a|b", c.messages_json);
     rl_claim_free(&c);
