@@ -361,12 +361,6 @@ typedef struct rl_enq_req {
 /* Sends `n` requests (api_mu held by the caller); fills each one's result. */
 static void enqueue_send(runlane_t *rl, rl_enq_req_t **reqs, size_t n) {
     rl_store_t *st = rl->api_store;
-    if (n == 1) {
-        rl_enq_req_t *r = reqs[0];
-        r->rc = st->ops->enqueue(st, &rl->pol, r->conv, r->tail, r->bytes, r->ikey, r->id, &r->dup);
-        if (r->rc) r->err = *runlane_error_last();
-        return;
-    }
     const char *convs[RL_ENQ_GROUP_MAX] = {0}, *tails[RL_ENQ_GROUP_MAX] = {0},
                *ikeys[RL_ENQ_GROUP_MAX] = {0};
     int64_t bytes[RL_ENQ_GROUP_MAX] = {0};
@@ -381,12 +375,11 @@ static void enqueue_send(runlane_t *rl, rl_enq_req_t **reqs, size_t n) {
         dups[i] = 0;
     }
     int rc = st->ops->enqueue_many(st, &rl->pol, n, convs, tails, bytes, ikeys, ids, dups);
-    runlane_error_t err = *runlane_error_last();
     for (size_t i = 0; i < n; i++) {
         /* A message with an id was stored (the store answers each one on
          * its own); one without shares the group's error. */
         reqs[i]->rc = rc == RUNLANE_OK || ids[i][0] ? RUNLANE_OK : rc;
-        reqs[i]->err = err;
+        if (reqs[i]->rc) reqs[i]->err = *runlane_error_last();
         memcpy(reqs[i]->id, ids[i], RUNLANE_ID_MAX);
         reqs[i]->dup = dups[i];
     }

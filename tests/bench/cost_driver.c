@@ -423,7 +423,8 @@ int main(int argc, char **argv) {
     else if (argc >= 2 && strcmp(argv[1], "produce-pipelined") == 0) rc = produce(argc, argv, 1);
     else if (argc >= 2 && strcmp(argv[1], "work") == 0) rc = work(argc, argv);
     if (rc == 2)
-        fprintf(stderr, "usage: cost_driver produce URL PREFIX RATE SECONDS NCONV INDEX NPRODUCERS PAD\n"
+        fprintf(stderr, "usage: cost_driver produce|produce-pipelined URL PREFIX RATE SECONDS NCONV INDEX "
+                        "NPRODUCERS PAD [KEY=VALUE...]\n"
                         "       cost_driver work URL PREFIX LATFILE [KEY=VALUE...]\n");
     return rc;
 }

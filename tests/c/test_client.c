@@ -638,6 +638,32 @@ static void *group_main(void *arg) {
 
 static int cmp_id(const void *a, const void *b) { return strcmp(a, b); }
 
+/* A plain connection to the Redis under test (redis://host:port/...), for
+ * commands runlane does not send (CLIENT PAUSE, CLIENT KILL); NULL after a
+ * failed check. */
+static redisContext *side_conn(void) {
+    char host[128];
+    int port = 0;
+    RL_CHECK(sscanf(store_url, "redis://%127[^:]:%d", host, &port) == 2);
+    redisContext *c = port ? redisConnect(host, port) : NULL;
+    RL_CHECK(c && !c->err);
+    if (c && c->err) {
+        redisFree(c);
+        c = NULL;
+    }
+    return c;
+}
+
+/* GROUP_THREADS callers of group_main on rl, started. */
+static void start_group_callers(group_caller_t *g, runlane_t *rl) {
+    memset(g, 0, sizeof(*g) * GROUP_THREADS);
+    for (int t = 0; t < GROUP_THREADS; t++) {
+        g[t].rl = rl;
+        g[t].index = t;
+        RL_CHECK(pthread_create(&g[t].th, NULL, group_main, &g[t]) == 0);
+    }
+}
+
 static long long metric_of(runlane_t *rl, const char *name) {
     char *text = NULL;
     long long v = -1;
@@ -656,24 +682,15 @@ static void test_concurrent_enqueues_share_round_trips(void) {
     runlane_t *rl = client(kv);
     int on_redis = strncmp(store_url, "redis://", 8) == 0, paused = 0;
     if (on_redis) {
-        char host[128];
-        int port = 0;
-        RL_CHECK(sscanf(store_url, "redis://%127[^:]:%d", host, &port) == 2);
-        redisContext *c = redisConnect(host, port);
-        RL_CHECK(c && !c->err);
-        redisReply *r = c && !c->err ? redisCommand(c, "CLIENT PAUSE %d WRITE", T(300)) : NULL;
+        redisContext *c = side_conn();
+        redisReply *r = c ? redisCommand(c, "CLIENT PAUSE %d WRITE", T(300)) : NULL;
         paused = r && r->type == REDIS_REPLY_STATUS;
         RL_CHECK_MSG(paused, "CLIENT PAUSE: %s", r && r->str ? r->str : "no reply");
         if (r) freeReplyObject(r);
         if (c) redisFree(c);
     }
     static group_caller_t g[GROUP_THREADS];
-    memset(g, 0, sizeof(g));
-    for (int t = 0; t < GROUP_THREADS; t++) {
-        g[t].rl = rl;
-        g[t].index = t;
-        RL_CHECK(pthread_create(&g[t].th, NULL, group_main, &g[t]) == 0);
-    }
+    start_group_callers(g, rl);
     static char all[GROUP_THREADS * GROUP_EACH][RUNLANE_ID_MAX];
     for (int t = 0; t < GROUP_THREADS; t++) {
         pthread_join(g[t].th, NULL);
@@ -730,14 +747,10 @@ static void test_failed_group_fails_each_caller(void) {
     if (strncmp(store_url, "redis://", 8) != 0) return;
     const char *kv[] = {"batch.window.ms", "0", NULL};
     runlane_t *rl = client(kv);
-    char host[128], name[96];
-    int port = 0;
-    RL_CHECK(sscanf(store_url, "redis://%127[^:]:%d", host, &port) == 2);
+    char name[96];
     snprintf(name, sizeof(name), "name=runlane/%s ", prefix);
-    redisContext *c = redisConnect(host, port);
-    RL_CHECK(c && !c->err);
-    if (!c || c->err) {
-        if (c) redisFree(c);
+    redisContext *c = side_conn();
+    if (!c) {
         runlane_destroy(rl);
         return;
     }
@@ -745,13 +758,7 @@ static void test_failed_group_fails_each_caller(void) {
     RL_CHECK(r && r->type == REDIS_REPLY_STATUS);
     if (r) freeReplyObject(r);
     static group_caller_t g[GROUP_THREADS];
-    memset(g, 0, sizeof(g));
-    for (int t = 0; t < GROUP_THREADS; t++) {
-        g[t].rl = rl;
-        g[t].index = t;
-        g[t].errors = 0;
-        RL_CHECK(pthread_create(&g[t].th, NULL, group_main, &g[t]) == 0);
-    }
+    start_group_callers(g, rl);
     /* The first caller's group waits on the wire while the rest queue up;
      * its connection is killed, the next group goes out on a new one (held
      * too), which is killed as well: a group of many fails. */

@@ -176,6 +176,22 @@ static void test_budget_per_message(void) {
     st->ops->destroy(st);
 }
 
+/* Acks and frees the n claims of cl; adds n to *done under mu. Returns the
+ * number of acks refused. */
+static int ack_all(rl_store_t *st, const rl_policy_t *pol, rl_claim_t *cl, int n,
+                   pthread_mutex_t *mu, int *done) {
+    int errors = 0;
+    for (int i = 0; i < n; i++) {
+        if (st->ops->ack(st, pol, cl[i].conversation_id, cl[i].token) != RUNLANE_OK) errors++;
+        rl_claim_free(&cl[i]);
+    }
+    free(cl);
+    pthread_mutex_lock(mu);
+    *done += n;
+    pthread_mutex_unlock(mu);
+    return errors;
+}
+
 /* Rounds in lock step: every worker claims at the same moment (the hardest
  * race for the head of the ready set), acks, and waits for the others, so
  * the outcome does not depend on how the OS schedules the threads (free
@@ -208,16 +224,8 @@ static void fair_one_claim(fair_worker_t *w, rl_store_t *st) {
         else if (due != INT64_MAX)
             w->empty++;
     }
-    for (int i = 0; i < n; i++) {
-        if (st->ops->ack(st, &pol, cl[i].conversation_id, cl[i].token) != RUNLANE_OK)
-            w->errors++;
-        rl_claim_free(&cl[i]);
-    }
-    free(cl);
+    w->errors += ack_all(st, &pol, cl, n, &fair_mu, &fair_done);
     w->got += n;
-    pthread_mutex_lock(&fair_mu);
-    fair_done += n;
-    pthread_mutex_unlock(&fair_mu);
 }
 
 static void *fair_main(void *arg) {
@@ -342,16 +350,8 @@ static void *woken_main(void *arg) {
         }
         w->claims++;
         if (n == 0) w->empty++;
-        for (int i = 0; i < n; i++) {
-            if (st->ops->ack(st, &pol, cl[i].conversation_id, cl[i].token) != RUNLANE_OK)
-                w->errors++;
-            rl_claim_free(&cl[i]);
-        }
-        free(cl);
+        w->errors += ack_all(st, &pol, cl, n, &woken_mu, &woken_done);
         w->got += n;
-        pthread_mutex_lock(&woken_mu);
-        woken_done += n;
-        pthread_mutex_unlock(&woken_mu);
     }
     ws->ops->destroy(ws);
     st->ops->destroy(st);
